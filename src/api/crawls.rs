@@ -1,0 +1,171 @@
+//! `/api/crawls`: start, read, list, stop, and the pages of a crawl.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{ApiJson, AppState};
+use crate::crawl::request::RequestError;
+use crate::crawl::{CrawlRequest, StartError};
+use crate::error::ApiError;
+use crate::progress::{CrawlState, CrawlStatus};
+use crate::store::{CrawlFilter, PageSummary};
+
+const DEFAULT_LIMIT: u32 = 20;
+const MAX_LIMIT: u32 = 100;
+const MAX_PAGES_LIMIT: u32 = 1000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/crawls", post(start).get(list))
+        .route("/api/crawls/{id}", get(status).delete(stop))
+        .route("/api/crawls/{id}/stop", post(stop))
+        .route("/api/crawls/{id}/pages", get(pages))
+}
+
+/// The 202 answer to a started crawl.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Started {
+    progress_id: String,
+    status: CrawlState,
+    status_url: String,
+    events_url: String,
+    room: String,
+}
+
+impl From<StartError> for ApiError {
+    fn from(e: StartError) -> Self {
+        match e {
+            StartError::Invalid(RequestError::InvalidUrl(m)) => ApiError::InvalidUrl(m),
+            StartError::Invalid(RequestError::Invalid(m)) => ApiError::InvalidRequest(m),
+            StartError::Invalid(RequestError::Unsupported(m)) => ApiError::Unsupported(m),
+            StartError::Forbidden(f) => ApiError::ForbiddenAddress(f.to_string()),
+            StartError::ShuttingDown => ApiError::Unavailable("the service is shutting down".into()),
+            StartError::Store(s) => ApiError::from(s),
+        }
+    }
+}
+
+async fn start(State(state): State<AppState>, ApiJson(req): ApiJson<CrawlRequest>) -> Result<Response, ApiError> {
+    let status = state.registry.start(req, None).await?;
+    let id = status.progress_id;
+    let body = Started {
+        status_url: format!("/api/crawls/{id}"),
+        events_url: format!("/api/crawls/{id}/events"),
+        room: id.clone(),
+        status: status.status,
+        progress_id: id.clone(),
+    };
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&body.status_url) {
+        headers.insert(header::LOCATION, v);
+    }
+    Ok((StatusCode::ACCEPTED, headers, Json(body)).into_response())
+}
+
+async fn status(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<CrawlStatus>, ApiError> {
+    state.registry.status(&id, None).await?.map(Json).ok_or_else(|| ApiError::crawl_not_found(&id))
+}
+
+/// `202` while the crawl winds down, `200` once it is terminal.
+async fn stop(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let s = state.registry.stop(&id, None).await?.ok_or_else(|| ApiError::crawl_not_found(&id))?;
+    let code = if s.status.is_terminal() { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok((code, Json(s)).into_response())
+}
+
+#[derive(Deserialize)]
+struct ListParams {
+    status: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+fn parse_limit(raw: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match raw {
+        None | Some("") => Ok(default),
+        Some(s) => match s.parse::<u32>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::InvalidRequest(format!("limit must be a whole number from 1 to {max}"))),
+        },
+    }
+}
+
+fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t).map_err(|e| ApiError::InvalidRequest(format!("invalid query string: {e}")))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let p = query(params)?;
+    let limit = parse_limit(p.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
+    let status = match p.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(CrawlState::parse(s).ok_or_else(|| {
+            ApiError::InvalidRequest(format!(
+                "status '{s}' is not one of queued, running, stopping, completed, failed, cancelled"
+            ))
+        })?),
+    };
+    let before_id = match p.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(
+            uuid::Uuid::parse_str(c)
+                .map_err(|_| ApiError::InvalidCursor(format!("cursor '{c}' was not issued by this service")))?
+                .to_string(),
+        ),
+    };
+    let mut crawls = state
+        .registry
+        .list(CrawlFilter { status, tenant: None, before_id, limit: limit + 1 })
+        .await?;
+    let next = if crawls.len() > limit as usize {
+        crawls.truncate(limit as usize);
+        crawls.last().map(|c| c.progress_id.clone())
+    } else {
+        None
+    };
+    Ok(Json(json!({ "crawls": crawls, "nextCursor": next })))
+}
+
+#[derive(Deserialize)]
+struct PagesParams {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+async fn pages(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    params: Result<Query<PagesParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let p = query(params)?;
+    let limit = parse_limit(p.limit.as_deref(), 100, MAX_PAGES_LIMIT)?;
+    let after = match p.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(
+            c.parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ApiError::InvalidCursor(format!("cursor '{c}' was not issued by this service")))?,
+        ),
+    };
+    if state.registry.status(&id, None).await?.is_none() {
+        return Err(ApiError::crawl_not_found(&id));
+    }
+    let mut pages: Vec<PageSummary> = state.registry.store().list_pages(&id, after, limit + 1).await?;
+    let next = if pages.len() > limit as usize {
+        pages.truncate(limit as usize);
+        pages.last().map(|p| p.row_id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(json!({ "pages": pages, "nextCursor": next })))
+}

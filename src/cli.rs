@@ -1,0 +1,165 @@
+//! The `trawl` command: `serve`, `crawl` (one crawl in process, with a progress
+//! bar) and `migrate`.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Cli, Command, Config, CrawlArgs, CrawlTypeArg, ServeArgs};
+use crate::crawl::{CrawlRequest, CrawlType, Registry};
+use crate::progress::CrawlState;
+use crate::{App, store};
+
+pub async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Crawl(args) => crawl(args).await,
+        Command::Migrate(args) => store::connect(&args.database_url)
+            .await
+            .map(|_| {
+                println!("migrations applied to {}", args.database_url);
+                ExitCode::SUCCESS
+            })
+            .map_err(|e| e.to_string()),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+pub fn init_tracing(default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
+    init_tracing("info,sqlx=warn,tower_http=info");
+    let crawler = args.crawler.into_config().map_err(|e| e.to_string())?;
+    let config = Config { bind: args.bind, database_url: args.database.database_url, crawler };
+    let app = App::build(config).await.map_err(|e| e.to_string())?;
+    let token = app.shutdown_token();
+    let run = app.run_until_stopped();
+    tokio::pin!(run);
+    tokio::select! {
+        r = &mut run => r.map_err(|e| e.to_string())?,
+        _ = shutdown_signal() => {
+            tracing::info!("shutdown requested");
+            token.cancel();
+            run.await.map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn crawl(args: CrawlArgs) -> Result<ExitCode, String> {
+    init_tracing("warn");
+    crate::install_crypto_provider();
+    let config = args.crawler.into_config().map_err(|e| e.to_string())?;
+    let store = store::connect(&args.database.database_url).await.map_err(|e| e.to_string())?;
+    let root = CancellationToken::new();
+    let registry = Registry::new(config, store, root.clone()).map_err(|e| e.to_string())?;
+    let req = CrawlRequest {
+        url: args.url,
+        crawl_type: match args.crawl_type {
+            CrawlTypeArg::Auto => CrawlType::Auto,
+            CrawlTypeArg::Page => CrawlType::Page,
+            CrawlTypeArg::Sitemap => CrawlType::Sitemap,
+            CrawlTypeArg::LlmsTxt => CrawlType::LlmsTxt,
+            CrawlTypeArg::Recursive => CrawlType::Recursive,
+        },
+        max_depth: args.max_depth,
+        max_pages: args.max_pages,
+        include: args.include,
+        exclude: args.exclude,
+        same_domain: Some(!args.any_domain),
+        respect_robots: Some(!args.ignore_robots),
+        render: None,
+        concurrency: args.concurrency,
+        tags: Vec::new(),
+    };
+    let started = Instant::now();
+    let status = registry.start(req, None).await.map_err(|e| e.to_string())?;
+    let id = status.progress_id.clone();
+    let mut rx = match registry.progress(&id) {
+        Some(p) => p.subscribe(),
+        None => return Err("the crawl ended before it could be watched".into()),
+    };
+    let bar = ProgressBar::new(100);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:30}] {pos:>3}% {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let mut stop_sent = false;
+    let fin = loop {
+        let s = rx.borrow_and_update().clone();
+        bar.set_position(s.percentage as u64);
+        bar.set_message(format!(
+            "{} · {} crawled, {} failed, {} skipped, {} queued",
+            s.status.as_str(),
+            s.pages_crawled,
+            s.pages_failed,
+            s.pages_skipped,
+            s.pages_queued
+        ));
+        if s.status.is_terminal() {
+            break s;
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() {
+                break registry.status(&id, None).await.ok().flatten().unwrap_or(s);
+            },
+            _ = shutdown_signal(), if !stop_sent => {
+                stop_sent = true;
+                bar.println("stopping…");
+                let _ = registry.stop(&id, None).await;
+            }
+        }
+    };
+    bar.finish_and_clear();
+    registry.shutdown(Duration::from_secs(5)).await;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&fin).unwrap_or_default());
+    } else {
+        println!(
+            "{} {} in {:.1}s: {} crawled, {} failed, {} skipped{}",
+            fin.status.as_str(),
+            fin.url,
+            started.elapsed().as_secs_f64(),
+            fin.pages_crawled,
+            fin.pages_failed,
+            fin.pages_skipped,
+            fin.error.as_deref().map(|e| format!(" — {e}")).unwrap_or_default()
+        );
+        println!("progress id: {id}");
+    }
+    Ok(match fin.status {
+        CrawlState::Completed => ExitCode::SUCCESS,
+        CrawlState::Cancelled => ExitCode::from(130),
+        _ => ExitCode::FAILURE,
+    })
+}

@@ -1,0 +1,236 @@
+//! One `Config`, read from flags and environment by clap and validated once.
+//!
+//! Every flag has an environment variable, so the same binary is configured the
+//! same way from a shell, a container or a test.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// What the service needs to run; built from the CLI or directly by tests.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address the HTTP server listens on; port 0 picks a free one (tests).
+    pub bind: SocketAddr,
+    /// `sqlite://path`, or a plain file path.
+    pub database_url: String,
+    pub crawler: CrawlerConfig,
+}
+
+/// Limits and defaults of the crawl engine, shared by every crawl of a process.
+#[derive(Debug, Clone)]
+pub struct CrawlerConfig {
+    /// Lifts the address guard: loopback and private addresses may be crawled.
+    pub allow_private_networks: bool,
+    /// Whole-request timeout of one fetch, headers and body.
+    pub request_timeout: Duration,
+    /// Bodies longer than this are cut off and the page fails.
+    pub max_page_bytes: usize,
+    /// Requests in flight to one host at once, per crawl.
+    pub per_host_concurrency: usize,
+    /// Minimum spacing of requests to one host; robots.txt `Crawl-delay` can raise it.
+    pub politeness_delay: Duration,
+    /// Longest `Crawl-delay` honoured; a larger one is clamped so a crawl cannot stall for hours.
+    pub max_crawl_delay: Duration,
+    pub user_agent: String,
+    /// Crawls running at once in this process; the rest wait `queued`.
+    pub max_crawls: usize,
+    /// Fetches in flight per crawl when the request names no `concurrency`.
+    pub default_concurrency: usize,
+    pub default_max_depth: u32,
+    pub default_max_pages: u32,
+    /// Upper bounds a request may ask for.
+    pub max_concurrency: usize,
+    pub max_pages_limit: u32,
+    pub max_depth_limit: u32,
+}
+
+impl Default for CrawlerConfig {
+    fn default() -> Self {
+        Self {
+            allow_private_networks: false,
+            request_timeout: Duration::from_secs(30),
+            max_page_bytes: 10 * 1024 * 1024,
+            per_host_concurrency: 16,
+            politeness_delay: Duration::ZERO,
+            max_crawl_delay: Duration::from_secs(30),
+            user_agent: format!("trawl/{} (+https://github.com/trawl)", env!("CARGO_PKG_VERSION")),
+            max_crawls: 16,
+            default_concurrency: 16,
+            default_max_depth: 3,
+            default_max_pages: 1000,
+            max_concurrency: 256,
+            max_pages_limit: 1_000_000,
+            max_depth_limit: 100,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: "sqlite://trawl.db".into(),
+            crawler: CrawlerConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "trawl", version, about = "Crawl websites into searchable content; watch and stop crawls live.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service.
+    Serve(ServeArgs),
+    /// Run one crawl in this process, with a progress bar; Ctrl-C stops it.
+    Crawl(CrawlArgs),
+    /// Apply the store's migrations and exit.
+    Migrate(DatabaseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// Store location: `sqlite://trawl.db` or a file path.
+    #[arg(long = "database", env = "DATABASE_URL", default_value = "sqlite://trawl.db")]
+    pub database_url: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[arg(long, env = "TRAWL_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub crawler: CrawlerArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CrawlTypeArg {
+    Auto,
+    Page,
+    Sitemap,
+    LlmsTxt,
+    Recursive,
+}
+
+#[derive(Debug, Args)]
+pub struct CrawlArgs {
+    /// The URL to crawl.
+    pub url: String,
+    #[arg(long, value_enum, default_value = "auto", env = "TRAWL_CRAWL_TYPE")]
+    pub crawl_type: CrawlTypeArg,
+    #[arg(long, env = "TRAWL_MAX_DEPTH")]
+    pub max_depth: Option<u32>,
+    #[arg(long, env = "TRAWL_MAX_PAGES")]
+    pub max_pages: Option<u32>,
+    /// Only crawl paths matching one of these globs (repeatable).
+    #[arg(long, env = "TRAWL_INCLUDE", value_delimiter = ',')]
+    pub include: Vec<String>,
+    /// Never crawl paths matching one of these globs (repeatable).
+    #[arg(long, env = "TRAWL_EXCLUDE", value_delimiter = ',')]
+    pub exclude: Vec<String>,
+    /// Follow links to other hosts too.
+    #[arg(long, env = "TRAWL_ANY_DOMAIN")]
+    pub any_domain: bool,
+    /// Ignore robots.txt.
+    #[arg(long, env = "TRAWL_IGNORE_ROBOTS")]
+    pub ignore_robots: bool,
+    /// Fetches in flight at once.
+    #[arg(long, env = "TRAWL_CONCURRENCY")]
+    pub concurrency: Option<u32>,
+    /// Print the final status as JSON instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub crawler: CrawlerArgs,
+}
+
+/// Engine limits, shared by `serve` and `crawl`.
+#[derive(Debug, Args)]
+pub struct CrawlerArgs {
+    /// Allow crawling loopback, private and link-local addresses (local use, tests).
+    #[arg(long, env = "TRAWL_ALLOW_PRIVATE_NETWORKS")]
+    pub allow_private_networks: bool,
+    /// Timeout of one request, in milliseconds.
+    #[arg(long, env = "TRAWL_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+    /// Largest page body accepted, in bytes.
+    #[arg(long, env = "TRAWL_MAX_PAGE_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_page_bytes: usize,
+    /// Requests in flight to one host at once, per crawl.
+    #[arg(long, env = "TRAWL_PER_HOST_CONCURRENCY", default_value_t = 16)]
+    pub per_host_concurrency: usize,
+    /// Minimum delay between two requests to one host, in milliseconds.
+    #[arg(long, env = "TRAWL_POLITENESS_DELAY_MS", default_value_t = 0)]
+    pub politeness_delay_ms: u64,
+    /// Crawls running at once; further crawls wait queued.
+    #[arg(long, env = "TRAWL_MAX_CRAWLS", default_value_t = 16)]
+    pub max_crawls: usize,
+    /// Fetches in flight per crawl when the request names none.
+    #[arg(long, env = "TRAWL_DEFAULT_CONCURRENCY", default_value_t = 16)]
+    pub default_concurrency: usize,
+    /// The User-Agent sent, also matched against robots.txt groups.
+    #[arg(long, env = "TRAWL_USER_AGENT")]
+    pub user_agent: Option<String>,
+}
+
+/// A configuration value that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl CrawlerArgs {
+    pub fn into_config(self) -> Result<CrawlerConfig, ConfigError> {
+        let mut c = CrawlerConfig {
+            allow_private_networks: self.allow_private_networks,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            max_page_bytes: self.max_page_bytes,
+            per_host_concurrency: self.per_host_concurrency,
+            politeness_delay: Duration::from_millis(self.politeness_delay_ms),
+            max_crawls: self.max_crawls,
+            default_concurrency: self.default_concurrency,
+            ..CrawlerConfig::default()
+        };
+        if let Some(ua) = self.user_agent {
+            c.user_agent = ua;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+impl CrawlerConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("request timeout", self.request_timeout.as_millis() as usize),
+            ("max page bytes", self.max_page_bytes),
+            ("per-host concurrency", self.per_host_concurrency),
+            ("max crawls", self.max_crawls),
+            ("default concurrency", self.default_concurrency),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(ConfigError(format!("{name} must be greater than 0")));
+            }
+        }
+        if self.default_concurrency > self.max_concurrency {
+            return Err(ConfigError(format!(
+                "default concurrency must be at most {}",
+                self.max_concurrency
+            )));
+        }
+        if self.user_agent.trim().is_empty() {
+            return Err(ConfigError("user agent must not be empty".into()));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,16 @@
+//! The crawl engine: a registry of running crawls, one orchestrator task per
+//! crawl, and the pieces it drives (frontier, scope, robots, discovery, fetch).
+
+pub mod discover;
+pub mod fetch;
+pub mod guard;
+mod hosts;
+mod orchestrator;
+pub mod registry;
+pub mod request;
+pub mod robots;
+pub mod scope;
+pub mod urls;
+
+pub use registry::{Registry, StartError};
+pub use request::{CrawlRequest, CrawlSpec, CrawlType, Render};

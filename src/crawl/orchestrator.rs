@@ -1,0 +1,644 @@
+//! One crawl, start to end: discovery, a level-by-level breadth-first walk,
+//! page tasks, and the writer that stores their outcomes.
+//!
+//! Levels are crawled one at a time and the next level is admitted in page
+//! order, so depth is the true hop count and the pages a budget admits do not
+//! depend on which fetch finished first: counts are exact and repeatable.
+//!
+//! Every task of a crawl is spawned on the crawl's `TaskTracker` and races the
+//! crawl's token, so a stop drops in-flight requests at once. The orchestrator
+//! waits for the tracker before it writes the terminal status; nothing is
+//! stored after that.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+use url::Url;
+
+use crate::config::CrawlerConfig;
+use crate::crawl::discover::{self, Sitemap};
+use crate::crawl::fetch::{Fetched, HttpFetcher, http::decode};
+use crate::crawl::hosts::Hosts;
+use crate::crawl::request::{CrawlSpec, CrawlType};
+use crate::crawl::robots::Robots;
+use crate::crawl::scope::Scope;
+use crate::crawl::urls;
+use crate::process::{self, Pool};
+use crate::progress::{CrawlState, CrawlStatus, PageCounts, Progress, Stage};
+use crate::store::{DynStore, PageRecord, PageStatus};
+
+/// Page outcomes buffered between page tasks and the writer.
+const PAGE_CHANNEL: usize = 512;
+/// Pages per store transaction.
+const WRITE_BATCH: usize = 256;
+/// How often the writer flushes and persists the status while a crawl runs.
+const FLUSH_EVERY: Duration = Duration::from_millis(250);
+/// Sitemap documents read per crawl, at most (indexes of indexes).
+const MAX_SITEMAP_DOCS: usize = 1000;
+
+/// What every crawl of a process shares.
+pub(crate) struct Engine {
+    pub config: CrawlerConfig,
+    pub fetcher: HttpFetcher,
+    pub pool: Pool,
+    pub store: DynStore,
+    /// The service's root token: fired at shutdown.
+    pub root: CancellationToken,
+}
+
+/// One crawl's identity, live state and task bookkeeping.
+pub(crate) struct Crawl {
+    pub tenant: Option<String>,
+    pub spec: CrawlSpec,
+    /// A child of the root token; fired by a stop or by shutdown.
+    pub token: CancellationToken,
+    /// Every task of this crawl; waited for before the terminal status.
+    pub tracker: TaskTracker,
+    pub progress: Progress,
+    pub span: tracing::Span,
+    /// URLs taken on so far; each ends as one stored page.
+    admitted: AtomicU64,
+    /// Set when the crawl cannot go on (the store refused writes for good).
+    fatal: Mutex<Option<String>>,
+    /// The first page error, to explain a crawl in which nothing succeeded.
+    first_error: Mutex<Option<String>>,
+}
+
+impl Crawl {
+    pub fn new(id: String, tenant: Option<String>, spec: CrawlSpec, token: CancellationToken, progress: Progress) -> Self {
+        let span = tracing::info_span!("crawl", progress_id = %id);
+        Self {
+            tenant,
+            spec,
+            token,
+            tracker: TaskTracker::new(),
+            progress,
+            span,
+            admitted: AtomicU64::new(0),
+            fatal: Mutex::new(None),
+            first_error: Mutex::new(None),
+        }
+    }
+
+    fn fail(&self, reason: String) {
+        tracing::error!(%reason, "crawl cannot go on");
+        let mut f = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
+        f.get_or_insert(reason);
+        self.token.cancel();
+    }
+
+    fn stage(&self, stage: Stage, message: impl Into<String>) {
+        let message = message.into();
+        self.progress.update(|s| {
+            s.stage = stage;
+            s.message = Some(message);
+        });
+    }
+}
+
+enum Outcome {
+    Finished,
+    Stopped,
+    Failed(String),
+}
+
+/// Runs a crawl to its terminal status. Returns that status and whether it
+/// reached the store.
+pub(crate) async fn run(engine: Arc<Engine>, crawl: Arc<Crawl>, slots: Arc<Semaphore>) -> (CrawlStatus, bool) {
+    let slot = tokio::select! {
+        biased;
+        _ = crawl.token.cancelled() => None,
+        p = slots.acquire_owned() => p.ok(),
+    };
+    let outcome = match slot {
+        None => Outcome::Stopped,
+        Some(_slot) => {
+            crawl.progress.update(|s| {
+                s.status = CrawlState::Running;
+                s.started_at = Some(Utc::now());
+                s.message = Some("started".into());
+            });
+            if let Err(e) = engine.store.save_status(&crawl.progress.snapshot()).await {
+                tracing::warn!(error = %e, "could not persist the running status");
+            }
+            let (tx, rx) = mpsc::channel(PAGE_CHANNEL);
+            crawl
+                .tracker
+                .spawn(writer(engine.clone(), crawl.clone(), rx).instrument(crawl.span.clone()));
+            tokio::select! {
+                biased;
+                _ = crawl.token.cancelled() => Outcome::Stopped,
+                o = body(&engine, &crawl, tx) => o,
+            }
+        }
+    };
+    crawl.tracker.close();
+    crawl.tracker.wait().await;
+    let fin = terminal_status(&engine, &crawl, outcome);
+    let saved = with_retry(|| engine.store.save_status(&fin)).await;
+    if let Err(e) = &saved {
+        tracing::error!(error = %e, "could not store the terminal status");
+    }
+    crawl.progress.update(|s| *s = fin.clone());
+    tracing::info!(
+        status = fin.status.as_str(),
+        crawled = fin.pages_crawled,
+        failed = fin.pages_failed,
+        skipped = fin.pages_skipped,
+        "crawl ended"
+    );
+    (fin, saved.is_ok())
+}
+
+fn terminal_status(engine: &Engine, crawl: &Crawl, outcome: Outcome) -> CrawlStatus {
+    let mut fin = crawl.progress.snapshot();
+    fin.finished_at = Some(Utc::now());
+    fin.stage = Stage::Finalizing;
+    fin.current_url = None;
+    fin.pages_queued = 0;
+    let fatal = crawl.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let stopped = matches!(outcome, Outcome::Stopped) || fin.status == CrawlState::Stopping;
+    if let Some(reason) = fatal {
+        fin.status = CrawlState::Failed;
+        fin.message = Some(format!("failed: {reason}"));
+        fin.error = Some(reason);
+    } else if stopped {
+        fin.status = CrawlState::Cancelled;
+        fin.message = Some(if engine.root.is_cancelled() && fin.status != CrawlState::Stopping {
+            "stopped: the service is shutting down".into()
+        } else {
+            "stopped by request".into()
+        });
+    } else if let Outcome::Failed(reason) = outcome {
+        fin.status = CrawlState::Failed;
+        fin.message = Some(format!("failed: {reason}"));
+        fin.error = Some(reason);
+    } else if fin.pages_crawled == 0 && fin.pages_failed > 0 {
+        let first = crawl.first_error.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
+        let reason = format!("no page could be crawled; first error: {first}");
+        fin.status = CrawlState::Failed;
+        fin.message = Some(format!("failed: {reason}"));
+        fin.error = Some(reason);
+    } else {
+        fin.status = CrawlState::Completed;
+        fin.percentage = 100.0;
+        fin.message = Some(format!(
+            "completed: {} crawled, {} failed, {} skipped",
+            fin.pages_crawled, fin.pages_failed, fin.pages_skipped
+        ));
+    }
+    fin
+}
+
+/// Retries a store write with backoff; a brief outage must not lose a crawl.
+async fn with_retry<F, Fut>(mut f: F) -> Result<(), crate::store::StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), crate::store::StoreError>>,
+{
+    let mut delay = Duration::from_millis(50);
+    for _ in 0..4 {
+        match f().await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "store write failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 4;
+            }
+        }
+    }
+    f().await
+}
+
+/// What page tasks share.
+struct Ctx {
+    engine: Arc<Engine>,
+    crawl: Arc<Crawl>,
+    robots: Robots,
+    hosts: Hosts,
+    pages: mpsc::Sender<PageRecord>,
+}
+
+/// What a crawled page hands back to the level loop.
+#[derive(Default, Clone)]
+struct PageResult {
+    final_url: Option<Url>,
+    links: Vec<Url>,
+}
+
+/// The budget and dedup set: each URL is admitted once, and at most
+/// `maxPages` URLs in all.
+struct Frontier {
+    seen: HashSet<String>,
+    max_pages: u64,
+}
+
+impl Frontier {
+    fn admit(&mut self, url: &Url) -> bool {
+        if self.seen.len() as u64 >= self.max_pages || self.seen.contains(url.as_str()) {
+            return false;
+        }
+        self.seen.insert(url.as_str().to_string());
+        true
+    }
+}
+
+async fn body(engine: &Arc<Engine>, crawl: &Arc<Crawl>, pages: mpsc::Sender<PageRecord>) -> Outcome {
+    let spec = &crawl.spec;
+    let ctx = Arc::new(Ctx {
+        engine: engine.clone(),
+        crawl: crawl.clone(),
+        robots: Robots::new(&engine.config.user_agent),
+        hosts: Hosts::new(engine.config.per_host_concurrency.min(spec.concurrency)),
+        pages,
+    });
+    crawl.stage(Stage::Analyzing, "analyzing the start URL");
+    let kind = match spec.crawl_type {
+        CrawlType::Auto => detect_type(&ctx, &spec.url).await,
+        k => k,
+    };
+    crawl.stage(Stage::Discovering, format!("discovering URLs ({})", type_name(kind)));
+    let (seeds, follow, seeds_are_start) = match kind {
+        CrawlType::Page | CrawlType::Auto => (vec![spec.url.clone()], false, true),
+        CrawlType::Recursive => (vec![spec.url.clone()], true, true),
+        CrawlType::Sitemap => match sitemap_urls(&ctx, &spec.url).await {
+            Ok(urls) => (urls, false, false),
+            Err(e) => return Outcome::Failed(e),
+        },
+        CrawlType::LlmsTxt if discover::is_full_text(&spec.url) => (vec![spec.url.clone()], false, true),
+        CrawlType::LlmsTxt => match link_list(&ctx, &spec.url).await {
+            Ok(urls) if urls.is_empty() => (vec![spec.url.clone()], false, true),
+            Ok(urls) => (urls, false, false),
+            Err(e) => return Outcome::Failed(e),
+        },
+    };
+    let mut scope = spec.scope.clone();
+    let mut frontier = Frontier { seen: HashSet::new(), max_pages: u64::from(spec.max_pages) };
+    let mut level: Vec<Url> =
+        seeds.into_iter().filter(|u| (seeds_are_start || scope.allows(u)) && frontier.admit(u)).collect();
+    crawl.admitted.store(frontier.seen.len() as u64, Ordering::Relaxed);
+    crawl.stage(Stage::Crawling, format!("crawling {} URLs", level.len()));
+    let mut depth = 0u32;
+    while !level.is_empty() {
+        let results = run_level(&ctx, level, depth, seeds_are_start && depth == 0, Arc::new(scope.clone())).await;
+        if !follow || depth >= spec.max_depth {
+            break;
+        }
+        if depth == 0 {
+            // The start page may have moved (http → https, apex → www): its
+            // final host joins the scope.
+            for r in &results {
+                if let Some(f) = &r.final_url {
+                    scope.add_host_of(f);
+                }
+            }
+        }
+        let next: Vec<Url> = results
+            .into_iter()
+            .flat_map(|r| r.links)
+            .filter(|u| scope.allows(u) && frontier.admit(u))
+            .collect();
+        crawl.admitted.store(frontier.seen.len() as u64, Ordering::Relaxed);
+        level = next;
+        depth += 1;
+    }
+    Outcome::Finished
+}
+
+fn type_name(t: CrawlType) -> &'static str {
+    match t {
+        CrawlType::Auto | CrawlType::Page => "page",
+        CrawlType::Sitemap => "sitemap",
+        CrawlType::LlmsTxt => "llms_txt",
+        CrawlType::Recursive => "recursive",
+    }
+}
+
+/// `auto`: the URL's name first, else a look at what the URL serves.
+async fn detect_type(ctx: &Ctx, url: &Url) -> CrawlType {
+    if let Some(t) = discover::type_from_url(url) {
+        return t;
+    }
+    if ctx.crawl.spec.respect_robots && !ctx.robots.rules_for(url, &ctx.engine.fetcher).await.allowed(url) {
+        return CrawlType::Recursive;
+    }
+    let fetched = ctx.engine.fetcher.fetch(url, &|_| true, &|s, _| (200..300).contains(&s)).await;
+    match fetched {
+        Ok(f) if (200..300).contains(&f.status) => {
+            let mime = f.mime().unwrap_or_default();
+            let body = f.body.as_deref().unwrap_or_default();
+            if (mime.contains("xml") || mime.is_empty() || body.starts_with(&[0x1f, 0x8b]))
+                && discover::looks_like_sitemap(&discover::maybe_gunzip(body).unwrap_or_default())
+            {
+                CrawlType::Sitemap
+            } else if mime == "text/plain" || mime == "text/markdown" {
+                CrawlType::LlmsTxt
+            } else {
+                CrawlType::Recursive
+            }
+        }
+        _ => CrawlType::Recursive,
+    }
+}
+
+/// Fetches a discovery document (sitemap, link list) with the crawl's guard;
+/// fails with a message that names the URL.
+async fn fetch_document(ctx: &Ctx, url: &Url, scope: &Scope) -> Result<Fetched, String> {
+    let f = ctx
+        .engine
+        .fetcher
+        .fetch(url, &|u| scope.host_allowed(u), &|s, _| (200..300).contains(&s))
+        .await
+        .map_err(|e| format!("{url}: {}: {e}", e.code()))?;
+    if !(200..300).contains(&f.status) {
+        return Err(format!("{url}: HTTP {}", f.status));
+    }
+    Ok(f)
+}
+
+/// Every page URL of a sitemap, following indexes breadth-first.
+async fn sitemap_urls(ctx: &Ctx, root: &Url) -> Result<Vec<Url>, String> {
+    let scope = &ctx.crawl.spec.scope;
+    let mut queue = VecDeque::from([root.clone()]);
+    let mut seen_docs: HashSet<Url> = HashSet::from([root.clone()]);
+    let mut out = Vec::new();
+    let mut docs = 0;
+    while let Some(doc) = queue.pop_front() {
+        docs += 1;
+        if docs > MAX_SITEMAP_DOCS {
+            tracing::warn!("sitemap index too large; reading the first {MAX_SITEMAP_DOCS} documents");
+            break;
+        }
+        let parsed = match fetch_document(ctx, &doc, scope).await {
+            Ok(f) => {
+                let body = f.body.unwrap_or_default();
+                let pool = ctx.engine.pool.clone();
+                pool.run(&ctx.crawl.tracker, move || discover::parse_sitemap(&body))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| format!("{doc}: {e}")))
+            }
+            Err(e) => Err(e),
+        };
+        match parsed {
+            Ok(Sitemap::Urls(locs)) => {
+                out.extend(locs.iter().filter_map(|l| Url::parse(l).ok()).filter_map(|u| urls::normalize(&u)))
+            }
+            Ok(Sitemap::Index(locs)) => {
+                for u in locs.iter().filter_map(|l| Url::parse(l).ok()).filter_map(|u| urls::normalize(&u)) {
+                    if scope.host_allowed(&u) && seen_docs.insert(u.clone()) {
+                        queue.push_back(u);
+                    }
+                }
+            }
+            // The root sitemap must work; a broken child costs only its URLs.
+            Err(e) if docs == 1 => return Err(format!("sitemap unreadable: {e}")),
+            Err(e) => tracing::warn!(error = %e, "skipping an unreadable child sitemap"),
+        }
+    }
+    Ok(out)
+}
+
+/// The links of an llms.txt-style list.
+async fn link_list(ctx: &Ctx, url: &Url) -> Result<Vec<Url>, String> {
+    let f = fetch_document(ctx, url, &ctx.crawl.spec.scope).await.map_err(|e| format!("link list unreadable: {e}"))?;
+    let text = f.text();
+    Ok(discover::parse_link_list(&text, &f.final_url))
+}
+
+/// Crawls one level with bounded concurrency; results come back in the
+/// level's order.
+async fn run_level(ctx: &Arc<Ctx>, level: Vec<Url>, depth: u32, seed: bool, scope: Arc<Scope>) -> Vec<PageResult> {
+    let n = level.len();
+    let slots = Arc::new(Semaphore::new(ctx.crawl.spec.concurrency));
+    let (tx, mut rx) = mpsc::channel::<(usize, PageResult)>(n.max(1));
+    for (i, url) in level.into_iter().enumerate() {
+        let Ok(permit) = slots.clone().acquire_owned().await else { break };
+        ctx.crawl.progress.update(|s| s.current_url = Some(url.to_string()));
+        let (ctx2, tx, scope) = (ctx.clone(), tx.clone(), scope.clone());
+        let task = async move {
+            let token = ctx2.crawl.token.clone();
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => {}
+                r = page_task(&ctx2, url, depth, seed, &scope) => { let _ = tx.send((i, r)).await; }
+            }
+            drop(permit);
+        };
+        ctx.crawl.tracker.spawn(task.in_current_span());
+    }
+    drop(tx);
+    let mut results = vec![PageResult::default(); n];
+    while let Some((i, r)) = rx.recv().await {
+        results[i] = r;
+    }
+    results
+}
+
+async fn page_task(ctx: &Ctx, url: Url, depth: u32, seed: bool, scope: &Scope) -> PageResult {
+    let (record, result) = crawl_page(ctx, url, depth, seed, scope).await;
+    if record.status == PageStatus::Failed {
+        let mut first = ctx.crawl.first_error.lock().unwrap_or_else(|e| e.into_inner());
+        if first.is_none() {
+            *first = record.error.clone();
+        }
+    }
+    let _ = ctx.pages.send(record).await;
+    result
+}
+
+/// How a fetched body is treated.
+#[derive(Clone, Copy)]
+enum Kind {
+    Html,
+    Text,
+    Markdown,
+}
+
+impl Kind {
+    fn of(mime: Option<&str>) -> Option<Kind> {
+        match mime {
+            None | Some("") | Some("text/html") | Some("application/xhtml+xml") => Some(Kind::Html),
+            Some("text/plain") => Some(Kind::Text),
+            Some("text/markdown") | Some("text/x-markdown") => Some(Kind::Markdown),
+            _ => None,
+        }
+    }
+}
+
+fn record(url: &Url, depth: u32, status: PageStatus) -> PageRecord {
+    PageRecord {
+        url: url.to_string(),
+        final_url: None,
+        status,
+        http_status: None,
+        depth,
+        title: None,
+        content_type: None,
+        format: None,
+        content: None,
+        bytes: None,
+        error: None,
+        fetched_at: Utc::now(),
+    }
+}
+
+async fn crawl_page(ctx: &Ctx, url: Url, depth: u32, seed: bool, scope: &Scope) -> (PageRecord, PageResult) {
+    let engine = &ctx.engine;
+    let spec = &ctx.crawl.spec;
+    let mut delay = engine.config.politeness_delay;
+    if spec.respect_robots {
+        let rules = ctx.robots.rules_for(&url, &engine.fetcher).await;
+        if !rules.allowed(&url) {
+            let mut r = record(&url, depth, PageStatus::Skipped);
+            r.error = Some(rules.reason());
+            return (r, PageResult::default());
+        }
+        if let Some(d) = rules.crawl_delay() {
+            delay = delay.max(d.min(engine.config.max_crawl_delay));
+        }
+    }
+    let _host = ctx.hosts.acquire(&url, delay).await;
+    // The start URL may redirect anywhere the guard allows; other pages stay in scope.
+    let in_scope = |u: &Url| seed || scope.allows(u);
+    let want = |status: u16, mime: Option<&str>| (200..300).contains(&status) && Kind::of(mime).is_some();
+    let fetched = match engine.fetcher.fetch(&url, &in_scope, &want).await {
+        Ok(f) => f,
+        Err(e) => {
+            let mut r = record(&url, depth, PageStatus::Failed);
+            r.error = Some(format!("{}: {e}", e.code()));
+            return (r, PageResult::default());
+        }
+    };
+    let mut r = record(&url, depth, PageStatus::Crawled);
+    r.http_status = Some(fetched.status);
+    r.content_type = fetched.content_type.clone();
+    if fetched.final_url != url {
+        r.final_url = Some(fetched.final_url.to_string());
+    }
+    if !(200..300).contains(&fetched.status) {
+        r.status = PageStatus::Failed;
+        let reason = reqwest::StatusCode::from_u16(fetched.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        r.error = Some(format!("http_status: HTTP {} {reason}", fetched.status).trim_end().to_string());
+        return (r, PageResult::default());
+    }
+    let Some(kind) = Kind::of(fetched.mime().as_deref()) else {
+        r.status = PageStatus::Skipped;
+        r.error = Some(format!("unsupported_content_type: {} is not HTML or text", fetched.mime().unwrap_or_default()));
+        return (r, PageResult::default());
+    };
+    let body = fetched.body.unwrap_or_default();
+    r.bytes = Some(body.len() as u64);
+    let content_type = fetched.content_type;
+    let page_url = fetched.final_url.clone();
+    let processed = engine
+        .pool
+        .run(&ctx.crawl.tracker, move || {
+            let text = decode(&body, content_type.as_deref());
+            match kind {
+                Kind::Html => {
+                    let p = process::parse_html(&text, &page_url);
+                    (p.title, p.markdown, "markdown", p.links)
+                }
+                Kind::Markdown => (process::text_title(&text), text, "markdown", Vec::new()),
+                Kind::Text => (process::text_title(&text), text, "text", Vec::new()),
+            }
+        })
+        .await;
+    match processed {
+        Ok((title, content, format, links)) => {
+            r.title = title;
+            r.content = Some(content);
+            r.format = Some(format);
+            (r, PageResult { final_url: Some(fetched.final_url), links })
+        }
+        Err(e) => {
+            r.status = PageStatus::Failed;
+            r.error = Some(format!("processing_failed: {e}"));
+            (r, PageResult::default())
+        }
+    }
+}
+
+/// Stores page outcomes in batches, each batch in one transaction with the
+/// status that counts it; persists the status at least every `FLUSH_EVERY`.
+/// It ends when every page task has dropped its sender; on a stop it flushes
+/// at once, so pages fetched before the stop are kept.
+async fn writer(engine: Arc<Engine>, crawl: Arc<Crawl>, mut rx: mpsc::Receiver<PageRecord>) {
+    let mut batch: Vec<PageRecord> = Vec::with_capacity(WRITE_BATCH);
+    let mut counts = PageCounts::default();
+    let mut last_saved: Option<CrawlStatus> = None;
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(r) => {
+                    batch.push(r);
+                    if batch.len() >= WRITE_BATCH {
+                        flush(&engine, &crawl, &mut batch, &mut counts, &mut last_saved).await;
+                    }
+                }
+                None => break,
+            },
+            _ = crawl.token.cancelled(), if !stopping => {
+                stopping = true;
+                flush(&engine, &crawl, &mut batch, &mut counts, &mut last_saved).await;
+            }
+            _ = tick.tick() => flush(&engine, &crawl, &mut batch, &mut counts, &mut last_saved).await,
+        }
+    }
+    flush(&engine, &crawl, &mut batch, &mut counts, &mut last_saved).await;
+}
+
+async fn flush(
+    engine: &Engine,
+    crawl: &Crawl,
+    batch: &mut Vec<PageRecord>,
+    counts: &mut PageCounts,
+    last_saved: &mut Option<CrawlStatus>,
+) {
+    let admitted = crawl.admitted.load(Ordering::Relaxed);
+    let mut next = *counts;
+    for r in batch.iter() {
+        match r.status {
+            PageStatus::Crawled => next.crawled += 1,
+            PageStatus::Failed => next.failed += 1,
+            PageStatus::Skipped => next.skipped += 1,
+        }
+    }
+    let mut snapshot = crawl.progress.snapshot();
+    snapshot.apply_counts(admitted, next);
+    if batch.is_empty() && last_saved.as_ref() == Some(&snapshot) {
+        return;
+    }
+    let result = if batch.is_empty() {
+        with_retry(|| engine.store.save_status(&snapshot)).await
+    } else {
+        with_retry(|| engine.store.save_pages(&snapshot, batch)).await
+    };
+    match result {
+        Ok(()) => {
+            *counts = next;
+            crawl.progress.set_counts(admitted, next);
+            *last_saved = Some(snapshot);
+        }
+        Err(e) => {
+            if !batch.is_empty() {
+                crawl.fail(format!("the store refused {} page(s): {e}", batch.len()));
+            }
+        }
+    }
+    batch.clear();
+}

@@ -1,0 +1,206 @@
+//! `CrawlRequest` as clients send it, and `CrawlSpec`, the validated form the
+//! engine runs. All checks of user input happen here, once.
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::config::CrawlerConfig;
+use crate::crawl::scope::Scope;
+use crate::crawl::urls;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CrawlType {
+    #[default]
+    Auto,
+    Page,
+    Sitemap,
+    #[serde(alias = "llms-txt", alias = "llmsTxt")]
+    LlmsTxt,
+    Recursive,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Render {
+    #[default]
+    Http,
+    Browser,
+    Auto,
+}
+
+/// `CrawlRequest` of CONTRACT.md; keys in camelCase or snake_case. Unknown
+/// keys are refused so that a typo (`maxdepth`) is not silently ignored.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CrawlRequest {
+    pub url: String,
+    #[serde(default, alias = "crawl_type")]
+    pub crawl_type: CrawlType,
+    #[serde(default, alias = "max_depth")]
+    pub max_depth: Option<u32>,
+    #[serde(default, alias = "max_pages")]
+    pub max_pages: Option<u32>,
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default, alias = "same_domain")]
+    pub same_domain: Option<bool>,
+    #[serde(default, alias = "respect_robots")]
+    pub respect_robots: Option<bool>,
+    #[serde(default)]
+    pub render: Option<Render>,
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+impl CrawlRequest {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), ..Self::default() }
+    }
+}
+
+/// A validated request with every default filled in.
+#[derive(Debug, Clone)]
+pub struct CrawlSpec {
+    pub url: Url,
+    pub crawl_type: CrawlType,
+    pub max_depth: u32,
+    pub max_pages: u32,
+    pub same_domain: bool,
+    pub respect_robots: bool,
+    pub render: Render,
+    pub concurrency: usize,
+    pub scope: Scope,
+    /// The request as accepted, kept with the crawl.
+    pub request: CrawlRequest,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("{0}")]
+    InvalidUrl(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+const MAX_URL_LEN: usize = 4096;
+const MAX_GLOBS: usize = 100;
+const MAX_TAGS: usize = 32;
+const MAX_TAG_LEN: usize = 100;
+
+/// Parses and checks a URL a user asked to crawl.
+pub fn parse_start_url(raw: &str) -> Result<Url, RequestError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err(RequestError::InvalidUrl("url must not be empty".into()));
+    }
+    if raw.len() > MAX_URL_LEN {
+        return Err(RequestError::InvalidUrl(format!("url is longer than {MAX_URL_LEN} characters")));
+    }
+    let url = Url::parse(raw).map_err(|e| RequestError::InvalidUrl(format!("url '{raw}' is not a valid absolute URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(RequestError::InvalidUrl(format!(
+            "url scheme '{}' is not supported; use http or https",
+            url.scheme()
+        )));
+    }
+    urls::normalize(&url).ok_or_else(|| RequestError::InvalidUrl(format!("url '{raw}' has no host")))
+}
+
+impl CrawlRequest {
+    pub fn validate(&self, cfg: &CrawlerConfig) -> Result<CrawlSpec, RequestError> {
+        let url = parse_start_url(&self.url)?;
+        let max_depth = self.max_depth.unwrap_or(cfg.default_max_depth);
+        if max_depth > cfg.max_depth_limit {
+            return Err(RequestError::Invalid(format!("maxDepth must be at most {}", cfg.max_depth_limit)));
+        }
+        let max_pages = self.max_pages.unwrap_or(cfg.default_max_pages);
+        if max_pages == 0 || max_pages > cfg.max_pages_limit {
+            return Err(RequestError::Invalid(format!(
+                "maxPages must be between 1 and {}",
+                cfg.max_pages_limit
+            )));
+        }
+        let concurrency = match self.concurrency {
+            None => cfg.default_concurrency,
+            Some(c) if c == 0 || c as usize > cfg.max_concurrency => {
+                return Err(RequestError::Invalid(format!(
+                    "concurrency must be between 1 and {}",
+                    cfg.max_concurrency
+                )));
+            }
+            Some(c) => c as usize,
+        };
+        if self.include.len() > MAX_GLOBS || self.exclude.len() > MAX_GLOBS {
+            return Err(RequestError::Invalid(format!("at most {MAX_GLOBS} include and {MAX_GLOBS} exclude globs")));
+        }
+        if self.tags.len() > MAX_TAGS || self.tags.iter().any(|t| t.is_empty() || t.len() > MAX_TAG_LEN) {
+            return Err(RequestError::Invalid(format!(
+                "at most {MAX_TAGS} tags, each 1 to {MAX_TAG_LEN} characters"
+            )));
+        }
+        let render = self.render.unwrap_or_default();
+        if render == Render::Browser {
+            return Err(RequestError::Unsupported(
+                "render 'browser' is not available in this version; use 'http' or 'auto'".into(),
+            ));
+        }
+        let same_domain = self.same_domain.unwrap_or(true);
+        let scope = Scope::new(&url, same_domain, &self.include, &self.exclude)
+            .map_err(|e| RequestError::Invalid(e.to_string()))?;
+        Ok(CrawlSpec {
+            url,
+            crawl_type: self.crawl_type,
+            max_depth,
+            max_pages,
+            same_domain,
+            respect_robots: self.respect_robots.unwrap_or(true),
+            render,
+            concurrency,
+            scope,
+            request: self.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_snake_and_camel_case_keys() {
+        let a: CrawlRequest = serde_json::from_str(r#"{"url":"http://a.com","max_depth":2,"crawl_type":"llms_txt"}"#).unwrap();
+        let b: CrawlRequest = serde_json::from_str(r#"{"url":"http://a.com","maxDepth":2,"crawlType":"llms_txt"}"#).unwrap();
+        assert_eq!(a.max_depth, b.max_depth);
+        assert_eq!(a.crawl_type, CrawlType::LlmsTxt);
+        assert!(serde_json::from_str::<CrawlRequest>(r#"{"url":"http://a.com","maxdepth":2}"#).is_err());
+    }
+
+    #[test]
+    fn refuses_bad_urls() {
+        for bad in ["", "not a url", "ftp://a.com/x", "javascript:alert(1)", "/relative", "file:///etc/passwd"] {
+            assert!(matches!(parse_start_url(bad), Err(RequestError::InvalidUrl(_))), "{bad}");
+        }
+        assert_eq!(parse_start_url("HTTP://A.com/x#y").unwrap().as_str(), "http://a.com/x");
+    }
+
+    #[test]
+    fn refuses_out_of_range_numbers_and_bad_globs() {
+        let cfg = CrawlerConfig::default();
+        let mut r = CrawlRequest::new("http://a.com/");
+        r.max_pages = Some(0);
+        assert!(r.validate(&cfg).is_err());
+        r.max_pages = None;
+        r.concurrency = Some(100_000);
+        assert!(r.validate(&cfg).is_err());
+        r.concurrency = None;
+        r.include = vec!["[".into()];
+        assert!(r.validate(&cfg).is_err());
+    }
+}

@@ -1,0 +1,125 @@
+//! trawl: a crawl orchestration service. A URL goes in over HTTP, a tracked
+//! tokio task crawls it in the background, anyone can watch or stop it, and
+//! what was crawled is kept.
+//!
+//! # Layout
+//! - `config`: one `Config`, from flags and environment (clap).
+//! - `api`: axum routers, one file per resource; `error`: the `ApiError` they answer with.
+//! - `crawl`: the registry of live crawls, the orchestrator of one crawl, and
+//!   its parts: frontier, scope, address guard, robots.txt, discovery (sitemaps,
+//!   llms.txt), fetching.
+//! - `process`: CPU work on pages (HTML to markdown, links), on rayon.
+//! - `store`: the `Store` trait and its SQLite implementation.
+//! - `progress`: `CrawlStatus`, the shape of a crawl's state on every surface.
+//! - `cli`: the `trawl` command (serve, crawl, migrate).
+//!
+//! One root `CancellationToken` belongs to the `App`; each crawl holds a child
+//! token and a `TaskTracker`, so a stop or a shutdown reaches every task.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod crawl;
+pub mod error;
+pub mod process;
+pub mod progress;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::crawl::Registry;
+use crate::crawl::registry::RegistryError;
+use crate::store::StoreError;
+
+/// How long a shutdown may take in all: stop accepting, stop crawls, exit.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(4500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("could not listen on {addr}: {source}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("server error: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// rustls needs one process-wide crypto provider; ring is ours.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The service, built and bound but not yet serving.
+pub struct App {
+    listener: TcpListener,
+    router: axum::Router,
+    registry: Arc<Registry>,
+    root: CancellationToken,
+}
+
+impl App {
+    /// Opens the store (running migrations), marks crawls a dead process left
+    /// behind as interrupted, and binds the listener.
+    pub async fn build(config: Config) -> Result<App, AppError> {
+        install_crypto_provider();
+        let store = store::connect(&config.database_url).await?;
+        let interrupted = store.mark_interrupted().await?;
+        if interrupted > 0 {
+            tracing::warn!(interrupted, "crawls left running by an earlier process were marked interrupted");
+        }
+        let root = CancellationToken::new();
+        let registry = Registry::new(config.crawler, store, root.clone())?;
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| AppError::Bind { addr: config.bind, source })?;
+        let router = api::router(api::AppState { registry: registry.clone() });
+        Ok(App { listener, router, registry, root })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
+    }
+
+    /// Cancelling this token shuts the service down gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.root.clone()
+    }
+
+    /// Serves until the shutdown token fires, then stops accepting, stops
+    /// every crawl and returns within `SHUTDOWN_GRACE`.
+    pub async fn run_until_stopped(self) -> Result<(), AppError> {
+        let App { listener, router, registry, root } = self;
+        tracing::info!(addr = ?listener.local_addr().ok(), "trawl listening");
+        let server = axum::serve(listener, router).with_graceful_shutdown(root.clone().cancelled_owned());
+        let deadline = async {
+            root.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        // Open connections get the grace period to finish; crawls stop meanwhile.
+        let (served, _) = tokio::join!(
+            async {
+                tokio::select! {
+                    r = server => r,
+                    _ = deadline => { tracing::warn!("connections still open at the end of the grace period"); Ok(()) }
+                }
+            },
+            async {
+                root.cancelled().await;
+                registry.shutdown(SHUTDOWN_GRACE).await
+            }
+        );
+        tracing::info!("trawl stopped");
+        served.map_err(AppError::Serve)
+    }
+}

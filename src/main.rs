@@ -1,0 +1,6 @@
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    trawl::cli::run(trawl::config::Cli::parse()).await
+}

@@ -1,0 +1,130 @@
+//! One streaming pass over the HTML for title and links (lol_html), and the
+//! markdown conversion (fast_html2md).
+
+use std::cell::RefCell;
+
+use lol_html::{HtmlRewriter, Settings, element, text};
+use url::Url;
+
+use crate::crawl::urls;
+
+#[derive(Debug, Default, Clone)]
+pub struct ParsedHtml {
+    pub title: Option<String>,
+    /// Crawlable links in document order, normalised, without repeats.
+    pub links: Vec<Url>,
+    pub markdown: String,
+}
+
+/// Parses a page fetched from `page_url`. Malformed HTML never fails: what
+/// could be read is returned.
+pub fn parse_html(html: &str, page_url: &Url) -> ParsedHtml {
+    let title = RefCell::new(String::new());
+    let in_title = RefCell::new(false);
+    let base = RefCell::new(page_url.clone());
+    let hrefs = RefCell::new(Vec::<String>::new());
+    {
+        let mut rewriter = HtmlRewriter::new(
+            Settings {
+                element_content_handlers: vec![
+                    element!("base[href]", |el| {
+                        if let Some(h) = el.get_attribute("href")
+                            && let Ok(b) = page_url.join(&h)
+                        {
+                            *base.borrow_mut() = b;
+                        }
+                        Ok(())
+                    }),
+                    element!("a[href], area[href]", |el| {
+                        if let Some(h) = el.get_attribute("href") {
+                            hrefs.borrow_mut().push(h);
+                        }
+                        Ok(())
+                    }),
+                    element!("title", |_el| {
+                        *in_title.borrow_mut() = true;
+                        Ok(())
+                    }),
+                    text!("title", |t| {
+                        if *in_title.borrow() {
+                            title.borrow_mut().push_str(t.as_str());
+                            if t.last_in_text_node() {
+                                *in_title.borrow_mut() = false;
+                            }
+                        }
+                        Ok(())
+                    }),
+                ],
+                ..Settings::new()
+            },
+            |_: &[u8]| {},
+        );
+        // lol_html only errors on memory limits or handler errors, neither of
+        // which our handlers raise; a partial parse is still useful.
+        let _ = rewriter.write(html.as_bytes());
+        let _ = rewriter.end();
+    }
+    let base = base.into_inner();
+    let mut links: Vec<Url> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for h in hrefs.into_inner() {
+        if let Some(u) = urls::resolve_link(&base, &h)
+            && seen.insert(u.as_str().to_string())
+        {
+            links.push(u);
+        }
+    }
+    let title = html_unescape(title.into_inner().split_whitespace().collect::<Vec<_>>().join(" ").as_str());
+    ParsedHtml {
+        title: (!title.is_empty()).then_some(title),
+        links,
+        markdown: html2md::rewrite_html(html, false),
+    }
+}
+
+/// The first markdown heading of a text page, as its title.
+pub fn text_title(text: &str) -> Option<String> {
+    text.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with('#'))
+        .map(|l| l.trim_start_matches('#').trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+fn html_unescape(s: &str) -> String {
+    if !s.contains('&') {
+        return s.to_string();
+    }
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#x27;", "'")
+        .replace("&nbsp;", " ")
+        .replace("&amp;", "&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_title_links_and_markdown() {
+        let html = r#"<html><head><title> Hello &amp; welcome </title><base href="/docs/"></head>
+            <body><nav><a href="a.html">A</a></nav><h1>Head</h1><p>Para <a href="/b#x">B</a>
+            <a href="mailto:x@y.z">m</a><a href="a.html">again</a></p></body></html>"#;
+        let base = Url::parse("http://e.com/index.html").unwrap();
+        let p = parse_html(html, &base);
+        assert_eq!(p.title.as_deref(), Some("Hello & welcome"));
+        let links: Vec<&str> = p.links.iter().map(Url::as_str).collect();
+        assert_eq!(links, vec!["http://e.com/docs/a.html", "http://e.com/b"]);
+        assert!(p.markdown.contains("Head"), "{}", p.markdown);
+        assert!(p.markdown.contains("Para"));
+    }
+
+    #[test]
+    fn survives_garbage() {
+        let p = parse_html("<<<>>><a href=>\u{fffd}</title>", &Url::parse("http://e.com/").unwrap());
+        assert!(p.title.is_none());
+    }
+}

@@ -1,0 +1,56 @@
+//! CPU work on fetched pages: pure functions, run on one rayon pool reached
+//! through `spawn_blocking`, never on the async threads.
+//!
+//! For now a page yields its title, its links and its markdown; the content
+//! pipeline (main-content extraction, chunks, code examples) grows here.
+
+pub mod html;
+
+use std::sync::Arc;
+
+use tokio_util::task::TaskTracker;
+
+pub use html::{ParsedHtml, parse_html, text_title};
+
+/// The process-wide rayon pool. Work enters it from a tracked blocking task, so
+/// a crawl's tracker also waits for its CPU work, and the async threads never
+/// run it.
+#[derive(Clone)]
+pub struct Pool {
+    pool: Arc<rayon::ThreadPool>,
+}
+
+/// The pool could not start its threads.
+#[derive(Debug, thiserror::Error)]
+#[error("could not start the processing pool: {0}")]
+pub struct PoolError(#[from] rayon::ThreadPoolBuildError);
+
+/// The blocking task ended without a result (it panicked).
+#[derive(Debug, thiserror::Error)]
+#[error("processing task failed: {0}")]
+pub struct TaskFailed(String);
+
+impl Pool {
+    pub fn new(threads: Option<usize>) -> Result<Self, PoolError> {
+        let mut b = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("trawl-cpu-{i}"));
+        if let Some(n) = threads {
+            b = b.num_threads(n);
+        }
+        Ok(Self { pool: Arc::new(b.build()?) })
+    }
+
+    /// Runs `f` on the pool inside the current tracing span; the task is
+    /// tracked by `tracker`.
+    pub async fn run<T, F>(&self, tracker: &TaskTracker, f: F) -> Result<T, TaskFailed>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        let span = tracing::Span::current();
+        tracker
+            .spawn_blocking(move || span.in_scope(|| pool.install(f)))
+            .await
+            .map_err(|e| TaskFailed(e.to_string()))
+    }
+}

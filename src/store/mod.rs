@@ -1,0 +1,155 @@
+//! Where crawls and pages are kept, behind the `Store` trait so that SQLite
+//! (embedded default) and PostgreSQL (production) are two implementations of
+//! one contract.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::progress::{CrawlState, CrawlStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL '{0}': use sqlite://PATH or a file path")]
+    UnsupportedUrl(String),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PageStatus {
+    Crawled,
+    Failed,
+    Skipped,
+}
+
+impl PageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Crawled => "crawled",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+/// One page outcome as stored; every admitted URL ends as exactly one.
+#[derive(Debug, Clone)]
+pub struct PageRecord {
+    pub url: String,
+    pub final_url: Option<String>,
+    pub status: PageStatus,
+    pub http_status: Option<u16>,
+    pub depth: u32,
+    pub title: Option<String>,
+    pub content_type: Option<String>,
+    /// `markdown` or `text`.
+    pub format: Option<&'static str>,
+    pub content: Option<String>,
+    pub bytes: Option<u64>,
+    /// A stable code, a colon, and the reason: `http_status: HTTP 404`.
+    pub error: Option<String>,
+    pub fetched_at: DateTime<Utc>,
+}
+
+/// A page as the pages listing shows it (CONTRACT.md), plus the cursor key.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PageSummary {
+    #[serde(skip)]
+    pub row_id: i64,
+    pub url: String,
+    pub final_url: Option<String>,
+    pub title: Option<String>,
+    pub status: String,
+    pub http_status: Option<u16>,
+    pub depth: u32,
+    pub chunks: u64,
+    pub code_examples: u64,
+    pub error: Option<String>,
+}
+
+/// A stored page with its content, for tools and tests.
+#[derive(Debug, Clone)]
+pub struct StoredPage {
+    pub url: String,
+    pub final_url: Option<String>,
+    pub status: String,
+    pub title: Option<String>,
+    pub content: Option<String>,
+    pub format: Option<String>,
+    pub error: Option<String>,
+    pub depth: u32,
+}
+
+/// A crawl row to create (status `queued`).
+#[derive(Debug, Clone)]
+pub struct NewCrawl {
+    pub status: CrawlStatus,
+    pub tenant: Option<String>,
+    pub request_json: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CrawlFilter {
+    pub status: Option<CrawlState>,
+    pub tenant: Option<String>,
+    /// Only crawls with an id below this one (the previous page's last id).
+    pub before_id: Option<String>,
+    pub limit: u32,
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Answers when the database does (for `/readyz`).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    async fn create_crawl(&self, crawl: &NewCrawl) -> Result<(), StoreError>;
+
+    /// Writes the status row, unless the stored crawl is already terminal:
+    /// a terminal crawl never changes again.
+    async fn save_status(&self, status: &CrawlStatus) -> Result<(), StoreError>;
+
+    /// Inserts a batch of pages and the status that counts them, in one
+    /// transaction, so the counters never disagree with the rows.
+    async fn save_pages(&self, status: &CrawlStatus, pages: &[PageRecord]) -> Result<(), StoreError>;
+
+    async fn get_crawl(&self, id: &str) -> Result<Option<CrawlStatus>, StoreError>;
+
+    /// The tenant a crawl belongs to (`None` inside `Some` for open crawls).
+    async fn crawl_tenant(&self, id: &str) -> Result<Option<Option<String>>, StoreError>;
+
+    /// Newest first.
+    async fn list_crawls(&self, filter: &CrawlFilter) -> Result<Vec<CrawlStatus>, StoreError>;
+
+    /// In insertion order, after the row id `after`.
+    async fn list_pages(&self, crawl_id: &str, after: Option<i64>, limit: u32) -> Result<Vec<PageSummary>, StoreError>;
+
+    async fn get_page(&self, crawl_id: &str, url: &str) -> Result<Option<StoredPage>, StoreError>;
+
+    async fn count_pages(&self, crawl_id: &str) -> Result<u64, StoreError>;
+
+    /// Marks crawls a dead process left `queued`/`running` as failed
+    /// ("interrupted"), and `stopping` ones as cancelled. Returns how many.
+    async fn mark_interrupted(&self) -> Result<u64, StoreError>;
+}
+
+/// Opens the store a database URL names and runs its migrations.
+pub async fn connect(database_url: &str) -> Result<DynStore, StoreError> {
+    if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+        return Err(StoreError::UnsupportedUrl(database_url.to_string()));
+    }
+    let store = sqlite::SqliteStore::connect(database_url).await?;
+    Ok(Arc::new(store))
+}

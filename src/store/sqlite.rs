@@ -1,0 +1,288 @@
+//! The embedded store: one SQLite file in WAL mode.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use super::{CrawlFilter, NewCrawl, PageRecord, PageSummary, Store, StoreError, StoredPage};
+use crate::progress::{CrawlState, CrawlStatus, Stage, format_time};
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+/// Rows per multi-row INSERT; 14 binds a row stays far below SQLite's limit.
+const PAGE_ROWS_PER_INSERT: usize = 200;
+
+impl SqliteStore {
+    pub async fn connect(database_url: &str) -> Result<Self, StoreError> {
+        let url = if database_url.starts_with("sqlite:") {
+            database_url.to_string()
+        } else {
+            format!("sqlite://{database_url}")
+        };
+        let opts = SqliteConnectOptions::from_str(&url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+fn ts(t: &DateTime<Utc>) -> String {
+    format_time(t)
+}
+
+fn parse_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
+    s.map(|s| {
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| StoreError::Corrupt(format!("timestamp '{s}': {e}")))
+    })
+    .transpose()
+}
+
+fn status_from_row(r: &SqliteRow) -> Result<CrawlStatus, StoreError> {
+    let status: String = r.try_get("status")?;
+    let stage: String = r.try_get("stage")?;
+    let n = |c: &str| -> Result<u64, StoreError> { Ok(r.try_get::<i64, _>(c)?.max(0) as u64) };
+    Ok(CrawlStatus {
+        progress_id: r.try_get("id")?,
+        url: r.try_get("url")?,
+        status: CrawlState::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status '{status}'")))?,
+        stage: Stage::parse(&stage).ok_or_else(|| StoreError::Corrupt(format!("stage '{stage}'")))?,
+        percentage: r.try_get("percentage")?,
+        pages_crawled: n("pages_crawled")?,
+        pages_failed: n("pages_failed")?,
+        pages_skipped: n("pages_skipped")?,
+        pages_queued: n("pages_queued")?,
+        chunks_stored: n("chunks_stored")?,
+        code_examples: n("code_examples")?,
+        current_url: r.try_get("current_url")?,
+        message: r.try_get("message")?,
+        error: r.try_get("error")?,
+        created_at: parse_ts(r.try_get("created_at")?)?.unwrap_or_default(),
+        started_at: parse_ts(r.try_get("started_at")?)?,
+        finished_at: parse_ts(r.try_get("finished_at")?)?,
+    })
+}
+
+async fn update_status<'e, E>(exec: E, s: &CrawlStatus) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    // A terminal crawl never changes again: the WHERE clause guarantees it.
+    sqlx::query(
+        "UPDATE crawls SET status = ?, stage = ?, percentage = ?, pages_crawled = ?, pages_failed = ?,
+           pages_skipped = ?, pages_queued = ?, chunks_stored = ?, code_examples = ?, current_url = ?,
+           message = ?, error = ?, started_at = ?, finished_at = ?, updated_at = ?
+         WHERE id = ? AND status NOT IN ('completed', 'failed', 'cancelled')",
+    )
+        .bind(s.status.as_str())
+        .bind(s.stage.as_str())
+        .bind(s.percentage)
+        .bind(s.pages_crawled as i64)
+        .bind(s.pages_failed as i64)
+        .bind(s.pages_skipped as i64)
+        .bind(s.pages_queued as i64)
+        .bind(s.chunks_stored as i64)
+        .bind(s.code_examples as i64)
+        .bind(&s.current_url)
+        .bind(&s.message)
+        .bind(&s.error)
+        .bind(s.started_at.as_ref().map(ts))
+        .bind(s.finished_at.as_ref().map(ts))
+        .bind(ts(&Utc::now()))
+        .bind(&s.progress_id)
+        .execute(exec)
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_crawl(&self, c: &NewCrawl) -> Result<(), StoreError> {
+        let s = &c.status;
+        sqlx::query(
+            "INSERT INTO crawls (id, tenant, url, request, status, stage, percentage, message, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&s.progress_id)
+        .bind(&c.tenant)
+        .bind(&s.url)
+        .bind(&c.request_json)
+        .bind(s.status.as_str())
+        .bind(s.stage.as_str())
+        .bind(s.percentage)
+        .bind(&s.message)
+        .bind(ts(&s.created_at))
+        .bind(ts(&s.created_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn save_status(&self, s: &CrawlStatus) -> Result<(), StoreError> {
+        update_status(&self.pool, s).await?;
+        Ok(())
+    }
+
+    async fn save_pages(&self, s: &CrawlStatus, pages: &[PageRecord]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in pages.chunks(PAGE_ROWS_PER_INSERT) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO pages (crawl_id, url, final_url, status, http_status, depth, title, content_type, format, content, bytes, error, fetched_at) ",
+            );
+            qb.push_values(chunk, |mut b, p| {
+                b.push_bind(&s.progress_id)
+                    .push_bind(&p.url)
+                    .push_bind(&p.final_url)
+                    .push_bind(p.status.as_str())
+                    .push_bind(p.http_status.map(i64::from))
+                    .push_bind(i64::from(p.depth))
+                    .push_bind(&p.title)
+                    .push_bind(&p.content_type)
+                    .push_bind(p.format)
+                    .push_bind(&p.content)
+                    .push_bind(p.bytes.map(|b| b as i64))
+                    .push_bind(&p.error)
+                    .push_bind(ts(&p.fetched_at));
+            });
+            qb.push(
+                " ON CONFLICT (crawl_id, url) DO UPDATE SET final_url = excluded.final_url, status = excluded.status,
+                  http_status = excluded.http_status, depth = excluded.depth, title = excluded.title,
+                  content_type = excluded.content_type, format = excluded.format, content = excluded.content,
+                  bytes = excluded.bytes, error = excluded.error, fetched_at = excluded.fetched_at",
+            );
+            qb.build().execute(&mut *tx).await?;
+        }
+        update_status(&mut *tx, s).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_crawl(&self, id: &str) -> Result<Option<CrawlStatus>, StoreError> {
+        let row = sqlx::query("SELECT * FROM crawls WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(status_from_row).transpose()
+    }
+
+    async fn crawl_tenant(&self, id: &str) -> Result<Option<Option<String>>, StoreError> {
+        let row = sqlx::query("SELECT tenant FROM crawls WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| r.get::<Option<String>, _>("tenant")))
+    }
+
+    async fn list_crawls(&self, f: &CrawlFilter) -> Result<Vec<CrawlStatus>, StoreError> {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT * FROM crawls WHERE 1 = 1");
+        if let Some(s) = f.status {
+            qb.push(" AND status = ").push_bind(s.as_str());
+        }
+        if let Some(t) = &f.tenant {
+            qb.push(" AND tenant = ").push_bind(t);
+        }
+        if let Some(b) = &f.before_id {
+            qb.push(" AND id < ").push_bind(b);
+        }
+        qb.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(f.limit));
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter().map(status_from_row).collect()
+    }
+
+    async fn list_pages(&self, crawl_id: &str, after: Option<i64>, limit: u32) -> Result<Vec<PageSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, url, final_url, title, status, http_status, depth, error FROM pages
+             WHERE crawl_id = ? AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(crawl_id)
+        .bind(after.unwrap_or(0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PageSummary {
+                    row_id: r.try_get("id")?,
+                    url: r.try_get("url")?,
+                    final_url: r.try_get("final_url")?,
+                    title: r.try_get("title")?,
+                    status: r.try_get("status")?,
+                    http_status: r.try_get::<Option<i64>, _>("http_status")?.map(|s| s as u16),
+                    depth: r.try_get::<i64, _>("depth")? as u32,
+                    chunks: 0,
+                    code_examples: 0,
+                    error: r.try_get("error")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn get_page(&self, crawl_id: &str, url: &str) -> Result<Option<StoredPage>, StoreError> {
+        let row = sqlx::query(
+            "SELECT url, final_url, status, title, content, format, error, depth FROM pages WHERE crawl_id = ? AND url = ?",
+        )
+        .bind(crawl_id)
+        .bind(url)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(StoredPage {
+                url: r.try_get("url")?,
+                final_url: r.try_get("final_url")?,
+                status: r.try_get("status")?,
+                title: r.try_get("title")?,
+                content: r.try_get("content")?,
+                format: r.try_get("format")?,
+                error: r.try_get("error")?,
+                depth: r.try_get::<i64, _>("depth")? as u32,
+            })
+        })
+        .transpose()
+    }
+
+    async fn count_pages(&self, crawl_id: &str) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pages WHERE crawl_id = ?")
+            .bind(crawl_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
+    async fn mark_interrupted(&self) -> Result<u64, StoreError> {
+        let now = ts(&Utc::now());
+        let mut tx = self.pool.begin().await?;
+        let failed = sqlx::query(
+            "UPDATE crawls SET status = 'failed', stage = 'finalizing', error = 'interrupted', message = 'interrupted',
+               current_url = NULL, pages_queued = 0, finished_at = ?, updated_at = ?
+             WHERE status IN ('queued', 'running')",
+        )
+        .bind(&now)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let cancelled = sqlx::query(
+            "UPDATE crawls SET status = 'cancelled', stage = 'finalizing', message = 'stopped (interrupted while stopping)',
+               current_url = NULL, pages_queued = 0, finished_at = ?, updated_at = ?
+             WHERE status = 'stopping'",
+        )
+        .bind(&now)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(failed + cancelled)
+    }
+}
