@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// What the service needs to run; built from the CLI or directly by tests.
@@ -137,10 +138,10 @@ pub struct CrawlArgs {
     #[arg(long, env = "TRAWL_EXCLUDE", value_delimiter = ',')]
     pub exclude: Vec<String>,
     /// Follow links to other hosts too.
-    #[arg(long, env = "TRAWL_ANY_DOMAIN")]
+    #[arg(long, env = "TRAWL_ANY_DOMAIN", value_parser = BoolishValueParser::new())]
     pub any_domain: bool,
     /// Ignore robots.txt.
-    #[arg(long, env = "TRAWL_IGNORE_ROBOTS")]
+    #[arg(long, env = "TRAWL_IGNORE_ROBOTS", value_parser = BoolishValueParser::new())]
     pub ignore_robots: bool,
     /// Fetches in flight at once.
     #[arg(long, env = "TRAWL_CONCURRENCY")]
@@ -158,7 +159,7 @@ pub struct CrawlArgs {
 #[derive(Debug, Args)]
 pub struct CrawlerArgs {
     /// Allow crawling loopback, private and link-local addresses (local use, tests).
-    #[arg(long, env = "TRAWL_ALLOW_PRIVATE_NETWORKS")]
+    #[arg(long, env = "TRAWL_ALLOW_PRIVATE_NETWORKS", value_parser = BoolishValueParser::new())]
     pub allow_private_networks: bool,
     /// Timeout of one request, in milliseconds.
     #[arg(long, env = "TRAWL_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]

@@ -29,7 +29,7 @@ pub fn parse_html(html: &str, page_url: &Url) -> ParsedHtml {
                 element_content_handlers: vec![
                     element!("base[href]", |el| {
                         if let Some(h) = el.get_attribute("href")
-                            && let Ok(b) = page_url.join(&h)
+                            && let Ok(b) = page_url.join(&html_escape::decode_html_entities(&h))
                         {
                             *base.borrow_mut() = b;
                         }
@@ -37,7 +37,8 @@ pub fn parse_html(html: &str, page_url: &Url) -> ParsedHtml {
                     }),
                     element!("a[href], area[href]", |el| {
                         if let Some(h) = el.get_attribute("href") {
-                            hrefs.borrow_mut().push(h);
+                            // lol_html hands attributes over undecoded (`&amp;`).
+                            hrefs.borrow_mut().push(html_escape::decode_html_entities(&h).into_owned());
                         }
                         Ok(())
                     }),
@@ -74,12 +75,23 @@ pub fn parse_html(html: &str, page_url: &Url) -> ParsedHtml {
             links.push(u);
         }
     }
-    let title = html_unescape(title.into_inner().split_whitespace().collect::<Vec<_>>().join(" ").as_str());
+    let title = html_escape::decode_html_entities(&title.into_inner()).split_whitespace().collect::<Vec<_>>().join(" ");
     ParsedHtml {
         title: (!title.is_empty()).then_some(title),
         links,
-        markdown: html2md::rewrite_html(html, false),
+        markdown: to_markdown(html),
     }
+}
+
+/// HTML to markdown; scripts, styles and other non-content elements are
+/// dropped. Code blocks keep their text verbatim.
+pub fn to_markdown(html: &str) -> String {
+    thread_local! {
+        static CONVERTER: htmd::HtmlToMarkdown = htmd::HtmlToMarkdown::builder()
+            .skip_tags(vec!["script", "style", "noscript", "template", "svg", "iframe", "head"])
+            .build();
+    }
+    CONVERTER.with(|c| c.convert(html)).unwrap_or_default()
 }
 
 /// The first markdown heading of a text page, as its title.
@@ -91,19 +103,6 @@ pub fn text_title(text: &str) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-fn html_unescape(s: &str) -> String {
-    if !s.contains('&') {
-        return s.to_string();
-    }
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&#x27;", "'")
-        .replace("&nbsp;", " ")
-        .replace("&amp;", "&")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,14 +111,23 @@ mod tests {
     fn finds_title_links_and_markdown() {
         let html = r#"<html><head><title> Hello &amp; welcome </title><base href="/docs/"></head>
             <body><nav><a href="a.html">A</a></nav><h1>Head</h1><p>Para <a href="/b#x">B</a>
-            <a href="mailto:x@y.z">m</a><a href="a.html">again</a></p></body></html>"#;
+            <a href="mailto:x@y.z">m</a><a href="a.html">again</a><a href="/c?x=1&amp;utm_source=y">c</a></p></body></html>"#;
         let base = Url::parse("http://e.com/index.html").unwrap();
         let p = parse_html(html, &base);
         assert_eq!(p.title.as_deref(), Some("Hello & welcome"));
         let links: Vec<&str> = p.links.iter().map(Url::as_str).collect();
-        assert_eq!(links, vec!["http://e.com/docs/a.html", "http://e.com/b"]);
+        assert_eq!(links, vec!["http://e.com/docs/a.html", "http://e.com/b", "http://e.com/c?x=1"]);
         assert!(p.markdown.contains("Head"), "{}", p.markdown);
         assert!(p.markdown.contains("Para"));
+    }
+
+    #[test]
+    fn code_blocks_stay_verbatim_and_scripts_go() {
+        let md = to_markdown(
+            "<script>var x=1;</script><h2>Ex</h2><pre><code class=\"language-rust\">fn page_5() -&gt; usize {\n    5\n}</code></pre>",
+        );
+        assert!(md.contains("fn page_5() -> usize {\n    5\n}"), "{md}");
+        assert!(!md.contains("var x"), "{md}");
     }
 
     #[test]

@@ -1,0 +1,190 @@
+//! `spawn_app()`: the service on port 0 with a fresh SQLite database, and
+//! typed helpers to drive it over real HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use trawl::config::Config;
+use trawl::crawl::Registry;
+use trawl::store::DynStore;
+use trawl::{App, AppError};
+
+pub use trawl_fixtures::{FixtureServer, SiteOptions};
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub registry: Arc<Registry>,
+    shutdown: CancellationToken,
+    server: Option<tokio::task::JoinHandle<Result<(), AppError>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// The configuration tests run with: loopback allowed, short timeouts.
+pub fn test_config(db_path: &std::path::Path) -> Config {
+    let mut c = Config::default();
+    c.bind = "127.0.0.1:0".parse().unwrap();
+    c.database_url = format!("sqlite://{}", db_path.display());
+    c.crawler.allow_private_networks = true;
+    c.crawler.request_timeout = Duration::from_secs(2);
+    c
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db_path = dir.path().join("trawl.db");
+    let mut app = spawn_app_on(&db_path, configure).await;
+    app._dir = Some(dir);
+    app
+}
+
+/// Spawns the service on an existing database file (restart tests).
+pub async fn spawn_app_on(db_path: &std::path::Path, configure: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = test_config(db_path);
+    configure(&mut config);
+    let app = App::build(config).await.expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let registry = app.registry();
+    let shutdown = app.shutdown_token();
+    let server = tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        registry,
+        shutdown,
+        server: Some(server),
+        _dir: None,
+    }
+}
+
+pub async fn fixture() -> FixtureServer {
+    FixtureServer::start(SiteOptions::default()).await.expect("fixture server")
+}
+
+pub async fn fixture_with(opts: SiteOptions) -> FixtureServer {
+    FixtureServer::start(opts).await.expect("fixture server")
+}
+
+impl TestApp {
+    pub fn store(&self) -> &DynStore {
+        self.registry.store()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn post_crawl(&self, body: Value) -> reqwest::Response {
+        self.client.post(self.url("/api/crawls")).json(&body).send().await.expect("request")
+    }
+
+    /// Starts a crawl and returns its id; panics unless the answer is 202.
+    pub async fn start_crawl(&self, body: Value) -> String {
+        let resp = self.post_crawl(body).await;
+        let status = resp.status();
+        let v: Value = resp.json().await.expect("json");
+        assert_eq!(status, 202, "unexpected answer: {v}");
+        v["progressId"].as_str().expect("progressId").to_string()
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self.client.get(self.url(path)).send().await.expect("request");
+        let code = resp.status().as_u16();
+        (code, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn status(&self, id: &str) -> Value {
+        let (code, v) = self.get(&format!("/api/crawls/{id}")).await;
+        assert_eq!(code, 200, "status of {id}: {v}");
+        v
+    }
+
+    pub async fn stop(&self, id: &str) -> (u16, Value) {
+        let resp = self.client.post(self.url(&format!("/api/crawls/{id}/stop"))).send().await.expect("request");
+        let code = resp.status().as_u16();
+        (code, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls the status until `pred` holds; the crawl drives itself, we only watch.
+    pub async fn wait_for(&self, id: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = self.status(id).await;
+            if pred(&s) {
+                return s;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "condition never held; last status {s}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn wait_terminal(&self, id: &str) -> Value {
+        self.wait_for(id, |s| matches!(s["status"].as_str(), Some("completed" | "failed" | "cancelled"))).await
+    }
+
+    /// Starts a crawl and waits for its end.
+    pub async fn crawl(&self, body: Value) -> Value {
+        let id = self.start_crawl(body).await;
+        self.wait_terminal(&id).await
+    }
+
+    /// Every page of a crawl, following the cursor.
+    pub async fn pages(&self, id: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/api/crawls/{id}/pages?limit=1000&cursor={c}"),
+                None => format!("/api/crawls/{id}/pages?limit=1000"),
+            };
+            let (code, v) = self.get(&path).await;
+            assert_eq!(code, 200, "{v}");
+            out.extend(v["pages"].as_array().cloned().unwrap_or_default());
+            match v["nextCursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return out,
+            }
+        }
+    }
+
+    /// The page of `url` in a crawl's listing.
+    pub async fn page(&self, id: &str, url: &str) -> Value {
+        self.pages(id)
+            .await
+            .into_iter()
+            .find(|p| p["url"] == url)
+            .unwrap_or_else(|| panic!("no page {url} in crawl {id}"))
+    }
+
+    /// Stops the service and waits until it has returned.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        if let Some(h) = self.server.take() {
+            h.await.expect("server task").expect("server ends cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn counts(s: &Value) -> (u64, u64, u64) {
+    (
+        s["pagesCrawled"].as_u64().unwrap(),
+        s["pagesFailed"].as_u64().unwrap(),
+        s["pagesSkipped"].as_u64().unwrap(),
+    )
+}
+
+pub fn crawl_body(url: String, crawl_type: &str) -> Value {
+    json!({ "url": url, "crawlType": crawl_type })
+}

@@ -1,0 +1,10 @@
+//! The integration tests: the service on port 0, a fresh database per test,
+//! and the fixture site over real HTTP on loopback.
+
+mod cancellation;
+mod crawl_types;
+mod helpers;
+mod lifecycle;
+mod misbehaving;
+mod scope;
+mod validation;
