@@ -33,7 +33,10 @@ pub async fn run(cli: Cli) -> ExitCode {
 pub fn init_tracing(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -58,7 +61,11 @@ pub async fn shutdown_signal() {
 async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     init_tracing("info,sqlx=warn,tower_http=info");
     let crawler = args.crawler.into_config().map_err(|e| e.to_string())?;
-    let config = Config { bind: args.bind, database_url: args.database.database_url, crawler };
+    let config = Config {
+        bind: args.bind,
+        database_url: args.database.database_url,
+        crawler,
+    };
     let app = App::build(config).await.map_err(|e| e.to_string())?;
     let token = app.shutdown_token();
     let run = app.run_until_stopped();
@@ -78,7 +85,9 @@ async fn crawl(args: CrawlArgs) -> Result<ExitCode, String> {
     init_tracing("warn");
     crate::install_crypto_provider();
     let config = args.crawler.into_config().map_err(|e| e.to_string())?;
-    let store = store::connect(&args.database.database_url).await.map_err(|e| e.to_string())?;
+    let store = store::connect(&args.database.database_url)
+        .await
+        .map_err(|e| e.to_string())?;
     let root = CancellationToken::new();
     let registry = Registry::new(config, store, root.clone()).map_err(|e| e.to_string())?;
     let req = CrawlRequest {
@@ -153,7 +162,10 @@ async fn crawl(args: CrawlArgs) -> Result<ExitCode, String> {
             fin.pages_crawled,
             fin.pages_failed,
             fin.pages_skipped,
-            fin.error.as_deref().map(|e| format!(" — {e}")).unwrap_or_default()
+            fin.error
+                .as_deref()
+                .map(|e| format!(" — {e}"))
+                .unwrap_or_default()
         );
         println!("progress id: {id}");
     }

@@ -56,7 +56,10 @@ impl Default for CrawlerConfig {
             per_host_concurrency: 16,
             politeness_delay: Duration::ZERO,
             max_crawl_delay: Duration::from_secs(30),
-            user_agent: format!("trawl/{} (+https://github.com/trawl)", env!("CARGO_PKG_VERSION")),
+            user_agent: format!(
+                "trawl/{} (+https://github.com/trawl)",
+                env!("CARGO_PKG_VERSION")
+            ),
             max_crawls: 16,
             default_concurrency: 16,
             default_max_depth: 3,
@@ -79,7 +82,11 @@ impl Default for Config {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "trawl", version, about = "Crawl websites into searchable content; watch and stop crawls live.")]
+#[command(
+    name = "trawl",
+    version,
+    about = "Crawl websites into searchable content; watch and stop crawls live."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -98,7 +105,11 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct DatabaseArgs {
     /// Store location: `sqlite://trawl.db` or a file path.
-    #[arg(long = "database", env = "DATABASE_URL", default_value = "sqlite://trawl.db")]
+    #[arg(
+        long = "database",
+        env = "DATABASE_URL",
+        default_value = "sqlite://trawl.db"
+    )]
     pub database_url: String,
 }
 

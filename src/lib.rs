@@ -46,7 +46,10 @@ pub enum AppError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error("could not listen on {addr}: {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("server error: {0}")]
     Serve(#[from] std::io::Error),
 }
@@ -72,15 +75,28 @@ impl App {
         let store = store::connect(&config.database_url).await?;
         let interrupted = store.mark_interrupted().await?;
         if interrupted > 0 {
-            tracing::warn!(interrupted, "crawls left running by an earlier process were marked interrupted");
+            tracing::warn!(
+                interrupted,
+                "crawls left running by an earlier process were marked interrupted"
+            );
         }
         let root = CancellationToken::new();
         let registry = Registry::new(config.crawler, store, root.clone())?;
         let listener = TcpListener::bind(config.bind)
             .await
-            .map_err(|source| AppError::Bind { addr: config.bind, source })?;
-        let router = api::router(api::AppState { registry: registry.clone() });
-        Ok(App { listener, router, registry, root })
+            .map_err(|source| AppError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let router = api::router(api::AppState {
+            registry: registry.clone(),
+        });
+        Ok(App {
+            listener,
+            router,
+            registry,
+            root,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -99,9 +115,15 @@ impl App {
     /// Serves until the shutdown token fires, then stops accepting, stops
     /// every crawl and returns within `SHUTDOWN_GRACE`.
     pub async fn run_until_stopped(self) -> Result<(), AppError> {
-        let App { listener, router, registry, root } = self;
+        let App {
+            listener,
+            router,
+            registry,
+            root,
+        } = self;
         tracing::info!(addr = ?listener.local_addr().ok(), "trawl listening");
-        let server = axum::serve(listener, router).with_graceful_shutdown(root.clone().cancelled_owned());
+        let server =
+            axum::serve(listener, router).with_graceful_shutdown(root.clone().cancelled_owned());
         let deadline = async {
             root.cancelled().await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;

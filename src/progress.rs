@@ -239,7 +239,11 @@ mod tests {
     #[test]
     fn percentage_never_decreases() {
         let p = Progress::new(status());
-        let c = |crawled| PageCounts { crawled, failed: 0, skipped: 0 };
+        let c = |crawled| PageCounts {
+            crawled,
+            failed: 0,
+            skipped: 0,
+        };
         p.set_counts(10, c(5));
         assert_eq!(p.snapshot().percentage, 50.0);
         p.set_counts(100, c(6));
@@ -260,9 +264,23 @@ mod tests {
     fn status_serialises_as_the_contract_names_it() {
         let v = serde_json::to_value(status()).unwrap();
         for key in [
-            "progressId", "url", "status", "stage", "percentage", "pagesCrawled", "pagesFailed",
-            "pagesSkipped", "pagesQueued", "chunksStored", "codeExamples", "currentUrl", "message",
-            "error", "createdAt", "startedAt", "finishedAt",
+            "progressId",
+            "url",
+            "status",
+            "stage",
+            "percentage",
+            "pagesCrawled",
+            "pagesFailed",
+            "pagesSkipped",
+            "pagesQueued",
+            "chunksStored",
+            "codeExamples",
+            "currentUrl",
+            "message",
+            "error",
+            "createdAt",
+            "startedAt",
+            "finishedAt",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }

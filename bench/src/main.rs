@@ -1,1 +1,244 @@
-fn main(){}
+//! `trawl-bench`: crawl throughput, peak memory and stop latency of
+//! `trawl serve` on a generated site served over loopback, and the same site
+//! crawled by spider_cli for comparison. A benchmark, not a test: run it by
+//! hand (see the README) and report what it prints.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::{Value, json};
+use trawl_fixtures::{FixtureServer, SiteOptions};
+
+#[derive(Parser)]
+struct Args {
+    /// Pages of the generated site.
+    #[arg(long, default_value_t = 5000)]
+    pages: usize,
+    /// Links per page (tree fanout).
+    #[arg(long, default_value_t = 10)]
+    fanout: usize,
+    /// Full crawls to time.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Crawls stopped mid-way to time the stop.
+    #[arg(long, default_value_t = 50)]
+    stops: usize,
+    /// Fetches in flight per crawl.
+    #[arg(long, default_value_t = 64)]
+    concurrency: u32,
+    /// The trawl binary (build it with `cargo build --release`).
+    #[arg(long, default_value = "target/release/trawl")]
+    trawl: PathBuf,
+    /// spider_cli's binary; skipped when missing.
+    #[arg(long, default_value = "spider")]
+    spider: String,
+    #[arg(long, default_value_t = 3)]
+    spider_runs: usize,
+}
+
+struct Service {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Service {
+    fn peak_rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|n| n.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+}
+
+async fn start_service(args: &Args) -> Service {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(&args.trawl)
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--database"])
+        .arg(dir.path().join("bench.db"))
+        .env("TRAWL_ALLOW_PRIVATE_NETWORKS", "1")
+        .env("TRAWL_PER_HOST_CONCURRENCY", args.concurrency.to_string())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}; build it with cargo build --release", args.trawl.display()));
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "trawl serve did not come up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Service { child, base, _dir: dir }
+}
+
+async fn start_crawl(client: &reqwest::Client, svc: &Service, url: &str, concurrency: u32) -> String {
+    let v: Value = client
+        .post(format!("{}/api/crawls", svc.base))
+        .json(&json!({"url": url, "crawlType": "recursive", "maxDepth": 50, "maxPages": 1000000, "concurrency": concurrency}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["progressId"].as_str().expect("progressId").to_string()
+}
+
+async fn status(client: &reqwest::Client, svc: &Service, id: &str) -> Value {
+    client.get(format!("{}/api/crawls/{id}", svc.base)).send().await.unwrap().json().await.unwrap()
+}
+
+fn terminal(s: &Value) -> bool {
+    matches!(s["status"].as_str(), Some("completed" | "failed" | "cancelled"))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn secs_between(s: &Value) -> f64 {
+    let parse = |k: &str| chrono_like(s[k].as_str().unwrap_or_default());
+    parse("finishedAt") - parse("startedAt")
+}
+
+/// Seconds since the epoch of an RFC 3339 `...T12:34:56.789Z` (same day is enough here).
+fn chrono_like(t: &str) -> f64 {
+    let time = t.split('T').nth(1).unwrap_or("0:0:0Z").trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let h: f64 = parts.next().and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    let m: f64 = parts.next().and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    let s: f64 = parts.next().and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    h * 3600.0 + m * 60.0 + s
+}
+
+async fn bench_spider(args: &Args, url: &str, expected: usize) {
+    if Command::new(&args.spider).arg("--version").output().is_err() {
+        println!("spider_cli: not installed (cargo install spider_cli); comparison skipped");
+        return;
+    }
+    let mut complete = Vec::new();
+    for run in 1..=args.spider_runs {
+        let started = Instant::now();
+        let out = tokio::task::spawn_blocking({
+            let (spider, url) = (args.spider.clone(), url.to_string());
+            move || Command::new(spider).args(["--url", &url, "crawl", "--output-links"]).output()
+        })
+        .await
+        .unwrap();
+        let secs = started.elapsed().as_secs_f64();
+        let Ok(out) = out else { continue };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let found: std::collections::HashSet<&str> =
+            stdout.lines().map(str::trim).filter(|l| l.contains("/docs/") || l.ends_with('/')).collect();
+        let covered = found.len();
+        println!("spider_cli run {run}: {covered} URLs in {secs:.2}s ({:.0} pages/s)", covered as f64 / secs);
+        if covered >= expected {
+            complete.push(covered as f64 / secs);
+        }
+    }
+    if complete.is_empty() {
+        println!("spider_cli: no complete run (every run ended before covering {expected} pages)");
+    } else {
+        let best = complete.iter().cloned().fold(0.0, f64::max);
+        println!("spider_cli: {} complete runs, best {best:.0} pages/s", complete.len());
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let site = FixtureServer::start(SiteOptions { pages: args.pages, fanout: args.fanout, ..Default::default() })
+        .await
+        .expect("fixture server");
+    let url = site.url("/");
+    println!("site: {} pages, fanout {}, at {url}", args.pages, args.fanout);
+    let svc = start_service(&args).await;
+    let client = reqwest::Client::new();
+
+    let mut rates = Vec::new();
+    for run in 1..=args.runs {
+        let id = start_crawl(&client, &svc, &url, args.concurrency).await;
+        let s = loop {
+            let s = status(&client, &svc, &id).await;
+            if terminal(&s) {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let crawled = s["pagesCrawled"].as_u64().unwrap_or(0);
+        let secs = secs_between(&s);
+        let covered = crawled as usize == args.pages;
+        println!(
+            "trawl run {run}: {} {crawled} pages in {secs:.3}s = {:.0} pages/s, every page covered: {covered}",
+            s["status"].as_str().unwrap_or("?"),
+            crawled as f64 / secs
+        );
+        rates.push(crawled as f64 / secs);
+    }
+    let rss_mib = svc.peak_rss_kib() as f64 / 1024.0;
+    println!("trawl peak RSS (VmHWM) after full crawls: {rss_mib:.1} MiB");
+
+    let mut latencies = Vec::new();
+    for _ in 0..args.stops {
+        let id = start_crawl(&client, &svc, &url, args.concurrency).await;
+        loop {
+            let s = status(&client, &svc, &id).await;
+            if s["pagesCrawled"].as_u64().unwrap_or(0) >= 100 || terminal(&s) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let t0 = Instant::now();
+        let stop: Value = client
+            .post(format!("{}/api/crawls/{id}/stop", svc.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut s = stop;
+        while !terminal(&s) {
+            tokio::time::sleep(Duration::from_micros(500)).await;
+            s = status(&client, &svc, &id).await;
+        }
+        if s["status"] == "cancelled" {
+            latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "stop latency over {} stops: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 99.0),
+        latencies.last().copied().unwrap_or(f64::NAN)
+    );
+    println!("trawl peak RSS (VmHWM) overall: {:.1} MiB", svc.peak_rss_kib() as f64 / 1024.0);
+    drop(svc);
+
+    bench_spider(&args, &url, args.pages).await;
+    let best = rates.iter().cloned().fold(0.0, f64::max);
+    println!("trawl best: {best:.0} pages/s");
+}

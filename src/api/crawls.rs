@@ -45,13 +45,18 @@ impl From<StartError> for ApiError {
             StartError::Invalid(RequestError::Invalid(m)) => ApiError::InvalidRequest(m),
             StartError::Invalid(RequestError::Unsupported(m)) => ApiError::Unsupported(m),
             StartError::Forbidden(f) => ApiError::ForbiddenAddress(f.to_string()),
-            StartError::ShuttingDown => ApiError::Unavailable("the service is shutting down".into()),
+            StartError::ShuttingDown => {
+                ApiError::Unavailable("the service is shutting down".into())
+            }
             StartError::Store(s) => ApiError::from(s),
         }
     }
 }
 
-async fn start(State(state): State<AppState>, ApiJson(req): ApiJson<CrawlRequest>) -> Result<Response, ApiError> {
+async fn start(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CrawlRequest>,
+) -> Result<Response, ApiError> {
     let status = state.registry.start(req, None).await?;
     let id = status.progress_id;
     let body = Started {
@@ -68,14 +73,30 @@ async fn start(State(state): State<AppState>, ApiJson(req): ApiJson<CrawlRequest
     Ok((StatusCode::ACCEPTED, headers, Json(body)).into_response())
 }
 
-async fn status(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<CrawlStatus>, ApiError> {
-    state.registry.status(&id, None).await?.map(Json).ok_or_else(|| ApiError::crawl_not_found(&id))
+async fn status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<CrawlStatus>, ApiError> {
+    state
+        .registry
+        .status(&id, None)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::crawl_not_found(&id))
 }
 
 /// `202` while the crawl winds down, `200` once it is terminal.
 async fn stop(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let s = state.registry.stop(&id, None).await?.ok_or_else(|| ApiError::crawl_not_found(&id))?;
-    let code = if s.status.is_terminal() { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let s = state
+        .registry
+        .stop(&id, None)
+        .await?
+        .ok_or_else(|| ApiError::crawl_not_found(&id))?;
+    let code = if s.status.is_terminal() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
     Ok((code, Json(s)).into_response())
 }
 
@@ -91,13 +112,16 @@ fn parse_limit(raw: Option<&str>, default: u32, max: u32) -> Result<u32, ApiErro
         None | Some("") => Ok(default),
         Some(s) => match s.parse::<u32>() {
             Ok(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(ApiError::InvalidRequest(format!("limit must be a whole number from 1 to {max}"))),
+            _ => Err(ApiError::InvalidRequest(format!(
+                "limit must be a whole number from 1 to {max}"
+            ))),
         },
     }
 }
 
 fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(t)| t).map_err(|e| ApiError::InvalidRequest(format!("invalid query string: {e}")))
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::InvalidRequest(format!("invalid query string: {e}")))
 }
 
 async fn list(
@@ -118,13 +142,20 @@ async fn list(
         None | Some("") => None,
         Some(c) => Some(
             uuid::Uuid::parse_str(c)
-                .map_err(|_| ApiError::InvalidCursor(format!("cursor '{c}' was not issued by this service")))?
+                .map_err(|_| {
+                    ApiError::InvalidCursor(format!("cursor '{c}' was not issued by this service"))
+                })?
                 .to_string(),
         ),
     };
     let mut crawls = state
         .registry
-        .list(CrawlFilter { status, tenant: None, before_id, limit: limit + 1 })
+        .list(CrawlFilter {
+            status,
+            tenant: None,
+            before_id,
+            limit: limit + 1,
+        })
         .await?;
     let next = if crawls.len() > limit as usize {
         crawls.truncate(limit as usize);
@@ -150,17 +181,18 @@ async fn pages(
     let limit = parse_limit(p.limit.as_deref(), 100, MAX_PAGES_LIMIT)?;
     let after = match p.cursor.as_deref() {
         None | Some("") => None,
-        Some(c) => Some(
-            c.parse::<i64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| ApiError::InvalidCursor(format!("cursor '{c}' was not issued by this service")))?,
-        ),
+        Some(c) => Some(c.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            ApiError::InvalidCursor(format!("cursor '{c}' was not issued by this service"))
+        })?),
     };
     if state.registry.status(&id, None).await?.is_none() {
         return Err(ApiError::crawl_not_found(&id));
     }
-    let mut pages: Vec<PageSummary> = state.registry.store().list_pages(&id, after, limit + 1).await?;
+    let mut pages: Vec<PageSummary> = state
+        .registry
+        .store()
+        .list_pages(&id, after, limit + 1)
+        .await?;
     let next = if pages.len() > limit as usize {
         pages.truncate(limit as usize);
         pages.last().map(|p| p.row_id.to_string())

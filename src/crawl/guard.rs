@@ -21,7 +21,9 @@ pub struct AddressGuard {
 /// Raised by the resolver and the literal check; found again in the error
 /// chain to report `forbidden_address`.
 #[derive(Debug, thiserror::Error)]
-#[error("{host} resolves to a forbidden address ({ip}); private, loopback, link-local and multicast addresses are refused")]
+#[error(
+    "{host} resolves to a forbidden address ({ip}); private, loopback, link-local and multicast addresses are refused"
+)]
 pub struct ForbiddenAddress {
     pub host: String,
     pub ip: IpAddr,
@@ -83,7 +85,10 @@ impl AddressGuard {
         if is_public(ip) {
             Ok(())
         } else {
-            Err(ForbiddenAddress { host: ip.to_string(), ip })
+            Err(ForbiddenAddress {
+                host: ip.to_string(),
+                ip,
+            })
         }
     }
 
@@ -108,7 +113,10 @@ impl AddressGuard {
         match addrs.iter().find(|a| is_public(a.ip())) {
             Some(_) => Ok(()),
             None => match addrs.first() {
-                Some(a) => Err(ForbiddenAddress { host: domain.to_string(), ip: a.ip() }),
+                Some(a) => Err(ForbiddenAddress {
+                    host: domain.to_string(),
+                    ip: a.ip(),
+                }),
                 None => Ok(()),
             },
         }
@@ -128,12 +136,17 @@ impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let public: Vec<SocketAddr> = addrs.iter().copied().filter(|a| is_public(a.ip())).collect();
-            if public.is_empty() {
-                if let Some(a) = addrs.first() {
-                    return Err(Box::new(ForbiddenAddress { host, ip: a.ip() }) as _);
-                }
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = addrs
+                .iter()
+                .copied()
+                .filter(|a| is_public(a.ip()))
+                .collect();
+            if public.is_empty()
+                && let Some(a) = addrs.first()
+            {
+                return Err(Box::new(ForbiddenAddress { host, ip: a.ip() }) as _);
             }
             Ok(Box::new(public.into_iter()) as Addrs)
         })
@@ -147,9 +160,22 @@ mod tests {
     #[test]
     fn refuses_private_loopback_link_local_multicast_unspecified() {
         for ip in [
-            "10.0.0.1", "172.16.5.4", "192.168.1.1", "127.0.0.1", "169.254.169.254", "224.0.0.1",
-            "0.0.0.0", "255.255.255.255", "100.64.0.1", "::1", "::", "fe80::1", "fd00::1", "ff02::1",
-            "::ffff:127.0.0.1", "::ffff:10.1.2.3",
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "127.0.0.1",
+            "169.254.169.254",
+            "224.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "100.64.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.1.2.3",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip} should be refused");
         }
@@ -160,20 +186,40 @@ mod tests {
 
     #[test]
     fn literal_urls_are_checked_unless_allowed() {
-        let on = AddressGuard { allow_private: false };
-        let off = AddressGuard { allow_private: true };
+        let on = AddressGuard {
+            allow_private: false,
+        };
+        let off = AddressGuard {
+            allow_private: true,
+        };
         let u = Url::parse("http://127.0.0.1:8080/").unwrap();
         assert!(on.check_literal(&u).is_err());
         assert!(off.check_literal(&u).is_ok());
-        assert!(on.check_literal(&Url::parse("http://[::1]/").unwrap()).is_err());
-        assert!(on.check_literal(&Url::parse("http://example.com/").unwrap()).is_ok());
+        assert!(
+            on.check_literal(&Url::parse("http://[::1]/").unwrap())
+                .is_err()
+        );
+        assert!(
+            on.check_literal(&Url::parse("http://example.com/").unwrap())
+                .is_ok()
+        );
     }
 
     #[tokio::test]
     async fn localhost_is_refused_after_resolving() {
-        let on = AddressGuard { allow_private: false };
-        assert!(on.check_resolved(&Url::parse("http://localhost:1/").unwrap()).await.is_err());
-        let err = GuardedResolver.resolve("localhost".parse().unwrap()).await.err().unwrap();
+        let on = AddressGuard {
+            allow_private: false,
+        };
+        assert!(
+            on.check_resolved(&Url::parse("http://localhost:1/").unwrap())
+                .await
+                .is_err()
+        );
+        let err = GuardedResolver
+            .resolve("localhost".parse().unwrap())
+            .await
+            .err()
+            .unwrap();
         assert!(err.downcast_ref::<ForbiddenAddress>().is_some());
     }
 }

@@ -54,12 +54,22 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(config: CrawlerConfig, store: DynStore, root: CancellationToken) -> Result<Arc<Self>, RegistryError> {
+    pub fn new(
+        config: CrawlerConfig,
+        store: DynStore,
+        root: CancellationToken,
+    ) -> Result<Arc<Self>, RegistryError> {
         let fetcher = HttpFetcher::new(&config)?;
         let pool = Pool::new(None)?;
         let slots = Arc::new(Semaphore::new(config.max_crawls));
         Ok(Arc::new(Self {
-            engine: Arc::new(Engine { config, fetcher, pool, store, root }),
+            engine: Arc::new(Engine {
+                config,
+                fetcher,
+                pool,
+                store,
+                root,
+            }),
             tracker: TaskTracker::new(),
             slots,
             live: Mutex::new(HashMap::new()),
@@ -88,22 +98,37 @@ impl Registry {
     }
 
     fn live_crawl(&self, id: &str, tenant: Option<&str>) -> Option<Arc<Crawl>> {
-        self.live_map().get(id).filter(|c| Self::visible(c.tenant.as_deref(), tenant)).cloned()
+        self.live_map()
+            .get(id)
+            .filter(|c| Self::visible(c.tenant.as_deref(), tenant))
+            .cloned()
     }
 
     /// Validates, records the crawl as `queued` and starts it in the background.
-    pub async fn start(self: &Arc<Self>, req: CrawlRequest, tenant: Option<String>) -> Result<CrawlStatus, StartError> {
+    pub async fn start(
+        self: &Arc<Self>,
+        req: CrawlRequest,
+        tenant: Option<String>,
+    ) -> Result<CrawlStatus, StartError> {
         if self.engine.root.is_cancelled() {
             return Err(StartError::ShuttingDown);
         }
         let spec = req.validate(&self.engine.config)?;
-        self.engine.fetcher.guard().check_resolved(&spec.url).await?;
+        self.engine
+            .fetcher
+            .guard()
+            .check_resolved(&spec.url)
+            .await?;
         let id = uuid::Uuid::now_v7().to_string();
         let status = CrawlStatus::new_queued(id.clone(), spec.url.to_string(), Utc::now());
         let request_json = serde_json::to_string(&spec.request).unwrap_or_else(|_| "{}".into());
         self.engine
             .store
-            .create_crawl(&NewCrawl { status: status.clone(), tenant: tenant.clone(), request_json })
+            .create_crawl(&NewCrawl {
+                status: status.clone(),
+                tenant: tenant.clone(),
+                request_json,
+            })
             .await?;
         let crawl = Arc::new(Crawl::new(
             id.clone(),
@@ -113,7 +138,11 @@ impl Registry {
             Progress::new(status.clone()),
         ));
         self.live_map().insert(id.clone(), crawl.clone());
-        let (engine, slots, registry) = (self.engine.clone(), self.slots.clone(), Arc::downgrade(self));
+        let (engine, slots, registry) = (
+            self.engine.clone(),
+            self.slots.clone(),
+            Arc::downgrade(self),
+        );
         let span = crawl.span.clone();
         span.in_scope(|| tracing::info!(url = %crawl.spec.url, crawl_type = ?crawl.spec.crawl_type, "crawl queued"));
         self.tracker.spawn(
@@ -131,14 +160,22 @@ impl Registry {
     }
 
     /// The crawl's current state: live from memory, else from the store.
-    pub async fn status(&self, id: &str, tenant: Option<&str>) -> Result<Option<CrawlStatus>, StoreError> {
+    pub async fn status(
+        &self,
+        id: &str,
+        tenant: Option<&str>,
+    ) -> Result<Option<CrawlStatus>, StoreError> {
         if let Some(c) = self.live_crawl(id, tenant) {
             return Ok(Some(c.progress.snapshot()));
         }
         self.stored(id, tenant).await
     }
 
-    async fn stored(&self, id: &str, tenant: Option<&str>) -> Result<Option<CrawlStatus>, StoreError> {
+    async fn stored(
+        &self,
+        id: &str,
+        tenant: Option<&str>,
+    ) -> Result<Option<CrawlStatus>, StoreError> {
         if tenant.is_some() {
             match self.engine.store.crawl_tenant(id).await? {
                 Some(t) if Self::visible(t.as_deref(), tenant) => {}
@@ -155,7 +192,11 @@ impl Registry {
 
     /// Asks a crawl to stop. Idempotent: answers `stopping` while it winds
     /// down and the terminal status once it has; `None` for an unknown id.
-    pub async fn stop(&self, id: &str, tenant: Option<&str>) -> Result<Option<CrawlStatus>, StoreError> {
+    pub async fn stop(
+        &self,
+        id: &str,
+        tenant: Option<&str>,
+    ) -> Result<Option<CrawlStatus>, StoreError> {
         if let Some(c) = self.live_crawl(id, tenant) {
             let changed = c.progress.update(|s| {
                 if s.status != CrawlState::Stopping {
@@ -189,9 +230,14 @@ impl Registry {
     pub async fn shutdown(&self, grace: Duration) -> bool {
         self.engine.root.cancel();
         self.tracker.close();
-        let ended = tokio::time::timeout(grace, self.tracker.wait()).await.is_ok();
+        let ended = tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok();
         if !ended {
-            tracing::warn!(remaining = self.active_count(), "crawls still running at the end of the shutdown grace period");
+            tracing::warn!(
+                remaining = self.active_count(),
+                "crawls still running at the end of the shutdown grace period"
+            );
         }
         ended
     }

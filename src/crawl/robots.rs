@@ -35,7 +35,10 @@ impl Rules {
 
     pub fn crawl_delay(&self) -> Option<Duration> {
         match self {
-            Rules::Parsed(r) => r.delay.filter(|d| d.is_finite() && *d > 0.0).map(Duration::from_secs_f32),
+            Rules::Parsed(r) => r
+                .delay
+                .filter(|d| d.is_finite() && *d > 0.0)
+                .map(Duration::from_secs_f32),
             _ => None,
         }
     }
@@ -43,7 +46,9 @@ impl Rules {
     /// Why a URL was refused, for the page's `error`.
     pub fn reason(&self) -> String {
         match self {
-            Rules::DisallowAll(why) => format!("robots_disallowed: robots.txt unavailable ({why}); crawling refused"),
+            Rules::DisallowAll(why) => {
+                format!("robots_disallowed: robots.txt unavailable ({why}); crawling refused")
+            }
             _ => "robots_disallowed: disallowed by robots.txt".to_string(),
         }
     }
@@ -58,8 +63,15 @@ pub struct Robots {
 impl Robots {
     /// `user_agent` is matched by its product token ("trawl" of "trawl/0.1 (...)").
     pub fn new(user_agent: &str) -> Self {
-        let agent = user_agent.split(['/', ' ']).next().unwrap_or(user_agent).to_string();
-        Self { agent, by_origin: Mutex::new(HashMap::new()) }
+        let agent = user_agent
+            .split(['/', ' '])
+            .next()
+            .unwrap_or(user_agent)
+            .to_string();
+        Self {
+            agent,
+            by_origin: Mutex::new(HashMap::new()),
+        }
     }
 
     pub async fn rules_for(&self, url: &Url, fetcher: &HttpFetcher) -> Arc<Rules> {
@@ -77,7 +89,9 @@ impl Robots {
         let Ok(url) = Url::parse(&format!("{origin}/robots.txt")) else {
             return Rules::AllowAll;
         };
-        let result = fetcher.fetch(&url, &|_| true, &|status, _| (200..300).contains(&status)).await;
+        let result = fetcher
+            .fetch(&url, &|_| true, &|status, _| (200..300).contains(&status))
+            .await;
         match result {
             Ok(f) if (200..300).contains(&f.status) => {
                 let body = f.body.unwrap_or_default();

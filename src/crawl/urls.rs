@@ -8,9 +8,29 @@ use url::Url;
 
 /// Query parameters that only track the visitor and never change the page.
 const TRACKING_PARAMS: &[&str] = &[
-    "gclid", "gclsrc", "dclid", "fbclid", "msclkid", "yclid", "twclid", "ttclid", "li_fat_id",
-    "igshid", "mc_cid", "mc_eid", "_ga", "_gl", "_hsenc", "_hsmi", "mkt_tok", "oly_anon_id",
-    "oly_enc_id", "vero_id", "wickedid", "s_cid", "ref_src",
+    "gclid",
+    "gclsrc",
+    "dclid",
+    "fbclid",
+    "msclkid",
+    "yclid",
+    "twclid",
+    "ttclid",
+    "li_fat_id",
+    "igshid",
+    "mc_cid",
+    "mc_eid",
+    "_ga",
+    "_gl",
+    "_hsenc",
+    "_hsmi",
+    "mkt_tok",
+    "oly_anon_id",
+    "oly_enc_id",
+    "vero_id",
+    "wickedid",
+    "s_cid",
+    "ref_src",
 ];
 
 fn is_tracking(key: &str) -> bool {
@@ -72,9 +92,15 @@ mod tests {
 
     #[test]
     fn lowercases_scheme_and_host_and_drops_default_port_and_fragment() {
-        assert_eq!(n("HTTP://Example.COM:80/A/b#frag"), "http://example.com/A/b");
+        assert_eq!(
+            n("HTTP://Example.COM:80/A/b#frag"),
+            "http://example.com/A/b"
+        );
         assert_eq!(n("https://example.com:443/"), "https://example.com/");
-        assert_eq!(n("https://example.com:8443/x"), "https://example.com:8443/x");
+        assert_eq!(
+            n("https://example.com:8443/x"),
+            "https://example.com:8443/x"
+        );
     }
 
     #[test]
@@ -88,7 +114,12 @@ mod tests {
 
     #[test]
     fn refuses_non_http_schemes() {
-        for s in ["ftp://e.com/", "javascript:alert(1)", "mailto:a@b.c", "data:text/html,hi"] {
+        for s in [
+            "ftp://e.com/",
+            "javascript:alert(1)",
+            "mailto:a@b.c",
+            "data:text/html,hi",
+        ] {
             assert!(normalize(&Url::parse(s).unwrap()).is_none(), "{s}");
         }
     }
@@ -96,8 +127,14 @@ mod tests {
     #[test]
     fn resolves_relative_links() {
         let base = Url::parse("http://e.com/docs/a.html").unwrap();
-        assert_eq!(resolve_link(&base, "b.html#x").unwrap().as_str(), "http://e.com/docs/b.html");
-        assert_eq!(resolve_link(&base, "../c").unwrap().as_str(), "http://e.com/c");
+        assert_eq!(
+            resolve_link(&base, "b.html#x").unwrap().as_str(),
+            "http://e.com/docs/b.html"
+        );
+        assert_eq!(
+            resolve_link(&base, "../c").unwrap().as_str(),
+            "http://e.com/c"
+        );
         assert!(resolve_link(&base, "#top").is_none());
         assert!(resolve_link(&base, "mailto:x@y.z").is_none());
         assert!(resolve_link(&base, "javascript:void(0)").is_none());

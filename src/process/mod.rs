@@ -36,7 +36,9 @@ impl Pool {
         if let Some(n) = threads {
             b = b.num_threads(n);
         }
-        Ok(Self { pool: Arc::new(b.build()?) })
+        Ok(Self {
+            pool: Arc::new(b.build()?),
+        })
     }
 
     /// Runs `f` on the pool inside the current tracing span; the task is

@@ -24,9 +24,11 @@ pub struct TestApp {
 
 /// The configuration tests run with: loopback allowed, short timeouts.
 pub fn test_config(db_path: &std::path::Path) -> Config {
-    let mut c = Config::default();
-    c.bind = "127.0.0.1:0".parse().unwrap();
-    c.database_url = format!("sqlite://{}", db_path.display());
+    let mut c = Config {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        database_url: format!("sqlite://{}", db_path.display()),
+        ..Config::default()
+    };
     c.crawler.allow_private_networks = true;
     c.crawler.request_timeout = Duration::from_secs(2);
     c
@@ -45,7 +47,10 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
 }
 
 /// Spawns the service on an existing database file (restart tests).
-pub async fn spawn_app_on(db_path: &std::path::Path, configure: impl FnOnce(&mut Config)) -> TestApp {
+pub async fn spawn_app_on(
+    db_path: &std::path::Path,
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
     let mut config = test_config(db_path);
     configure(&mut config);
     let app = App::build(config).await.expect("app builds");
@@ -64,7 +69,9 @@ pub async fn spawn_app_on(db_path: &std::path::Path, configure: impl FnOnce(&mut
 }
 
 pub async fn fixture() -> FixtureServer {
-    FixtureServer::start(SiteOptions::default()).await.expect("fixture server")
+    FixtureServer::start(SiteOptions::default())
+        .await
+        .expect("fixture server")
 }
 
 pub async fn fixture_with(opts: SiteOptions) -> FixtureServer {
@@ -81,7 +88,12 @@ impl TestApp {
     }
 
     pub async fn post_crawl(&self, body: Value) -> reqwest::Response {
-        self.client.post(self.url("/api/crawls")).json(&body).send().await.expect("request")
+        self.client
+            .post(self.url("/api/crawls"))
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
     }
 
     /// Starts a crawl and returns its id; panics unless the answer is 202.
@@ -94,7 +106,12 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self.client.get(self.url(path)).send().await.expect("request");
+        let resp = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request");
         let code = resp.status().as_u16();
         (code, resp.json().await.unwrap_or(Value::Null))
     }
@@ -106,7 +123,12 @@ impl TestApp {
     }
 
     pub async fn stop(&self, id: &str) -> (u16, Value) {
-        let resp = self.client.post(self.url(&format!("/api/crawls/{id}/stop"))).send().await.expect("request");
+        let resp = self
+            .client
+            .post(self.url(&format!("/api/crawls/{id}/stop")))
+            .send()
+            .await
+            .expect("request");
         let code = resp.status().as_u16();
         (code, resp.json().await.unwrap_or(Value::Null))
     }
@@ -119,13 +141,22 @@ impl TestApp {
             if pred(&s) {
                 return s;
             }
-            assert!(tokio::time::Instant::now() < deadline, "condition never held; last status {s}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "condition never held; last status {s}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
     pub async fn wait_terminal(&self, id: &str) -> Value {
-        self.wait_for(id, |s| matches!(s["status"].as_str(), Some("completed" | "failed" | "cancelled"))).await
+        self.wait_for(id, |s| {
+            matches!(
+                s["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            )
+        })
+        .await
     }
 
     /// Starts a crawl and waits for its end.

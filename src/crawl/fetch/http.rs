@@ -62,7 +62,10 @@ impl FetchError {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
         while let Some(s) = source {
             if let Some(f) = s.downcast_ref::<ForbiddenAddress>() {
-                return FetchError::Forbidden(ForbiddenAddress { host: f.host.clone(), ip: f.ip });
+                return FetchError::Forbidden(ForbiddenAddress {
+                    host: f.host.clone(),
+                    ip: f.ip,
+                });
             }
             source = s.source();
         }
@@ -94,9 +97,13 @@ pub struct Fetched {
 impl Fetched {
     /// The media type without parameters, lowercased.
     pub fn mime(&self) -> Option<String> {
-        self.content_type
-            .as_deref()
-            .map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        self.content_type.as_deref().map(|c| {
+            c.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
     }
 
     /// Decodes the body by its declared or sniffed charset; invalid bytes
@@ -146,7 +153,9 @@ pub struct ClientBuildError(#[from] reqwest::Error);
 impl HttpFetcher {
     pub fn new(config: &CrawlerConfig) -> Result<Self, ClientBuildError> {
         crate::install_crypto_provider();
-        let guard = AddressGuard { allow_private: config.allow_private_networks };
+        let guard = AddressGuard {
+            allow_private: config.allow_private_networks,
+        };
         let mut builder = reqwest::Client::builder()
             .user_agent(config.user_agent.clone())
             .redirect(reqwest::redirect::Policy::none())
@@ -236,15 +245,24 @@ impl HttpFetcher {
                 .get(CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
-            let mime = content_type
-                .as_deref()
-                .map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+            let mime = content_type.as_deref().map(|c| {
+                c.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            });
             let body = if want_body(status.as_u16(), mime.as_deref()) {
                 Some(self.read_body(&mut resp).await?)
             } else {
                 None
             };
-            return Ok(Fetched { final_url: current, status: status.as_u16(), content_type, body });
+            return Ok(Fetched {
+                final_url: current,
+                status: status.as_u16(),
+                content_type,
+                body,
+            });
         }
     }
 
@@ -255,12 +273,20 @@ impl HttpFetcher {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|n| n > self.max_bytes) {
-            return Err(FetchError::TooLarge { limit: self.max_bytes });
+            return Err(FetchError::TooLarge {
+                limit: self.max_bytes,
+            });
         }
         let mut buf = BytesMut::with_capacity(declared.unwrap_or(16 * 1024).min(self.max_bytes));
-        while let Some(chunk) = resp.chunk().await.map_err(|e| FetchError::from_reqwest(e, self.timeout))? {
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| FetchError::from_reqwest(e, self.timeout))?
+        {
             if buf.len() + chunk.len() > self.max_bytes {
-                return Err(FetchError::TooLarge { limit: self.max_bytes });
+                return Err(FetchError::TooLarge {
+                    limit: self.max_bytes,
+                });
             }
             buf.extend_from_slice(&chunk);
         }
@@ -274,8 +300,14 @@ mod tests {
 
     #[test]
     fn decodes_declared_charsets_and_replaces_invalid_utf8() {
-        assert_eq!(decode(b"caf\xe9", Some("text/html; charset=iso-8859-1")), "café");
-        assert_eq!(decode(b"<meta charset=\"windows-1252\">\x93q\x94", None), "<meta charset=\"windows-1252\">\u{201c}q\u{201d}");
+        assert_eq!(
+            decode(b"caf\xe9", Some("text/html; charset=iso-8859-1")),
+            "café"
+        );
+        assert_eq!(
+            decode(b"<meta charset=\"windows-1252\">\x93q\x94", None),
+            "<meta charset=\"windows-1252\">\u{201c}q\u{201d}"
+        );
         assert_eq!(decode(b"ok \xff end", Some("text/html")), "ok \u{fffd} end");
     }
 }

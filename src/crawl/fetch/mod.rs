@@ -3,4 +3,4 @@
 
 pub mod http;
 
-pub use http::{Fetched, FetchError, HttpFetcher};
+pub use http::{FetchError, Fetched, HttpFetcher};
