@@ -61,10 +61,13 @@ pub async fn shutdown_signal() {
 async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     init_tracing("info,sqlx=warn,tower_http=info");
     let crawler = args.crawler.into_config().map_err(|e| e.to_string())?;
+    let api_keys = crate::auth::ApiKeys::parse(args.api_keys.as_deref().unwrap_or(""))
+        .map_err(|e| e.to_string())?;
     let config = Config {
         bind: args.bind,
         database_url: args.database.database_url,
         crawler,
+        api_keys,
     };
     let app = App::build(config).await.map_err(|e| e.to_string())?;
     let token = app.shutdown_token();
@@ -89,7 +92,13 @@ async fn crawl(args: CrawlArgs) -> Result<ExitCode, String> {
         .await
         .map_err(|e| e.to_string())?;
     let root = CancellationToken::new();
-    let registry = Registry::new(config, store, root.clone()).map_err(|e| e.to_string())?;
+    let registry = Registry::new(
+        config,
+        store,
+        root.clone(),
+        std::sync::Arc::new(crate::progress::NoFanout),
+    )
+    .map_err(|e| e.to_string())?;
     let req = CrawlRequest {
         url: args.url,
         crawl_type: match args.crawl_type {

@@ -17,6 +17,8 @@ pub struct Config {
     /// `sqlite://path`, or a plain file path.
     pub database_url: String,
     pub crawler: CrawlerConfig,
+    /// API key → tenant; empty means an open service.
+    pub api_keys: crate::auth::ApiKeys,
 }
 
 /// Limits and defaults of the crawl engine, shared by every crawl of a process.
@@ -77,6 +79,7 @@ impl Default for Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             database_url: "sqlite://trawl.db".into(),
             crawler: CrawlerConfig::default(),
+            api_keys: crate::auth::ApiKeys::default(),
         }
     }
 }
@@ -121,6 +124,10 @@ pub struct ServeArgs {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub crawler: CrawlerArgs,
+    /// API keys as KEY=TENANT,KEY2=TENANT2; when set, every API call and
+    /// socket needs one, and tenants see only their own crawls.
+    #[arg(long, env = "TRAWL_API_KEYS", hide_env_values = true)]
+    pub api_keys: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

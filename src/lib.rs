@@ -10,19 +10,24 @@
 //!   llms.txt), fetching.
 //! - `process`: CPU work on pages (HTML to markdown, links), on rayon.
 //! - `store`: the `Store` trait and its SQLite implementation.
-//! - `progress`: `CrawlStatus`, the shape of a crawl's state on every surface.
+//! - `progress`: `CrawlStatus`, the shape of a crawl's state on every surface,
+//!   and the `Reporter` that numbers, throttles and fans out a crawl's events.
+//! - `realtime`: Socket.IO (socketioxide): rooms, handlers, auth middleware.
+//! - `auth`: API keys and tenants.
 //! - `cli`: the `trawl` command (serve, crawl, migrate).
 //!
 //! One root `CancellationToken` belongs to the `App`; each crawl holds a child
 //! token and a `TaskTracker`, so a stop or a shutdown reaches every task.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod crawl;
 pub mod error;
 pub mod process;
 pub mod progress;
+pub mod realtime;
 pub mod store;
 
 use std::sync::Arc;
@@ -81,7 +86,17 @@ impl App {
             );
         }
         let root = CancellationToken::new();
-        let registry = Registry::new(config.crawler, store, root.clone())?;
+        let (sio_layer, io) = realtime::layer();
+        let fanout = Arc::new(realtime::SocketFanout::new(io.clone(), root.clone()));
+        let registry = Registry::new(config.crawler, store, root.clone(), fanout.clone())?;
+        realtime::register(
+            &io,
+            realtime::Realtime {
+                registry: registry.clone(),
+                keys: config.api_keys.clone(),
+                fanout,
+            },
+        );
         let listener = TcpListener::bind(config.bind)
             .await
             .map_err(|source| AppError::Bind {
@@ -90,7 +105,9 @@ impl App {
             })?;
         let router = api::router(api::AppState {
             registry: registry.clone(),
-        });
+            keys: config.api_keys.clone(),
+        })
+        .layer(sio_layer);
         Ok(App {
             listener,
             router,

@@ -288,3 +288,289 @@ mod tests {
         assert!(v["createdAt"].as_str().unwrap().ends_with('Z'));
     }
 }
+
+// ---------------------------------------------------------------------------
+// Events and the Reporter
+// ---------------------------------------------------------------------------
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, broadcast};
+use tokio_util::sync::CancellationToken;
+
+/// Server → client event names of the contract.
+pub const CRAWL_PROGRESS: &str = "crawl_progress";
+pub const CRAWL_STOPPING: &str = "crawl:stopping";
+pub const CRAWL_STOPPED: &str = "crawl:stopped";
+pub const CRAWLS_UPDATE: &str = "crawls_update";
+
+/// At most one `crawl_progress` per crawl per this interval (~10 a second).
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+/// Events kept per crawl for late subscribers and `Last-Event-ID` replays.
+pub const REPLAY_EVENTS: usize = 256;
+
+/// One numbered event of a crawl, as every surface sends it.
+#[derive(Debug)]
+pub struct Event {
+    /// Monotonic per crawl, from 1.
+    pub id: u64,
+    pub name: &'static str,
+    pub data: Value,
+    /// `crawl:stopping`, `crawl:stopped` and terminal statuses: never dropped.
+    pub urgent: bool,
+    /// The crawl's final event; streams end after it.
+    pub last: bool,
+}
+
+/// Where a crawl's events go besides the Reporter's own subscribers
+/// (Socket.IO rooms). Kept behind a trait so the engine does not know sockets.
+#[async_trait::async_trait]
+pub trait Fanout: Send + Sync + 'static {
+    async fn crawl_event(&self, crawl_id: &str, event: Arc<Event>);
+    async fn crawls_update(&self, tenant: Option<&str>, crawls: Vec<CrawlStatus>);
+}
+
+/// Lists a tenant's live crawls, for `crawls_update`.
+pub type ActiveList = Arc<dyn Fn(Option<&str>) -> Vec<CrawlStatus> + Send + Sync>;
+
+/// A fanout that goes nowhere (the CLI, tests of the engine alone).
+pub struct NoFanout;
+
+#[async_trait::async_trait]
+impl Fanout for NoFanout {
+    async fn crawl_event(&self, _: &str, _: Arc<Event>) {}
+    async fn crawls_update(&self, _: Option<&str>, _: Vec<CrawlStatus>) {}
+}
+
+/// Where a resuming subscriber starts.
+pub enum Resume {
+    /// Exactly the events after the one it had.
+    Replay(Vec<Arc<Event>>),
+    /// The buffer does not reach back (or nothing was asked): the current state.
+    Snapshot(Arc<Event>),
+    /// It already had the final event.
+    Done,
+}
+
+struct Replay {
+    next_id: u64,
+    events: VecDeque<Arc<Event>>,
+    /// Id of the final event once published.
+    last_id: Option<u64>,
+}
+
+/// Numbers, buffers and fans out one crawl's events. The emitter task
+/// ([`Reporter::run`]) is the only publisher, so ids follow emission order.
+/// Snapshots for new subscribers are taken under the same lock as
+/// publications, so a subscriber never sees an older state after a newer one.
+pub struct Reporter {
+    pub crawl_id: String,
+    pub tenant: Option<String>,
+    progress: Progress,
+    replay: Mutex<Replay>,
+    tx: broadcast::Sender<Arc<Event>>,
+}
+
+/// The contract's `crawl_progress` payload: the status plus a short `log`
+/// line, and the event's id and emission time.
+pub fn progress_payload(s: &CrawlStatus, id: u64) -> Value {
+    let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        let log = match &s.message {
+            Some(m) => m.clone(),
+            None => format!(
+                "{} crawled, {} failed, {} skipped",
+                s.pages_crawled, s.pages_failed, s.pages_skipped
+            ),
+        };
+        m.insert("log".into(), Value::String(log));
+        m.insert("eventId".into(), json!(id));
+        m.insert(
+            "emittedAt".into(),
+            Value::String(format_time(&chrono::Utc::now())),
+        );
+    }
+    v
+}
+
+impl Reporter {
+    pub fn new(crawl_id: String, tenant: Option<String>, progress: Progress) -> Arc<Self> {
+        let (tx, _) = broadcast::channel(REPLAY_EVENTS);
+        Arc::new(Self {
+            crawl_id,
+            tenant,
+            progress,
+            replay: Mutex::new(Replay {
+                next_id: 1,
+                events: VecDeque::new(),
+                last_id: None,
+            }),
+            tx,
+        })
+    }
+
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// Live events from now on; pair with [`Reporter::resume`] to fill the gap.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.tx.subscribe()
+    }
+
+    /// The events after `after`, or a snapshot when the buffer does not reach back.
+    pub async fn resume(&self, after: Option<u64>) -> Resume {
+        let r = self.replay.lock().await;
+        if let (Some(after), Some(last)) = (after, r.last_id)
+            && after >= last
+        {
+            return Resume::Done;
+        }
+        if let Some(after) = after {
+            let oldest = r.events.front().map(|e| e.id).unwrap_or(r.next_id);
+            if after + 1 >= oldest && after < r.next_id {
+                return Resume::Replay(r.events.iter().filter(|e| e.id > after).cloned().collect());
+            }
+        }
+        Resume::Snapshot(self.snapshot_locked(&r))
+    }
+
+    fn snapshot_locked(&self, r: &Replay) -> Arc<Event> {
+        let s = self.progress.snapshot();
+        // The snapshot carries the id of the newest event it includes, so a
+        // resume from it replays only what comes after.
+        let id = r.next_id - 1;
+        let last = s.status.is_terminal() && r.last_id.is_some();
+        Arc::new(Event {
+            id,
+            name: CRAWL_PROGRESS,
+            data: progress_payload(&s, id),
+            urgent: true,
+            last,
+        })
+    }
+
+    /// Runs `send` with the current snapshot while no event can be published,
+    /// so whatever is published next reaches the subscriber after it.
+    pub async fn with_snapshot<F, Fut>(&self, send: F)
+    where
+        F: FnOnce(Arc<Event>) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let r = self.replay.lock().await;
+        let snap = self.snapshot_locked(&r);
+        send(snap).await;
+        drop(r);
+    }
+
+    async fn publish(
+        &self,
+        fanout: &dyn Fanout,
+        name: &'static str,
+        data: Value,
+        urgent: bool,
+        last: bool,
+    ) {
+        let mut r = self.replay.lock().await;
+        let id = r.next_id;
+        r.next_id += 1;
+        let data = match (name, data) {
+            (CRAWL_PROGRESS, Value::Null) => progress_payload(&self.progress.snapshot(), id),
+            (_, d) => d,
+        };
+        let event = Arc::new(Event {
+            id,
+            name,
+            data,
+            urgent,
+            last,
+        });
+        if r.events.len() >= REPLAY_EVENTS {
+            r.events.pop_front();
+        }
+        r.events.push_back(event.clone());
+        if last {
+            r.last_id = Some(id);
+        }
+        let _ = self.tx.send(event.clone());
+        fanout.crawl_event(&self.crawl_id, event).await;
+        drop(r);
+    }
+
+    /// The emitter: turns state changes into events. Coalesces and throttles
+    /// progress to one per [`PROGRESS_INTERVAL`], always ending on the latest
+    /// state; status changes go out at once. Ends after the final event.
+    pub async fn run(
+        self: Arc<Self>,
+        fanout: Arc<dyn Fanout>,
+        list: ActiveList,
+        root: CancellationToken,
+    ) {
+        let mut rx = self.progress.subscribe();
+        let mut last_status: Option<CrawlState> = None;
+        let mut stopping_sent = false;
+        let mut next_at = tokio::time::Instant::now();
+        let mut pending;
+        loop {
+            let s = rx.borrow_and_update().clone();
+            let changed = last_status != Some(s.status);
+            let now = tokio::time::Instant::now();
+            if changed || now >= next_at {
+                if matches!(s.status, CrawlState::Stopping | CrawlState::Cancelled)
+                    && !stopping_sent
+                {
+                    stopping_sent = true;
+                    let data = json!({ "progressId": self.crawl_id, "status": "stopping", "message": "stop requested" });
+                    self.publish(&*fanout, CRAWL_STOPPING, data, true, false)
+                        .await;
+                }
+                let terminal = s.status.is_terminal();
+                let cancelled = s.status == CrawlState::Cancelled;
+                self.publish(
+                    &*fanout,
+                    CRAWL_PROGRESS,
+                    Value::Null,
+                    terminal,
+                    terminal && !cancelled,
+                )
+                .await;
+                if cancelled {
+                    let data = json!({
+                        "progressId": self.crawl_id,
+                        "status": "cancelled",
+                        "message": s.message.clone().unwrap_or_else(|| "stopped".into()),
+                        "timestamp": format_time(&s.finished_at.unwrap_or_else(chrono::Utc::now)),
+                    });
+                    self.publish(&*fanout, CRAWL_STOPPED, data, true, true)
+                        .await;
+                }
+                if (changed && s.status == CrawlState::Running) || terminal {
+                    let mut crawls = list(self.tenant.as_deref());
+                    if terminal {
+                        crawls.retain(|c| c.progress_id != self.crawl_id);
+                        crawls.insert(0, s.clone());
+                    }
+                    fanout.crawls_update(self.tenant.as_deref(), crawls).await;
+                }
+                if terminal {
+                    return;
+                }
+                last_status = Some(s.status);
+                next_at = now + PROGRESS_INTERVAL;
+                pending = false;
+            } else {
+                pending = true;
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep_until(next_at), if pending => {}
+                // A crawl always reaches a terminal state after shutdown; this
+                // only bounds an emitter whose crawl task died.
+                _ = async { root.cancelled().await; tokio::time::sleep(Duration::from_secs(10)).await } => return,
+            }
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! `/api/crawls`: start, read, list, stop, and the pages of a crawl.
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -9,10 +10,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{ApiJson, AppState};
+use crate::auth::Tenant;
 use crate::crawl::request::RequestError;
 use crate::crawl::{CrawlRequest, StartError};
 use crate::error::ApiError;
-use crate::progress::{CrawlState, CrawlStatus};
+use crate::progress::CrawlState;
 use crate::store::{CrawlFilter, PageSummary};
 
 const DEFAULT_LIMIT: u32 = 20;
@@ -55,9 +57,10 @@ impl From<StartError> for ApiError {
 
 async fn start(
     State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
     ApiJson(req): ApiJson<CrawlRequest>,
 ) -> Result<Response, ApiError> {
-    let status = state.registry.start(req, None).await?;
+    let status = state.registry.start(req, tenant.0).await?;
     let id = status.progress_id;
     let body = Started {
         status_url: format!("/api/crawls/{id}"),
@@ -73,23 +76,65 @@ async fn start(
     Ok((StatusCode::ACCEPTED, headers, Json(body)).into_response())
 }
 
+/// Poll interval suggested to clients, in milliseconds, while a crawl is active.
+const POLL_INTERVAL_MS: u32 = 1000;
+
+/// The status, with an `ETag` (a matching `If-None-Match` gets `304`) and
+/// `X-Poll-Interval` (about 1000 ms while active, 0 once terminal).
 async fn status(
     State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
     Path(id): Path<String>,
-) -> Result<Json<CrawlStatus>, ApiError> {
-    state
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let s = state
         .registry
-        .status(&id, None)
+        .status(&id, tenant.as_deref())
         .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::crawl_not_found(&id))
+        .ok_or_else(|| ApiError::crawl_not_found(&id))?;
+    let body = serde_json::to_vec(&s).map_err(|e| ApiError::Internal(Box::new(e)))?;
+    let etag = format!("\"{:016x}\"", fnv1a(&body));
+    let interval = if s.status.is_terminal() {
+        0
+    } else {
+        POLL_INTERVAL_MS
+    };
+    let mut out = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        out.insert(header::ETAG, v);
+    }
+    out.insert("x-poll-interval", HeaderValue::from(interval));
+    out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if matches {
+        return Ok((StatusCode::NOT_MODIFIED, out).into_response());
+    }
+    out.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok((StatusCode::OK, out, body).into_response())
+}
+
+/// FNV-1a: a stable, fast fingerprint of the status body for its ETag.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// `202` while the crawl winds down, `200` once it is terminal.
-async fn stop(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn stop(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let s = state
         .registry
-        .stop(&id, None)
+        .stop(&id, tenant.as_deref())
         .await?
         .ok_or_else(|| ApiError::crawl_not_found(&id))?;
     let code = if s.status.is_terminal() {
@@ -126,6 +171,7 @@ fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Re
 
 async fn list(
     State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let p = query(params)?;
@@ -152,7 +198,7 @@ async fn list(
         .registry
         .list(CrawlFilter {
             status,
-            tenant: None,
+            tenant: tenant.0,
             before_id,
             limit: limit + 1,
         })
@@ -174,6 +220,7 @@ struct PagesParams {
 
 async fn pages(
     State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
     Path(id): Path<String>,
     params: Result<Query<PagesParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -185,7 +232,12 @@ async fn pages(
             ApiError::InvalidCursor(format!("cursor '{c}' was not issued by this service"))
         })?),
     };
-    if state.registry.status(&id, None).await?.is_none() {
+    if state
+        .registry
+        .status(&id, tenant.as_deref())
+        .await?
+        .is_none()
+    {
         return Err(ApiError::crawl_not_found(&id));
     }
     let mut pages: Vec<PageSummary> = state

@@ -2,6 +2,7 @@
 //! that turn every kind of bad input into a clear `ApiError`.
 
 pub mod crawls;
+pub mod events;
 pub mod health;
 
 use std::sync::Arc;
@@ -22,11 +23,19 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
+    pub keys: crate::auth::ApiKeys,
 }
 
 pub fn router(state: AppState) -> Router {
+    let authed =
+        crawls::router()
+            .merge(events::router())
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.keys.clone(),
+                crate::auth::require_key,
+            ));
     Router::new()
-        .merge(crawls::router())
+        .merge(authed)
         .merge(health::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {

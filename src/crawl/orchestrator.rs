@@ -31,7 +31,7 @@ use crate::crawl::robots::Robots;
 use crate::crawl::scope::Scope;
 use crate::crawl::urls;
 use crate::process::{self, Pool};
-use crate::progress::{CrawlState, CrawlStatus, PageCounts, Progress, Stage};
+use crate::progress::{CrawlState, CrawlStatus, PageCounts, Progress, Reporter, Stage};
 use crate::store::{DynStore, PageRecord, PageStatus};
 
 /// Page outcomes buffered between page tasks and the writer.
@@ -62,6 +62,8 @@ pub(crate) struct Crawl {
     /// Every task of this crawl; waited for before the terminal status.
     pub tracker: TaskTracker,
     pub progress: Progress,
+    /// Numbers and fans out this crawl's events.
+    pub reporter: Arc<Reporter>,
     pub span: tracing::Span,
     /// URLs taken on so far; each ends as one stored page.
     admitted: AtomicU64,
@@ -73,19 +75,20 @@ pub(crate) struct Crawl {
 
 impl Crawl {
     pub fn new(
-        id: String,
         tenant: Option<String>,
         spec: CrawlSpec,
         token: CancellationToken,
         progress: Progress,
+        reporter: Arc<Reporter>,
     ) -> Self {
-        let span = tracing::info_span!("crawl", progress_id = %id);
+        let span = tracing::info_span!("crawl", progress_id = %reporter.crawl_id);
         Self {
             tenant,
             spec,
             token,
             tracker: TaskTracker::new(),
             progress,
+            reporter,
             span,
             admitted: AtomicU64::new(0),
             fatal: Mutex::new(None),

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tokio::sync::Semaphore;
@@ -21,7 +21,7 @@ use crate::crawl::guard::ForbiddenAddress;
 use crate::crawl::orchestrator::{self, Crawl, Engine};
 use crate::crawl::request::{CrawlRequest, RequestError};
 use crate::process::{Pool, PoolError};
-use crate::progress::{CrawlState, CrawlStatus, Progress};
+use crate::progress::{ActiveList, CrawlState, CrawlStatus, Fanout, Progress, Reporter};
 use crate::store::{CrawlFilter, DynStore, NewCrawl, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,13 +51,23 @@ pub struct Registry {
     /// Bounds the crawls running at once; the rest wait `queued`.
     slots: Arc<Semaphore>,
     live: Mutex<HashMap<String, Arc<Crawl>>>,
+    /// Where events go besides the Reporter's own subscribers (Socket.IO).
+    fanout: Arc<dyn Fanout>,
+    /// Reporters of recently ended crawls, so that a client reconnecting with
+    /// `Last-Event-ID` still gets exactly what it missed.
+    recent: Mutex<HashMap<String, (Instant, Arc<Reporter>)>>,
 }
+
+/// How long an ended crawl's events stay replayable, and how many crawls' worth.
+const RECENT_FOR: Duration = Duration::from_secs(300);
+const RECENT_MAX: usize = 1000;
 
 impl Registry {
     pub fn new(
         config: CrawlerConfig,
         store: DynStore,
         root: CancellationToken,
+        fanout: Arc<dyn Fanout>,
     ) -> Result<Arc<Self>, RegistryError> {
         let fetcher = HttpFetcher::new(&config)?;
         let pool = Pool::new(None)?;
@@ -73,11 +83,18 @@ impl Registry {
             tracker: TaskTracker::new(),
             slots,
             live: Mutex::new(HashMap::new()),
+            fanout,
+            recent: Mutex::new(HashMap::new()),
         }))
     }
 
     pub fn store(&self) -> &DynStore {
         &self.engine.store
+    }
+
+    /// Fired when the service shuts down; long-lived streams end with it.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.engine.root.clone()
     }
 
     pub fn config(&self) -> &CrawlerConfig {
@@ -130,14 +147,24 @@ impl Registry {
                 request_json,
             })
             .await?;
+        let progress = Progress::new(status.clone());
+        let reporter = Reporter::new(id.clone(), tenant.clone(), progress.clone());
         let crawl = Arc::new(Crawl::new(
-            id.clone(),
             tenant,
             spec,
             self.engine.root.child_token(),
-            Progress::new(status.clone()),
+            progress,
+            reporter.clone(),
         ));
         self.live_map().insert(id.clone(), crawl.clone());
+        let weak = Arc::downgrade(self);
+        let list: ActiveList =
+            Arc::new(move |tenant| weak.upgrade().map(|r| r.active(tenant)).unwrap_or_default());
+        self.tracker.spawn(
+            reporter
+                .run(self.fanout.clone(), list, self.engine.root.clone())
+                .instrument(crawl.span.clone()),
+        );
         let (engine, slots, registry) = (
             self.engine.clone(),
             self.slots.clone(),
@@ -151,7 +178,9 @@ impl Registry {
                 // Served from the store from now on; kept in memory only if
                 // the store could not take the terminal status.
                 if saved && let Some(r) = registry.upgrade() {
-                    r.live_map().remove(&id);
+                    if let Some(c) = r.live_map().remove(&id) {
+                        r.remember(id, c.reporter.clone());
+                    }
                 }
             }
             .instrument(span),
@@ -183,6 +212,47 @@ impl Registry {
             }
         }
         self.engine.store.get_crawl(id).await
+    }
+
+    fn remember(&self, id: String, reporter: Arc<Reporter>) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        recent.retain(|_, (at, _)| now.duration_since(*at) < RECENT_FOR);
+        if recent.len() >= RECENT_MAX
+            && let Some(oldest) = recent
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(k, _)| k.clone())
+        {
+            recent.remove(&oldest);
+        }
+        recent.insert(id, (now, reporter));
+    }
+
+    /// The events of a live or recently ended crawl the tenant may see.
+    pub fn reporter(&self, id: &str, tenant: Option<&str>) -> Option<Arc<Reporter>> {
+        if let Some(c) = self.live_crawl(id, tenant) {
+            return Some(c.reporter.clone());
+        }
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent
+            .get(id)
+            .filter(|(at, r)| {
+                at.elapsed() < RECENT_FOR && Self::visible(r.tenant.as_deref(), tenant)
+            })
+            .map(|(_, r)| r.clone())
+    }
+
+    /// The live crawls of a tenant (all of them without tenants), newest first.
+    pub fn active(&self, tenant: Option<&str>) -> Vec<CrawlStatus> {
+        let mut v: Vec<CrawlStatus> = self
+            .live_map()
+            .values()
+            .filter(|c| c.tenant.as_deref() == tenant)
+            .map(|c| c.progress.snapshot())
+            .collect();
+        v.sort_by(|a, b| b.progress_id.cmp(&a.progress_id));
+        v
     }
 
     /// The live progress handle, for watching a crawl in process (CLI).

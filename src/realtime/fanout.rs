@@ -1,0 +1,96 @@
+//! Crawl events into Socket.IO rooms.
+//!
+//! Progress goes to the room as a broadcast; a socket whose buffer is full
+//! misses that one (the next carries the latest state). Urgent events
+//! (stopping, stopped, terminal status) go socket by socket, and a full
+//! socket gets them retried until delivered; a client stalled that long is
+//! disconnected, and its reconnect gets the final state as its snapshot.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use socketioxide::extract::SocketRef;
+use socketioxide::{SendError, SocketError, SocketIo};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::list_room;
+use crate::progress::{CRAWLS_UPDATE, CrawlStatus, Event, Fanout};
+
+/// Retry interval and attempts for an urgent event to a full socket (10 s).
+const RETRY_EVERY: Duration = Duration::from_millis(50);
+const RETRIES: u32 = 200;
+
+pub struct SocketFanout {
+    io: SocketIo,
+    /// Retry tasks; waited for at shutdown.
+    tracker: TaskTracker,
+    root: CancellationToken,
+}
+
+impl SocketFanout {
+    pub fn new(io: SocketIo, root: CancellationToken) -> Self {
+        Self {
+            io,
+            tracker: TaskTracker::new(),
+            root,
+        }
+    }
+
+    /// Sends an event to one socket; an urgent one is retried while the
+    /// socket's buffer is full.
+    pub fn send(&self, socket: SocketRef, event: Arc<Event>) {
+        match socket.emit(event.name, &event.data) {
+            Err(SendError::Socket(SocketError::InternalChannelFull)) if event.urgent => {
+                let root = self.root.clone();
+                self.tracker.spawn(async move {
+                    for _ in 0..RETRIES {
+                        tokio::select! {
+                            _ = root.cancelled() => return,
+                            _ = tokio::time::sleep(RETRY_EVERY) => {}
+                        }
+                        match socket.emit(event.name, &event.data) {
+                            Err(SendError::Socket(SocketError::InternalChannelFull)) => continue,
+                            _ => return,
+                        }
+                    }
+                    tracing::warn!(sid = %socket.id, "client stalled on an urgent event; disconnecting it");
+                    let _ = socket.disconnect();
+                });
+            }
+            Err(e) => tracing::debug!(sid = %socket.id, error = %e, "event not delivered"),
+            Ok(()) => {}
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Fanout for SocketFanout {
+    async fn crawl_event(&self, crawl_id: &str, event: Arc<Event>) {
+        if event.urgent {
+            for socket in self.io.to(crawl_id.to_string()).sockets() {
+                self.send(socket, event.clone());
+            }
+        } else if let Err(e) = self
+            .io
+            .to(crawl_id.to_string())
+            .emit(event.name, &event.data)
+            .await
+        {
+            tracing::debug!(error = %e, "progress not delivered to every subscriber");
+        }
+    }
+
+    async fn crawls_update(&self, tenant: Option<&str>, crawls: Vec<CrawlStatus>) {
+        let data = json!({ "crawls": crawls });
+        if let Err(e) = self
+            .io
+            .to(list_room(tenant))
+            .emit(CRAWLS_UPDATE, &data)
+            .await
+        {
+            tracing::debug!(error = %e, "crawls_update not delivered to every subscriber");
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! Client → server events. Every malformed payload gets an error ack (or an
+//! `error` event when no ack was asked for); the connection stays up.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::handler::FromMessageParts;
+use socketioxide::socket::Socket;
+
+use super::{MAX_EVENT_BYTES, Realtime, list_room};
+use crate::auth::{ApiKeys, Tenant};
+use crate::progress::{CRAWL_PROGRESS, CRAWLS_UPDATE, Event, progress_payload};
+
+/// Why the handshake was refused; the client gets it as `connect_error`.
+#[derive(Debug, thiserror::Error)]
+#[error("unauthorized: {0}")]
+pub struct AuthError(&'static str);
+
+/// Connect middleware: with API keys configured, `auth: {token}` must name one.
+pub fn authenticate(
+    socket: SocketRef,
+    auth: Option<Value>,
+    keys: &ApiKeys,
+) -> Result<(), AuthError> {
+    let token = auth
+        .as_ref()
+        .and_then(|a| a.get("token"))
+        .and_then(Value::as_str);
+    let tenant = keys.authenticate(token).map_err(AuthError)?;
+    socket.extensions.insert(tenant);
+    Ok(())
+}
+
+fn tenant_of(socket: &SocketRef) -> Tenant {
+    socket.extensions.get::<Tenant>().unwrap_or_default()
+}
+
+/// Answers a client event: through its ack when it asked for one, else as
+/// an `error` event for failures (successes need no answer then).
+pub struct Reply {
+    ack: AckSender,
+    wants_ack: bool,
+    socket: SocketRef,
+}
+
+impl FromMessageParts<LocalAdapter> for Reply {
+    type Error = Infallible;
+    fn from_message_parts(
+        s: &Arc<Socket<LocalAdapter>>,
+        v: &mut socketioxide::handler::Value,
+        ack_id: &Option<i64>,
+    ) -> Result<Self, Infallible> {
+        Ok(Reply {
+            ack: AckSender::from_message_parts(s, v, ack_id)?,
+            wants_ack: ack_id.is_some(),
+            socket: SocketRef::from_message_parts(s, v, ack_id)?,
+        })
+    }
+}
+
+impl Reply {
+    fn ok(self, data: Value) {
+        if self.wants_ack {
+            let _ = self.ack.send(&data);
+        }
+    }
+
+    fn err(self, event: &str, code: &str, message: impl Into<String>) {
+        let body = json!({ "error": { "code": code, "message": message.into() } });
+        if self.wants_ack {
+            let _ = self.ack.send(&body);
+        } else {
+            let mut body = body;
+            body["event"] = Value::String(event.to_string());
+            let _ = self.socket.emit("error", &body);
+        }
+    }
+}
+
+/// The `progress_id` of a payload `{progress_id}` / `{progressId}`.
+fn progress_id(
+    data: &Result<Value, impl std::fmt::Display>,
+) -> Result<String, (&'static str, String)> {
+    let v = match data {
+        Ok(v) => v,
+        Err(e) => return Err(("invalid_payload", format!("payload could not be read: {e}"))),
+    };
+    if serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX) > MAX_EVENT_BYTES {
+        return Err((
+            "payload_too_large",
+            format!("payload is larger than {MAX_EVENT_BYTES} bytes"),
+        ));
+    }
+    let Value::Object(m) = v else {
+        return Err((
+            "invalid_payload",
+            "payload must be an object {progress_id}".into(),
+        ));
+    };
+    match m.get("progress_id").or_else(|| m.get("progressId")) {
+        None => Err(("missing_progress_id", "progress_id is required".into())),
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 128 => Ok(s.clone()),
+        Some(Value::String(_)) => Err((
+            "invalid_progress_id",
+            "progress_id must be 1 to 128 characters".into(),
+        )),
+        Some(_) => Err(("invalid_progress_id", "progress_id must be a string".into())),
+    }
+}
+
+pub fn on_connect(socket: SocketRef, rt: Realtime) {
+    tracing::debug!(sid = %socket.id, "socket connected");
+    for name in ["crawl_subscribe", "subscribe_progress"] {
+        let rt = rt.clone();
+        socket.on(
+            name,
+            move |s: SocketRef, TryData::<Value>(data), reply: Reply| {
+                let rt = rt.clone();
+                async move { subscribe(s, data, reply, rt, name).await }
+            },
+        );
+    }
+    for name in ["crawl_unsubscribe", "unsubscribe_progress"] {
+        socket.on(
+            name,
+            move |s: SocketRef, TryData::<Value>(data), reply: Reply| async move {
+                match progress_id(&data) {
+                    Ok(id) => {
+                        s.leave(id.clone());
+                        reply.ok(json!({ "ok": true, "progressId": id }));
+                    }
+                    Err((code, msg)) => reply.err(name, code, msg),
+                }
+            },
+        );
+    }
+    {
+        let rt = rt.clone();
+        socket.on(
+            "crawl_stop",
+            move |s: SocketRef, TryData::<Value>(data), reply: Reply| {
+                let rt = rt.clone();
+                async move { stop(s, data, reply, rt).await }
+            },
+        );
+    }
+    {
+        let rt = rt.clone();
+        socket.on("subscribe_crawls", move |s: SocketRef, reply: Reply| {
+            let rt = rt.clone();
+            async move {
+                let tenant = tenant_of(&s);
+                s.join(list_room(tenant.as_deref()));
+                let crawls = rt.registry.active(tenant.as_deref());
+                let _ = s.emit(CRAWLS_UPDATE, &json!({ "crawls": crawls }));
+                reply.ok(json!({ "ok": true, "crawls": crawls }));
+            }
+        });
+    }
+    socket.on(
+        "unsubscribe_crawls",
+        move |s: SocketRef, reply: Reply| async move {
+            s.leave(list_room(tenant_of(&s).as_deref()));
+            reply.ok(json!({ "ok": true }));
+        },
+    );
+}
+
+async fn subscribe(
+    socket: SocketRef,
+    data: Result<Value, socketioxide::ParserError>,
+    reply: Reply,
+    rt: Realtime,
+    event: &'static str,
+) {
+    let id = match progress_id(&data) {
+        Ok(id) => id,
+        Err((code, msg)) => return reply.err(event, code, msg),
+    };
+    let tenant = tenant_of(&socket);
+    // Join first, then the snapshot under the reporter's lock: nothing
+    // published in between is missed, and nothing older arrives after it.
+    if let Some(reporter) = rt.registry.reporter(&id, tenant.as_deref()) {
+        socket.join(id.clone());
+        let mut status = None;
+        reporter
+            .with_snapshot(|snap| {
+                status = snap.data.get("status").cloned();
+                rt.fanout.send(socket.clone(), snap);
+                async {}
+            })
+            .await;
+        return reply.ok(json!({ "ok": true, "progressId": id, "status": status }));
+    }
+    match rt.registry.status(&id, tenant.as_deref()).await {
+        Ok(Some(s)) => {
+            socket.join(id.clone());
+            let snap = Arc::new(Event {
+                id: 0,
+                name: CRAWL_PROGRESS,
+                data: progress_payload(&s, 0),
+                urgent: true,
+                last: s.status.is_terminal(),
+            });
+            rt.fanout.send(socket.clone(), snap);
+            reply.ok(json!({ "ok": true, "progressId": id, "status": s.status }));
+        }
+        Ok(None) => reply.err(event, "not_found", format!("no crawl with id '{id}'")),
+        Err(e) => {
+            tracing::error!(error = %e, "store error on subscribe");
+            reply.err(event, "internal", "internal error; see the service log")
+        }
+    }
+}
+
+async fn stop(
+    socket: SocketRef,
+    data: Result<Value, socketioxide::ParserError>,
+    reply: Reply,
+    rt: Realtime,
+) {
+    let id = match progress_id(&data) {
+        Ok(id) => id,
+        Err((code, msg)) => return reply.err("crawl_stop", code, msg),
+    };
+    let tenant = tenant_of(&socket);
+    match rt.registry.stop(&id, tenant.as_deref()).await {
+        Ok(Some(s)) => reply.ok(json!({ "ok": true, "progressId": id, "status": s.status })),
+        Ok(None) => reply.err(
+            "crawl_stop",
+            "not_found",
+            format!("no crawl with id '{id}'"),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "store error on stop");
+            reply.err(
+                "crawl_stop",
+                "internal",
+                "internal error; see the service log",
+            )
+        }
+    }
+}
