@@ -177,10 +177,12 @@ impl Registry {
                 let (_, saved) = orchestrator::run(engine, crawl, slots).await;
                 // Served from the store from now on; kept in memory only if
                 // the store could not take the terminal status.
-                if saved && let Some(r) = registry.upgrade() {
-                    if let Some(c) = r.live_map().remove(&id) {
-                        r.remember(id, c.reporter.clone());
-                    }
+                let ended = registry.upgrade().filter(|_| saved).and_then(|r| {
+                    let crawl = r.live_map().remove(&id);
+                    crawl.map(|c| (r, c))
+                });
+                if let Some((r, c)) = ended {
+                    r.remember(id, c.reporter.clone());
                 }
             }
             .instrument(span),

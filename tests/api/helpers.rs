@@ -219,3 +219,137 @@ pub fn counts(s: &Value) -> (u64, u64, u64) {
 pub fn crawl_body(url: String, crawl_type: &str) -> Value {
     json!({ "url": url, "crawlType": crawl_type })
 }
+
+/// The real Socket.IO clients the tests drive the service with.
+#[derive(Debug, Clone, Copy)]
+pub enum Client {
+    /// The official JS `socket.io-client` v4 (npm), run by node.
+    Js,
+    /// `python-socketio` (PyPI), from the test virtualenv.
+    Python,
+}
+
+/// Runs a client scenario (see `tests/clients/`) against the app and returns
+/// the JSON lines it printed. Panics when the scenario failed.
+pub async fn run_client(client: Client, scenario: &str, base: &str, args: &[&str]) -> Vec<Value> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = match client {
+        Client::Js => {
+            let dir = root.join("tests/clients/js");
+            assert!(
+                dir.join("node_modules/socket.io-client").exists(),
+                "JS test client not installed: run scripts/test"
+            );
+            let mut c = tokio::process::Command::new("node");
+            c.arg(dir.join("client.mjs"));
+            c
+        }
+        Client::Python => {
+            let py = root.join(".venv/bin/python");
+            assert!(
+                py.exists(),
+                "Python test client not installed: run scripts/test"
+            );
+            let mut c = tokio::process::Command::new(py);
+            c.arg(root.join("tests/clients/python/client.py"));
+            c
+        }
+    };
+    cmd.arg(scenario).arg(base).args(args).kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("client finished within 60 s")
+        .expect("client ran");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        out.status.success() && lines.iter().any(|l| l["kind"] == "done"),
+        "{client:?} {scenario} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lines
+}
+
+/// The `ack` line of a step.
+pub fn ack_of<'a>(lines: &'a [Value], step: &str) -> &'a Value {
+    &lines
+        .iter()
+        .find(|l| l["kind"] == "ack" && l["step"] == step)
+        .unwrap_or_else(|| panic!("no ack for {step}: {lines:?}"))["data"]
+}
+
+/// The events a client received, in order: (name, data).
+pub fn events_of(lines: &[Value]) -> Vec<(String, Value)> {
+    lines
+        .iter()
+        .filter(|l| l["kind"] == "event")
+        .map(|l| {
+            (
+                l["name"].as_str().unwrap_or_default().to_string(),
+                l["data"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SseFrame {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// Reads Server-Sent Events off a streaming response.
+pub struct SseReader {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl SseReader {
+    pub fn new(resp: reqwest::Response) -> Self {
+        Self {
+            resp,
+            buf: String::new(),
+        }
+    }
+
+    /// The next event (comments skipped), or `None` when the stream ended.
+    pub async fn next(&mut self) -> Option<SseFrame> {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut f = SseFrame {
+                    id: None,
+                    event: None,
+                    data: String::new(),
+                };
+                let mut any = false;
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        f.id = Some(v.trim().to_string());
+                        any = true;
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        f.event = Some(v.trim().to_string());
+                        any = true;
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        f.data.push_str(v.trim_start());
+                        any = true;
+                    }
+                }
+                if any {
+                    return Some(f);
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(30), self.resp.chunk())
+                .await
+                .expect("an SSE chunk within 30 s")
+                .ok()??;
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}

@@ -6,5 +6,6 @@ mod crawl_types;
 mod helpers;
 mod lifecycle;
 mod misbehaving;
+mod realtime;
 mod scope;
 mod validation;
