@@ -32,20 +32,12 @@ impl ApiKeys {
     pub fn parse(spec: &str) -> Result<Self, ConfigError> {
         let mut map = HashMap::new();
         for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let (key, tenant) = entry
-                .split_once('=')
-                .or_else(|| entry.split_once(':'))
-                .ok_or_else(|| {
-                    ConfigError(format!(
-                        "API key entry '{}…' is not KEY=TENANT",
-                        &entry[..entry.len().min(4)]
-                    ))
-                })?;
+            let (key, tenant) = entry.split_once('=').or_else(|| entry.split_once(':')).ok_or_else(|| {
+                ConfigError(format!("API key entry '{}…' is not KEY=TENANT", &entry[..entry.len().min(4)]))
+            })?;
             let (key, tenant) = (key.trim(), tenant.trim());
             if key.len() < 8 || tenant.is_empty() {
-                return Err(ConfigError(
-                    "API keys need at least 8 characters and a tenant name".into(),
-                ));
+                return Err(ConfigError("API keys need at least 8 characters and a tenant name".into()));
             }
             map.insert(key.to_string(), tenant.to_string());
         }
@@ -53,12 +45,7 @@ impl ApiKeys {
     }
 
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        Self(Arc::new(
-            pairs
-                .into_iter()
-                .map(|(k, t)| (k.to_string(), t.to_string()))
-                .collect(),
-        ))
+        Self(Arc::new(pairs.into_iter().map(|(k, t)| (k.to_string(), t.to_string())).collect()))
     }
 
     pub fn enabled(&self) -> bool {
@@ -85,10 +72,7 @@ impl ApiKeys {
         }
         match presented {
             None | Some("") => Err("an API key is required"),
-            Some(k) => self
-                .tenant_for(k)
-                .map(|t| Tenant(Some(t)))
-                .ok_or("the API key is not valid"),
+            Some(k) => self.tenant_for(k).map(|t| Tenant(Some(t))).ok_or("the API key is not valid"),
         }
     }
 }
@@ -107,19 +91,14 @@ pub async fn require_key(State(keys): State<ApiKeys>, mut req: Request, next: Ne
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
     match keys.authenticate(presented) {
         Ok(tenant) => {
             req.extensions_mut().insert(tenant);
             next.run(req).await
         }
-        Err(why) => {
-            ApiError::Unauthorized(format!("{why}; send Authorization: Bearer KEY")).into_response()
-        }
+        Err(why) => ApiError::Unauthorized(format!("{why}; send Authorization: Bearer KEY")).into_response(),
     }
 }
 
@@ -130,14 +109,8 @@ mod tests {
     #[test]
     fn parses_keys_and_resolves_tenants() {
         let k = ApiKeys::parse("alpha-key-1=alpha, beta-key-22:beta").unwrap();
-        assert_eq!(
-            k.authenticate(Some("alpha-key-1")),
-            Ok(Tenant(Some("alpha".into())))
-        );
-        assert_eq!(
-            k.authenticate(Some("beta-key-22")),
-            Ok(Tenant(Some("beta".into())))
-        );
+        assert_eq!(k.authenticate(Some("alpha-key-1")), Ok(Tenant(Some("alpha".into()))));
+        assert_eq!(k.authenticate(Some("beta-key-22")), Ok(Tenant(Some("beta".into()))));
         assert!(k.authenticate(Some("nope")).is_err());
         assert!(k.authenticate(None).is_err());
         assert!(ApiKeys::parse("short=x").is_err());

@@ -33,10 +33,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 pub fn init_tracing(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -61,14 +58,8 @@ pub async fn shutdown_signal() {
 async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     init_tracing("info,sqlx=warn,tower_http=info");
     let crawler = args.crawler.into_config().map_err(|e| e.to_string())?;
-    let api_keys = crate::auth::ApiKeys::parse(args.api_keys.as_deref().unwrap_or(""))
-        .map_err(|e| e.to_string())?;
-    let config = Config {
-        bind: args.bind,
-        database_url: args.database.database_url,
-        crawler,
-        api_keys,
-    };
+    let api_keys = crate::auth::ApiKeys::parse(args.api_keys.as_deref().unwrap_or("")).map_err(|e| e.to_string())?;
+    let config = Config { bind: args.bind, database_url: args.database.database_url, crawler, api_keys };
     let app = App::build(config).await.map_err(|e| e.to_string())?;
     let token = app.shutdown_token();
     let run = app.run_until_stopped();
@@ -88,17 +79,10 @@ async fn crawl(args: CrawlArgs) -> Result<ExitCode, String> {
     init_tracing("warn");
     crate::install_crypto_provider();
     let config = args.crawler.into_config().map_err(|e| e.to_string())?;
-    let store = store::connect(&args.database.database_url)
-        .await
-        .map_err(|e| e.to_string())?;
+    let store = store::connect(&args.database.database_url).await.map_err(|e| e.to_string())?;
     let root = CancellationToken::new();
-    let registry = Registry::new(
-        config,
-        store,
-        root.clone(),
-        std::sync::Arc::new(crate::progress::NoFanout),
-    )
-    .map_err(|e| e.to_string())?;
+    let registry = Registry::new(config, store, root.clone(), std::sync::Arc::new(crate::progress::NoFanout))
+        .map_err(|e| e.to_string())?;
     let req = CrawlRequest {
         url: args.url,
         crawl_type: match args.crawl_type {
@@ -171,10 +155,7 @@ async fn crawl(args: CrawlArgs) -> Result<ExitCode, String> {
             fin.pages_crawled,
             fin.pages_failed,
             fin.pages_skipped,
-            fin.error
-                .as_deref()
-                .map(|e| format!(" — {e}"))
-                .unwrap_or_default()
+            fin.error.as_deref().map(|e| format!(" — {e}")).unwrap_or_default()
         );
         println!("progress id: {id}");
     }

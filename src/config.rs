@@ -58,10 +58,7 @@ impl Default for CrawlerConfig {
             per_host_concurrency: 16,
             politeness_delay: Duration::ZERO,
             max_crawl_delay: Duration::from_secs(30),
-            user_agent: format!(
-                "trawl/{} (+https://github.com/trawl)",
-                env!("CARGO_PKG_VERSION")
-            ),
+            user_agent: format!("trawl/{} (+https://github.com/trawl)", env!("CARGO_PKG_VERSION")),
             max_crawls: 16,
             default_concurrency: 16,
             default_max_depth: 3,
@@ -85,11 +82,7 @@ impl Default for Config {
 }
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "trawl",
-    version,
-    about = "Crawl websites into searchable content; watch and stop crawls live."
-)]
+#[command(name = "trawl", version, about = "Crawl websites into searchable content; watch and stop crawls live.")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -108,11 +101,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct DatabaseArgs {
     /// Store location: `sqlite://trawl.db` or a file path.
-    #[arg(
-        long = "database",
-        env = "DATABASE_URL",
-        default_value = "sqlite://trawl.db"
-    )]
+    #[arg(long = "database", env = "DATABASE_URL", default_value = "sqlite://trawl.db")]
     pub database_url: String,
 }
 
@@ -242,10 +231,7 @@ impl CrawlerConfig {
             }
         }
         if self.default_concurrency > self.max_concurrency {
-            return Err(ConfigError(format!(
-                "default concurrency must be at most {}",
-                self.max_concurrency
-            )));
+            return Err(ConfigError(format!("default concurrency must be at most {}", self.max_concurrency)));
         }
         if self.user_agent.trim().is_empty() {
             return Err(ConfigError("user agent must not be empty".into()));

@@ -51,10 +51,7 @@ pub enum AppError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error("could not listen on {addr}: {source}")]
-    Bind {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("server error: {0}")]
     Serve(#[from] std::io::Error),
 }
@@ -80,10 +77,7 @@ impl App {
         let store = store::connect(&config.database_url).await?;
         let interrupted = store.mark_interrupted().await?;
         if interrupted > 0 {
-            tracing::warn!(
-                interrupted,
-                "crawls left running by an earlier process were marked interrupted"
-            );
+            tracing::warn!(interrupted, "crawls left running by an earlier process were marked interrupted");
         }
         let root = CancellationToken::new();
         let (sio_layer, io) = realtime::layer();
@@ -91,29 +85,13 @@ impl App {
         let registry = Registry::new(config.crawler, store, root.clone(), fanout.clone())?;
         realtime::register(
             &io,
-            realtime::Realtime {
-                registry: registry.clone(),
-                keys: config.api_keys.clone(),
-                fanout,
-            },
+            realtime::Realtime { registry: registry.clone(), keys: config.api_keys.clone(), fanout },
         );
-        let listener = TcpListener::bind(config.bind)
-            .await
-            .map_err(|source| AppError::Bind {
-                addr: config.bind,
-                source,
-            })?;
-        let router = api::router(api::AppState {
-            registry: registry.clone(),
-            keys: config.api_keys.clone(),
-        })
-        .layer(sio_layer);
-        Ok(App {
-            listener,
-            router,
-            registry,
-            root,
-        })
+        let listener =
+            TcpListener::bind(config.bind).await.map_err(|source| AppError::Bind { addr: config.bind, source })?;
+        let router =
+            api::router(api::AppState { registry: registry.clone(), keys: config.api_keys.clone() }).layer(sio_layer);
+        Ok(App { listener, router, registry, root })
     }
 
     pub fn port(&self) -> u16 {
@@ -132,15 +110,9 @@ impl App {
     /// Serves until the shutdown token fires, then stops accepting, stops
     /// every crawl and returns within `SHUTDOWN_GRACE`.
     pub async fn run_until_stopped(self) -> Result<(), AppError> {
-        let App {
-            listener,
-            router,
-            registry,
-            root,
-        } = self;
+        let App { listener, router, registry, root } = self;
         tracing::info!(addr = ?listener.local_addr().ok(), "trawl listening");
-        let server =
-            axum::serve(listener, router).with_graceful_shutdown(root.clone().cancelled_owned());
+        let server = axum::serve(listener, router).with_graceful_shutdown(root.clone().cancelled_owned());
         let deadline = async {
             root.cancelled().await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;

@@ -239,11 +239,7 @@ mod tests {
     #[test]
     fn percentage_never_decreases() {
         let p = Progress::new(status());
-        let c = |crawled| PageCounts {
-            crawled,
-            failed: 0,
-            skipped: 0,
-        };
+        let c = |crawled| PageCounts { crawled, failed: 0, skipped: 0 };
         p.set_counts(10, c(5));
         assert_eq!(p.snapshot().percentage, 50.0);
         p.set_counts(100, c(6));
@@ -297,6 +293,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, broadcast};
 use tokio_util::sync::CancellationToken;
@@ -318,7 +315,11 @@ pub struct Event {
     /// Monotonic per crawl, from 1.
     pub id: u64,
     pub name: &'static str,
-    pub data: Value,
+    /// The payload, serialized once: every subscriber and the replay buffer
+    /// share these bytes.
+    pub data: Box<RawValue>,
+    /// The crawl state this event reports.
+    pub status: CrawlState,
     /// `crawl:stopping`, `crawl:stopped` and terminal statuses: never dropped.
     pub urgent: bool,
     /// The crawl's final event; streams end after it.
@@ -374,6 +375,18 @@ pub struct Reporter {
     tx: broadcast::Sender<Arc<Event>>,
 }
 
+/// Serializes an event payload once.
+pub fn raw(v: &Value) -> Box<RawValue> {
+    serde_json::value::to_raw_value(v).unwrap_or_else(|_| RawValue::from_string("null".into()).expect("null is JSON"))
+}
+
+impl Event {
+    /// A `crawl_progress` carrying `s`.
+    pub fn progress(s: &CrawlStatus, id: u64, urgent: bool, last: bool) -> Self {
+        Event { id, name: CRAWL_PROGRESS, data: raw(&progress_payload(s, id)), status: s.status, urgent, last }
+    }
+}
+
 /// The contract's `crawl_progress` payload: the status plus a short `log`
 /// line, and the event's id and emission time.
 pub fn progress_payload(s: &CrawlStatus, id: u64) -> Value {
@@ -381,17 +394,11 @@ pub fn progress_payload(s: &CrawlStatus, id: u64) -> Value {
     if let Value::Object(m) = &mut v {
         let log = match &s.message {
             Some(m) => m.clone(),
-            None => format!(
-                "{} crawled, {} failed, {} skipped",
-                s.pages_crawled, s.pages_failed, s.pages_skipped
-            ),
+            None => format!("{} crawled, {} failed, {} skipped", s.pages_crawled, s.pages_failed, s.pages_skipped),
         };
         m.insert("log".into(), Value::String(log));
         m.insert("eventId".into(), json!(id));
-        m.insert(
-            "emittedAt".into(),
-            Value::String(format_time(&chrono::Utc::now())),
-        );
+        m.insert("emittedAt".into(), Value::String(format_time(&chrono::Utc::now())));
     }
     v
 }
@@ -403,11 +410,7 @@ impl Reporter {
             crawl_id,
             tenant,
             progress,
-            replay: Mutex::new(Replay {
-                next_id: 1,
-                events: VecDeque::new(),
-                last_id: None,
-            }),
+            replay: Mutex::new(Replay { next_id: 1, events: VecDeque::new(), last_id: None }),
             tx,
         })
     }
@@ -444,13 +447,7 @@ impl Reporter {
         // resume from it replays only what comes after.
         let id = r.next_id - 1;
         let last = s.status.is_terminal() && r.last_id.is_some();
-        Arc::new(Event {
-            id,
-            name: CRAWL_PROGRESS,
-            data: progress_payload(&s, id),
-            urgent: true,
-            last,
-        })
+        Arc::new(Event::progress(&s, id, true, last))
     }
 
     /// Runs `send` with the current snapshot while no event can be published,
@@ -466,27 +463,13 @@ impl Reporter {
         drop(r);
     }
 
-    async fn publish(
-        &self,
-        fanout: &dyn Fanout,
-        name: &'static str,
-        data: Value,
-        urgent: bool,
-        last: bool,
-    ) {
+    async fn publish(&self, fanout: &dyn Fanout, name: &'static str, data: Value, urgent: bool, last: bool) {
         let mut r = self.replay.lock().await;
         let id = r.next_id;
         r.next_id += 1;
-        let data = match (name, data) {
-            (CRAWL_PROGRESS, Value::Null) => progress_payload(&self.progress.snapshot(), id),
-            (_, d) => d,
-        };
-        let event = Arc::new(Event {
-            id,
-            name,
-            data,
-            urgent,
-            last,
+        let event = Arc::new(match (name, data) {
+            (CRAWL_PROGRESS, Value::Null) => Event::progress(&self.progress.snapshot(), id, urgent, last),
+            (_, d) => Event { id, name, data: raw(&d), status: self.progress.snapshot().status, urgent, last },
         });
         if r.events.len() >= REPLAY_EVENTS {
             r.events.pop_front();
@@ -503,12 +486,7 @@ impl Reporter {
     /// The emitter: turns state changes into events. Coalesces and throttles
     /// progress to one per [`PROGRESS_INTERVAL`], always ending on the latest
     /// state; status changes go out at once. Ends after the final event.
-    pub async fn run(
-        self: Arc<Self>,
-        fanout: Arc<dyn Fanout>,
-        list: ActiveList,
-        root: CancellationToken,
-    ) {
+    pub async fn run(self: Arc<Self>, fanout: Arc<dyn Fanout>, list: ActiveList, root: CancellationToken) {
         let mut rx = self.progress.subscribe();
         let mut last_status: Option<CrawlState> = None;
         let mut stopping_sent = false;
@@ -519,24 +497,15 @@ impl Reporter {
             let changed = last_status != Some(s.status);
             let now = tokio::time::Instant::now();
             if changed || now >= next_at {
-                if matches!(s.status, CrawlState::Stopping | CrawlState::Cancelled)
-                    && !stopping_sent
-                {
+                if matches!(s.status, CrawlState::Stopping | CrawlState::Cancelled) && !stopping_sent {
                     stopping_sent = true;
-                    let data = json!({ "progressId": self.crawl_id, "status": "stopping", "message": "stop requested" });
-                    self.publish(&*fanout, CRAWL_STOPPING, data, true, false)
-                        .await;
+                    let data =
+                        json!({ "progressId": self.crawl_id, "status": "stopping", "message": "stop requested" });
+                    self.publish(&*fanout, CRAWL_STOPPING, data, true, false).await;
                 }
                 let terminal = s.status.is_terminal();
                 let cancelled = s.status == CrawlState::Cancelled;
-                self.publish(
-                    &*fanout,
-                    CRAWL_PROGRESS,
-                    Value::Null,
-                    terminal,
-                    terminal && !cancelled,
-                )
-                .await;
+                self.publish(&*fanout, CRAWL_PROGRESS, Value::Null, terminal, terminal && !cancelled).await;
                 if cancelled {
                     let data = json!({
                         "progressId": self.crawl_id,
@@ -544,8 +513,7 @@ impl Reporter {
                         "message": s.message.clone().unwrap_or_else(|| "stopped".into()),
                         "timestamp": format_time(&s.finished_at.unwrap_or_else(chrono::Utc::now)),
                     });
-                    self.publish(&*fanout, CRAWL_STOPPED, data, true, true)
-                        .await;
+                    self.publish(&*fanout, CRAWL_STOPPED, data, true, true).await;
                 }
                 if (changed && s.status == CrawlState::Running) || terminal {
                     let mut crawls = list(self.tenant.as_deref());

@@ -12,6 +12,35 @@ use serde_json::{Value, json};
 use trawl_fixtures::{FixtureServer, SiteOptions};
 
 #[derive(Parser)]
+#[command(about = "Benchmarks of trawl on loopback; see the README.")]
+enum Cli {
+    /// Crawl throughput, peak RSS and stop latency on a generated site, and spider_cli on the same site.
+    Crawl(Args),
+    /// Socket.IO fan-out: many clients over many crawl rooms, then many idle connections.
+    Realtime(RealtimeArgs),
+}
+
+#[derive(Parser)]
+struct RealtimeArgs {
+    /// Websocket clients receiving progress.
+    #[arg(long, default_value_t = 1000)]
+    clients: usize,
+    /// Crawl rooms the clients are spread over (one running crawl each).
+    #[arg(long, default_value_t = 100)]
+    rooms: usize,
+    /// How long to measure delivery.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Connections to hold open in the idle phase.
+    #[arg(long, default_value_t = 10_000)]
+    idle_clients: usize,
+    #[arg(long, default_value_t = 15)]
+    idle_seconds: u64,
+    #[arg(long, default_value = "target/release/trawl")]
+    trawl: PathBuf,
+}
+
+#[derive(Parser)]
 struct Args {
     /// Pages of the generated site.
     #[arg(long, default_value_t = 5000)]
@@ -53,11 +82,19 @@ impl Drop for Service {
 
 impl Service {
     fn peak_rss_kib(&self) -> u64 {
+        self.proc_status("VmHWM:")
+    }
+
+    fn rss_kib(&self) -> u64 {
+        self.proc_status("VmRSS:")
+    }
+
+    fn proc_status(&self, key: &str) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .ok()
             .and_then(|s| {
                 s.lines()
-                    .find(|l| l.starts_with("VmHWM:"))
+                    .find(|l| l.starts_with(key))
                     .and_then(|l| l.split_whitespace().nth(1))
                     .and_then(|n| n.parse().ok())
             })
@@ -65,33 +102,19 @@ impl Service {
     }
 }
 
-async fn start_service(args: &Args) -> Service {
+async fn start_service(trawl: &std::path::Path, env: &[(&str, String)]) -> Service {
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(&args.trawl)
-        .args([
-            "serve",
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-            "--database",
-        ])
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(trawl)
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--database"])
         .arg(dir.path().join("bench.db"))
         .env("TRAWL_ALLOW_PRIVATE_NETWORKS", "1")
-        .env("TRAWL_PER_HOST_CONCURRENCY", args.concurrency.to_string())
         .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot start {}: {e}; build it with cargo build --release",
-                args.trawl.display()
-            )
-        });
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}; build it with cargo build --release", trawl.display()));
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -99,19 +122,10 @@ async fn start_service(args: &Args) -> Service {
         assert!(Instant::now() < deadline, "trawl serve did not come up");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Service {
-        child,
-        base,
-        _dir: dir,
-    }
+    Service { child, base, _dir: dir }
 }
 
-async fn start_crawl(
-    client: &reqwest::Client,
-    svc: &Service,
-    url: &str,
-    concurrency: u32,
-) -> String {
+async fn start_crawl(client: &reqwest::Client, svc: &Service, url: &str, concurrency: u32) -> String {
     let v: Value = client
         .post(format!("{}/api/crawls", svc.base))
         .json(&json!({"url": url, "crawlType": "recursive", "maxDepth": 50, "maxPages": 1000000, "concurrency": concurrency}))
@@ -125,21 +139,11 @@ async fn start_crawl(
 }
 
 async fn status(client: &reqwest::Client, svc: &Service, id: &str) -> Value {
-    client
-        .get(format!("{}/api/crawls/{id}", svc.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    client.get(format!("{}/api/crawls/{id}", svc.base)).send().await.unwrap().json().await.unwrap()
 }
 
 fn terminal(s: &Value) -> bool {
-    matches!(
-        s["status"].as_str(),
-        Some("completed" | "failed" | "cancelled")
-    )
+    matches!(s["status"].as_str(), Some("completed" | "failed" | "cancelled"))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -157,11 +161,7 @@ fn secs_between(s: &Value) -> f64 {
 
 /// Seconds since the epoch of an RFC 3339 `...T12:34:56.789Z` (same day is enough here).
 fn chrono_like(t: &str) -> f64 {
-    let time = t
-        .split('T')
-        .nth(1)
-        .unwrap_or("0:0:0Z")
-        .trim_end_matches('Z');
+    let time = t.split('T').nth(1).unwrap_or("0:0:0Z").trim_end_matches('Z');
     let mut parts = time.split(':');
     let h: f64 = parts.next().and_then(|x| x.parse().ok()).unwrap_or(0.0);
     let m: f64 = parts.next().and_then(|x| x.parse().ok()).unwrap_or(0.0);
@@ -189,11 +189,7 @@ fn covered_pages(stdout: &str) -> usize {
 /// spider_cli on the same site; its concurrent mode often ends before it has
 /// covered the site, so only complete runs count.
 async fn bench_spider(args: &Args, url: &str, expected: usize) -> Option<f64> {
-    if Command::new(&args.spider)
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    if Command::new(&args.spider).arg("--version").output().is_err() {
         println!("spider_cli: not installed (cargo install spider_cli); comparison skipped");
         return None;
     }
@@ -218,9 +214,7 @@ async fn bench_spider(args: &Args, url: &str, expected: usize) -> Option<f64> {
             let Ok(out) = out else { continue };
             let covered = covered_pages(&String::from_utf8_lossy(&out.stdout));
             let rate = covered as f64 / secs;
-            println!(
-                "spider_cli {mode} run {run}: {covered}/{expected} pages in {secs:.3}s ({rate:.0} pages/s)"
-            );
+            println!("spider_cli {mode} run {run}: {covered}/{expected} pages in {secs:.3}s ({rate:.0} pages/s)");
             if covered >= expected {
                 complete.push((mode, rate));
             }
@@ -228,16 +222,11 @@ async fn bench_spider(args: &Args, url: &str, expected: usize) -> Option<f64> {
     }
     match complete.iter().cloned().max_by(|a, b| a.1.total_cmp(&b.1)) {
         Some((mode, best)) => {
-            println!(
-                "spider_cli: {} complete runs, best {best:.0} pages/s ({mode})",
-                complete.len()
-            );
+            println!("spider_cli: {} complete runs, best {best:.0} pages/s ({mode})", complete.len());
             Some(best)
         }
         None => {
-            println!(
-                "spider_cli: no complete run (every run ended before covering {expected} pages)"
-            );
+            println!("spider_cli: no complete run (every run ended before covering {expected} pages)");
             None
         }
     }
@@ -245,21 +234,108 @@ async fn bench_spider(args: &Args, url: &str, expected: usize) -> Option<f64> {
 
 #[tokio::main]
 async fn main() {
-    let args = Args::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
+    match Cli::parse() {
+        Cli::Crawl(args) => crawl_bench(args).await,
+        Cli::Realtime(args) => realtime_bench(args).await,
+    }
+}
+
+/// Runs the node load driver and returns its JSON line, sampling the
+/// service's RSS meanwhile.
+async fn drive(svc: &Service, args: &[String]) -> (Value, f64) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/clients/js/bench.mjs");
+    let mut child = tokio::process::Command::new("node")
+        .arg(script)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node runs (install the clients with scripts/test)");
+    let stdout = child.stdout.take().unwrap();
+    let mut max_rss = 0u64;
+    let reader = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut out = String::new();
+        let mut stdout = stdout;
+        let _ = stdout.read_to_string(&mut out).await;
+        out
+    });
+    loop {
+        max_rss = max_rss.max(svc.rss_kib());
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let out = reader.await.unwrap();
+    let line = out.lines().last().unwrap_or("{}");
+    (serde_json::from_str(line).unwrap_or(Value::Null), max_rss as f64 / 1024.0)
+}
+
+async fn realtime_bench(args: RealtimeArgs) {
+    // Pages answer after 100 ms and each crawl fetches one at a time, so every
+    // crawl changes state about ten times a second for minutes.
     let site = FixtureServer::start(SiteOptions {
-        pages: args.pages,
-        fanout: args.fanout,
+        pages: 5000,
+        fanout: 10,
+        latency: Duration::from_millis(100),
         ..Default::default()
     })
     .await
     .expect("fixture server");
-    let url = site.url("/");
+    let env = [("TRAWL_MAX_CRAWLS", args.rooms.to_string())];
+    let svc = start_service(&args.trawl, &env).await;
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for _ in 0..args.rooms {
+        ids.push(start_crawl(&client, &svc, &site.url("/"), 1).await);
+    }
+    for id in &ids {
+        while status(&client, &svc, id).await["status"] != "running" {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    println!("{} crawls running; {} clients over websocket for {} s", ids.len(), args.clients, args.seconds);
+    let rss_before = svc.rss_kib() as f64 / 1024.0;
+    let (load, rss_load) = drive(
+        &svc,
+        &["load".into(), svc.base.clone(), ids.join(","), args.clients.to_string(), args.seconds.to_string()],
+    )
+    .await;
+    println!("load: {load}");
     println!(
-        "site: {} pages, fanout {}, at {url}",
-        args.pages, args.fanout
+        "delivered {:.0} events/s to {} clients; latency p50 {} ms, p99 {} ms; server RSS {rss_before:.1} MiB before, {rss_load:.1} MiB max under load",
+        load["eventsPerSecond"].as_f64().unwrap_or(f64::NAN),
+        load["connected"],
+        load["latencyMs"]["p50"],
+        load["latencyMs"]["p99"],
     );
-    let svc = start_service(&args).await;
+    for id in &ids {
+        let _ = client.post(format!("{}/api/crawls/{id}/stop", svc.base)).send().await;
+    }
+    let (idle, rss_idle) =
+        drive(&svc, &["idle".into(), svc.base.clone(), args.idle_clients.to_string(), args.idle_seconds.to_string()])
+            .await;
+    println!("idle: {idle}");
+    println!(
+        "held {} of {} idle connections for {} s ({} connect errors, {} dropped); server RSS max {rss_idle:.1} MiB, peak {:.1} MiB",
+        idle["stillConnected"],
+        args.idle_clients,
+        args.idle_seconds,
+        idle["connectErrors"],
+        idle["droppedWhileIdle"],
+        svc.peak_rss_kib() as f64 / 1024.0
+    );
+}
+
+async fn crawl_bench(args: Args) {
+    let site = FixtureServer::start(SiteOptions { pages: args.pages, fanout: args.fanout, ..Default::default() })
+        .await
+        .expect("fixture server");
+    let url = site.url("/");
+    println!("site: {} pages, fanout {}, at {url}", args.pages, args.fanout);
+    let svc = start_service(&args.trawl, &[("TRAWL_PER_HOST_CONCURRENCY", args.concurrency.to_string())]).await;
     let client = reqwest::Client::new();
 
     let mut rates = Vec::new();
@@ -296,14 +372,8 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let t0 = Instant::now();
-        let stop: Value = client
-            .post(format!("{}/api/crawls/{id}/stop", svc.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stop: Value =
+            client.post(format!("{}/api/crawls/{id}/stop", svc.base)).send().await.unwrap().json().await.unwrap();
         let mut s = stop;
         while !terminal(&s) {
             tokio::time::sleep(Duration::from_micros(500)).await;
@@ -321,19 +391,13 @@ async fn main() {
         percentile(&latencies, 99.0),
         latencies.last().copied().unwrap_or(f64::NAN)
     );
-    println!(
-        "trawl peak RSS (VmHWM) overall: {:.1} MiB",
-        svc.peak_rss_kib() as f64 / 1024.0
-    );
+    println!("trawl peak RSS (VmHWM) overall: {:.1} MiB", svc.peak_rss_kib() as f64 / 1024.0);
     drop(svc);
 
     let spider = bench_spider(&args, &url, args.pages).await;
     let best = rates.iter().cloned().fold(0.0, f64::max);
     println!("trawl best: {best:.0} pages/s");
     if let Some(spider) = spider {
-        println!(
-            "ratio trawl / spider_cli (complete runs, best of each): {:.2}",
-            best / spider
-        );
+        println!("ratio trawl / spider_cli (complete runs, best of each): {:.2}", best / spider);
     }
 }

@@ -47,9 +47,7 @@ impl From<StartError> for ApiError {
             StartError::Invalid(RequestError::Invalid(m)) => ApiError::InvalidRequest(m),
             StartError::Invalid(RequestError::Unsupported(m)) => ApiError::Unsupported(m),
             StartError::Forbidden(f) => ApiError::ForbiddenAddress(f.to_string()),
-            StartError::ShuttingDown => {
-                ApiError::Unavailable("the service is shutting down".into())
-            }
+            StartError::ShuttingDown => ApiError::Unavailable("the service is shutting down".into()),
             StartError::Store(s) => ApiError::from(s),
         }
     }
@@ -87,18 +85,10 @@ async fn status(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let s = state
-        .registry
-        .status(&id, tenant.as_deref())
-        .await?
-        .ok_or_else(|| ApiError::crawl_not_found(&id))?;
+    let s = state.registry.status(&id, tenant.as_deref()).await?.ok_or_else(|| ApiError::crawl_not_found(&id))?;
     let body = serde_json::to_vec(&s).map_err(|e| ApiError::Internal(Box::new(e)))?;
     let etag = format!("\"{:016x}\"", fnv1a(&body));
-    let interval = if s.status.is_terminal() {
-        0
-    } else {
-        POLL_INTERVAL_MS
-    };
+    let interval = if s.status.is_terminal() { 0 } else { POLL_INTERVAL_MS };
     let mut out = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&etag) {
         out.insert(header::ETAG, v);
@@ -112,18 +102,13 @@ async fn status(
     if matches {
         return Ok((StatusCode::NOT_MODIFIED, out).into_response());
     }
-    out.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    out.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok((StatusCode::OK, out, body).into_response())
 }
 
 /// FNV-1a: a stable, fast fingerprint of the status body for its ETag.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 /// `202` while the crawl winds down, `200` once it is terminal.
@@ -132,16 +117,8 @@ async fn stop(
     Extension(tenant): Extension<Tenant>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let s = state
-        .registry
-        .stop(&id, tenant.as_deref())
-        .await?
-        .ok_or_else(|| ApiError::crawl_not_found(&id))?;
-    let code = if s.status.is_terminal() {
-        StatusCode::OK
-    } else {
-        StatusCode::ACCEPTED
-    };
+    let s = state.registry.stop(&id, tenant.as_deref()).await?.ok_or_else(|| ApiError::crawl_not_found(&id))?;
+    let code = if s.status.is_terminal() { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok((code, Json(s)).into_response())
 }
 
@@ -157,16 +134,13 @@ fn parse_limit(raw: Option<&str>, default: u32, max: u32) -> Result<u32, ApiErro
         None | Some("") => Ok(default),
         Some(s) => match s.parse::<u32>() {
             Ok(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(ApiError::InvalidRequest(format!(
-                "limit must be a whole number from 1 to {max}"
-            ))),
+            _ => Err(ApiError::InvalidRequest(format!("limit must be a whole number from 1 to {max}"))),
         },
     }
 }
 
 fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(t)| t)
-        .map_err(|e| ApiError::InvalidRequest(format!("invalid query string: {e}")))
+    q.map(|Query(t)| t).map_err(|e| ApiError::InvalidRequest(format!("invalid query string: {e}")))
 }
 
 async fn list(
@@ -188,21 +162,11 @@ async fn list(
         None | Some("") => None,
         Some(c) => Some(
             uuid::Uuid::parse_str(c)
-                .map_err(|_| {
-                    ApiError::InvalidCursor(format!("cursor '{c}' was not issued by this service"))
-                })?
+                .map_err(|_| ApiError::InvalidCursor(format!("cursor '{c}' was not issued by this service")))?
                 .to_string(),
         ),
     };
-    let mut crawls = state
-        .registry
-        .list(CrawlFilter {
-            status,
-            tenant: tenant.0,
-            before_id,
-            limit: limit + 1,
-        })
-        .await?;
+    let mut crawls = state.registry.list(CrawlFilter { status, tenant: tenant.0, before_id, limit: limit + 1 }).await?;
     let next = if crawls.len() > limit as usize {
         crawls.truncate(limit as usize);
         crawls.last().map(|c| c.progress_id.clone())
@@ -228,23 +192,17 @@ async fn pages(
     let limit = parse_limit(p.limit.as_deref(), 100, MAX_PAGES_LIMIT)?;
     let after = match p.cursor.as_deref() {
         None | Some("") => None,
-        Some(c) => Some(c.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-            ApiError::InvalidCursor(format!("cursor '{c}' was not issued by this service"))
-        })?),
+        Some(c) => Some(
+            c.parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ApiError::InvalidCursor(format!("cursor '{c}' was not issued by this service")))?,
+        ),
     };
-    if state
-        .registry
-        .status(&id, tenant.as_deref())
-        .await?
-        .is_none()
-    {
+    if state.registry.status(&id, tenant.as_deref()).await?.is_none() {
         return Err(ApiError::crawl_not_found(&id));
     }
-    let mut pages: Vec<PageSummary> = state
-        .registry
-        .store()
-        .list_pages(&id, after, limit + 1)
-        .await?;
+    let mut pages: Vec<PageSummary> = state.registry.store().list_pages(&id, after, limit + 1).await?;
     let next = if pages.len() > limit as usize {
         pages.truncate(limit as usize);
         pages.last().map(|p| p.row_id.to_string())

@@ -34,10 +34,7 @@ pub fn router() -> Router<AppState> {
 const FINAL_ID: &str = "final";
 
 fn sse(e: &Event) -> SseEvent {
-    SseEvent::default()
-        .id(e.id.to_string())
-        .event(e.name)
-        .data(e.data.to_string())
+    SseEvent::default().id(e.id.to_string()).event(e.name).data(e.data.get())
 }
 
 async fn events(
@@ -46,49 +43,28 @@ async fn events(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let last_event_id = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim);
-    let keep_alive = KeepAlive::new()
-        .interval(Duration::from_secs(15))
-        .text("keep-alive");
+    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::trim);
+    let keep_alive = KeepAlive::new().interval(Duration::from_secs(15)).text("keep-alive");
     let Some(reporter) = state.registry.reporter(&id, tenant.as_deref()) else {
         // Ended before this process kept its events: one final snapshot.
-        let s = state
-            .registry
-            .status(&id, tenant.as_deref())
-            .await?
-            .ok_or_else(|| ApiError::crawl_not_found(&id))?;
+        let s = state.registry.status(&id, tenant.as_deref()).await?.ok_or_else(|| ApiError::crawl_not_found(&id))?;
         if last_event_id == Some(FINAL_ID) {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
-        let ev = SseEvent::default()
-            .id(FINAL_ID)
-            .event(CRAWL_PROGRESS)
-            .data(progress_payload(&s, 0).to_string());
+        let ev = SseEvent::default().id(FINAL_ID).event(CRAWL_PROGRESS).data(progress_payload(&s, 0).to_string());
         let stream = futures::stream::iter([Ok::<_, Infallible>(ev)]);
         return Ok(Sse::new(stream).keep_alive(keep_alive).into_response());
     };
     let after = last_event_id.and_then(|v| v.parse::<u64>().ok());
     // Subscribe before reading the buffer, so nothing falls between the two.
     let rx = reporter.subscribe();
-    let (pending, last_sent): (VecDeque<Arc<Event>>, Option<u64>) =
-        match reporter.resume(after).await {
-            Resume::Done => return Ok(StatusCode::NO_CONTENT.into_response()),
-            Resume::Replay(events) => (events.into(), after),
-            Resume::Snapshot(snap) => (VecDeque::from([snap]), None),
-        };
-    let follow = Follow {
-        reporter,
-        rx,
-        pending,
-        last_sent,
-        done: false,
+    let (pending, last_sent): (VecDeque<Arc<Event>>, Option<u64>) = match reporter.resume(after).await {
+        Resume::Done => return Ok(StatusCode::NO_CONTENT.into_response()),
+        Resume::Replay(events) => (events.into(), after),
+        Resume::Snapshot(snap) => (VecDeque::from([snap]), None),
     };
-    let stream = follow
-        .stream()
-        .take_until(state.registry.shutdown_token().cancelled_owned());
+    let follow = Follow { reporter, rx, pending, last_sent, done: false };
+    let stream = follow.stream().take_until(state.registry.shutdown_token().cancelled_owned());
     Ok(Sse::new(stream).keep_alive(keep_alive).into_response())
 }
 
@@ -120,16 +96,14 @@ impl Follow {
                 match st.rx.recv().await {
                     Ok(ev) => st.pending.push_back(ev),
                     // Too slow: resume from the buffer, or from a snapshot.
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        match st.reporter.resume(st.last_sent).await {
-                            Resume::Done => return None,
-                            Resume::Replay(events) => st.pending = events.into(),
-                            Resume::Snapshot(snap) => {
-                                st.last_sent = None;
-                                st.pending = VecDeque::from([snap]);
-                            }
+                    Err(broadcast::error::RecvError::Lagged(_)) => match st.reporter.resume(st.last_sent).await {
+                        Resume::Done => return None,
+                        Resume::Replay(events) => st.pending = events.into(),
+                        Resume::Snapshot(snap) => {
+                            st.last_sent = None;
+                            st.pending = VecDeque::from([snap]);
                         }
-                    }
+                    },
                     Err(broadcast::error::RecvError::Closed) => return None,
                 }
             }

@@ -9,9 +9,7 @@ use super::AppState;
 use crate::error::ApiError;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
 }
 
 /// Up as long as the process answers.
@@ -25,7 +23,5 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
         tracing::warn!(error = %e, "store not ready");
         ApiError::Unavailable("the store does not answer".into())
     })?;
-    Ok(Json(
-        json!({ "status": "ready", "activeCrawls": state.registry.active_count() }),
-    ))
+    Ok(Json(json!({ "status": "ready", "activeCrawls": state.registry.active_count() })))
 }

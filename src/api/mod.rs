@@ -27,20 +27,14 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let authed =
-        crawls::router()
-            .merge(events::router())
-            .route_layer(axum::middleware::from_fn_with_state(
-                state.keys.clone(),
-                crate::auth::require_key,
-            ));
+    let authed = crawls::router()
+        .merge(events::router())
+        .route_layer(axum::middleware::from_fn_with_state(state.keys.clone(), crate::auth::require_key));
     Router::new()
         .merge(authed)
         .merge(health::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .method_not_allowed_fallback(|| async {
-            ApiError::MethodNotAllowed("method not allowed on this route".into())
-        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed("method not allowed on this route".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -69,25 +63,17 @@ where
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(format!(
-                    "request body is larger than {MAX_BODY_BYTES} bytes"
-                ))
+                ApiError::PayloadTooLarge(format!("request body is larger than {MAX_BODY_BYTES} bytes"))
             } else {
                 ApiError::InvalidRequest(format!("could not read the request body: {e}"))
             }
         })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::InvalidRequest(
-                "request body is empty; send a JSON object".into(),
-            ));
+            return Err(ApiError::InvalidRequest("request body is empty; send a JSON object".into()));
         }
-        serde_json::from_slice(&bytes)
-            .map(ApiJson)
-            .map_err(|e| match e.classify() {
-                serde_json::error::Category::Data => {
-                    ApiError::InvalidRequest(format!("invalid request: {e}"))
-                }
-                _ => ApiError::InvalidJson(format!("body is not valid JSON: {e}")),
-            })
+        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => ApiError::InvalidRequest(format!("invalid request: {e}")),
+            _ => ApiError::InvalidJson(format!("body is not valid JSON: {e}")),
+        })
     }
 }

@@ -36,9 +36,7 @@ pub fn maybe_gunzip(bytes: &[u8]) -> Result<Vec<u8>, DiscoverError> {
             .read_to_end(&mut out)
             .map_err(|e| DiscoverError::Gzip(e.to_string()))?;
         if out.len() > MAX_SITEMAP_BYTES {
-            return Err(DiscoverError::Gzip(format!(
-                "inflates past {MAX_SITEMAP_BYTES} bytes"
-            )));
+            return Err(DiscoverError::Gzip(format!("inflates past {MAX_SITEMAP_BYTES} bytes")));
         }
         Ok(out)
     } else {
@@ -141,9 +139,7 @@ pub fn parse_link_list(text: &str, base: &Url) -> Vec<Url> {
         }
         // <https://...> and bare https://...
         for word in line.split_whitespace() {
-            let w = word
-                .trim_start_matches(['<', '(', '-', '*'])
-                .trim_end_matches('>');
+            let w = word.trim_start_matches(['<', '(', '-', '*']).trim_end_matches('>');
             if w.starts_with("http://") || w.starts_with("https://") {
                 push(w);
             }
@@ -155,12 +151,7 @@ pub fn parse_link_list(text: &str, base: &Url) -> Vec<Url> {
 /// Whether a .txt/.md URL names a full-text dump (llms-full.txt) that is
 /// stored as a page rather than followed.
 pub fn is_full_text(url: &Url) -> bool {
-    let file = url
-        .path()
-        .rsplit('/')
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let file = url.path().rsplit('/').next().unwrap_or("").to_ascii_lowercase();
     file.contains("llms-full") || file.contains("llms_full")
 }
 
@@ -189,58 +180,34 @@ mod tests {
             <url><loc> http://a.com/1?x=1&amp;y=2 </loc></url><url><loc><![CDATA[http://a.com/2]]></loc></url></urlset>"#;
         assert_eq!(
             parse_sitemap(xml).unwrap(),
-            Sitemap::Urls(vec![
-                "http://a.com/1?x=1&y=2".into(),
-                "http://a.com/2".into()
-            ])
+            Sitemap::Urls(vec!["http://a.com/1?x=1&y=2".into(), "http://a.com/2".into()])
         );
-        let idx =
-            br#"<sitemapindex><sitemap><loc>http://a.com/s1.xml</loc></sitemap></sitemapindex>"#;
-        assert_eq!(
-            parse_sitemap(idx).unwrap(),
-            Sitemap::Index(vec!["http://a.com/s1.xml".into()])
-        );
+        let idx = br#"<sitemapindex><sitemap><loc>http://a.com/s1.xml</loc></sitemap></sitemapindex>"#;
+        assert_eq!(parse_sitemap(idx).unwrap(), Sitemap::Index(vec!["http://a.com/s1.xml".into()]));
         assert!(parse_sitemap(b"<html><body>no</body></html>").is_err());
     }
 
     #[test]
     fn gunzips_by_magic_bytes() {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(b"<urlset><url><loc>http://a.com/</loc></url></urlset>")
-            .unwrap();
+        enc.write_all(b"<urlset><url><loc>http://a.com/</loc></url></urlset>").unwrap();
         let gz = enc.finish().unwrap();
-        assert_eq!(
-            parse_sitemap(&gz).unwrap(),
-            Sitemap::Urls(vec!["http://a.com/".into()])
-        );
+        assert_eq!(parse_sitemap(&gz).unwrap(), Sitemap::Urls(vec!["http://a.com/".into()]));
     }
 
     #[test]
     fn link_lists_yield_markdown_and_bare_links_in_order() {
         let base = Url::parse("http://a.com/llms.txt").unwrap();
         let text = "# Title\n> summary\n- [One](/docs/1.html): first\n- [Two](http://a.com/docs/2.html \"t\")\nSee https://b.com/x.\n- [One again](/docs/1.html#frag)\n";
-        let got: Vec<String> = parse_link_list(text, &base)
-            .into_iter()
-            .map(|u| u.to_string())
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                "http://a.com/docs/1.html",
-                "http://a.com/docs/2.html",
-                "https://b.com/x"
-            ]
-        );
+        let got: Vec<String> = parse_link_list(text, &base).into_iter().map(|u| u.to_string()).collect();
+        assert_eq!(got, vec!["http://a.com/docs/1.html", "http://a.com/docs/2.html", "https://b.com/x"]);
     }
 
     #[test]
     fn type_from_url_spots_sitemaps_and_text_lists() {
         let t = |s: &str| type_from_url(&Url::parse(s).unwrap());
         assert_eq!(t("http://a.com/sitemap.xml"), Some(CrawlType::Sitemap));
-        assert_eq!(
-            t("http://a.com/sitemap-index.xml.gz"),
-            Some(CrawlType::Sitemap)
-        );
+        assert_eq!(t("http://a.com/sitemap-index.xml.gz"), Some(CrawlType::Sitemap));
         assert_eq!(t("http://a.com/llms.txt"), Some(CrawlType::LlmsTxt));
         assert_eq!(t("http://a.com/docs/"), None);
         assert_eq!(t("http://a.com/feed.xml"), None);

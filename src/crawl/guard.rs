@@ -82,14 +82,7 @@ impl AddressGuard {
             Some(Host::Ipv6(v6)) => IpAddr::V6(v6),
             _ => return Ok(()),
         };
-        if is_public(ip) {
-            Ok(())
-        } else {
-            Err(ForbiddenAddress {
-                host: ip.to_string(),
-                ip,
-            })
-        }
+        if is_public(ip) { Ok(()) } else { Err(ForbiddenAddress { host: ip.to_string(), ip }) }
     }
 
     /// Resolves the URL's host and refuses it when every address is forbidden;
@@ -105,18 +98,14 @@ impl AddressGuard {
         };
         let port = url.port_or_known_default().unwrap_or(80);
         let lookup = tokio::net::lookup_host((domain, port));
-        let Ok(Ok(addrs)) = tokio::time::timeout(std::time::Duration::from_secs(3), lookup).await
-        else {
+        let Ok(Ok(addrs)) = tokio::time::timeout(std::time::Duration::from_secs(3), lookup).await else {
             return Ok(());
         };
         let addrs: Vec<SocketAddr> = addrs.collect();
         match addrs.iter().find(|a| is_public(a.ip())) {
             Some(_) => Ok(()),
             None => match addrs.first() {
-                Some(a) => Err(ForbiddenAddress {
-                    host: domain.to_string(),
-                    ip: a.ip(),
-                }),
+                Some(a) => Err(ForbiddenAddress { host: domain.to_string(), ip: a.ip() }),
                 None => Ok(()),
             },
         }
@@ -136,13 +125,8 @@ impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let public: Vec<SocketAddr> = addrs
-                .iter()
-                .copied()
-                .filter(|a| is_public(a.ip()))
-                .collect();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = addrs.iter().copied().filter(|a| is_public(a.ip())).collect();
             if public.is_empty()
                 && let Some(a) = addrs.first()
             {
@@ -186,40 +170,20 @@ mod tests {
 
     #[test]
     fn literal_urls_are_checked_unless_allowed() {
-        let on = AddressGuard {
-            allow_private: false,
-        };
-        let off = AddressGuard {
-            allow_private: true,
-        };
+        let on = AddressGuard { allow_private: false };
+        let off = AddressGuard { allow_private: true };
         let u = Url::parse("http://127.0.0.1:8080/").unwrap();
         assert!(on.check_literal(&u).is_err());
         assert!(off.check_literal(&u).is_ok());
-        assert!(
-            on.check_literal(&Url::parse("http://[::1]/").unwrap())
-                .is_err()
-        );
-        assert!(
-            on.check_literal(&Url::parse("http://example.com/").unwrap())
-                .is_ok()
-        );
+        assert!(on.check_literal(&Url::parse("http://[::1]/").unwrap()).is_err());
+        assert!(on.check_literal(&Url::parse("http://example.com/").unwrap()).is_ok());
     }
 
     #[tokio::test]
     async fn localhost_is_refused_after_resolving() {
-        let on = AddressGuard {
-            allow_private: false,
-        };
-        assert!(
-            on.check_resolved(&Url::parse("http://localhost:1/").unwrap())
-                .await
-                .is_err()
-        );
-        let err = GuardedResolver
-            .resolve("localhost".parse().unwrap())
-            .await
-            .err()
-            .unwrap();
+        let on = AddressGuard { allow_private: false };
+        assert!(on.check_resolved(&Url::parse("http://localhost:1/").unwrap()).await.is_err());
+        let err = GuardedResolver.resolve("localhost".parse().unwrap()).await.err().unwrap();
         assert!(err.downcast_ref::<ForbiddenAddress>().is_some());
     }
 }

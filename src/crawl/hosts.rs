@@ -22,20 +22,13 @@ struct Host {
 
 impl Hosts {
     pub fn new(per_host: usize) -> Self {
-        Self {
-            per_host: per_host.max(1),
-            map: Mutex::new(HashMap::new()),
-        }
+        Self { per_host: per_host.max(1), map: Mutex::new(HashMap::new()) }
     }
 
     /// Waits for a slot and for the host's next turn. Cancel-safe: callers
     /// race it against the crawl's token.
     pub async fn acquire(&self, url: &Url, delay: Duration) -> Option<OwnedSemaphorePermit> {
-        let key = format!(
-            "{}:{}",
-            url.host_str().unwrap_or(""),
-            url.port_or_known_default().unwrap_or(0)
-        );
+        let key = format!("{}:{}", url.host_str().unwrap_or(""), url.port_or_known_default().unwrap_or(0));
         let host = {
             let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
             map.entry(key)

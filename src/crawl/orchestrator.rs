@@ -120,11 +120,7 @@ enum Outcome {
 
 /// Runs a crawl to its terminal status. Returns that status and whether it
 /// reached the store.
-pub(crate) async fn run(
-    engine: Arc<Engine>,
-    crawl: Arc<Crawl>,
-    slots: Arc<Semaphore>,
-) -> (CrawlStatus, bool) {
+pub(crate) async fn run(engine: Arc<Engine>, crawl: Arc<Crawl>, slots: Arc<Semaphore>) -> (CrawlStatus, bool) {
     let slot = tokio::select! {
         biased;
         _ = crawl.token.cancelled() => None,
@@ -142,9 +138,7 @@ pub(crate) async fn run(
                 tracing::warn!(error = %e, "could not persist the running status");
             }
             let (tx, rx) = mpsc::channel(PAGE_CHANNEL);
-            crawl
-                .tracker
-                .spawn(writer(engine.clone(), crawl.clone(), rx).instrument(crawl.span.clone()));
+            crawl.tracker.spawn(writer(engine.clone(), crawl.clone(), rx).instrument(crawl.span.clone()));
             tokio::select! {
                 biased;
                 _ = crawl.token.cancelled() => Outcome::Stopped,
@@ -176,11 +170,7 @@ fn terminal_status(engine: &Engine, crawl: &Crawl, outcome: Outcome) -> CrawlSta
     fin.stage = Stage::Finalizing;
     fin.current_url = None;
     fin.pages_queued = 0;
-    let fatal = crawl
-        .fatal
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let fatal = crawl.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let stopped = matches!(outcome, Outcome::Stopped) || fin.status == CrawlState::Stopping;
     if let Some(reason) = fatal {
         fin.status = CrawlState::Failed;
@@ -188,24 +178,17 @@ fn terminal_status(engine: &Engine, crawl: &Crawl, outcome: Outcome) -> CrawlSta
         fin.error = Some(reason);
     } else if stopped {
         fin.status = CrawlState::Cancelled;
-        fin.message = Some(
-            if engine.root.is_cancelled() && fin.status != CrawlState::Stopping {
-                "stopped: the service is shutting down".into()
-            } else {
-                "stopped by request".into()
-            },
-        );
+        fin.message = Some(if engine.root.is_cancelled() && fin.status != CrawlState::Stopping {
+            "stopped: the service is shutting down".into()
+        } else {
+            "stopped by request".into()
+        });
     } else if let Outcome::Failed(reason) = outcome {
         fin.status = CrawlState::Failed;
         fin.message = Some(format!("failed: {reason}"));
         fin.error = Some(reason);
     } else if fin.pages_crawled == 0 && fin.pages_failed > 0 {
-        let first = crawl
-            .first_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .unwrap_or_default();
+        let first = crawl.first_error.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
         let reason = format!("no page could be crawled; first error: {first}");
         fin.status = CrawlState::Failed;
         fin.message = Some(format!("failed: {reason}"));
@@ -274,11 +257,7 @@ impl Frontier {
     }
 }
 
-async fn body(
-    engine: &Arc<Engine>,
-    crawl: &Arc<Crawl>,
-    pages: mpsc::Sender<PageRecord>,
-) -> Outcome {
+async fn body(engine: &Arc<Engine>, crawl: &Arc<Crawl>, pages: mpsc::Sender<PageRecord>) -> Outcome {
     let spec = &crawl.spec;
     let ctx = Arc::new(Ctx {
         engine: engine.clone(),
@@ -292,10 +271,7 @@ async fn body(
         CrawlType::Auto => detect_type(&ctx, &spec.url).await,
         k => k,
     };
-    crawl.stage(
-        Stage::Discovering,
-        format!("discovering URLs ({})", type_name(kind)),
-    );
+    crawl.stage(Stage::Discovering, format!("discovering URLs ({})", type_name(kind)));
     let (seeds, follow, seeds_are_start) = match kind {
         CrawlType::Page | CrawlType::Auto => (vec![spec.url.clone()], false, true),
         CrawlType::Recursive => (vec![spec.url.clone()], true, true),
@@ -303,9 +279,7 @@ async fn body(
             Ok(urls) => (urls, false, false),
             Err(e) => return Outcome::Failed(e),
         },
-        CrawlType::LlmsTxt if discover::is_full_text(&spec.url) => {
-            (vec![spec.url.clone()], false, true)
-        }
+        CrawlType::LlmsTxt if discover::is_full_text(&spec.url) => (vec![spec.url.clone()], false, true),
         CrawlType::LlmsTxt => match link_list(&ctx, &spec.url).await {
             Ok(urls) if urls.is_empty() => (vec![spec.url.clone()], false, true),
             Ok(urls) => (urls, false, false),
@@ -313,28 +287,14 @@ async fn body(
         },
     };
     let mut scope = spec.scope.clone();
-    let mut frontier = Frontier {
-        seen: HashSet::new(),
-        max_pages: u64::from(spec.max_pages),
-    };
-    let mut level: Vec<Url> = seeds
-        .into_iter()
-        .filter(|u| (seeds_are_start || scope.allows(u)) && frontier.admit(u))
-        .collect();
-    crawl
-        .admitted
-        .store(frontier.seen.len() as u64, Ordering::Relaxed);
+    let mut frontier = Frontier { seen: HashSet::new(), max_pages: u64::from(spec.max_pages) };
+    let mut level: Vec<Url> =
+        seeds.into_iter().filter(|u| (seeds_are_start || scope.allows(u)) && frontier.admit(u)).collect();
+    crawl.admitted.store(frontier.seen.len() as u64, Ordering::Relaxed);
     crawl.stage(Stage::Crawling, format!("crawling {} URLs", level.len()));
     let mut depth = 0u32;
     while !level.is_empty() {
-        let results = run_level(
-            &ctx,
-            level,
-            depth,
-            seeds_are_start && depth == 0,
-            Arc::new(scope.clone()),
-        )
-        .await;
+        let results = run_level(&ctx, level, depth, seeds_are_start && depth == 0, Arc::new(scope.clone())).await;
         if !follow || depth >= spec.max_depth {
             break;
         }
@@ -347,14 +307,9 @@ async fn body(
                 }
             }
         }
-        let next: Vec<Url> = results
-            .into_iter()
-            .flat_map(|r| r.links)
-            .filter(|u| scope.allows(u) && frontier.admit(u))
-            .collect();
-        crawl
-            .admitted
-            .store(frontier.seen.len() as u64, Ordering::Relaxed);
+        let next: Vec<Url> =
+            results.into_iter().flat_map(|r| r.links).filter(|u| scope.allows(u) && frontier.admit(u)).collect();
+        crawl.admitted.store(frontier.seen.len() as u64, Ordering::Relaxed);
         level = next;
         depth += 1;
     }
@@ -375,20 +330,10 @@ async fn detect_type(ctx: &Ctx, url: &Url) -> CrawlType {
     if let Some(t) = discover::type_from_url(url) {
         return t;
     }
-    if ctx.crawl.spec.respect_robots
-        && !ctx
-            .robots
-            .rules_for(url, &ctx.engine.fetcher)
-            .await
-            .allowed(url)
-    {
+    if ctx.crawl.spec.respect_robots && !ctx.robots.rules_for(url, &ctx.engine.fetcher).await.allowed(url) {
         return CrawlType::Recursive;
     }
-    let fetched = ctx
-        .engine
-        .fetcher
-        .fetch(url, &|_| true, &|s, _| (200..300).contains(&s))
-        .await;
+    let fetched = ctx.engine.fetcher.fetch(url, &|_| true, &|s, _| (200..300).contains(&s)).await;
     match fetched {
         Ok(f) if (200..300).contains(&f.status) => {
             let mime = f.mime().unwrap_or_default();
@@ -413,9 +358,7 @@ async fn fetch_document(ctx: &Ctx, url: &Url, scope: &Scope) -> Result<Fetched, 
     let f = ctx
         .engine
         .fetcher
-        .fetch(url, &|u| scope.host_allowed(u), &|s, _| {
-            (200..300).contains(&s)
-        })
+        .fetch(url, &|u| scope.host_allowed(u), &|s, _| (200..300).contains(&s))
         .await
         .map_err(|e| format!("{url}: {}: {e}", e.code()))?;
     if !(200..300).contains(&f.status) {
@@ -434,9 +377,7 @@ async fn sitemap_urls(ctx: &Ctx, root: &Url) -> Result<Vec<Url>, String> {
     while let Some(doc) = queue.pop_front() {
         docs += 1;
         if docs > MAX_SITEMAP_DOCS {
-            tracing::warn!(
-                "sitemap index too large; reading the first {MAX_SITEMAP_DOCS} documents"
-            );
+            tracing::warn!("sitemap index too large; reading the first {MAX_SITEMAP_DOCS} documents");
             break;
         }
         let parsed = match fetch_document(ctx, &doc, scope).await {
@@ -451,17 +392,11 @@ async fn sitemap_urls(ctx: &Ctx, root: &Url) -> Result<Vec<Url>, String> {
             Err(e) => Err(e),
         };
         match parsed {
-            Ok(Sitemap::Urls(locs)) => out.extend(
-                locs.iter()
-                    .filter_map(|l| Url::parse(l).ok())
-                    .filter_map(|u| urls::normalize(&u)),
-            ),
+            Ok(Sitemap::Urls(locs)) => {
+                out.extend(locs.iter().filter_map(|l| Url::parse(l).ok()).filter_map(|u| urls::normalize(&u)))
+            }
             Ok(Sitemap::Index(locs)) => {
-                for u in locs
-                    .iter()
-                    .filter_map(|l| Url::parse(l).ok())
-                    .filter_map(|u| urls::normalize(&u))
-                {
+                for u in locs.iter().filter_map(|l| Url::parse(l).ok()).filter_map(|u| urls::normalize(&u)) {
                     if scope.host_allowed(&u) && seen_docs.insert(u.clone()) {
                         queue.push_back(u);
                     }
@@ -477,22 +412,14 @@ async fn sitemap_urls(ctx: &Ctx, root: &Url) -> Result<Vec<Url>, String> {
 
 /// The links of an llms.txt-style list.
 async fn link_list(ctx: &Ctx, url: &Url) -> Result<Vec<Url>, String> {
-    let f = fetch_document(ctx, url, &ctx.crawl.spec.scope)
-        .await
-        .map_err(|e| format!("link list unreadable: {e}"))?;
+    let f = fetch_document(ctx, url, &ctx.crawl.spec.scope).await.map_err(|e| format!("link list unreadable: {e}"))?;
     let text = f.text();
     Ok(discover::parse_link_list(&text, &f.final_url))
 }
 
 /// Crawls one level with bounded concurrency; results come back in the
 /// level's order.
-async fn run_level(
-    ctx: &Arc<Ctx>,
-    level: Vec<Url>,
-    depth: u32,
-    seed: bool,
-    scope: Arc<Scope>,
-) -> Vec<PageResult> {
+async fn run_level(ctx: &Arc<Ctx>, level: Vec<Url>, depth: u32, seed: bool, scope: Arc<Scope>) -> Vec<PageResult> {
     let n = level.len();
     let slots = Arc::new(Semaphore::new(ctx.crawl.spec.concurrency));
     let (tx, mut rx) = mpsc::channel::<(usize, PageResult)>(n.max(1));
@@ -500,9 +427,7 @@ async fn run_level(
         let Ok(permit) = slots.clone().acquire_owned().await else {
             break;
         };
-        ctx.crawl
-            .progress
-            .update(|s| s.current_url = Some(url.to_string()));
+        ctx.crawl.progress.update(|s| s.current_url = Some(url.to_string()));
         let (ctx2, tx, scope) = (ctx.clone(), tx.clone(), scope.clone());
         let task = async move {
             let token = ctx2.crawl.token.clone();
@@ -526,11 +451,7 @@ async fn run_level(
 async fn page_task(ctx: &Ctx, url: Url, depth: u32, seed: bool, scope: &Scope) -> PageResult {
     let (record, result) = crawl_page(ctx, url, depth, seed, scope).await;
     if record.status == PageStatus::Failed {
-        let mut first = ctx
-            .crawl
-            .first_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut first = ctx.crawl.first_error.lock().unwrap_or_else(|e| e.into_inner());
         if first.is_none() {
             *first = record.error.clone();
         }
@@ -575,13 +496,7 @@ fn record(url: &Url, depth: u32, status: PageStatus) -> PageRecord {
     }
 }
 
-async fn crawl_page(
-    ctx: &Ctx,
-    url: Url,
-    depth: u32,
-    seed: bool,
-    scope: &Scope,
-) -> (PageRecord, PageResult) {
+async fn crawl_page(ctx: &Ctx, url: Url, depth: u32, seed: bool, scope: &Scope) -> (PageRecord, PageResult) {
     let engine = &ctx.engine;
     let spec = &ctx.crawl.spec;
     let mut delay = engine.config.politeness_delay;
@@ -599,8 +514,7 @@ async fn crawl_page(
     let _host = ctx.hosts.acquire(&url, delay).await;
     // The start URL may redirect anywhere the guard allows; other pages stay in scope.
     let in_scope = |u: &Url| seed || scope.allows(u);
-    let want =
-        |status: u16, mime: Option<&str>| (200..300).contains(&status) && Kind::of(mime).is_some();
+    let want = |status: u16, mime: Option<&str>| (200..300).contains(&status) && Kind::of(mime).is_some();
     let fetched = match engine.fetcher.fetch(&url, &in_scope, &want).await {
         Ok(f) => f,
         Err(e) => {
@@ -617,23 +531,14 @@ async fn crawl_page(
     }
     if !(200..300).contains(&fetched.status) {
         r.status = PageStatus::Failed;
-        let reason = reqwest::StatusCode::from_u16(fetched.status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("");
-        r.error = Some(
-            format!("http_status: HTTP {} {reason}", fetched.status)
-                .trim_end()
-                .to_string(),
-        );
+        let reason =
+            reqwest::StatusCode::from_u16(fetched.status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+        r.error = Some(format!("http_status: HTTP {} {reason}", fetched.status).trim_end().to_string());
         return (r, PageResult::default());
     }
     let Some(kind) = Kind::of(fetched.mime().as_deref()) else {
         r.status = PageStatus::Skipped;
-        r.error = Some(format!(
-            "unsupported_content_type: {} is not HTML or text",
-            fetched.mime().unwrap_or_default()
-        ));
+        r.error = Some(format!("unsupported_content_type: {} is not HTML or text", fetched.mime().unwrap_or_default()));
         return (r, PageResult::default());
     };
     let body = fetched.body.unwrap_or_default();
@@ -659,13 +564,7 @@ async fn crawl_page(
             r.title = title;
             r.content = Some(content);
             r.format = Some(format);
-            (
-                r,
-                PageResult {
-                    final_url: Some(fetched.final_url),
-                    links,
-                },
-            )
+            (r, PageResult { final_url: Some(fetched.final_url), links })
         }
         Err(e) => {
             r.status = PageStatus::Failed;

@@ -73,13 +73,7 @@ impl Registry {
         let pool = Pool::new(None)?;
         let slots = Arc::new(Semaphore::new(config.max_crawls));
         Ok(Arc::new(Self {
-            engine: Arc::new(Engine {
-                config,
-                fetcher,
-                pool,
-                store,
-                root,
-            }),
+            engine: Arc::new(Engine { config, fetcher, pool, store, root }),
             tracker: TaskTracker::new(),
             slots,
             live: Mutex::new(HashMap::new()),
@@ -115,61 +109,32 @@ impl Registry {
     }
 
     fn live_crawl(&self, id: &str, tenant: Option<&str>) -> Option<Arc<Crawl>> {
-        self.live_map()
-            .get(id)
-            .filter(|c| Self::visible(c.tenant.as_deref(), tenant))
-            .cloned()
+        self.live_map().get(id).filter(|c| Self::visible(c.tenant.as_deref(), tenant)).cloned()
     }
 
     /// Validates, records the crawl as `queued` and starts it in the background.
-    pub async fn start(
-        self: &Arc<Self>,
-        req: CrawlRequest,
-        tenant: Option<String>,
-    ) -> Result<CrawlStatus, StartError> {
+    pub async fn start(self: &Arc<Self>, req: CrawlRequest, tenant: Option<String>) -> Result<CrawlStatus, StartError> {
         if self.engine.root.is_cancelled() {
             return Err(StartError::ShuttingDown);
         }
         let spec = req.validate(&self.engine.config)?;
-        self.engine
-            .fetcher
-            .guard()
-            .check_resolved(&spec.url)
-            .await?;
+        self.engine.fetcher.guard().check_resolved(&spec.url).await?;
         let id = uuid::Uuid::now_v7().to_string();
         let status = CrawlStatus::new_queued(id.clone(), spec.url.to_string(), Utc::now());
         let request_json = serde_json::to_string(&spec.request).unwrap_or_else(|_| "{}".into());
         self.engine
             .store
-            .create_crawl(&NewCrawl {
-                status: status.clone(),
-                tenant: tenant.clone(),
-                request_json,
-            })
+            .create_crawl(&NewCrawl { status: status.clone(), tenant: tenant.clone(), request_json })
             .await?;
         let progress = Progress::new(status.clone());
         let reporter = Reporter::new(id.clone(), tenant.clone(), progress.clone());
-        let crawl = Arc::new(Crawl::new(
-            tenant,
-            spec,
-            self.engine.root.child_token(),
-            progress,
-            reporter.clone(),
-        ));
+        let crawl = Arc::new(Crawl::new(tenant, spec, self.engine.root.child_token(), progress, reporter.clone()));
         self.live_map().insert(id.clone(), crawl.clone());
         let weak = Arc::downgrade(self);
-        let list: ActiveList =
-            Arc::new(move |tenant| weak.upgrade().map(|r| r.active(tenant)).unwrap_or_default());
-        self.tracker.spawn(
-            reporter
-                .run(self.fanout.clone(), list, self.engine.root.clone())
-                .instrument(crawl.span.clone()),
-        );
-        let (engine, slots, registry) = (
-            self.engine.clone(),
-            self.slots.clone(),
-            Arc::downgrade(self),
-        );
+        let list: ActiveList = Arc::new(move |tenant| weak.upgrade().map(|r| r.active(tenant)).unwrap_or_default());
+        self.tracker
+            .spawn(reporter.run(self.fanout.clone(), list, self.engine.root.clone()).instrument(crawl.span.clone()));
+        let (engine, slots, registry) = (self.engine.clone(), self.slots.clone(), Arc::downgrade(self));
         let span = crawl.span.clone();
         span.in_scope(|| tracing::info!(url = %crawl.spec.url, crawl_type = ?crawl.spec.crawl_type, "crawl queued"));
         self.tracker.spawn(
@@ -191,22 +156,14 @@ impl Registry {
     }
 
     /// The crawl's current state: live from memory, else from the store.
-    pub async fn status(
-        &self,
-        id: &str,
-        tenant: Option<&str>,
-    ) -> Result<Option<CrawlStatus>, StoreError> {
+    pub async fn status(&self, id: &str, tenant: Option<&str>) -> Result<Option<CrawlStatus>, StoreError> {
         if let Some(c) = self.live_crawl(id, tenant) {
             return Ok(Some(c.progress.snapshot()));
         }
         self.stored(id, tenant).await
     }
 
-    async fn stored(
-        &self,
-        id: &str,
-        tenant: Option<&str>,
-    ) -> Result<Option<CrawlStatus>, StoreError> {
+    async fn stored(&self, id: &str, tenant: Option<&str>) -> Result<Option<CrawlStatus>, StoreError> {
         if tenant.is_some() {
             match self.engine.store.crawl_tenant(id).await? {
                 Some(t) if Self::visible(t.as_deref(), tenant) => {}
@@ -221,10 +178,7 @@ impl Registry {
         let now = Instant::now();
         recent.retain(|_, (at, _)| now.duration_since(*at) < RECENT_FOR);
         if recent.len() >= RECENT_MAX
-            && let Some(oldest) = recent
-                .iter()
-                .min_by_key(|(_, (at, _))| *at)
-                .map(|(k, _)| k.clone())
+            && let Some(oldest) = recent.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| k.clone())
         {
             recent.remove(&oldest);
         }
@@ -239,20 +193,14 @@ impl Registry {
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         recent
             .get(id)
-            .filter(|(at, r)| {
-                at.elapsed() < RECENT_FOR && Self::visible(r.tenant.as_deref(), tenant)
-            })
+            .filter(|(at, r)| at.elapsed() < RECENT_FOR && Self::visible(r.tenant.as_deref(), tenant))
             .map(|(_, r)| r.clone())
     }
 
     /// The live crawls of a tenant (all of them without tenants), newest first.
     pub fn active(&self, tenant: Option<&str>) -> Vec<CrawlStatus> {
-        let mut v: Vec<CrawlStatus> = self
-            .live_map()
-            .values()
-            .filter(|c| c.tenant.as_deref() == tenant)
-            .map(|c| c.progress.snapshot())
-            .collect();
+        let mut v: Vec<CrawlStatus> =
+            self.live_map().values().filter(|c| c.tenant.as_deref() == tenant).map(|c| c.progress.snapshot()).collect();
         v.sort_by(|a, b| b.progress_id.cmp(&a.progress_id));
         v
     }
@@ -264,11 +212,7 @@ impl Registry {
 
     /// Asks a crawl to stop. Idempotent: answers `stopping` while it winds
     /// down and the terminal status once it has; `None` for an unknown id.
-    pub async fn stop(
-        &self,
-        id: &str,
-        tenant: Option<&str>,
-    ) -> Result<Option<CrawlStatus>, StoreError> {
+    pub async fn stop(&self, id: &str, tenant: Option<&str>) -> Result<Option<CrawlStatus>, StoreError> {
         if let Some(c) = self.live_crawl(id, tenant) {
             let changed = c.progress.update(|s| {
                 if s.status != CrawlState::Stopping {
@@ -302,9 +246,7 @@ impl Registry {
     pub async fn shutdown(&self, grace: Duration) -> bool {
         self.engine.root.cancel();
         self.tracker.close();
-        let ended = tokio::time::timeout(grace, self.tracker.wait())
-            .await
-            .is_ok();
+        let ended = tokio::time::timeout(grace, self.tracker.wait()).await.is_ok();
         if !ended {
             tracing::warn!(
                 remaining = self.active_count(),

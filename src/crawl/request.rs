@@ -59,10 +59,7 @@ pub struct CrawlRequest {
 
 impl CrawlRequest {
     pub fn new(url: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            ..Self::default()
-        }
+        Self { url: url.into(), ..Self::default() }
     }
 }
 
@@ -104,21 +101,17 @@ pub fn parse_start_url(raw: &str) -> Result<Url, RequestError> {
         return Err(RequestError::InvalidUrl("url must not be empty".into()));
     }
     if raw.len() > MAX_URL_LEN {
-        return Err(RequestError::InvalidUrl(format!(
-            "url is longer than {MAX_URL_LEN} characters"
-        )));
+        return Err(RequestError::InvalidUrl(format!("url is longer than {MAX_URL_LEN} characters")));
     }
-    let url = Url::parse(raw).map_err(|e| {
-        RequestError::InvalidUrl(format!("url '{raw}' is not a valid absolute URL: {e}"))
-    })?;
+    let url = Url::parse(raw)
+        .map_err(|e| RequestError::InvalidUrl(format!("url '{raw}' is not a valid absolute URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(RequestError::InvalidUrl(format!(
             "url scheme '{}' is not supported; use http or https",
             url.scheme()
         )));
     }
-    urls::normalize(&url)
-        .ok_or_else(|| RequestError::InvalidUrl(format!("url '{raw}' has no host")))
+    urls::normalize(&url).ok_or_else(|| RequestError::InvalidUrl(format!("url '{raw}' has no host")))
 }
 
 impl CrawlRequest {
@@ -126,17 +119,11 @@ impl CrawlRequest {
         let url = parse_start_url(&self.url)?;
         let max_depth = self.max_depth.unwrap_or(cfg.default_max_depth);
         if max_depth > cfg.max_depth_limit {
-            return Err(RequestError::Invalid(format!(
-                "maxDepth must be at most {}",
-                cfg.max_depth_limit
-            )));
+            return Err(RequestError::Invalid(format!("maxDepth must be at most {}", cfg.max_depth_limit)));
         }
         let max_pages = self.max_pages.unwrap_or(cfg.default_max_pages);
         if max_pages == 0 || max_pages > cfg.max_pages_limit {
-            return Err(RequestError::Invalid(format!(
-                "maxPages must be between 1 and {}",
-                cfg.max_pages_limit
-            )));
+            return Err(RequestError::Invalid(format!("maxPages must be between 1 and {}", cfg.max_pages_limit)));
         }
         let concurrency = match self.concurrency {
             None => cfg.default_concurrency,
@@ -149,19 +136,10 @@ impl CrawlRequest {
             Some(c) => c as usize,
         };
         if self.include.len() > MAX_GLOBS || self.exclude.len() > MAX_GLOBS {
-            return Err(RequestError::Invalid(format!(
-                "at most {MAX_GLOBS} include and {MAX_GLOBS} exclude globs"
-            )));
+            return Err(RequestError::Invalid(format!("at most {MAX_GLOBS} include and {MAX_GLOBS} exclude globs")));
         }
-        if self.tags.len() > MAX_TAGS
-            || self
-                .tags
-                .iter()
-                .any(|t| t.is_empty() || t.len() > MAX_TAG_LEN)
-        {
-            return Err(RequestError::Invalid(format!(
-                "at most {MAX_TAGS} tags, each 1 to {MAX_TAG_LEN} characters"
-            )));
+        if self.tags.len() > MAX_TAGS || self.tags.iter().any(|t| t.is_empty() || t.len() > MAX_TAG_LEN) {
+            return Err(RequestError::Invalid(format!("at most {MAX_TAGS} tags, each 1 to {MAX_TAG_LEN} characters")));
         }
         let render = self.render.unwrap_or_default();
         if render == Render::Browser {
@@ -194,37 +172,20 @@ mod tests {
     #[test]
     fn accepts_snake_and_camel_case_keys() {
         let a: CrawlRequest =
-            serde_json::from_str(r#"{"url":"http://a.com","max_depth":2,"crawl_type":"llms_txt"}"#)
-                .unwrap();
+            serde_json::from_str(r#"{"url":"http://a.com","max_depth":2,"crawl_type":"llms_txt"}"#).unwrap();
         let b: CrawlRequest =
-            serde_json::from_str(r#"{"url":"http://a.com","maxDepth":2,"crawlType":"llms_txt"}"#)
-                .unwrap();
+            serde_json::from_str(r#"{"url":"http://a.com","maxDepth":2,"crawlType":"llms_txt"}"#).unwrap();
         assert_eq!(a.max_depth, b.max_depth);
         assert_eq!(a.crawl_type, CrawlType::LlmsTxt);
-        assert!(
-            serde_json::from_str::<CrawlRequest>(r#"{"url":"http://a.com","maxdepth":2}"#).is_err()
-        );
+        assert!(serde_json::from_str::<CrawlRequest>(r#"{"url":"http://a.com","maxdepth":2}"#).is_err());
     }
 
     #[test]
     fn refuses_bad_urls() {
-        for bad in [
-            "",
-            "not a url",
-            "ftp://a.com/x",
-            "javascript:alert(1)",
-            "/relative",
-            "file:///etc/passwd",
-        ] {
-            assert!(
-                matches!(parse_start_url(bad), Err(RequestError::InvalidUrl(_))),
-                "{bad}"
-            );
+        for bad in ["", "not a url", "ftp://a.com/x", "javascript:alert(1)", "/relative", "file:///etc/passwd"] {
+            assert!(matches!(parse_start_url(bad), Err(RequestError::InvalidUrl(_))), "{bad}");
         }
-        assert_eq!(
-            parse_start_url("HTTP://A.com/x#y").unwrap().as_str(),
-            "http://a.com/x"
-        );
+        assert_eq!(parse_start_url("HTTP://A.com/x#y").unwrap().as_str(), "http://a.com/x");
     }
 
     #[test]

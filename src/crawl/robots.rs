@@ -35,10 +35,7 @@ impl Rules {
 
     pub fn crawl_delay(&self) -> Option<Duration> {
         match self {
-            Rules::Parsed(r) => r
-                .delay
-                .filter(|d| d.is_finite() && *d > 0.0)
-                .map(Duration::from_secs_f32),
+            Rules::Parsed(r) => r.delay.filter(|d| d.is_finite() && *d > 0.0).map(Duration::from_secs_f32),
             _ => None,
         }
     }
@@ -63,15 +60,8 @@ pub struct Robots {
 impl Robots {
     /// `user_agent` is matched by its product token ("trawl" of "trawl/0.1 (...)").
     pub fn new(user_agent: &str) -> Self {
-        let agent = user_agent
-            .split(['/', ' '])
-            .next()
-            .unwrap_or(user_agent)
-            .to_string();
-        Self {
-            agent,
-            by_origin: Mutex::new(HashMap::new()),
-        }
+        let agent = user_agent.split(['/', ' ']).next().unwrap_or(user_agent).to_string();
+        Self { agent, by_origin: Mutex::new(HashMap::new()) }
     }
 
     pub async fn rules_for(&self, url: &Url, fetcher: &HttpFetcher) -> Arc<Rules> {
@@ -80,18 +70,14 @@ impl Robots {
             let mut map = self.by_origin.lock().await;
             map.entry(origin.clone()).or_default().clone()
         };
-        cell.get_or_init(|| async { Arc::new(self.load(&origin, fetcher).await) })
-            .await
-            .clone()
+        cell.get_or_init(|| async { Arc::new(self.load(&origin, fetcher).await) }).await.clone()
     }
 
     async fn load(&self, origin: &str, fetcher: &HttpFetcher) -> Rules {
         let Ok(url) = Url::parse(&format!("{origin}/robots.txt")) else {
             return Rules::AllowAll;
         };
-        let result = fetcher
-            .fetch(&url, &|_| true, &|status, _| (200..300).contains(&status))
-            .await;
+        let result = fetcher.fetch(&url, &|_| true, &|status, _| (200..300).contains(&status)).await;
         match result {
             Ok(f) if (200..300).contains(&f.status) => {
                 let body = f.body.unwrap_or_default();

@@ -29,20 +29,11 @@ fn build(field: &'static str, globs: &[String]) -> Result<Option<GlobSet>, GlobE
     }
     let mut b = GlobSetBuilder::new();
     for (index, g) in globs.iter().enumerate() {
-        let glob = Glob::new(g).map_err(|e| GlobError {
-            field,
-            index,
-            glob: g.clone(),
-            reason: e.kind().to_string(),
-        })?;
+        let glob =
+            Glob::new(g).map_err(|e| GlobError { field, index, glob: g.clone(), reason: e.kind().to_string() })?;
         b.add(glob);
     }
-    b.build().map(Some).map_err(|e| GlobError {
-        field,
-        index: 0,
-        glob: String::new(),
-        reason: e.to_string(),
-    })
+    b.build().map(Some).map_err(|e| GlobError { field, index: 0, glob: String::new(), reason: e.to_string() })
 }
 
 /// Host plus explicit port; default ports of http and https count as none.
@@ -51,12 +42,7 @@ fn host_key(url: &Url) -> (String, Option<u16>) {
 }
 
 impl Scope {
-    pub fn new(
-        start: &Url,
-        same_domain: bool,
-        include: &[String],
-        exclude: &[String],
-    ) -> Result<Self, GlobError> {
+    pub fn new(start: &Url, same_domain: bool, include: &[String], exclude: &[String]) -> Result<Self, GlobError> {
         Ok(Self {
             hosts: vec![host_key(start)],
             same_domain,
@@ -119,13 +105,7 @@ mod tests {
 
     #[test]
     fn include_and_exclude_globs_match_the_path() {
-        let s = Scope::new(
-            &u("http://a.com/"),
-            true,
-            &["/docs/**".into()],
-            &["/docs/internal/**".into()],
-        )
-        .unwrap();
+        let s = Scope::new(&u("http://a.com/"), true, &["/docs/**".into()], &["/docs/internal/**".into()]).unwrap();
         assert!(s.allows(&u("http://a.com/docs/a/b.html?q=1")));
         assert!(!s.allows(&u("http://a.com/blog/x")));
         assert!(!s.allows(&u("http://a.com/docs/internal/x")));

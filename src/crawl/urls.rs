@@ -48,11 +48,8 @@ pub fn normalize(url: &Url) -> Option<Url> {
     let _ = u.set_username("");
     let _ = u.set_password(None);
     if u.query().is_some() {
-        let mut pairs: Vec<(String, String)> = u
-            .query_pairs()
-            .filter(|(k, _)| !is_tracking(k))
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
+        let mut pairs: Vec<(String, String)> =
+            u.query_pairs().filter(|(k, _)| !is_tracking(k)).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
         pairs.sort();
         if pairs.is_empty() {
             u.set_query(None);
@@ -92,34 +89,20 @@ mod tests {
 
     #[test]
     fn lowercases_scheme_and_host_and_drops_default_port_and_fragment() {
-        assert_eq!(
-            n("HTTP://Example.COM:80/A/b#frag"),
-            "http://example.com/A/b"
-        );
+        assert_eq!(n("HTTP://Example.COM:80/A/b#frag"), "http://example.com/A/b");
         assert_eq!(n("https://example.com:443/"), "https://example.com/");
-        assert_eq!(
-            n("https://example.com:8443/x"),
-            "https://example.com:8443/x"
-        );
+        assert_eq!(n("https://example.com:8443/x"), "https://example.com:8443/x");
     }
 
     #[test]
     fn drops_tracking_parameters_and_sorts_the_query() {
-        assert_eq!(
-            n("http://e.com/p?utm_source=x&b=2&gclid=1&a=1&UTM_Medium=y&fbclid=z"),
-            "http://e.com/p?a=1&b=2"
-        );
+        assert_eq!(n("http://e.com/p?utm_source=x&b=2&gclid=1&a=1&UTM_Medium=y&fbclid=z"), "http://e.com/p?a=1&b=2");
         assert_eq!(n("http://e.com/p?utm_source=x"), "http://e.com/p");
     }
 
     #[test]
     fn refuses_non_http_schemes() {
-        for s in [
-            "ftp://e.com/",
-            "javascript:alert(1)",
-            "mailto:a@b.c",
-            "data:text/html,hi",
-        ] {
+        for s in ["ftp://e.com/", "javascript:alert(1)", "mailto:a@b.c", "data:text/html,hi"] {
             assert!(normalize(&Url::parse(s).unwrap()).is_none(), "{s}");
         }
     }
@@ -127,14 +110,8 @@ mod tests {
     #[test]
     fn resolves_relative_links() {
         let base = Url::parse("http://e.com/docs/a.html").unwrap();
-        assert_eq!(
-            resolve_link(&base, "b.html#x").unwrap().as_str(),
-            "http://e.com/docs/b.html"
-        );
-        assert_eq!(
-            resolve_link(&base, "../c").unwrap().as_str(),
-            "http://e.com/c"
-        );
+        assert_eq!(resolve_link(&base, "b.html#x").unwrap().as_str(), "http://e.com/docs/b.html");
+        assert_eq!(resolve_link(&base, "../c").unwrap().as_str(), "http://e.com/c");
         assert!(resolve_link(&base, "#top").is_none());
         assert!(resolve_link(&base, "mailto:x@y.z").is_none());
         assert!(resolve_link(&base, "javascript:void(0)").is_none());

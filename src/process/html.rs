@@ -38,9 +38,7 @@ pub fn parse_html(html: &str, page_url: &Url) -> ParsedHtml {
                     element!("a[href], area[href]", |el| {
                         if let Some(h) = el.get_attribute("href") {
                             // lol_html hands attributes over undecoded (`&amp;`).
-                            hrefs
-                                .borrow_mut()
-                                .push(html_escape::decode_html_entities(&h).into_owned());
+                            hrefs.borrow_mut().push(html_escape::decode_html_entities(&h).into_owned());
                         }
                         Ok(())
                     }),
@@ -77,15 +75,8 @@ pub fn parse_html(html: &str, page_url: &Url) -> ParsedHtml {
             links.push(u);
         }
     }
-    let title = html_escape::decode_html_entities(&title.into_inner())
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
-    ParsedHtml {
-        title: (!title.is_empty()).then_some(title),
-        links,
-        markdown: to_markdown(html),
-    }
+    let title = html_escape::decode_html_entities(&title.into_inner()).split_whitespace().collect::<Vec<_>>().join(" ");
+    ParsedHtml { title: (!title.is_empty()).then_some(title), links, markdown: to_markdown(html) }
 }
 
 /// HTML to markdown; scripts, styles and other non-content elements are
@@ -121,14 +112,7 @@ mod tests {
         let p = parse_html(html, &base);
         assert_eq!(p.title.as_deref(), Some("Hello & welcome"));
         let links: Vec<&str> = p.links.iter().map(Url::as_str).collect();
-        assert_eq!(
-            links,
-            vec![
-                "http://e.com/docs/a.html",
-                "http://e.com/b",
-                "http://e.com/c?x=1"
-            ]
-        );
+        assert_eq!(links, vec!["http://e.com/docs/a.html", "http://e.com/b", "http://e.com/c?x=1"]);
         assert!(p.markdown.contains("Head"), "{}", p.markdown);
         assert!(p.markdown.contains("Para"));
     }
@@ -144,10 +128,7 @@ mod tests {
 
     #[test]
     fn survives_garbage() {
-        let p = parse_html(
-            "<<<>>><a href=>\u{fffd}</title>",
-            &Url::parse("http://e.com/").unwrap(),
-        );
+        let p = parse_html("<<<>>><a href=>\u{fffd}</title>", &Url::parse("http://e.com/").unwrap());
         assert!(p.title.is_none());
     }
 }

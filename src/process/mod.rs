@@ -36,9 +36,7 @@ impl Pool {
         if let Some(n) = threads {
             b = b.num_threads(n);
         }
-        Ok(Self {
-            pool: Arc::new(b.build()?),
-        })
+        Ok(Self { pool: Arc::new(b.build()?) })
     }
 
     /// Runs `f` on the pool inside the current tracing span; the task is
@@ -50,9 +48,6 @@ impl Pool {
     {
         let pool = self.pool.clone();
         let span = tracing::Span::current();
-        tracker
-            .spawn_blocking(move || span.in_scope(|| pool.install(f)))
-            .await
-            .map_err(|e| TaskFailed(e.to_string()))
+        tracker.spawn_blocking(move || span.in_scope(|| pool.install(f))).await.map_err(|e| TaskFailed(e.to_string()))
     }
 }

@@ -31,11 +31,7 @@ pub struct SocketFanout {
 
 impl SocketFanout {
     pub fn new(io: SocketIo, root: CancellationToken) -> Self {
-        Self {
-            io,
-            tracker: TaskTracker::new(),
-            root,
-        }
+        Self { io, tracker: TaskTracker::new(), root }
     }
 
     /// Sends an event to one socket; an urgent one is retried while the
@@ -72,24 +68,14 @@ impl Fanout for SocketFanout {
             for socket in self.io.to(crawl_id.to_string()).sockets() {
                 self.send(socket, event.clone());
             }
-        } else if let Err(e) = self
-            .io
-            .to(crawl_id.to_string())
-            .emit(event.name, &event.data)
-            .await
-        {
+        } else if let Err(e) = self.io.to(crawl_id.to_string()).emit(event.name, &event.data).await {
             tracing::debug!(error = %e, "progress not delivered to every subscriber");
         }
     }
 
     async fn crawls_update(&self, tenant: Option<&str>, crawls: Vec<CrawlStatus>) {
         let data = json!({ "crawls": crawls });
-        if let Err(e) = self
-            .io
-            .to(list_room(tenant))
-            .emit(CRAWLS_UPDATE, &data)
-            .await
-        {
+        if let Err(e) = self.io.to(list_room(tenant)).emit(CRAWLS_UPDATE, &data).await {
             tracing::debug!(error = %e, "crawls_update not delivered to every subscriber");
         }
     }

@@ -12,7 +12,7 @@ use socketioxide::socket::Socket;
 
 use super::{MAX_EVENT_BYTES, Realtime, list_room};
 use crate::auth::{ApiKeys, Tenant};
-use crate::progress::{CRAWL_PROGRESS, CRAWLS_UPDATE, Event, progress_payload};
+use crate::progress::{CRAWLS_UPDATE, Event};
 
 /// Why the handshake was refused; the client gets it as `connect_error`.
 #[derive(Debug, thiserror::Error)]
@@ -20,15 +20,8 @@ use crate::progress::{CRAWL_PROGRESS, CRAWLS_UPDATE, Event, progress_payload};
 pub struct AuthError(&'static str);
 
 /// Connect middleware: with API keys configured, `auth: {token}` must name one.
-pub fn authenticate(
-    socket: SocketRef,
-    auth: Option<Value>,
-    keys: &ApiKeys,
-) -> Result<(), AuthError> {
-    let token = auth
-        .as_ref()
-        .and_then(|a| a.get("token"))
-        .and_then(Value::as_str);
+pub fn authenticate(socket: SocketRef, auth: Option<Value>, keys: &ApiKeys) -> Result<(), AuthError> {
+    let token = auth.as_ref().and_then(|a| a.get("token")).and_then(Value::as_str);
     let tenant = keys.authenticate(token).map_err(AuthError)?;
     socket.extensions.insert(tenant);
     Ok(())
@@ -81,32 +74,21 @@ impl Reply {
 }
 
 /// The `progress_id` of a payload `{progress_id}` / `{progressId}`.
-fn progress_id(
-    data: &Result<Value, impl std::fmt::Display>,
-) -> Result<String, (&'static str, String)> {
+fn progress_id(data: &Result<Value, impl std::fmt::Display>) -> Result<String, (&'static str, String)> {
     let v = match data {
         Ok(v) => v,
         Err(e) => return Err(("invalid_payload", format!("payload could not be read: {e}"))),
     };
     if serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX) > MAX_EVENT_BYTES {
-        return Err((
-            "payload_too_large",
-            format!("payload is larger than {MAX_EVENT_BYTES} bytes"),
-        ));
+        return Err(("payload_too_large", format!("payload is larger than {MAX_EVENT_BYTES} bytes")));
     }
     let Value::Object(m) = v else {
-        return Err((
-            "invalid_payload",
-            "payload must be an object {progress_id}".into(),
-        ));
+        return Err(("invalid_payload", "payload must be an object {progress_id}".into()));
     };
     match m.get("progress_id").or_else(|| m.get("progressId")) {
         None => Err(("missing_progress_id", "progress_id is required".into())),
         Some(Value::String(s)) if !s.is_empty() && s.len() <= 128 => Ok(s.clone()),
-        Some(Value::String(_)) => Err((
-            "invalid_progress_id",
-            "progress_id must be 1 to 128 characters".into(),
-        )),
+        Some(Value::String(_)) => Err(("invalid_progress_id", "progress_id must be 1 to 128 characters".into())),
         Some(_) => Err(("invalid_progress_id", "progress_id must be a string".into())),
     }
 }
@@ -115,37 +97,28 @@ pub fn on_connect(socket: SocketRef, rt: Realtime) {
     tracing::debug!(sid = %socket.id, "socket connected");
     for name in ["crawl_subscribe", "subscribe_progress"] {
         let rt = rt.clone();
-        socket.on(
-            name,
-            move |s: SocketRef, TryData::<Value>(data), reply: Reply| {
-                let rt = rt.clone();
-                async move { subscribe(s, data, reply, rt, name).await }
-            },
-        );
+        socket.on(name, move |s: SocketRef, TryData::<Value>(data), reply: Reply| {
+            let rt = rt.clone();
+            async move { subscribe(s, data, reply, rt, name).await }
+        });
     }
     for name in ["crawl_unsubscribe", "unsubscribe_progress"] {
-        socket.on(
-            name,
-            move |s: SocketRef, TryData::<Value>(data), reply: Reply| async move {
-                match progress_id(&data) {
-                    Ok(id) => {
-                        s.leave(id.clone());
-                        reply.ok(json!({ "ok": true, "progressId": id }));
-                    }
-                    Err((code, msg)) => reply.err(name, code, msg),
+        socket.on(name, move |s: SocketRef, TryData::<Value>(data), reply: Reply| async move {
+            match progress_id(&data) {
+                Ok(id) => {
+                    s.leave(id.clone());
+                    reply.ok(json!({ "ok": true, "progressId": id }));
                 }
-            },
-        );
+                Err((code, msg)) => reply.err(name, code, msg),
+            }
+        });
     }
     {
         let rt = rt.clone();
-        socket.on(
-            "crawl_stop",
-            move |s: SocketRef, TryData::<Value>(data), reply: Reply| {
-                let rt = rt.clone();
-                async move { stop(s, data, reply, rt).await }
-            },
-        );
+        socket.on("crawl_stop", move |s: SocketRef, TryData::<Value>(data), reply: Reply| {
+            let rt = rt.clone();
+            async move { stop(s, data, reply, rt).await }
+        });
     }
     {
         let rt = rt.clone();
@@ -160,13 +133,10 @@ pub fn on_connect(socket: SocketRef, rt: Realtime) {
             }
         });
     }
-    socket.on(
-        "unsubscribe_crawls",
-        move |s: SocketRef, reply: Reply| async move {
-            s.leave(list_room(tenant_of(&s).as_deref()));
-            reply.ok(json!({ "ok": true }));
-        },
-    );
+    socket.on("unsubscribe_crawls", move |s: SocketRef, reply: Reply| async move {
+        s.leave(list_room(tenant_of(&s).as_deref()));
+        reply.ok(json!({ "ok": true }));
+    });
 }
 
 async fn subscribe(
@@ -188,7 +158,7 @@ async fn subscribe(
         let mut status = None;
         reporter
             .with_snapshot(|snap| {
-                status = snap.data.get("status").cloned();
+                status = Some(snap.status);
                 rt.fanout.send(socket.clone(), snap);
                 async {}
             })
@@ -198,13 +168,7 @@ async fn subscribe(
     match rt.registry.status(&id, tenant.as_deref()).await {
         Ok(Some(s)) => {
             socket.join(id.clone());
-            let snap = Arc::new(Event {
-                id: 0,
-                name: CRAWL_PROGRESS,
-                data: progress_payload(&s, 0),
-                urgent: true,
-                last: s.status.is_terminal(),
-            });
+            let snap = Arc::new(Event::progress(&s, 0, true, s.status.is_terminal()));
             rt.fanout.send(socket.clone(), snap);
             reply.ok(json!({ "ok": true, "progressId": id, "status": s.status }));
         }
@@ -216,12 +180,7 @@ async fn subscribe(
     }
 }
 
-async fn stop(
-    socket: SocketRef,
-    data: Result<Value, socketioxide::ParserError>,
-    reply: Reply,
-    rt: Realtime,
-) {
+async fn stop(socket: SocketRef, data: Result<Value, socketioxide::ParserError>, reply: Reply, rt: Realtime) {
     let id = match progress_id(&data) {
         Ok(id) => id,
         Err((code, msg)) => return reply.err("crawl_stop", code, msg),
@@ -229,18 +188,10 @@ async fn stop(
     let tenant = tenant_of(&socket);
     match rt.registry.stop(&id, tenant.as_deref()).await {
         Ok(Some(s)) => reply.ok(json!({ "ok": true, "progressId": id, "status": s.status })),
-        Ok(None) => reply.err(
-            "crawl_stop",
-            "not_found",
-            format!("no crawl with id '{id}'"),
-        ),
+        Ok(None) => reply.err("crawl_stop", "not_found", format!("no crawl with id '{id}'")),
         Err(e) => {
             tracing::error!(error = %e, "store error on stop");
-            reply.err(
-                "crawl_stop",
-                "internal",
-                "internal error; see the service log",
-            )
+            reply.err("crawl_stop", "internal", "internal error; see the service log")
         }
     }
 }

@@ -24,10 +24,7 @@ pub const MAX_EVENT_BYTES: usize = 16 * 1024;
 
 /// Builds the Socket.IO layer and its handle.
 pub fn layer() -> (SocketIoLayer, SocketIo) {
-    SocketIo::builder()
-        .ws_max_message_size(MAX_MESSAGE_BYTES)
-        .max_payload(MAX_MESSAGE_BYTES as u64)
-        .build_layer()
+    SocketIo::builder().ws_max_message_size(MAX_MESSAGE_BYTES).max_payload(MAX_MESSAGE_BYTES as u64).build_layer()
 }
 
 /// What the handlers share.
@@ -45,13 +42,12 @@ pub fn register(io: &SocketIo, rt: Realtime) {
         let rt = rt.clone();
         async move { handlers::on_connect(socket, rt) }
     };
-    let auth = move |socket: socketioxide::extract::SocketRef,
-                     socketioxide::extract::TryData(auth): socketioxide::extract::TryData<
-        serde_json::Value,
-    >| {
-        let keys = keys.clone();
-        async move { handlers::authenticate(socket, auth.ok(), &keys) }
-    };
+    let auth =
+        move |socket: socketioxide::extract::SocketRef,
+              socketioxide::extract::TryData(auth): socketioxide::extract::TryData<serde_json::Value>| {
+            let keys = keys.clone();
+            async move { handlers::authenticate(socket, auth.ok(), &keys) }
+        };
     io.ns("/", on_connect.with(auth));
 }
 

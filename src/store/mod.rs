@@ -123,11 +123,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Inserts a batch of pages and the status that counts them, in one
     /// transaction, so the counters never disagree with the rows.
-    async fn save_pages(
-        &self,
-        status: &CrawlStatus,
-        pages: &[PageRecord],
-    ) -> Result<(), StoreError>;
+    async fn save_pages(&self, status: &CrawlStatus, pages: &[PageRecord]) -> Result<(), StoreError>;
 
     async fn get_crawl(&self, id: &str) -> Result<Option<CrawlStatus>, StoreError>;
 
@@ -138,12 +134,7 @@ pub trait Store: Send + Sync + 'static {
     async fn list_crawls(&self, filter: &CrawlFilter) -> Result<Vec<CrawlStatus>, StoreError>;
 
     /// In insertion order, after the row id `after`.
-    async fn list_pages(
-        &self,
-        crawl_id: &str,
-        after: Option<i64>,
-        limit: u32,
-    ) -> Result<Vec<PageSummary>, StoreError>;
+    async fn list_pages(&self, crawl_id: &str, after: Option<i64>, limit: u32) -> Result<Vec<PageSummary>, StoreError>;
 
     async fn get_page(&self, crawl_id: &str, url: &str) -> Result<Option<StoredPage>, StoreError>;
 

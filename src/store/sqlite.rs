@@ -6,8 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 
@@ -34,10 +33,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }
@@ -63,10 +59,8 @@ fn status_from_row(r: &SqliteRow) -> Result<CrawlStatus, StoreError> {
     Ok(CrawlStatus {
         progress_id: r.try_get("id")?,
         url: r.try_get("url")?,
-        status: CrawlState::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("status '{status}'")))?,
-        stage: Stage::parse(&stage)
-            .ok_or_else(|| StoreError::Corrupt(format!("stage '{stage}'")))?,
+        status: CrawlState::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status '{status}'")))?,
+        stage: Stage::parse(&stage).ok_or_else(|| StoreError::Corrupt(format!("stage '{stage}'")))?,
         percentage: r.try_get("percentage")?,
         pages_crawled: n("pages_crawled")?,
         pages_failed: n("pages_failed")?,
@@ -94,24 +88,24 @@ where
            message = ?, error = ?, started_at = ?, finished_at = ?, updated_at = ?
          WHERE id = ? AND status NOT IN ('completed', 'failed', 'cancelled')",
     )
-        .bind(s.status.as_str())
-        .bind(s.stage.as_str())
-        .bind(s.percentage)
-        .bind(s.pages_crawled as i64)
-        .bind(s.pages_failed as i64)
-        .bind(s.pages_skipped as i64)
-        .bind(s.pages_queued as i64)
-        .bind(s.chunks_stored as i64)
-        .bind(s.code_examples as i64)
-        .bind(&s.current_url)
-        .bind(&s.message)
-        .bind(&s.error)
-        .bind(s.started_at.as_ref().map(ts))
-        .bind(s.finished_at.as_ref().map(ts))
-        .bind(ts(&Utc::now()))
-        .bind(&s.progress_id)
-        .execute(exec)
-        .await?;
+    .bind(s.status.as_str())
+    .bind(s.stage.as_str())
+    .bind(s.percentage)
+    .bind(s.pages_crawled as i64)
+    .bind(s.pages_failed as i64)
+    .bind(s.pages_skipped as i64)
+    .bind(s.pages_queued as i64)
+    .bind(s.chunks_stored as i64)
+    .bind(s.code_examples as i64)
+    .bind(&s.current_url)
+    .bind(&s.message)
+    .bind(&s.error)
+    .bind(s.started_at.as_ref().map(ts))
+    .bind(s.finished_at.as_ref().map(ts))
+    .bind(ts(&Utc::now()))
+    .bind(&s.progress_id)
+    .execute(exec)
+    .await?;
     Ok(())
 }
 
@@ -183,18 +177,12 @@ impl Store for SqliteStore {
     }
 
     async fn get_crawl(&self, id: &str) -> Result<Option<CrawlStatus>, StoreError> {
-        let row = sqlx::query("SELECT * FROM crawls WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query("SELECT * FROM crawls WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
         row.as_ref().map(status_from_row).transpose()
     }
 
     async fn crawl_tenant(&self, id: &str) -> Result<Option<Option<String>>, StoreError> {
-        let row = sqlx::query("SELECT tenant FROM crawls WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query("SELECT tenant FROM crawls WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
         Ok(row.map(|r| r.get::<Option<String>, _>("tenant")))
     }
 
@@ -209,18 +197,12 @@ impl Store for SqliteStore {
         if let Some(b) = &f.before_id {
             qb.push(" AND id < ").push_bind(b);
         }
-        qb.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::from(f.limit));
+        qb.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(f.limit));
         let rows = qb.build().fetch_all(&self.pool).await?;
         rows.iter().map(status_from_row).collect()
     }
 
-    async fn list_pages(
-        &self,
-        crawl_id: &str,
-        after: Option<i64>,
-        limit: u32,
-    ) -> Result<Vec<PageSummary>, StoreError> {
+    async fn list_pages(&self, crawl_id: &str, after: Option<i64>, limit: u32) -> Result<Vec<PageSummary>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, url, final_url, title, status, http_status, depth, error FROM pages
              WHERE crawl_id = ? AND id > ? ORDER BY id LIMIT ?",
@@ -238,9 +220,7 @@ impl Store for SqliteStore {
                     final_url: r.try_get("final_url")?,
                     title: r.try_get("title")?,
                     status: r.try_get("status")?,
-                    http_status: r
-                        .try_get::<Option<i64>, _>("http_status")?
-                        .map(|s| s as u16),
+                    http_status: r.try_get::<Option<i64>, _>("http_status")?.map(|s| s as u16),
                     depth: r.try_get::<i64, _>("depth")? as u32,
                     chunks: 0,
                     code_examples: 0,

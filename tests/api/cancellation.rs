@@ -6,10 +6,7 @@ use serde_json::json;
 use crate::helpers::*;
 
 fn slow_site() -> SiteOptions {
-    SiteOptions {
-        latency: Duration::from_millis(25),
-        ..Default::default()
-    }
+    SiteOptions { latency: Duration::from_millis(25), ..Default::default() }
 }
 
 #[tokio::test]
@@ -19,8 +16,7 @@ async fn stop_mid_crawl_gives_stopping_then_cancelled_and_stores_nothing_after()
     let id = app
         .start_crawl(json!({"url": site.url("/"), "crawlType": "recursive", "maxDepth": 10, "concurrency": 4}))
         .await;
-    app.wait_for(&id, |s| s["pagesCrawled"].as_u64() >= Some(5))
-        .await;
+    app.wait_for(&id, |s| s["pagesCrawled"].as_u64() >= Some(5)).await;
 
     let (code, stopping) = app.stop(&id).await;
     assert_eq!(code, 202, "{stopping}");
@@ -31,36 +27,23 @@ async fn stop_mid_crawl_gives_stopping_then_cancelled_and_stores_nothing_after()
     assert!(fin["finishedAt"].is_string());
     let stored_at_cancel = app.store().count_pages(&id).await.unwrap();
     let (c, f, k) = counts(&fin);
-    assert_eq!(
-        stored_at_cancel,
-        c + f + k,
-        "counters match the stored pages"
-    );
+    assert_eq!(stored_at_cancel, c + f + k, "counters match the stored pages");
     assert!(c < 300, "the crawl really stopped early");
 
     // Whatever was in flight is gone: nothing more arrives at the site or the store.
     let requests = site.stats().requests.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        app.store().count_pages(&id).await.unwrap(),
-        stored_at_cancel
-    );
+    assert_eq!(app.store().count_pages(&id).await.unwrap(), stored_at_cancel);
     assert_eq!(site.stats().requests.load(Ordering::SeqCst), requests);
     assert_eq!(app.registry.active_count(), 0, "the registry entry is gone");
-    assert_eq!(
-        app.status(&id).await,
-        fin,
-        "served from the store, unchanged"
-    );
+    assert_eq!(app.status(&id).await, fin, "served from the store, unchanged");
 }
 
 #[tokio::test]
 async fn stop_aborts_requests_in_flight_instead_of_awaiting_them() {
     let app = spawn_app_with(|c| c.crawler.request_timeout = Duration::from_secs(120)).await;
     let site = fixture().await; // /trouble/slow answers after 60 s
-    let id = app
-        .start_crawl(crawl_body(site.url("/trouble/slow"), "page"))
-        .await;
+    let id = app.start_crawl(crawl_body(site.url("/trouble/slow"), "page")).await;
     while site.stats().slow_started.load(Ordering::SeqCst) == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -68,11 +51,7 @@ async fn stop_aborts_requests_in_flight_instead_of_awaiting_them() {
     assert_eq!(code, 202);
     let fin = app.wait_terminal(&id).await;
     assert_eq!(fin["status"], "cancelled");
-    assert_eq!(
-        site.stats().slow_finished.load(Ordering::SeqCst),
-        0,
-        "ended while the page was still loading"
-    );
+    assert_eq!(site.stats().slow_finished.load(Ordering::SeqCst), 0, "ended while the page was still loading");
     assert_eq!(app.store().count_pages(&id).await.unwrap(), 0);
 }
 
@@ -80,20 +59,12 @@ async fn stop_aborts_requests_in_flight_instead_of_awaiting_them() {
 async fn stopping_twice_answers_the_same() {
     let app = spawn_app_with(|c| c.crawler.request_timeout = Duration::from_secs(120)).await;
     let site = fixture().await;
-    let id = app
-        .start_crawl(crawl_body(site.url("/trouble/slow"), "page"))
-        .await;
+    let id = app.start_crawl(crawl_body(site.url("/trouble/slow"), "page")).await;
     let (first, a) = app.stop(&id).await;
     let (second, b) = app.stop(&id).await;
     assert!(first == 202 || first == 200);
-    assert!(
-        matches!(a["status"].as_str(), Some("stopping" | "cancelled")),
-        "{a}"
-    );
-    assert!(
-        matches!(b["status"].as_str(), Some("stopping" | "cancelled")),
-        "{b}"
-    );
+    assert!(matches!(a["status"].as_str(), Some("stopping" | "cancelled")), "{a}");
+    assert!(matches!(b["status"].as_str(), Some("stopping" | "cancelled")), "{b}");
     let fin = app.wait_terminal(&id).await;
     let (c1, x) = app.stop(&id).await;
     let (c2, y) = app.stop(&id).await;
@@ -107,15 +78,8 @@ async fn stopping_twice_answers_the_same() {
 async fn delete_stops_a_crawl_like_post_stop() {
     let app = spawn_app_with(|c| c.crawler.request_timeout = Duration::from_secs(120)).await;
     let site = fixture().await;
-    let id = app
-        .start_crawl(crawl_body(site.url("/trouble/slow"), "page"))
-        .await;
-    let resp = app
-        .client
-        .delete(app.url(&format!("/api/crawls/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let id = app.start_crawl(crawl_body(site.url("/trouble/slow"), "page")).await;
+    let resp = app.client.delete(app.url(&format!("/api/crawls/{id}"))).send().await.unwrap();
     assert!(resp.status() == 202 || resp.status() == 200);
     assert_eq!(app.wait_terminal(&id).await["status"], "cancelled");
 }
@@ -127,12 +91,7 @@ async fn stop_of_an_unknown_id_is_not_found() {
         let (code, body) = app.stop(id).await;
         assert_eq!(code, 404);
         assert_eq!(body["error"]["code"], "not_found");
-        let resp = app
-            .client
-            .delete(app.url(&format!("/api/crawls/{id}")))
-            .send()
-            .await
-            .unwrap();
+        let resp = app.client.delete(app.url(&format!("/api/crawls/{id}"))).send().await.unwrap();
         assert_eq!(resp.status(), 404);
         let (code, _) = app.get(&format!("/api/crawls/{id}")).await;
         assert_eq!(code, 404);
@@ -147,9 +106,7 @@ async fn a_queued_crawl_can_be_stopped_before_it_starts() {
     })
     .await;
     let site = fixture().await;
-    let running = app
-        .start_crawl(crawl_body(site.url("/trouble/slow"), "page"))
-        .await;
+    let running = app.start_crawl(crawl_body(site.url("/trouble/slow"), "page")).await;
     let queued = app.start_crawl(crawl_body(site.url("/"), "page")).await;
     assert_eq!(app.status(&queued).await["status"], "queued");
     let (code, _) = app.stop(&queued).await;

@@ -6,19 +6,12 @@ use crate::helpers::*;
 #[tokio::test]
 async fn page_crawl_stores_exactly_that_page_as_markdown() {
     let (app, site) = (spawn_app().await, fixture().await);
-    let id = app
-        .start_crawl(crawl_body(site.url("/docs/5.html"), "page"))
-        .await;
+    let id = app.start_crawl(crawl_body(site.url("/docs/5.html"), "page")).await;
     let s = app.wait_terminal(&id).await;
     assert_eq!(s["status"], "completed", "{s}");
     assert_eq!(counts(&s), (1, 0, 0));
     assert_eq!(s["percentage"], 100.0);
-    let page = app
-        .store()
-        .get_page(&id, &site.url("/docs/5.html"))
-        .await
-        .unwrap()
-        .unwrap();
+    let page = app.store().get_page(&id, &site.url("/docs/5.html")).await.unwrap().unwrap();
     assert_eq!(page.title.as_deref(), Some("Fixture page 5"));
     let md = page.content.unwrap();
     assert!(md.contains("Fixture page 5"), "{md}");
@@ -29,9 +22,7 @@ async fn page_crawl_stores_exactly_that_page_as_markdown() {
 #[tokio::test]
 async fn recursive_crawl_covers_the_tree_within_max_depth() {
     let (app, site) = (spawn_app().await, fixture().await);
-    let id = app
-        .start_crawl(json!({"url": site.url("/"), "crawlType": "recursive", "maxDepth": 2}))
-        .await;
+    let id = app.start_crawl(json!({"url": site.url("/"), "crawlType": "recursive", "maxDepth": 2})).await;
     let s = app.wait_terminal(&id).await;
     assert_eq!(s["status"], "completed", "{s}");
     // 13 tree pages within two hops, and /private/ skipped by robots.txt; the
@@ -40,25 +31,15 @@ async fn recursive_crawl_covers_the_tree_within_max_depth() {
     assert_eq!(s["pagesQueued"], 0);
     let pages = app.pages(&id).await;
     assert_eq!(pages.len(), 14);
-    let depth_of_page_4 = pages
-        .iter()
-        .find(|p| p["url"] == site.url("/docs/4.html"))
-        .unwrap()["depth"]
-        .clone();
+    let depth_of_page_4 = pages.iter().find(|p| p["url"] == site.url("/docs/4.html")).unwrap()["depth"].clone();
     assert_eq!(depth_of_page_4, 2);
-    assert_eq!(
-        site.hits("/docs/1.html"),
-        1,
-        "deduplicated despite the tracking link"
-    );
+    assert_eq!(site.hits("/docs/1.html"), 1, "deduplicated despite the tracking link");
 }
 
 #[tokio::test]
 async fn recursive_crawl_of_the_whole_site_reconciles_its_counters() {
     let (app, site) = (spawn_app().await, fixture().await);
-    let id = app
-        .start_crawl(json!({"url": site.url("/"), "crawlType": "recursive", "maxDepth": 10}))
-        .await;
+    let id = app.start_crawl(json!({"url": site.url("/"), "crawlType": "recursive", "maxDepth": 10})).await;
     let s = app.wait_terminal(&id).await;
     assert_eq!(counts(&s), (300, 0, 1), "{s}");
     assert_eq!(app.store().count_pages(&id).await.unwrap(), 301);
@@ -69,9 +50,7 @@ async fn recursive_crawl_of_the_whole_site_reconciles_its_counters() {
 #[tokio::test]
 async fn sitemap_crawl_fetches_every_listed_page_in_scope() {
     let (app, site) = (spawn_app().await, fixture().await);
-    let s = app
-        .crawl(crawl_body(site.url("/sitemap.xml"), "sitemap"))
-        .await;
+    let s = app.crawl(crawl_body(site.url("/sitemap.xml"), "sitemap")).await;
     assert_eq!(s["status"], "completed", "{s}");
     assert_eq!(counts(&s), (300, 0, 1));
 }
@@ -79,9 +58,7 @@ async fn sitemap_crawl_fetches_every_listed_page_in_scope() {
 #[tokio::test]
 async fn sitemap_index_with_a_gzipped_child_covers_the_site() {
     let (app, site) = (spawn_app().await, fixture().await);
-    let s = app
-        .crawl(crawl_body(site.url("/sitemap-index.xml"), "sitemap"))
-        .await;
+    let s = app.crawl(crawl_body(site.url("/sitemap-index.xml"), "sitemap")).await;
     assert_eq!(s["status"], "completed", "{s}");
     // The missing third child costs nothing: its parts are in the other two.
     assert_eq!(counts(&s), (300, 0, 0));
@@ -90,9 +67,7 @@ async fn sitemap_index_with_a_gzipped_child_covers_the_site() {
 #[tokio::test]
 async fn sitemap_that_does_not_exist_fails_the_crawl_with_a_reason() {
     let (app, site) = (spawn_app().await, fixture().await);
-    let s = app
-        .crawl(crawl_body(site.url("/no-sitemap.xml"), "sitemap"))
-        .await;
+    let s = app.crawl(crawl_body(site.url("/no-sitemap.xml"), "sitemap")).await;
     assert_eq!(s["status"], "failed", "{s}");
     assert!(s["error"].as_str().unwrap().contains("404"), "{s}");
 }
@@ -100,17 +75,10 @@ async fn sitemap_that_does_not_exist_fails_the_crawl_with_a_reason() {
 #[tokio::test]
 async fn llms_txt_crawl_follows_its_links_and_keeps_markdown_as_is() {
     let (app, site) = (spawn_app().await, fixture().await);
-    let id = app
-        .start_crawl(crawl_body(site.url("/llms.txt"), "llms_txt"))
-        .await;
+    let id = app.start_crawl(crawl_body(site.url("/llms.txt"), "llms_txt")).await;
     let s = app.wait_terminal(&id).await;
     assert_eq!(counts(&s), (LLMS_LINKS as u64, 0, 0), "{s}");
-    let guide = app
-        .store()
-        .get_page(&id, &site.url("/docs/guide.md"))
-        .await
-        .unwrap()
-        .unwrap();
+    let guide = app.store().get_page(&id, &site.url("/docs/guide.md")).await.unwrap().unwrap();
     assert_eq!(guide.format.as_deref(), Some("markdown"));
     assert!(guide.content.unwrap().starts_with("# Guide"));
     assert_eq!(guide.title.as_deref(), Some("Guide"));
@@ -119,23 +87,12 @@ async fn llms_txt_crawl_follows_its_links_and_keeps_markdown_as_is() {
 #[tokio::test]
 async fn llms_full_txt_is_stored_as_its_own_page() {
     let (app, site) = (spawn_app().await, fixture().await);
-    let id = app
-        .start_crawl(crawl_body(site.url("/llms-full.txt"), "llms_txt"))
-        .await;
+    let id = app.start_crawl(crawl_body(site.url("/llms-full.txt"), "llms_txt")).await;
     let s = app.wait_terminal(&id).await;
     assert_eq!(counts(&s), (1, 0, 0), "{s}");
-    let page = app
-        .store()
-        .get_page(&id, &site.url("/llms-full.txt"))
-        .await
-        .unwrap()
-        .unwrap();
+    let page = app.store().get_page(&id, &site.url("/llms-full.txt")).await.unwrap().unwrap();
     assert!(page.content.unwrap().contains("full text"));
-    assert_eq!(
-        site.hits("/docs/1.html"),
-        0,
-        "a full-text dump is not followed"
-    );
+    assert_eq!(site.hits("/docs/1.html"), 0, "a full-text dump is not followed");
 }
 
 #[tokio::test]
@@ -143,28 +100,12 @@ async fn auto_picks_the_crawl_type_from_the_url_and_what_it_serves() {
     let (app, site) = (spawn_app().await, fixture().await);
     let by_name = app.crawl(json!({"url": site.url("/sitemap.xml")})).await;
     assert_eq!(counts(&by_name), (300, 0, 1), "sitemap by name: {by_name}");
-    let list = app
-        .crawl(json!({"url": site.url("/llms.txt"), "crawlType": "auto"}))
-        .await;
-    assert_eq!(
-        counts(&list),
-        (LLMS_LINKS as u64, 0, 0),
-        "llms.txt by name: {list}"
-    );
-    let html = app
-        .crawl(json!({"url": site.url("/"), "crawlType": "auto", "maxDepth": 1}))
-        .await;
+    let list = app.crawl(json!({"url": site.url("/llms.txt"), "crawlType": "auto"})).await;
+    assert_eq!(counts(&list), (LLMS_LINKS as u64, 0, 0), "llms.txt by name: {list}");
+    let html = app.crawl(json!({"url": site.url("/"), "crawlType": "auto", "maxDepth": 1})).await;
     assert_eq!(
         counts(&html),
-        (
-            Site {
-                pages: 300,
-                fanout: 3
-            }
-            .pages_within_depth(1) as u64,
-            0,
-            1
-        ),
+        (Site { pages: 300, fanout: 3 }.pages_within_depth(1) as u64, 0, 1),
         "html is recursive: {html}"
     );
 }
@@ -172,11 +113,7 @@ async fn auto_picks_the_crawl_type_from_the_url_and_what_it_serves() {
 #[tokio::test]
 async fn max_pages_caps_what_a_crawl_takes_on() {
     let (app, site) = (spawn_app().await, fixture().await);
-    let s = app
-        .crawl(
-            json!({"url": site.url("/"), "crawlType": "recursive", "maxDepth": 10, "maxPages": 10}),
-        )
-        .await;
+    let s = app.crawl(json!({"url": site.url("/"), "crawlType": "recursive", "maxDepth": 10, "maxPages": 10})).await;
     assert_eq!(s["status"], "completed");
     let (c, f, k) = counts(&s);
     assert_eq!(c + f + k, 10, "{s}");

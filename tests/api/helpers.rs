@@ -47,10 +47,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
 }
 
 /// Spawns the service on an existing database file (restart tests).
-pub async fn spawn_app_on(
-    db_path: &std::path::Path,
-    configure: impl FnOnce(&mut Config),
-) -> TestApp {
+pub async fn spawn_app_on(db_path: &std::path::Path, configure: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config(db_path);
     configure(&mut config);
     let app = App::build(config).await.expect("app builds");
@@ -58,20 +55,11 @@ pub async fn spawn_app_on(
     let registry = app.registry();
     let shutdown = app.shutdown_token();
     let server = tokio::spawn(app.run_until_stopped());
-    TestApp {
-        address,
-        client: reqwest::Client::new(),
-        registry,
-        shutdown,
-        server: Some(server),
-        _dir: None,
-    }
+    TestApp { address, client: reqwest::Client::new(), registry, shutdown, server: Some(server), _dir: None }
 }
 
 pub async fn fixture() -> FixtureServer {
-    FixtureServer::start(SiteOptions::default())
-        .await
-        .expect("fixture server")
+    FixtureServer::start(SiteOptions::default()).await.expect("fixture server")
 }
 
 pub async fn fixture_with(opts: SiteOptions) -> FixtureServer {
@@ -88,12 +76,7 @@ impl TestApp {
     }
 
     pub async fn post_crawl(&self, body: Value) -> reqwest::Response {
-        self.client
-            .post(self.url("/api/crawls"))
-            .json(&body)
-            .send()
-            .await
-            .expect("request")
+        self.client.post(self.url("/api/crawls")).json(&body).send().await.expect("request")
     }
 
     /// Starts a crawl and returns its id; panics unless the answer is 202.
@@ -106,12 +89,7 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self
-            .client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("request");
+        let resp = self.client.get(self.url(path)).send().await.expect("request");
         let code = resp.status().as_u16();
         (code, resp.json().await.unwrap_or(Value::Null))
     }
@@ -123,12 +101,7 @@ impl TestApp {
     }
 
     pub async fn stop(&self, id: &str) -> (u16, Value) {
-        let resp = self
-            .client
-            .post(self.url(&format!("/api/crawls/{id}/stop")))
-            .send()
-            .await
-            .expect("request");
+        let resp = self.client.post(self.url(&format!("/api/crawls/{id}/stop"))).send().await.expect("request");
         let code = resp.status().as_u16();
         (code, resp.json().await.unwrap_or(Value::Null))
     }
@@ -141,22 +114,13 @@ impl TestApp {
             if pred(&s) {
                 return s;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "condition never held; last status {s}"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "condition never held; last status {s}");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
     pub async fn wait_terminal(&self, id: &str) -> Value {
-        self.wait_for(id, |s| {
-            matches!(
-                s["status"].as_str(),
-                Some("completed" | "failed" | "cancelled")
-            )
-        })
-        .await
+        self.wait_for(id, |s| matches!(s["status"].as_str(), Some("completed" | "failed" | "cancelled"))).await
     }
 
     /// Starts a crawl and waits for its end.
@@ -209,11 +173,7 @@ impl Drop for TestApp {
 }
 
 pub fn counts(s: &Value) -> (u64, u64, u64) {
-    (
-        s["pagesCrawled"].as_u64().unwrap(),
-        s["pagesFailed"].as_u64().unwrap(),
-        s["pagesSkipped"].as_u64().unwrap(),
-    )
+    (s["pagesCrawled"].as_u64().unwrap(), s["pagesFailed"].as_u64().unwrap(), s["pagesSkipped"].as_u64().unwrap())
 }
 
 pub fn crawl_body(url: String, crawl_type: &str) -> Value {
@@ -246,10 +206,7 @@ pub async fn run_client(client: Client, scenario: &str, base: &str, args: &[&str
         }
         Client::Python => {
             let py = root.join(".venv/bin/python");
-            assert!(
-                py.exists(),
-                "Python test client not installed: run scripts/test"
-            );
+            assert!(py.exists(), "Python test client not installed: run scripts/test");
             let mut c = tokio::process::Command::new(py);
             c.arg(root.join("tests/clients/python/client.py"));
             c
@@ -261,10 +218,7 @@ pub async fn run_client(client: Client, scenario: &str, base: &str, args: &[&str
         .expect("client finished within 60 s")
         .expect("client ran");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<Value> = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let lines: Vec<Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     assert!(
         out.status.success() && lines.iter().any(|l| l["kind"] == "done"),
         "{client:?} {scenario} failed:\n{stdout}\n{}",
@@ -286,12 +240,7 @@ pub fn events_of(lines: &[Value]) -> Vec<(String, Value)> {
     lines
         .iter()
         .filter(|l| l["kind"] == "event")
-        .map(|l| {
-            (
-                l["name"].as_str().unwrap_or_default().to_string(),
-                l["data"].clone(),
-            )
-        })
+        .map(|l| (l["name"].as_str().unwrap_or_default().to_string(), l["data"].clone()))
         .collect()
 }
 
@@ -311,10 +260,7 @@ pub struct SseReader {
 
 impl SseReader {
     pub fn new(resp: reqwest::Response) -> Self {
-        Self {
-            resp,
-            buf: String::new(),
-        }
+        Self { resp, buf: String::new() }
     }
 
     /// The next event (comments skipped), or `None` when the stream ended.
@@ -322,11 +268,7 @@ impl SseReader {
         loop {
             if let Some(end) = self.buf.find("\n\n") {
                 let block: String = self.buf.drain(..end + 2).collect();
-                let mut f = SseFrame {
-                    id: None,
-                    event: None,
-                    data: String::new(),
-                };
+                let mut f = SseFrame { id: None, event: None, data: String::new() };
                 let mut any = false;
                 for line in block.lines() {
                     if let Some(v) = line.strip_prefix("id:") {

@@ -29,22 +29,10 @@ async fn restart_marks_a_crawl_left_running_as_failed_interrupted() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("trawl.db");
     {
-        let store = trawl::store::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .unwrap();
-        let mut s = CrawlStatus::new_queued(
-            "01a1f000-0000-7000-8000-000000000001".into(),
-            "http://a.com/".into(),
-            Utc::now(),
-        );
-        store
-            .create_crawl(&NewCrawl {
-                status: s.clone(),
-                tenant: None,
-                request_json: "{}".into(),
-            })
-            .await
-            .unwrap();
+        let store = trawl::store::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+        let mut s =
+            CrawlStatus::new_queued("01a1f000-0000-7000-8000-000000000001".into(), "http://a.com/".into(), Utc::now());
+        store.create_crawl(&NewCrawl { status: s.clone(), tenant: None, request_json: "{}".into() }).await.unwrap();
         s.status = CrawlState::Running;
         s.pages_crawled = 7;
         store.save_status(&s).await.unwrap();
@@ -67,23 +55,13 @@ async fn listing_is_newest_first_with_cursor_pagination_and_a_status_filter() {
         ids.push(id);
     }
     let (_, first) = app.get("/api/crawls?limit=2").await;
-    let got: Vec<&str> = first["crawls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["progressId"].as_str().unwrap())
-        .collect();
+    let got: Vec<&str> =
+        first["crawls"].as_array().unwrap().iter().map(|c| c["progressId"].as_str().unwrap()).collect();
     assert_eq!(got, vec![ids[2].as_str(), ids[1].as_str()]);
     let cursor = first["nextCursor"].as_str().unwrap();
-    let (_, second) = app
-        .get(&format!("/api/crawls?limit=2&cursor={cursor}"))
-        .await;
-    let got: Vec<&str> = second["crawls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["progressId"].as_str().unwrap())
-        .collect();
+    let (_, second) = app.get(&format!("/api/crawls?limit=2&cursor={cursor}")).await;
+    let got: Vec<&str> =
+        second["crawls"].as_array().unwrap().iter().map(|c| c["progressId"].as_str().unwrap()).collect();
     assert_eq!(got, vec![ids[0].as_str()]);
     assert!(second["nextCursor"].is_null());
     let (_, failed) = app.get("/api/crawls?status=failed").await;
@@ -94,9 +72,7 @@ async fn listing_is_newest_first_with_cursor_pagination_and_a_status_filter() {
 #[tokio::test]
 async fn pages_listing_paginates_in_order() {
     let (app, site) = (spawn_app().await, fixture().await);
-    let id = app
-        .start_crawl(json!({"url": site.url("/"), "crawlType": "recursive", "maxDepth": 2}))
-        .await;
+    let id = app.start_crawl(json!({"url": site.url("/"), "crawlType": "recursive", "maxDepth": 2})).await;
     app.wait_terminal(&id).await;
     let mut seen = Vec::new();
     let mut path = format!("/api/crawls/{id}/pages?limit=5");
@@ -106,16 +82,7 @@ async fn pages_listing_paginates_in_order() {
         let page = v["pages"].as_array().unwrap();
         assert!(page.len() <= 5);
         for p in page {
-            for key in [
-                "url",
-                "title",
-                "status",
-                "httpStatus",
-                "depth",
-                "chunks",
-                "codeExamples",
-                "error",
-            ] {
+            for key in ["url", "title", "status", "httpStatus", "depth", "chunks", "codeExamples", "error"] {
                 assert!(p.get(key).is_some(), "page lacks {key}: {p}");
             }
             seen.push(p["url"].as_str().unwrap().to_string());
@@ -129,9 +96,7 @@ async fn pages_listing_paginates_in_order() {
     seen.sort();
     seen.dedup();
     assert_eq!(seen.len(), 14);
-    let (code, _) = app
-        .get("/api/crawls/01a1f000-0000-7000-8000-000000000000/pages")
-        .await;
+    let (code, _) = app.get("/api/crawls/01a1f000-0000-7000-8000-000000000000/pages").await;
     assert_eq!(code, 404);
 }
 
@@ -147,12 +112,10 @@ async fn health_and_readiness_answer() {
 #[tokio::test]
 async fn status_is_kept_in_the_store_while_a_crawl_runs() {
     let app = spawn_app().await;
-    let site = fixture_with(SiteOptions {
-        latency: Duration::from_millis(25),
-        ..Default::default()
-    })
-    .await;
-    let id = app.start_crawl(json!({"url": site.url("/"), "crawlType": "recursive", "maxDepth": 10, "concurrency": 2})).await;
+    let site = fixture_with(SiteOptions { latency: Duration::from_millis(25), ..Default::default() }).await;
+    let id = app
+        .start_crawl(json!({"url": site.url("/"), "crawlType": "recursive", "maxDepth": 10, "concurrency": 2}))
+        .await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let row = app.store().get_crawl(&id).await.unwrap().unwrap();
@@ -160,10 +123,7 @@ async fn status_is_kept_in_the_store_while_a_crawl_runs() {
             assert!(row.percentage > 0.0);
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the store never saw progress: {row:?}"
-        );
+        assert!(Instant::now() < deadline, "the store never saw progress: {row:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut last = 0.0;
@@ -184,15 +144,8 @@ async fn status_is_kept_in_the_store_while_a_crawl_runs() {
 async fn shutdown_stops_running_crawls_and_returns() {
     let app = spawn_app_with(|c| c.crawler.request_timeout = Duration::from_secs(120)).await;
     let site = fixture().await;
-    let id = app
-        .start_crawl(crawl_body(site.url("/trouble/slow"), "page"))
-        .await;
-    while site
-        .stats()
-        .slow_started
-        .load(std::sync::atomic::Ordering::SeqCst)
-        == 0
-    {
+    let id = app.start_crawl(crawl_body(site.url("/trouble/slow"), "page")).await;
+    while site.stats().slow_started.load(std::sync::atomic::Ordering::SeqCst) == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let store = app.store().clone();
@@ -207,11 +160,7 @@ fn trawl_bin() -> std::process::Command {
 }
 
 fn send_signal(pid: u32, signal: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
+    let ok = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().unwrap().success();
     assert!(ok, "kill {signal} {pid}");
 }
 
@@ -231,41 +180,22 @@ async fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::pr
 
 #[tokio::test]
 async fn cli_crawl_reports_a_summary_and_ctrl_c_stops_it_as_cancelled() {
-    let site = fixture_with(SiteOptions {
-        latency: Duration::from_millis(30),
-        ..Default::default()
-    })
-    .await;
+    let site = fixture_with(SiteOptions { latency: Duration::from_millis(30), ..Default::default() }).await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("cli.db");
 
     let done = trawl_bin()
-        .args([
-            "crawl",
-            &site.url("/docs/1.html"),
-            "--crawl-type",
-            "page",
-            "--database",
-        ])
+        .args(["crawl", &site.url("/docs/1.html"), "--crawl-type", "page", "--database"])
         .arg(&db)
         .env("TRAWL_ALLOW_PRIVATE_NETWORKS", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let out = tokio::task::spawn_blocking(move || done.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || done.wait_with_output().unwrap()).await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("completed") && stdout.contains("1 crawled"),
-        "{stdout}"
-    );
+    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("completed") && stdout.contains("1 crawled"), "{stdout}");
 
     let mut child = trawl_bin()
         .args([
@@ -285,12 +215,7 @@ async fn cli_crawl_reports_a_summary_and_ctrl_c_stops_it_as_cancelled() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    while site
-        .stats()
-        .requests
-        .load(std::sync::atomic::Ordering::SeqCst)
-        < 10
-    {
+    while site.stats().requests.load(std::sync::atomic::Ordering::SeqCst) < 10 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     send_signal(child.id(), "-INT");
@@ -306,18 +231,9 @@ async fn serve_shuts_down_gracefully_on_sigterm() {
     let site = fixture().await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("serve.db");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = trawl_bin()
-        .args([
-            "serve",
-            "--bind",
-            &format!("127.0.0.1:{port}"),
-            "--database",
-        ])
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--database"])
         .arg(&db)
         .env("TRAWL_ALLOW_PRIVATE_NETWORKS", "true")
         .env("TRAWL_REQUEST_TIMEOUT_MS", "120000")
@@ -342,22 +258,12 @@ async fn serve_shuts_down_gracefully_on_sigterm() {
         .await
         .unwrap();
     let id = v["progressId"].as_str().unwrap().to_string();
-    while site
-        .stats()
-        .slow_started
-        .load(std::sync::atomic::Ordering::SeqCst)
-        == 0
-    {
+    while site.stats().slow_started.load(std::sync::atomic::Ordering::SeqCst) == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     send_signal(child.id(), "-TERM");
     let status = wait_exit(&mut child, Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}");
-    let store = trawl::store::connect(&db.display().to_string())
-        .await
-        .unwrap();
-    assert_eq!(
-        store.get_crawl(&id).await.unwrap().unwrap().status,
-        CrawlState::Cancelled
-    );
+    let store = trawl::store::connect(&db.display().to_string()).await.unwrap();
+    assert_eq!(store.get_crawl(&id).await.unwrap().unwrap().status, CrawlState::Cancelled);
 }

@@ -5,13 +5,9 @@ use crate::helpers::*;
 
 #[tokio::test]
 async fn every_misbehaving_route_ends_as_a_page_with_a_reason_and_the_crawl_completes() {
-    let app =
-        spawn_app_with(|c| c.crawler.request_timeout = std::time::Duration::from_millis(1500))
-            .await;
+    let app = spawn_app_with(|c| c.crawler.request_timeout = std::time::Duration::from_millis(1500)).await;
     let site = fixture().await;
-    let id = app
-        .start_crawl(json!({"url": site.url("/trouble/"), "crawlType": "recursive", "maxDepth": 1}))
-        .await;
+    let id = app.start_crawl(json!({"url": site.url("/trouble/"), "crawlType": "recursive", "maxDepth": 1})).await;
     let s = app.wait_terminal(&id).await;
     assert_eq!(s["status"], "completed", "{s}");
     // /trouble/ itself plus its twelve links.
@@ -20,10 +16,7 @@ async fn every_misbehaving_route_ends_as_a_page_with_a_reason_and_the_crawl_comp
         let page = app.page(&id, &site.url(path)).await;
         assert_eq!(page["status"], outcome, "{path}: {page}");
         if outcome != "crawled" {
-            assert!(
-                page["error"].as_str().is_some_and(|e| !e.is_empty()),
-                "{path} has a reason: {page}"
-            );
+            assert!(page["error"].as_str().is_some_and(|e| !e.is_empty()), "{path} has a reason: {page}");
         }
     }
     let pages = app.pages(&id).await;
@@ -49,33 +42,13 @@ async fn every_misbehaving_route_ends_as_a_page_with_a_reason_and_the_crawl_comp
     assert_eq!(redirected["finalUrl"], site.url("/trouble/target.html"));
     assert_eq!(redirected["title"], "Redirect target");
     // Invalid UTF-8 is kept, with the bad bytes replaced: the page is not lost.
-    let latin = app
-        .store()
-        .get_page(&id, &site.url("/trouble/latin.html"))
-        .await
-        .unwrap()
-        .unwrap();
+    let latin = app.store().get_page(&id, &site.url("/trouble/latin.html")).await.unwrap().unwrap();
     let text = latin.content.unwrap();
-    assert!(
-        text.contains("Valid text") && text.contains('\u{fffd}'),
-        "{text}"
-    );
-    let notes = app
-        .store()
-        .get_page(&id, &site.url("/trouble/notes.txt"))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        notes.content.as_deref(),
-        Some("Plain notes.\nKept as they are.\n")
-    );
+    assert!(text.contains("Valid text") && text.contains('\u{fffd}'), "{text}");
+    let notes = app.store().get_page(&id, &site.url("/trouble/notes.txt")).await.unwrap().unwrap();
+    assert_eq!(notes.content.as_deref(), Some("Plain notes.\nKept as they are.\n"));
     assert_eq!(notes.format.as_deref(), Some("text"));
-    assert_eq!(
-        site.hits("/trouble/redirect-chain/11"),
-        0,
-        "at most ten redirects are followed"
-    );
+    assert_eq!(site.hits("/trouble/redirect-chain/11"), 0, "at most ten redirects are followed");
 }
 
 #[tokio::test]
@@ -97,21 +70,13 @@ async fn link_trap_stays_inside_max_pages() {
         .await;
     assert_eq!(s["status"], "completed");
     assert_eq!(counts(&s), (25, 0, 0), "{s}");
-    assert_eq!(
-        site.stats()
-            .requests
-            .load(std::sync::atomic::Ordering::SeqCst),
-        26,
-        "25 pages and robots.txt"
-    );
+    assert_eq!(site.stats().requests.load(std::sync::atomic::Ordering::SeqCst), 26, "25 pages and robots.txt");
 }
 
 #[tokio::test]
 async fn a_start_page_that_fails_fails_the_crawl_with_its_reason() {
     let (app, site) = (spawn_app().await, fixture().await);
-    let s = app
-        .crawl(crawl_body(site.url("/trouble/missing"), "page"))
-        .await;
+    let s = app.crawl(crawl_body(site.url("/trouble/missing"), "page")).await;
     assert_eq!(s["status"], "failed", "{s}");
     assert!(s["error"].as_str().unwrap().contains("HTTP 404"), "{s}");
     assert_eq!(counts(&s), (0, 1, 0));

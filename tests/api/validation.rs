@@ -17,64 +17,16 @@ async fn bad_input_answers_4xx_with_a_stable_code_and_creates_no_crawl() {
     let app = spawn_app().await;
     let json_ct = Some("application/json");
     // (case, content type, body, status, error code)
-    type Case = (
-        &'static str,
-        Option<&'static str>,
-        Vec<u8>,
-        u16,
-        &'static str,
-    );
+    type Case = (&'static str, Option<&'static str>, Vec<u8>, u16, &'static str);
     let cases: Vec<Case> = vec![
-        (
-            "invalid url",
-            json_ct,
-            br#"{"url":"not a url"}"#.to_vec(),
-            400,
-            "invalid_url",
-        ),
-        (
-            "relative url",
-            json_ct,
-            br#"{"url":"/docs/1.html"}"#.to_vec(),
-            400,
-            "invalid_url",
-        ),
-        (
-            "ftp url",
-            json_ct,
-            br#"{"url":"ftp://example.com/file"}"#.to_vec(),
-            400,
-            "invalid_url",
-        ),
-        (
-            "javascript url",
-            json_ct,
-            br#"{"url":"javascript:alert(1)"}"#.to_vec(),
-            400,
-            "invalid_url",
-        ),
-        (
-            "empty url",
-            json_ct,
-            br#"{"url":""}"#.to_vec(),
-            400,
-            "invalid_url",
-        ),
+        ("invalid url", json_ct, br#"{"url":"not a url"}"#.to_vec(), 400, "invalid_url"),
+        ("relative url", json_ct, br#"{"url":"/docs/1.html"}"#.to_vec(), 400, "invalid_url"),
+        ("ftp url", json_ct, br#"{"url":"ftp://example.com/file"}"#.to_vec(), 400, "invalid_url"),
+        ("javascript url", json_ct, br#"{"url":"javascript:alert(1)"}"#.to_vec(), 400, "invalid_url"),
+        ("empty url", json_ct, br#"{"url":""}"#.to_vec(), 400, "invalid_url"),
         ("empty body", json_ct, Vec::new(), 400, "invalid_request"),
-        (
-            "missing url",
-            json_ct,
-            b"{}".to_vec(),
-            400,
-            "invalid_request",
-        ),
-        (
-            "url of the wrong type",
-            json_ct,
-            br#"{"url":5}"#.to_vec(),
-            400,
-            "invalid_request",
-        ),
+        ("missing url", json_ct, b"{}".to_vec(), 400, "invalid_request"),
+        ("url of the wrong type", json_ct, br#"{"url":5}"#.to_vec(), 400, "invalid_request"),
         (
             "maxDepth of the wrong type",
             json_ct,
@@ -82,20 +34,8 @@ async fn bad_input_answers_4xx_with_a_stable_code_and_creates_no_crawl() {
             400,
             "invalid_request",
         ),
-        (
-            "negative maxPages",
-            json_ct,
-            br#"{"url":"http://a.com","maxPages":-1}"#.to_vec(),
-            400,
-            "invalid_request",
-        ),
-        (
-            "zero maxPages",
-            json_ct,
-            br#"{"url":"http://a.com","maxPages":0}"#.to_vec(),
-            400,
-            "invalid_request",
-        ),
+        ("negative maxPages", json_ct, br#"{"url":"http://a.com","maxPages":-1}"#.to_vec(), 400, "invalid_request"),
+        ("zero maxPages", json_ct, br#"{"url":"http://a.com","maxPages":0}"#.to_vec(), 400, "invalid_request"),
         (
             "unknown crawl type",
             json_ct,
@@ -103,41 +43,11 @@ async fn bad_input_answers_4xx_with_a_stable_code_and_creates_no_crawl() {
             400,
             "invalid_request",
         ),
-        (
-            "unknown field",
-            json_ct,
-            br#"{"url":"http://a.com","maxdepth":2}"#.to_vec(),
-            400,
-            "invalid_request",
-        ),
-        (
-            "bad glob",
-            json_ct,
-            br#"{"url":"http://a.com","include":["["]}"#.to_vec(),
-            400,
-            "invalid_request",
-        ),
-        (
-            "an array",
-            json_ct,
-            b"[1,2]".to_vec(),
-            400,
-            "invalid_request",
-        ),
-        (
-            "malformed json",
-            json_ct,
-            b"{\"url\":".to_vec(),
-            400,
-            "invalid_json",
-        ),
-        (
-            "not json at all",
-            json_ct,
-            b"hello".to_vec(),
-            400,
-            "invalid_json",
-        ),
+        ("unknown field", json_ct, br#"{"url":"http://a.com","maxdepth":2}"#.to_vec(), 400, "invalid_request"),
+        ("bad glob", json_ct, br#"{"url":"http://a.com","include":["["]}"#.to_vec(), 400, "invalid_request"),
+        ("an array", json_ct, b"[1,2]".to_vec(), 400, "invalid_request"),
+        ("malformed json", json_ct, b"{\"url\":".to_vec(), 400, "invalid_json"),
+        ("not json at all", json_ct, b"hello".to_vec(), 400, "invalid_json"),
         (
             "form content type",
             Some("application/x-www-form-urlencoded"),
@@ -148,11 +58,7 @@ async fn bad_input_answers_4xx_with_a_stable_code_and_creates_no_crawl() {
         (
             "body over the limit",
             json_ct,
-            format!(
-                r#"{{"url":"http://a.com","tags":["{}"]}}"#,
-                "x".repeat(100_000)
-            )
-            .into_bytes(),
+            format!(r#"{{"url":"http://a.com","tags":["{}"]}}"#, "x".repeat(100_000)).into_bytes(),
             413,
             "payload_too_large",
         ),
@@ -161,12 +67,7 @@ async fn bad_input_answers_4xx_with_a_stable_code_and_creates_no_crawl() {
         let (code, v) = post_raw(&app, ct, body).await;
         assert_eq!(code, want_code, "{name}: {v}");
         assert_eq!(v["error"]["code"], want_error, "{name}: {v}");
-        assert!(
-            v["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty()),
-            "{name}: {v}"
-        );
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{name}: {v}");
     }
     let (_, list) = app.get("/api/crawls").await;
     assert_eq!(list["crawls"], json!([]), "no crawl was created");
@@ -195,10 +96,7 @@ async fn private_addresses_are_refused_without_the_flag() {
 async fn unknown_routes_and_methods_answer_json_errors() {
     let app = spawn_app().await;
     let (code, v) = app.get("/api/nothing").await;
-    assert_eq!(
-        (code, v["error"]["code"].as_str()),
-        (404, Some("not_found"))
-    );
+    assert_eq!((code, v["error"]["code"].as_str()), (404, Some("not_found")));
     let resp = app.client.put(app.url("/api/crawls")).send().await.unwrap();
     assert_eq!(resp.status(), 405);
     let v: Value = resp.json().await.unwrap();

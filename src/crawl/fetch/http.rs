@@ -62,10 +62,7 @@ impl FetchError {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
         while let Some(s) = source {
             if let Some(f) = s.downcast_ref::<ForbiddenAddress>() {
-                return FetchError::Forbidden(ForbiddenAddress {
-                    host: f.host.clone(),
-                    ip: f.ip,
-                });
+                return FetchError::Forbidden(ForbiddenAddress { host: f.host.clone(), ip: f.ip });
             }
             source = s.source();
         }
@@ -76,11 +73,7 @@ impl FetchError {
         while let Some(s) = root.source() {
             root = s;
         }
-        if e.is_connect() {
-            FetchError::Connect(root.to_string())
-        } else {
-            FetchError::Http(root.to_string())
-        }
+        if e.is_connect() { FetchError::Connect(root.to_string()) } else { FetchError::Http(root.to_string()) }
     }
 }
 
@@ -97,13 +90,7 @@ pub struct Fetched {
 impl Fetched {
     /// The media type without parameters, lowercased.
     pub fn mime(&self) -> Option<String> {
-        self.content_type.as_deref().map(|c| {
-            c.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
+        self.content_type.as_deref().map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
     }
 
     /// Decodes the body by its declared or sniffed charset; invalid bytes
@@ -123,9 +110,7 @@ pub fn decode(body: &[u8], content_type: Option<&str>) -> String {
         .and_then(|c| c.parse::<mime::Mime>().ok())
         .and_then(|m| m.get_param(mime::CHARSET).map(|v| v.as_str().to_string()))
         .or_else(|| sniff_meta_charset(&body[..body.len().min(2048)]));
-    let encoding = label
-        .and_then(|l| encoding_rs::Encoding::for_label(l.as_bytes()))
-        .unwrap_or(encoding_rs::UTF_8);
+    let encoding = label.and_then(|l| encoding_rs::Encoding::for_label(l.as_bytes())).unwrap_or(encoding_rs::UTF_8);
     let (text, _, _) = encoding.decode(body);
     text.into_owned()
 }
@@ -153,9 +138,7 @@ pub struct ClientBuildError(#[from] reqwest::Error);
 impl HttpFetcher {
     pub fn new(config: &CrawlerConfig) -> Result<Self, ClientBuildError> {
         crate::install_crypto_provider();
-        let guard = AddressGuard {
-            allow_private: config.allow_private_networks,
-        };
+        let guard = AddressGuard { allow_private: config.allow_private_networks };
         let mut builder = reqwest::Client::builder()
             .user_agent(config.user_agent.clone())
             .redirect(reqwest::redirect::Policy::none())
@@ -176,12 +159,7 @@ impl HttpFetcher {
         if let Some(resolver) = guard.resolver() {
             builder = builder.dns_resolver(resolver);
         }
-        Ok(Self {
-            client: builder.build()?,
-            guard,
-            timeout: config.request_timeout,
-            max_bytes: config.max_page_bytes,
-        })
+        Ok(Self { client: builder.build()?, guard, timeout: config.request_timeout, max_bytes: config.max_page_bytes })
     }
 
     pub fn guard(&self) -> AddressGuard {
@@ -212,12 +190,8 @@ impl HttpFetcher {
         let mut chain: Vec<Url> = vec![current.clone()];
         loop {
             self.guard.check_literal(&current)?;
-            let mut resp = self
-                .client
-                .get(current.clone())
-                .send()
-                .await
-                .map_err(|e| FetchError::from_reqwest(e, self.timeout))?;
+            let mut resp =
+                self.client.get(current.clone()).send().await.map_err(|e| FetchError::from_reqwest(e, self.timeout))?;
             let status = resp.status();
             if status.is_redirection() && status != reqwest::StatusCode::NOT_MODIFIED {
                 let next = resp
@@ -240,53 +214,24 @@ impl HttpFetcher {
                 current = next;
                 continue;
             }
-            let content_type = resp
-                .headers()
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let mime = content_type.as_deref().map(|c| {
-                c.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            });
-            let body = if want_body(status.as_u16(), mime.as_deref()) {
-                Some(self.read_body(&mut resp).await?)
-            } else {
-                None
-            };
-            return Ok(Fetched {
-                final_url: current,
-                status: status.as_u16(),
-                content_type,
-                body,
-            });
+            let content_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let mime = content_type.as_deref().map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+            let body =
+                if want_body(status.as_u16(), mime.as_deref()) { Some(self.read_body(&mut resp).await?) } else { None };
+            return Ok(Fetched { final_url: current, status: status.as_u16(), content_type, body });
         }
     }
 
     async fn read_body(&self, resp: &mut reqwest::Response) -> Result<Bytes, FetchError> {
-        let declared = resp
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
+        let declared =
+            resp.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|n| n > self.max_bytes) {
-            return Err(FetchError::TooLarge {
-                limit: self.max_bytes,
-            });
+            return Err(FetchError::TooLarge { limit: self.max_bytes });
         }
         let mut buf = BytesMut::with_capacity(declared.unwrap_or(16 * 1024).min(self.max_bytes));
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| FetchError::from_reqwest(e, self.timeout))?
-        {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| FetchError::from_reqwest(e, self.timeout))? {
             if buf.len() + chunk.len() > self.max_bytes {
-                return Err(FetchError::TooLarge {
-                    limit: self.max_bytes,
-                });
+                return Err(FetchError::TooLarge { limit: self.max_bytes });
             }
             buf.extend_from_slice(&chunk);
         }
@@ -300,10 +245,7 @@ mod tests {
 
     #[test]
     fn decodes_declared_charsets_and_replaces_invalid_utf8() {
-        assert_eq!(
-            decode(b"caf\xe9", Some("text/html; charset=iso-8859-1")),
-            "café"
-        );
+        assert_eq!(decode(b"caf\xe9", Some("text/html; charset=iso-8859-1")), "café");
         assert_eq!(
             decode(b"<meta charset=\"windows-1252\">\x93q\x94", None),
             "<meta charset=\"windows-1252\">\u{201c}q\u{201d}"
