@@ -195,6 +195,24 @@ async fn python_malformed_payloads_get_error_acks_on_a_connection_that_stays_up(
     malformed_payloads_get_error_acks_on_a_connection_that_stays_up(Client::Python).await;
 }
 
+#[tokio::test]
+async fn js_crawl_list_subscribers_get_crawls_update_when_a_crawl_starts_and_ends() {
+    let (app, site) = (spawn_app().await, fixture().await);
+    let lines = run_client(Client::Js, "list", &app.address, &[&site.url("/docs/3.html")]).await;
+    assert_eq!(ack_of(&lines, "subscribe_crawls")["ok"], true);
+    let id = lines.iter().find(|l| l["step"] == "started").unwrap()["progressId"].as_str().unwrap().to_string();
+    let updates: Vec<Value> =
+        events_of(&lines).into_iter().filter(|(n, _)| n == "crawls_update").map(|(_, d)| d).collect();
+    assert_eq!(updates[0]["crawls"], json!([]), "the current list comes at once");
+    let statuses: Vec<&str> = updates
+        .iter()
+        .filter_map(|u| u["crawls"].as_array().unwrap().iter().find(|c| c["progressId"] == id.as_str()))
+        .map(|c| c["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses.last(), Some(&"completed"), "{updates:?}");
+    assert_eq!(ack_of(&lines, "unsubscribe_crawls")["ok"], true);
+}
+
 async fn open_sse(app: &TestApp, id: &str, last_event_id: Option<&str>) -> reqwest::Response {
     let mut req = app.client.get(app.url(&format!("/api/crawls/{id}/events")));
     if let Some(l) = last_event_id {

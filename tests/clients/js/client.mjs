@@ -108,6 +108,22 @@ const scenarios = {
     await connected(none);
     none.disconnect();
   },
+  // Watch the crawl list while a crawl starts and ends.
+  async list(url) {
+    const s = connect();
+    if (!(await connected(s))) return;
+    await ack(s, "subscribe_crawls", "subscribe_crawls");
+    const resp = await fetch(`${base}/api/crawls`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ url, crawlType: "page" }),
+    });
+    const { progressId } = await resp.json();
+    out("mark", { step: "started", progressId });
+    await until(s, (n, d) => n === "crawls_update" && d.crawls.some((c) => c.progressId === progressId && c.status === "completed"));
+    await ack(s, "unsubscribe_crawls", "unsubscribe_crawls");
+    s.disconnect();
+  },
   // Malformed payloads, with and without acks; then the connection still works.
   async malformed(id) {
     const s = connect();
