@@ -1,16 +1,25 @@
 //! CPU work on fetched pages: pure functions, run on one rayon pool reached
 //! through `spawn_blocking`, never on the async threads.
 //!
-//! For now a page yields its title, its links and its markdown; the content
-//! pipeline (main-content extraction, chunks, code examples) grows here.
+//! - `page`: one page through the pipeline (links, main content as markdown,
+//!   chunks, code examples).
+//! - `chunk`: markdown chunking (text-splitter).
+//! - `code`: code-example extraction.
+//! - `html`: whole-body markdown (htmd), the fallback when readability finds nothing.
 
+pub mod chunk;
+pub mod code;
 pub mod html;
+pub mod page;
 
 use std::sync::Arc;
 
 use tokio_util::task::TaskTracker;
 
-pub use html::{ParsedHtml, parse_html, text_title};
+pub use chunk::{Chunk, ChunkOptions};
+pub use code::CodeExample;
+pub use html::{parse_html, text_title};
+pub use page::{ProcessOptions, Processed, process_html, process_text};
 
 /// The process-wide rayon pool. Work enters it from a tracked blocking task, so
 /// a crawl's tracker also waits for its CPU work, and the async threads never
@@ -49,5 +58,10 @@ impl Pool {
         let pool = self.pool.clone();
         let span = tracing::Span::current();
         tracker.spawn_blocking(move || span.in_scope(|| pool.install(f))).await.map_err(|e| TaskFailed(e.to_string()))
+    }
+
+    /// Runs `f` over `items` in parallel on the pool, from a blocking task.
+    pub fn install<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        self.pool.install(f)
     }
 }

@@ -1,0 +1,117 @@
+//! Chunking markdown with text-splitter's `MarkdownSplitter`: chunks follow
+//! the document's structure (sections, paragraphs, code blocks), so a fenced
+//! block that fits in a chunk is never cut; each chunk knows the headings it
+//! sits under.
+
+use text_splitter::{ChunkConfig, MarkdownSplitter};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkOptions {
+    /// Largest chunk, in characters.
+    pub size: usize,
+    /// Characters shared by consecutive chunks.
+    pub overlap: usize,
+}
+
+impl Default for ChunkOptions {
+    fn default() -> Self {
+        Self { size: 1200, overlap: 150 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    pub index: u32,
+    pub content: String,
+    /// Headings above the chunk, outermost first: `Guide > Install`.
+    pub heading_path: String,
+    pub char_count: u32,
+}
+
+/// The error text-splitter gives for an overlap not smaller than the size.
+#[derive(Debug, thiserror::Error)]
+#[error("chunkOverlap must be smaller than chunkSize")]
+pub struct ChunkConfigError;
+
+impl ChunkOptions {
+    pub fn validate(&self) -> Result<(), ChunkConfigError> {
+        ChunkConfig::new(self.size).with_overlap(self.overlap).map(|_| ()).map_err(|_| ChunkConfigError)
+    }
+}
+
+/// Headings (byte offset, level, text) outside code fences.
+fn headings(md: &str) -> Vec<(usize, usize, String)> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    let mut in_fence = false;
+    for line in md.split_inclusive('\n') {
+        let t = line.trim_start();
+        if t.starts_with("```") || t.starts_with("~~~") {
+            in_fence = !in_fence;
+        } else if !in_fence && t.starts_with('#') {
+            let level = t.chars().take_while(|c| *c == '#').count();
+            let text = t[level..].trim();
+            if level <= 6 && (t[level..].starts_with(' ') || text.is_empty()) && !text.is_empty() {
+                out.push((offset, level, text.to_string()));
+            }
+        }
+        offset += line.len();
+    }
+    out
+}
+
+pub fn chunk_markdown(md: &str, opts: ChunkOptions) -> Vec<Chunk> {
+    let Ok(config) = ChunkConfig::new(opts.size.max(1)).with_overlap(opts.overlap) else {
+        return Vec::new();
+    };
+    let splitter = MarkdownSplitter::new(config);
+    let heads = headings(md);
+    let mut out = Vec::new();
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    let mut h = 0;
+    for (offset, text) in splitter.chunk_indices(md) {
+        while h < heads.len() && heads[h].0 <= offset {
+            let (_, level, title) = &heads[h];
+            stack.retain(|(l, _)| l < level);
+            stack.push((*level, title.clone()));
+            h += 1;
+        }
+        out.push(Chunk {
+            index: out.len() as u32,
+            content: text.to_string(),
+            heading_path: stack.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>().join(" > "),
+            char_count: text.chars().count() as u32,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_carry_heading_paths_and_keep_code_blocks_whole() {
+        let code = "```rust\nfn main() {\n    println!(\"hi\");\n}\n```\n";
+        let md = format!(
+            "# Guide\n\n{}\n\n## Install\n\n{}\n\n{code}\n## Use\n\n{}\n",
+            "Intro words. ".repeat(20),
+            "Install words. ".repeat(20),
+            "Use words. ".repeat(20)
+        );
+        let chunks = chunk_markdown(&md, ChunkOptions { size: 300, overlap: 0 });
+        assert!(chunks.len() >= 3);
+        assert!(chunks.iter().all(|c| c.char_count <= 300));
+        assert!(chunks.iter().any(|c| c.content.contains(code.trim())), "code block intact: {chunks:#?}");
+        assert_eq!(chunks[0].heading_path, "Guide");
+        assert!(chunks.iter().any(|c| c.heading_path == "Guide > Install"));
+        let last = chunks.last().unwrap();
+        assert!(last.heading_path.ends_with("Use") || last.content.contains("## Use"), "{chunks:#?}");
+    }
+
+    #[test]
+    fn overlap_must_be_smaller_than_size() {
+        assert!(ChunkOptions { size: 100, overlap: 100 }.validate().is_err());
+        assert!(ChunkOptions { size: 100, overlap: 10 }.validate().is_ok());
+    }
+}

@@ -1,0 +1,192 @@
+//! One page through the pipeline: links and code blocks (lol_html, one
+//! streaming pass over the whole page), main content as markdown
+//! (dom_smoothie's readability, falling back to the whole body), chunks and
+//! code examples.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use lol_html::{HtmlRewriter, Settings, element, text};
+use url::Url;
+
+use super::chunk::{Chunk, ChunkOptions, chunk_markdown};
+use super::code::{self, CodeExample, RawBlock};
+use crate::crawl::urls;
+
+/// How pages are processed; per crawl.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessOptions {
+    pub chunks: ChunkOptions,
+    /// Shortest code example kept (short languages get a lower bar).
+    pub min_code_chars: usize,
+}
+
+impl Default for ProcessOptions {
+    fn default() -> Self {
+        Self { chunks: ChunkOptions::default(), min_code_chars: 250 }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Processed {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub markdown: String,
+    /// Crawlable links in document order, normalised, without repeats.
+    pub links: Vec<Url>,
+    pub chunks: Vec<Chunk>,
+    pub code_examples: Vec<CodeExample>,
+}
+
+/// What the streaming pass collects.
+#[derive(Default)]
+struct Scan {
+    title: String,
+    in_title: bool,
+    description: Option<String>,
+    base: Option<Url>,
+    hrefs: Vec<String>,
+    blocks: Vec<RawBlock>,
+    /// The `<pre>` being read: its language and text so far.
+    pre: Option<(Option<String>, String)>,
+}
+
+fn decode(s: &str) -> String {
+    html_escape::decode_html_entities(s).into_owned()
+}
+
+fn scan(html: &str, page_url: &Url) -> Scan {
+    // Rc: lol_html's end-tag handlers must own what they touch.
+    let st = Rc::new(RefCell::new(Scan::default()));
+    {
+        let mut rewriter = HtmlRewriter::new(
+            Settings {
+                element_content_handlers: vec![
+                    element!("base[href]", |el| {
+                        if let Some(h) = el.get_attribute("href") {
+                            st.borrow_mut().base = page_url.join(&decode(&h)).ok();
+                        }
+                        Ok(())
+                    }),
+                    element!("a[href], area[href]", |el| {
+                        if let Some(h) = el.get_attribute("href") {
+                            st.borrow_mut().hrefs.push(decode(&h));
+                        }
+                        Ok(())
+                    }),
+                    element!("meta[name=description], meta[property='og:description']", |el| {
+                        let mut s = st.borrow_mut();
+                        if s.description.is_none() {
+                            s.description = el.get_attribute("content").map(|c| decode(&c).trim().to_string());
+                        }
+                        Ok(())
+                    }),
+                    element!("title", |_| {
+                        st.borrow_mut().in_title = true;
+                        Ok(())
+                    }),
+                    text!("title", |t| {
+                        let mut s = st.borrow_mut();
+                        if s.in_title {
+                            s.title.push_str(t.as_str());
+                            if t.last_in_text_node() {
+                                s.in_title = false;
+                            }
+                        }
+                        Ok(())
+                    }),
+                    element!("pre", |el| {
+                        let lang = el
+                            .get_attribute("data-language")
+                            .or_else(|| el.get_attribute("data-lang"))
+                            .map(|l| code::normalize_language(&l))
+                            .or_else(|| el.get_attribute("class").and_then(|c| code::language_from_class(&c)));
+                        st.borrow_mut().pre = Some((lang, String::new()));
+                        if let Some(handlers) = el.end_tag_handlers() {
+                            let st = st.clone();
+                            let on_end: lol_html::EndTagHandler<'static> = Box::new(move |_end| {
+                                let mut s = st.borrow_mut();
+                                if let Some((language, text)) = s.pre.take() {
+                                    s.blocks.push(RawBlock { language, code: decode(&text) });
+                                }
+                                Ok(())
+                            });
+                            handlers.push(on_end);
+                        }
+                        Ok(())
+                    }),
+                    element!("pre code", |el| {
+                        let mut s = st.borrow_mut();
+                        if let Some((lang @ None, _)) = s.pre.as_mut() {
+                            *lang = el.get_attribute("class").and_then(|c| code::language_from_class(&c));
+                        }
+                        Ok(())
+                    }),
+                    text!("pre", |t| {
+                        if let Some((_, text)) = st.borrow_mut().pre.as_mut() {
+                            text.push_str(t.as_str());
+                        }
+                        Ok(())
+                    }),
+                ],
+                ..Settings::new()
+            },
+            |_: &[u8]| {},
+        );
+        // lol_html fails only on memory limits or handler errors, which ours
+        // never raise; a partial scan is still useful.
+        let _ = rewriter.write(html.as_bytes());
+        let _ = rewriter.end();
+    }
+    Rc::try_unwrap(st).map(RefCell::into_inner).unwrap_or_default()
+}
+
+fn links(scan: &Scan, page_url: &Url) -> Vec<Url> {
+    let base = scan.base.as_ref().unwrap_or(page_url);
+    let mut seen = std::collections::HashSet::new();
+    scan.hrefs
+        .iter()
+        .filter_map(|h| urls::resolve_link(base, h))
+        .filter(|u| seen.insert(u.as_str().to_string()))
+        .collect()
+}
+
+/// The main content as markdown, by readability; the whole body when it
+/// finds nothing.
+fn main_markdown(html: &str, page_url: &Url) -> (Option<String>, String) {
+    let cfg = dom_smoothie::Config { text_mode: dom_smoothie::TextMode::Markdown, ..Default::default() };
+    let article = dom_smoothie::Readability::new(html, Some(page_url.as_str()), Some(cfg)).and_then(|mut r| r.parse());
+    match article {
+        Ok(a) if !a.text_content.trim().is_empty() => {
+            let title = (!a.title.trim().is_empty()).then(|| a.title.trim().to_string());
+            (title, a.text_content.trim().to_string())
+        }
+        _ => (None, super::html::to_markdown(html).trim().to_string()),
+    }
+}
+
+pub fn process_html(html: &str, page_url: &Url, opts: &ProcessOptions) -> Processed {
+    let scan = scan(html, page_url);
+    let links = links(&scan, page_url);
+    let (article_title, markdown) = main_markdown(html, page_url);
+    let markdown = code::label_fences(&markdown, &scan.blocks);
+    let page_title = decode(&scan.title).split_whitespace().collect::<Vec<_>>().join(" ");
+    let title = (!page_title.is_empty()).then_some(page_title).or(article_title);
+    let chunks = chunk_markdown(&markdown, opts.chunks);
+    let code_examples = code::examples(scan.blocks, &markdown, opts.min_code_chars);
+    Processed { title, description: scan.description.filter(|d| !d.is_empty()), markdown, links, chunks, code_examples }
+}
+
+/// A text or markdown page: kept as is, chunked, its fences read as code.
+pub fn process_text(text: &str, opts: &ProcessOptions) -> Processed {
+    let chunks = chunk_markdown(text, opts.chunks);
+    let code_examples = code::examples(code::blocks_from_markdown(text), text, opts.min_code_chars);
+    Processed {
+        title: super::html::text_title(text),
+        description: None,
+        markdown: text.to_string(),
+        links: Vec::new(),
+        chunks,
+        code_examples,
+    }
+}
