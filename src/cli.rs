@@ -101,6 +101,8 @@ async fn crawl(args: CrawlArgs) -> Result<ExitCode, String> {
         render: None,
         concurrency: args.concurrency,
         tags: Vec::new(),
+        chunk_size: None,
+        chunk_overlap: None,
     };
     let started = Instant::now();
     let status = registry.start(req, None).await.map_err(|e| e.to_string())?;

@@ -150,6 +150,8 @@ impl CrawlStatus {
         self.pages_crawled = counts.crawled;
         self.pages_failed = counts.failed;
         self.pages_skipped = counts.skipped;
+        self.chunks_stored = counts.chunks;
+        self.code_examples = counts.code_examples;
         let done = counts.done();
         self.pages_queued = admitted.saturating_sub(done);
         if admitted > 0 {
@@ -165,6 +167,9 @@ pub struct PageCounts {
     pub crawled: u64,
     pub failed: u64,
     pub skipped: u64,
+    /// Chunks and code examples stored with those pages.
+    pub chunks: u64,
+    pub code_examples: u64,
 }
 
 impl PageCounts {
@@ -239,7 +244,7 @@ mod tests {
     #[test]
     fn percentage_never_decreases() {
         let p = Progress::new(status());
-        let c = |crawled| PageCounts { crawled, failed: 0, skipped: 0 };
+        let c = |crawled| PageCounts { crawled, ..PageCounts::default() };
         p.set_counts(10, c(5));
         assert_eq!(p.snapshot().percentage, 50.0);
         p.set_counts(100, c(6));

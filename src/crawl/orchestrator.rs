@@ -482,17 +482,11 @@ impl Kind {
 fn record(url: &Url, depth: u32, status: PageStatus) -> PageRecord {
     PageRecord {
         url: url.to_string(),
-        final_url: None,
         status,
-        http_status: None,
         depth,
-        title: None,
-        content_type: None,
-        format: None,
-        content: None,
-        bytes: None,
-        error: None,
         fetched_at: Utc::now(),
+        source: url.host_str().map(str::to_string),
+        ..PageRecord::default()
     }
 }
 
@@ -545,26 +539,27 @@ async fn crawl_page(ctx: &Ctx, url: Url, depth: u32, seed: bool, scope: &Scope) 
     r.bytes = Some(body.len() as u64);
     let content_type = fetched.content_type;
     let page_url = fetched.final_url.clone();
+    let options = ctx.crawl.spec.process;
     let processed = engine
         .pool
         .run(&ctx.crawl.tracker, move || {
             let text = decode(&body, content_type.as_deref());
             match kind {
-                Kind::Html => {
-                    let p = process::parse_html(&text, &page_url);
-                    (p.title, p.markdown, "markdown", p.links)
-                }
-                Kind::Markdown => (process::text_title(&text), text, "markdown", Vec::new()),
-                Kind::Text => (process::text_title(&text), text, "text", Vec::new()),
+                Kind::Html => (process::process_html(&text, &page_url, &options), "markdown"),
+                Kind::Markdown => (process::process_text(&text, &options), "markdown"),
+                Kind::Text => (process::process_text(&text, &options), "text"),
             }
         })
         .await;
     match processed {
-        Ok((title, content, format, links)) => {
-            r.title = title;
-            r.content = Some(content);
+        Ok((p, format)) => {
+            r.title = p.title;
+            r.description = p.description;
+            r.content = Some(p.markdown);
             r.format = Some(format);
-            (r, PageResult { final_url: Some(fetched.final_url), links })
+            r.chunks = p.chunks;
+            r.code_examples = p.code_examples;
+            (r, PageResult { final_url: Some(fetched.final_url), links: p.links })
         }
         Err(e) => {
             r.status = PageStatus::Failed;
@@ -621,6 +616,8 @@ async fn flush(
             PageStatus::Failed => next.failed += 1,
             PageStatus::Skipped => next.skipped += 1,
         }
+        next.chunks += r.chunks.len() as u64;
+        next.code_examples += r.code_examples.len() as u64;
     }
     let mut snapshot = crawl.progress.snapshot();
     snapshot.apply_counts(admitted, next);

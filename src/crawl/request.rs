@@ -7,6 +7,10 @@ use url::Url;
 use crate::config::CrawlerConfig;
 use crate::crawl::scope::Scope;
 use crate::crawl::urls;
+use crate::process::{ChunkOptions, ProcessOptions};
+
+/// Bounds of `chunkSize`, in characters.
+const CHUNK_SIZE_RANGE: std::ops::RangeInclusive<u32> = 100..=20_000;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -55,6 +59,12 @@ pub struct CrawlRequest {
     pub concurrency: Option<u32>,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Largest chunk in characters (default 1200).
+    #[serde(default, alias = "chunk_size")]
+    pub chunk_size: Option<u32>,
+    /// Characters shared by consecutive chunks (default 150).
+    #[serde(default, alias = "chunk_overlap")]
+    pub chunk_overlap: Option<u32>,
 }
 
 impl CrawlRequest {
@@ -75,6 +85,8 @@ pub struct CrawlSpec {
     pub render: Render,
     pub concurrency: usize,
     pub scope: Scope,
+    /// How pages become markdown, chunks and code examples.
+    pub process: ProcessOptions,
     /// The request as accepted, kept with the crawl.
     pub request: CrawlRequest,
 }
@@ -147,6 +159,22 @@ impl CrawlRequest {
                 "render 'browser' is not available in this version; use 'http' or 'auto'".into(),
             ));
         }
+        let defaults = ChunkOptions::default();
+        let chunks = ChunkOptions {
+            size: self.chunk_size.map(|n| n as usize).unwrap_or(defaults.size),
+            overlap: self
+                .chunk_overlap
+                .map(|n| n as usize)
+                .unwrap_or(defaults.overlap.min(self.chunk_size.map(|n| n as usize / 4).unwrap_or(defaults.overlap))),
+        };
+        if self.chunk_size.is_some_and(|n| !CHUNK_SIZE_RANGE.contains(&n)) {
+            return Err(RequestError::Invalid(format!(
+                "chunkSize must be between {} and {} characters",
+                CHUNK_SIZE_RANGE.start(),
+                CHUNK_SIZE_RANGE.end()
+            )));
+        }
+        chunks.validate().map_err(|e| RequestError::Invalid(e.to_string()))?;
         let same_domain = self.same_domain.unwrap_or(true);
         let scope = Scope::new(&url, same_domain, &self.include, &self.exclude)
             .map_err(|e| RequestError::Invalid(e.to_string()))?;
@@ -160,6 +188,7 @@ impl CrawlRequest {
             render,
             concurrency,
             scope,
+            process: ProcessOptions { chunks, ..ProcessOptions::default() },
             request: self.clone(),
         })
     }

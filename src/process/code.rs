@@ -231,11 +231,16 @@ pub fn blocks_from_markdown(md: &str) -> Vec<RawBlock> {
     fenced_blocks(md).into_iter().map(|(language, code, _, _)| RawBlock { language, code }).collect()
 }
 
-/// Puts the languages found in the HTML onto the markdown fences that lack
-/// one (readability drops the classes that carried them).
+/// Puts the languages found in the HTML (or confidently guessed) onto the
+/// markdown fences that lack one; readability drops the classes that carried them.
 pub fn label_fences(md: &str, blocks: &[RawBlock]) -> String {
-    let known: Vec<(String, &str)> =
-        blocks.iter().filter_map(|b| b.language.as_deref().map(|l| (normalized(&b.code), l))).collect();
+    let known: Vec<(String, String)> = blocks
+        .iter()
+        .filter_map(|b| {
+            let lang = b.language.clone().unwrap_or_else(|| guess_language(&b.code));
+            (lang != "text").then(|| (normalized(&b.code), lang))
+        })
+        .collect();
     if known.is_empty() {
         return md.to_string();
     }
@@ -251,7 +256,7 @@ pub fn label_fences(md: &str, blocks: &[RawBlock]) -> String {
             used.insert(i);
             let line_end = md[start..].find('\n').map(|n| start + n).unwrap_or(md.len());
             out.push_str(&md[last..line_end]);
-            out.push_str(l);
+            out.push_str(l.as_str());
             last = line_end;
         }
     }

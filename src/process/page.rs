@@ -172,6 +172,12 @@ pub fn process_html(html: &str, page_url: &Url, opts: &ProcessOptions) -> Proces
     let markdown = code::label_fences(&markdown, &scan.blocks);
     let page_title = decode(&scan.title).split_whitespace().collect::<Vec<_>>().join(" ");
     let title = (!page_title.is_empty()).then_some(page_title).or(article_title);
+    // Readability drops an <h1> that repeats the title; chunks and their
+    // heading paths read better with it.
+    let markdown = match &title {
+        Some(t) if !markdown.trim_start().starts_with("# ") => format!("# {t}\n\n{markdown}"),
+        _ => markdown,
+    };
     let chunks = chunk_markdown(&markdown, opts.chunks);
     let code_examples = code::examples(scan.blocks, &markdown, opts.min_code_chars);
     Processed { title, description: scan.description.filter(|d| !d.is_empty()), markdown, links, chunks, code_examples }

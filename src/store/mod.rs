@@ -24,9 +24,10 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PageStatus {
+    #[default]
     Crawled,
     Failed,
     Skipped,
@@ -43,7 +44,7 @@ impl PageStatus {
 }
 
 /// One page outcome as stored; every admitted URL ends as exactly one.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PageRecord {
     pub url: String,
     pub final_url: Option<String>,
@@ -59,6 +60,11 @@ pub struct PageRecord {
     /// A stable code, a colon, and the reason: `http_status: HTTP 404`.
     pub error: Option<String>,
     pub fetched_at: DateTime<Utc>,
+    pub description: Option<String>,
+    /// The site a page belongs to (its host), for search filters.
+    pub source: Option<String>,
+    pub chunks: Vec<crate::process::Chunk>,
+    pub code_examples: Vec<crate::process::CodeExample>,
 }
 
 /// A page as the pages listing shows it (CONTRACT.md), plus the cursor key.
@@ -82,6 +88,7 @@ pub struct PageSummary {
 #[derive(Debug, Clone)]
 pub struct StoredPage {
     pub url: String,
+    pub description: Option<String>,
     pub final_url: Option<String>,
     pub status: String,
     pub title: Option<String>,
@@ -139,6 +146,22 @@ pub trait Store: Send + Sync + 'static {
     async fn get_page(&self, crawl_id: &str, url: &str) -> Result<Option<StoredPage>, StoreError>;
 
     async fn count_pages(&self, crawl_id: &str) -> Result<u64, StoreError>;
+
+    /// The chunks of one stored page, in order.
+    async fn page_chunks(&self, crawl_id: &str, url: &str) -> Result<Vec<crate::process::Chunk>, StoreError>;
+
+    /// The code examples of one stored page.
+    async fn page_code_examples(
+        &self,
+        crawl_id: &str,
+        url: &str,
+    ) -> Result<Vec<crate::process::CodeExample>, StoreError>;
+
+    /// Chunks and code examples stored for a crawl.
+    async fn count_content(&self, crawl_id: &str) -> Result<(u64, u64), StoreError>;
+
+    /// Rows in the chunk and code-example tables for a URL, over all crawls.
+    async fn content_rows(&self, url: &str) -> Result<(u64, u64, u64), StoreError>;
 
     /// Marks crawls a dead process left `queued`/`running` as failed
     /// ("interrupted"), and `stopping` ones as cancelled. Returns how many.

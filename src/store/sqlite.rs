@@ -10,7 +10,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{CrawlFilter, NewCrawl, PageRecord, PageSummary, Store, StoreError, StoredPage};
+use super::{CrawlFilter, NewCrawl, PageRecord, PageStatus, PageSummary, Store, StoreError, StoredPage};
 use crate::progress::{CrawlState, CrawlStatus, Stage, format_time};
 
 pub struct SqliteStore {
@@ -109,6 +109,68 @@ where
     Ok(())
 }
 
+/// Rows per multi-row INSERT of chunks (10 binds a row).
+const CONTENT_ROWS_PER_INSERT: usize = 500;
+
+async fn insert_content(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    crawl_id: &str,
+    pages: &[&PageRecord],
+    ids: &std::collections::HashMap<String, i64>,
+) -> Result<(), StoreError> {
+    struct ChunkRow<'a> {
+        page_id: i64,
+        page: &'a PageRecord,
+        chunk: &'a crate::process::Chunk,
+    }
+    struct CodeRow<'a> {
+        page_id: i64,
+        page: &'a PageRecord,
+        code: &'a crate::process::CodeExample,
+    }
+    let mut chunks = Vec::new();
+    let mut codes = Vec::new();
+    for p in pages {
+        let Some(&page_id) = ids.get(&p.url) else { continue };
+        chunks.extend(p.chunks.iter().map(|chunk| ChunkRow { page_id, page: p, chunk }));
+        codes.extend(p.code_examples.iter().map(|code| CodeRow { page_id, page: p, code }));
+    }
+    for rows in chunks.chunks(CONTENT_ROWS_PER_INSERT) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO chunks (page_id, crawl_id, url, source, title, chunk_index, heading_path, content, char_count) ",
+        );
+        qb.push_values(rows, |mut b, r| {
+            b.push_bind(r.page_id)
+                .push_bind(crawl_id)
+                .push_bind(&r.page.url)
+                .push_bind(r.page.source.as_deref().unwrap_or_default())
+                .push_bind(&r.page.title)
+                .push_bind(i64::from(r.chunk.index))
+                .push_bind(&r.chunk.heading_path)
+                .push_bind(&r.chunk.content)
+                .push_bind(i64::from(r.chunk.char_count));
+        });
+        qb.build().execute(&mut **tx).await?;
+    }
+    for rows in codes.chunks(CONTENT_ROWS_PER_INSERT) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO code_examples (page_id, crawl_id, url, source, language, code, context_before, context_after) ",
+        );
+        qb.push_values(rows, |mut b, r| {
+            b.push_bind(r.page_id)
+                .push_bind(crawl_id)
+                .push_bind(&r.page.url)
+                .push_bind(r.page.source.as_deref().unwrap_or_default())
+                .push_bind(&r.code.language)
+                .push_bind(&r.code.code)
+                .push_bind(&r.code.context_before)
+                .push_bind(&r.code.context_after);
+        });
+        qb.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -144,9 +206,24 @@ impl Store for SqliteStore {
 
     async fn save_pages(&self, s: &CrawlStatus, pages: &[PageRecord]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        // A crawled URL replaces what earlier crawls stored for it (pages,
+        // and by cascade their chunks and code examples): no duplicates in
+        // search. A failed fetch leaves an earlier good copy alone.
+        let replaced: Vec<&PageRecord> = pages.iter().filter(|p| p.status == PageStatus::Crawled).collect();
+        for chunk in replaced.chunks(PAGE_ROWS_PER_INSERT) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("DELETE FROM pages WHERE crawl_id <> ");
+            qb.push_bind(&s.progress_id).push(" AND url IN (");
+            let mut sep = qb.separated(", ");
+            for p in chunk {
+                sep.push_bind(&p.url);
+            }
+            qb.push(")");
+            qb.build().execute(&mut *tx).await?;
+        }
         for chunk in pages.chunks(PAGE_ROWS_PER_INSERT) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO pages (crawl_id, url, final_url, status, http_status, depth, title, content_type, format, content, bytes, error, fetched_at) ",
+                "INSERT INTO pages (crawl_id, url, final_url, status, http_status, depth, title, content_type, format,
+                   content, bytes, error, fetched_at, description, source, chunk_count, code_count) ",
             );
             qb.push_values(chunk, |mut b, p| {
                 b.push_bind(&s.progress_id)
@@ -161,15 +238,39 @@ impl Store for SqliteStore {
                     .push_bind(&p.content)
                     .push_bind(p.bytes.map(|b| b as i64))
                     .push_bind(&p.error)
-                    .push_bind(ts(&p.fetched_at));
+                    .push_bind(ts(&p.fetched_at))
+                    .push_bind(&p.description)
+                    .push_bind(&p.source)
+                    .push_bind(p.chunks.len() as i64)
+                    .push_bind(p.code_examples.len() as i64);
             });
             qb.push(
                 " ON CONFLICT (crawl_id, url) DO UPDATE SET final_url = excluded.final_url, status = excluded.status,
                   http_status = excluded.http_status, depth = excluded.depth, title = excluded.title,
                   content_type = excluded.content_type, format = excluded.format, content = excluded.content,
-                  bytes = excluded.bytes, error = excluded.error, fetched_at = excluded.fetched_at",
+                  bytes = excluded.bytes, error = excluded.error, fetched_at = excluded.fetched_at,
+                  description = excluded.description, source = excluded.source,
+                  chunk_count = excluded.chunk_count, code_count = excluded.code_count",
             );
             qb.build().execute(&mut *tx).await?;
+        }
+        let with_content: Vec<&PageRecord> =
+            pages.iter().filter(|p| !p.chunks.is_empty() || !p.code_examples.is_empty()).collect();
+        if !with_content.is_empty() {
+            let mut ids = std::collections::HashMap::new();
+            for chunk in with_content.chunks(PAGE_ROWS_PER_INSERT) {
+                let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT id, url FROM pages WHERE crawl_id = ");
+                qb.push_bind(&s.progress_id).push(" AND url IN (");
+                let mut sep = qb.separated(", ");
+                for p in chunk {
+                    sep.push_bind(&p.url);
+                }
+                qb.push(")");
+                for row in qb.build().fetch_all(&mut *tx).await? {
+                    ids.insert(row.try_get::<String, _>("url")?, row.try_get::<i64, _>("id")?);
+                }
+            }
+            insert_content(&mut tx, &s.progress_id, &with_content, &ids).await?;
         }
         update_status(&mut *tx, s).await?;
         tx.commit().await?;
@@ -204,7 +305,7 @@ impl Store for SqliteStore {
 
     async fn list_pages(&self, crawl_id: &str, after: Option<i64>, limit: u32) -> Result<Vec<PageSummary>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, url, final_url, title, status, http_status, depth, error FROM pages
+            "SELECT id, url, final_url, title, status, http_status, depth, error, chunk_count, code_count FROM pages
              WHERE crawl_id = ? AND id > ? ORDER BY id LIMIT ?",
         )
         .bind(crawl_id)
@@ -222,8 +323,8 @@ impl Store for SqliteStore {
                     status: r.try_get("status")?,
                     http_status: r.try_get::<Option<i64>, _>("http_status")?.map(|s| s as u16),
                     depth: r.try_get::<i64, _>("depth")? as u32,
-                    chunks: 0,
-                    code_examples: 0,
+                    chunks: r.try_get::<i64, _>("chunk_count")?.max(0) as u64,
+                    code_examples: r.try_get::<i64, _>("code_count")?.max(0) as u64,
                     error: r.try_get("error")?,
                 })
             })
@@ -232,7 +333,8 @@ impl Store for SqliteStore {
 
     async fn get_page(&self, crawl_id: &str, url: &str) -> Result<Option<StoredPage>, StoreError> {
         let row = sqlx::query(
-            "SELECT url, final_url, status, title, content, format, error, depth FROM pages WHERE crawl_id = ? AND url = ?",
+            "SELECT url, final_url, status, title, description, content, format, error, depth FROM pages
+             WHERE crawl_id = ? AND url = ?",
         )
         .bind(crawl_id)
         .bind(url)
@@ -241,6 +343,7 @@ impl Store for SqliteStore {
         row.map(|r| {
             Ok(StoredPage {
                 url: r.try_get("url")?,
+                description: r.try_get("description")?,
                 final_url: r.try_get("final_url")?,
                 status: r.try_get("status")?,
                 title: r.try_get("title")?,
@@ -259,6 +362,73 @@ impl Store for SqliteStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(n as u64)
+    }
+
+    async fn page_chunks(&self, crawl_id: &str, url: &str) -> Result<Vec<crate::process::Chunk>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT chunk_index, heading_path, content, char_count FROM chunks WHERE crawl_id = ? AND url = ?
+             ORDER BY chunk_index",
+        )
+        .bind(crawl_id)
+        .bind(url)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(crate::process::Chunk {
+                    index: r.try_get::<i64, _>("chunk_index")? as u32,
+                    heading_path: r.try_get("heading_path")?,
+                    content: r.try_get("content")?,
+                    char_count: r.try_get::<i64, _>("char_count")? as u32,
+                })
+            })
+            .collect()
+    }
+
+    async fn page_code_examples(
+        &self,
+        crawl_id: &str,
+        url: &str,
+    ) -> Result<Vec<crate::process::CodeExample>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT language, code, context_before, context_after FROM code_examples WHERE crawl_id = ? AND url = ?
+             ORDER BY id",
+        )
+        .bind(crawl_id)
+        .bind(url)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(crate::process::CodeExample {
+                    language: r.try_get("language")?,
+                    code: r.try_get("code")?,
+                    context_before: r.try_get("context_before")?,
+                    context_after: r.try_get("context_after")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn count_content(&self, crawl_id: &str) -> Result<(u64, u64), StoreError> {
+        let (c, e): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM chunks WHERE crawl_id = ?1), (SELECT COUNT(*) FROM code_examples WHERE crawl_id = ?1)",
+        )
+        .bind(crawl_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((c as u64, e as u64))
+    }
+
+    async fn content_rows(&self, url: &str) -> Result<(u64, u64, u64), StoreError> {
+        let (p, c, e): (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM pages WHERE url = ?1), (SELECT COUNT(*) FROM chunks WHERE url = ?1),
+                    (SELECT COUNT(*) FROM code_examples WHERE url = ?1)",
+        )
+        .bind(url)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((p as u64, c as u64, e as u64))
     }
 
     async fn mark_interrupted(&self) -> Result<u64, StoreError> {

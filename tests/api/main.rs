@@ -6,6 +6,7 @@ mod crawl_types;
 mod helpers;
 mod lifecycle;
 mod misbehaving;
+mod pipeline;
 mod realtime;
 mod scope;
 mod validation;
