@@ -37,7 +37,7 @@ use crate::store::{DynStore, PageRecord, PageStatus};
 /// Page outcomes buffered between page tasks and the writer.
 const PAGE_CHANNEL: usize = 512;
 /// Pages per store transaction.
-const WRITE_BATCH: usize = 256;
+const WRITE_BATCH: usize = 64;
 /// How often the writer flushes and persists the status while a crawl runs.
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
 /// Sitemap documents read per crawl, at most (indexes of indexes).
@@ -540,19 +540,29 @@ async fn crawl_page(ctx: &Ctx, url: Url, depth: u32, seed: bool, scope: &Scope) 
     let content_type = fetched.content_type;
     let page_url = fetched.final_url.clone();
     let options = ctx.crawl.spec.process;
+    let token = ctx.crawl.token.clone();
     let processed = engine
         .pool
         .run(&ctx.crawl.tracker, move || {
+            // Queued work of a stopped crawl ends at once; its result would be dropped.
+            if token.is_cancelled() {
+                return None;
+            }
             let text = decode(&body, content_type.as_deref());
-            match kind {
+            Some(match kind {
                 Kind::Html => (process::process_html(&text, &page_url, &options), "markdown"),
                 Kind::Markdown => (process::process_text(&text, &options), "markdown"),
                 Kind::Text => (process::process_text(&text, &options), "text"),
-            }
+            })
         })
         .await;
     match processed {
-        Ok((p, format)) => {
+        Ok(None) => {
+            r.status = PageStatus::Failed;
+            r.error = Some("cancelled: the crawl was stopped".into());
+            (r, PageResult::default())
+        }
+        Ok(Some((p, format))) => {
             r.title = p.title;
             r.description = p.description;
             r.content = Some(p.markdown);
@@ -570,18 +580,25 @@ async fn crawl_page(ctx: &Ctx, url: Url, depth: u32, seed: bool, scope: &Scope) 
 }
 
 /// Stores page outcomes in batches, each batch in one transaction with the
-/// status that counts it; persists the status at least every `FLUSH_EVERY`.
-/// It ends when every page task has dropped its sender; on a stop it flushes
-/// at once, so pages fetched before the stop are kept.
+/// status that counts them; persists the status at least every `FLUSH_EVERY`.
+/// It ends when every page task has dropped its sender. On a stop, pages not
+/// yet stored are abandoned with the rest of the crawl's unfinished work:
+/// what was stored stays, and nothing is stored after the stop.
 async fn writer(engine: Arc<Engine>, crawl: Arc<Crawl>, mut rx: mpsc::Receiver<PageRecord>) {
     let mut batch: Vec<PageRecord> = Vec::with_capacity(WRITE_BATCH);
     let mut counts = PageCounts::default();
     let mut last_saved: Option<CrawlStatus> = None;
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut stopping = false;
     loop {
         tokio::select! {
+            biased;
+            _ = crawl.token.cancelled() => {
+                if !batch.is_empty() {
+                    tracing::debug!(abandoned = batch.len(), "stop: pages not yet stored are abandoned");
+                }
+                return;
+            }
             msg = rx.recv() => match msg {
                 Some(r) => {
                     batch.push(r);
@@ -591,10 +608,6 @@ async fn writer(engine: Arc<Engine>, crawl: Arc<Crawl>, mut rx: mpsc::Receiver<P
                 }
                 None => break,
             },
-            _ = crawl.token.cancelled(), if !stopping => {
-                stopping = true;
-                flush(&engine, &crawl, &mut batch, &mut counts, &mut last_saved).await;
-            }
             _ = tick.tick() => flush(&engine, &crawl, &mut batch, &mut counts, &mut last_saved).await,
         }
     }
