@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Cli, Command, Config, CrawlArgs, CrawlTypeArg, ServeArgs};
+use crate::config::{Cli, Command, Config, CrawlArgs, CrawlTypeArg, EmbedCmdArgs, SearchArgs, ServeArgs};
 use crate::crawl::{CrawlRequest, CrawlType, Registry};
 use crate::progress::CrawlState;
 use crate::{App, store};
@@ -23,6 +23,8 @@ pub async fn run(cli: Cli) -> ExitCode {
                 ExitCode::SUCCESS
             })
             .map_err(|e| e.to_string()),
+        Command::Search(args) => search(args).await,
+        Command::Embed(args) => embed(args).await,
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e}");
@@ -166,4 +168,68 @@ async fn crawl(args: CrawlArgs) -> Result<ExitCode, String> {
         CrawlState::Cancelled => ExitCode::from(130),
         _ => ExitCode::FAILURE,
     })
+}
+
+async fn search(args: SearchArgs) -> Result<ExitCode, String> {
+    init_tracing("warn");
+    let mode = match args.mode.as_str() {
+        "hybrid" => crate::search::Mode::Hybrid,
+        "vector" => crate::search::Mode::Vector,
+        "text" => crate::search::Mode::Text,
+        other => return Err(format!("mode '{other}' is not hybrid, vector or text")),
+    };
+    let embedder =
+        crate::embed::build(&args.embedding.into_config().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let store = store::connect(&args.database.database_url).await.map_err(|e| e.to_string())?;
+    let filter = crate::store::SearchFilter { crawl_id: args.crawl, source: args.source, tenant: None };
+    let hits = crate::search::search(&*store, &*embedder, &args.query, mode, &filter, args.limit.clamp(1, 100))
+        .await
+        .map_err(|e| e.to_string())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "results": hits })).unwrap_or_default());
+    } else if hits.is_empty() {
+        println!("no results");
+    } else {
+        for (i, h) in hits.iter().enumerate() {
+            let preview: String =
+                h.content.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(160).collect();
+            println!(
+                "{}. {} ({:.4})\n   {}\n   {preview}",
+                i + 1,
+                h.title.as_deref().unwrap_or("(untitled)"),
+                h.score,
+                h.url
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Rows embedded per round of `embed --missing`.
+const EMBED_ROUND: u32 = 512;
+
+async fn embed(args: EmbedCmdArgs) -> Result<ExitCode, String> {
+    init_tracing("warn");
+    if !args.missing {
+        return Err("nothing to do: pass --missing to embed what was stored without a vector".into());
+    }
+    crate::install_crypto_provider();
+    let embedder =
+        crate::embed::build(&args.embedding.into_config().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let store = store::connect(&args.database.database_url).await.map_err(|e| e.to_string())?;
+    let mut done = 0usize;
+    loop {
+        let rows = store.unembedded(EMBED_ROUND).await.map_err(|e| e.to_string())?;
+        if rows.is_empty() {
+            break;
+        }
+        let texts: Vec<String> = rows.iter().map(|r| r.text.clone()).collect();
+        let vectors = embedder.embed(&texts).await.map_err(|e| format!("{e} ({done} embedded before it)"))?;
+        let n = rows.len();
+        let pairs: Vec<_> = rows.into_iter().zip(vectors).collect();
+        store.set_vectors(&pairs, embedder.model()).await.map_err(|e| e.to_string())?;
+        done += n;
+    }
+    println!("embedded {done} chunks and code examples with {}", embedder.model());
+    Ok(ExitCode::SUCCESS)
 }

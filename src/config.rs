@@ -47,6 +47,7 @@ pub struct CrawlerConfig {
     pub max_concurrency: usize,
     pub max_pages_limit: u32,
     pub max_depth_limit: u32,
+    pub embedding: crate::embed::EmbedConfig,
 }
 
 impl Default for CrawlerConfig {
@@ -66,6 +67,7 @@ impl Default for CrawlerConfig {
             max_concurrency: 256,
             max_pages_limit: 1_000_000,
             max_depth_limit: 100,
+            embedding: crate::embed::EmbedConfig::default(),
         }
     }
 }
@@ -96,6 +98,43 @@ pub enum Command {
     Crawl(CrawlArgs),
     /// Apply the store's migrations and exit.
     Migrate(DatabaseArgs),
+    /// Search what was crawled.
+    Search(SearchArgs),
+    /// Fill in vectors: `--missing` embeds chunks and code examples stored without one.
+    Embed(EmbedCmdArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    pub query: String,
+    /// hybrid (default), vector or text.
+    #[arg(long, default_value = "hybrid")]
+    pub mode: String,
+    #[arg(long, default_value_t = 5)]
+    pub limit: u32,
+    /// Only this crawl's chunks.
+    #[arg(long)]
+    pub crawl: Option<String>,
+    /// Only chunks of this source (host).
+    #[arg(long)]
+    pub source: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub embedding: EmbedArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EmbedCmdArgs {
+    /// Embed what was stored without a vector.
+    #[arg(long)]
+    pub missing: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub embedding: EmbedArgs,
 }
 
 #[derive(Debug, Args)]
@@ -189,6 +228,55 @@ pub struct CrawlerArgs {
     /// The User-Agent sent, also matched against robots.txt groups.
     #[arg(long, env = "TRAWL_USER_AGENT")]
     pub user_agent: Option<String>,
+    #[command(flatten)]
+    pub embedding: EmbedArgs,
+}
+
+/// Which embedder chunks and code examples get vectors from.
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// `local` (offline, deterministic, lexical) or `openai` (any OpenAI-compatible endpoint).
+    #[arg(long, env = "TRAWL_EMBEDDER", default_value = "local")]
+    pub embedder: String,
+    #[arg(long, env = "TRAWL_EMBEDDING_BASE_URL", default_value = "https://api.openai.com/v1")]
+    pub embedding_base_url: String,
+    #[arg(long, env = "TRAWL_EMBEDDING_MODEL", default_value = "text-embedding-3-small")]
+    pub embedding_model: String,
+    /// Vector size (local default 384; OpenAI models choose when unset).
+    #[arg(long, env = "TRAWL_EMBEDDING_DIMENSIONS")]
+    pub embedding_dimensions: Option<usize>,
+    #[arg(long, env = "TRAWL_EMBEDDING_API_KEY", hide_env_values = true)]
+    pub embedding_api_key: Option<String>,
+    /// Inputs per embedding request (at most 2048).
+    #[arg(long, env = "TRAWL_EMBEDDING_BATCH_SIZE", default_value_t = 256)]
+    pub embedding_batch_size: usize,
+    /// Embedding requests in flight at once.
+    #[arg(long, env = "TRAWL_EMBEDDING_CONCURRENCY", default_value_t = 4)]
+    pub embedding_concurrency: usize,
+    /// Retries of a 429 or 5xx answer, with backoff honouring Retry-After.
+    #[arg(long, env = "TRAWL_EMBEDDING_RETRIES", default_value_t = 5)]
+    pub embedding_retries: usize,
+}
+
+impl EmbedArgs {
+    pub fn into_config(self) -> Result<crate::embed::EmbedConfig, ConfigError> {
+        if !matches!(self.embedder.as_str(), "local" | "openai") {
+            return Err(ConfigError(format!("embedder '{}' is not local or openai", self.embedder)));
+        }
+        if !(1..=crate::embed::openai::MAX_BATCH).contains(&self.embedding_batch_size) {
+            return Err(ConfigError("embedding batch size must be between 1 and 2048".into()));
+        }
+        Ok(crate::embed::EmbedConfig {
+            kind: self.embedder,
+            base_url: self.embedding_base_url,
+            model: self.embedding_model,
+            dimensions: self.embedding_dimensions,
+            api_key: self.embedding_api_key.or_else(|| std::env::var("OPENAI_API_KEY").ok()),
+            batch_size: self.embedding_batch_size,
+            concurrency: self.embedding_concurrency.max(1),
+            retries: self.embedding_retries,
+        })
+    }
 }
 
 /// A configuration value that cannot work.
@@ -206,6 +294,7 @@ impl CrawlerArgs {
             politeness_delay: Duration::from_millis(self.politeness_delay_ms),
             max_crawls: self.max_crawls,
             default_concurrency: self.default_concurrency,
+            embedding: self.embedding.into_config()?,
             ..CrawlerConfig::default()
         };
         if let Some(ua) = self.user_agent {

@@ -24,10 +24,12 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod crawl;
+pub mod embed;
 pub mod error;
 pub mod process;
 pub mod progress;
 pub mod realtime;
+pub mod search;
 pub mod store;
 
 use std::sync::Arc;

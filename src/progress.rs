@@ -105,6 +105,9 @@ pub struct CrawlStatus {
     pub pages_queued: u64,
     pub chunks_stored: u64,
     pub code_examples: u64,
+    /// Chunks stored without a vector because the embedder failed for good;
+    /// `trawl embed --missing` fills them in.
+    pub chunks_unembedded: u64,
     pub current_url: Option<String>,
     pub message: Option<String>,
     pub error: Option<String>,
@@ -130,6 +133,7 @@ impl CrawlStatus {
             pages_queued: 0,
             chunks_stored: 0,
             code_examples: 0,
+            chunks_unembedded: 0,
             current_url: None,
             message: Some("queued".into()),
             error: None,
@@ -152,6 +156,7 @@ impl CrawlStatus {
         self.pages_skipped = counts.skipped;
         self.chunks_stored = counts.chunks;
         self.code_examples = counts.code_examples;
+        self.chunks_unembedded = counts.unembedded;
         let done = counts.done();
         self.pages_queued = admitted.saturating_sub(done);
         if admitted > 0 {
@@ -170,6 +175,8 @@ pub struct PageCounts {
     /// Chunks and code examples stored with those pages.
     pub chunks: u64,
     pub code_examples: u64,
+    /// Chunks stored without a vector.
+    pub unembedded: u64,
 }
 
 impl PageCounts {

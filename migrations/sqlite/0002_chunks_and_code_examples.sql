@@ -1,5 +1,6 @@
 -- The content pipeline: each crawled page's chunks and code examples, with
 -- FTS5 indexes for text search and room for an embedding per row.
+ALTER TABLE crawls ADD COLUMN chunks_unembedded INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE pages ADD COLUMN description TEXT;
 ALTER TABLE pages ADD COLUMN source TEXT;
 ALTER TABLE pages ADD COLUMN chunk_count INTEGER NOT NULL DEFAULT 0;

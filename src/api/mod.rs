@@ -4,6 +4,7 @@
 pub mod crawls;
 pub mod events;
 pub mod health;
+pub mod search;
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let authed = crawls::router()
         .merge(events::router())
+        .merge(search::router())
         .route_layer(axum::middleware::from_fn_with_state(state.keys.clone(), crate::auth::require_key));
     Router::new()
         .merge(authed)

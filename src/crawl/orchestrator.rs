@@ -49,6 +49,7 @@ pub(crate) struct Engine {
     pub fetcher: HttpFetcher,
     pub pool: Pool,
     pub store: DynStore,
+    pub embedder: crate::embed::DynEmbedder,
     /// The service's root token: fired at shutdown.
     pub root: CancellationToken,
 }
@@ -541,6 +542,7 @@ async fn crawl_page(ctx: &Ctx, url: Url, depth: u32, seed: bool, scope: &Scope) 
     let page_url = fetched.final_url.clone();
     let options = ctx.crawl.spec.process;
     let token = ctx.crawl.token.clone();
+    let embedder = engine.embedder.clone();
     let processed = engine
         .pool
         .run(&ctx.crawl.tracker, move || {
@@ -549,11 +551,20 @@ async fn crawl_page(ctx: &Ctx, url: Url, depth: u32, seed: bool, scope: &Scope) 
                 return None;
             }
             let text = decode(&body, content_type.as_deref());
-            Some(match kind {
+            let (mut p, format) = match kind {
                 Kind::Html => (process::process_html(&text, &page_url, &options), "markdown"),
                 Kind::Markdown => (process::process_text(&text, &options), "markdown"),
                 Kind::Text => (process::process_text(&text, &options), "text"),
-            })
+            };
+            // A CPU embedder works here, on the pool; remote ones in the writer.
+            let (chunk_inputs, code_inputs) = p.embedding_inputs();
+            let refs: Vec<&str> = chunk_inputs.iter().chain(&code_inputs).map(String::as_str).collect();
+            if let Some(mut vectors) = embedder.embed_sync(&refs) {
+                let code_vectors = vectors.split_off(chunk_inputs.len());
+                p.chunks.iter_mut().zip(vectors).for_each(|(c, v)| c.embedding = Some(v));
+                p.code_examples.iter_mut().zip(code_vectors).for_each(|(c, v)| c.embedding = Some(v));
+            }
+            Some((p, format))
         })
         .await;
     match processed {
@@ -614,6 +625,42 @@ async fn writer(engine: Arc<Engine>, crawl: Arc<Crawl>, mut rx: mpsc::Receiver<P
     flush(&engine, &crawl, &mut batch, &mut counts, &mut last_saved).await;
 }
 
+/// Embeds the chunks and code examples of a batch that have no vector yet
+/// (remote embedders). A batch the embedder refuses for good is stored
+/// without vectors, to be filled in by `trawl embed --missing`. Returns
+/// false when the crawl was stopped meanwhile.
+async fn embed_missing(engine: &Engine, crawl: &Crawl, batch: &mut [PageRecord]) -> bool {
+    let mut inputs = Vec::new();
+    for r in batch.iter() {
+        let (c, e) = process::embedding_inputs(r.title.as_deref(), &r.chunks, &r.code_examples);
+        let missing_c = r.chunks.iter().map(|c| c.embedding.is_none());
+        let missing_e = r.code_examples.iter().map(|e| e.embedding.is_none());
+        inputs.extend(c.into_iter().chain(e).zip(missing_c.chain(missing_e)).filter(|(_, m)| *m).map(|(t, _)| t));
+    }
+    if inputs.is_empty() {
+        return true;
+    }
+    let embedded = tokio::select! {
+        _ = crawl.token.cancelled() => return false,
+        r = engine.embedder.embed(&inputs) => r,
+    };
+    match embedded {
+        Ok(vectors) => {
+            let mut vectors = vectors.into_iter();
+            for r in batch.iter_mut() {
+                for c in r.chunks.iter_mut().filter(|c| c.embedding.is_none()) {
+                    c.embedding = vectors.next();
+                }
+                for e in r.code_examples.iter_mut().filter(|e| e.embedding.is_none()) {
+                    e.embedding = vectors.next();
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, inputs = inputs.len(), "embedding failed; storing without vectors"),
+    }
+    true
+}
+
 async fn flush(
     engine: &Engine,
     crawl: &Crawl,
@@ -621,6 +668,9 @@ async fn flush(
     counts: &mut PageCounts,
     last_saved: &mut Option<CrawlStatus>,
 ) {
+    if !embed_missing(engine, crawl, batch).await {
+        return; // stopped while embedding: the batch is abandoned
+    }
     let admitted = crawl.admitted.load(Ordering::Relaxed);
     let mut next = *counts;
     for r in batch.iter() {
@@ -631,6 +681,7 @@ async fn flush(
         }
         next.chunks += r.chunks.len() as u64;
         next.code_examples += r.code_examples.len() as u64;
+        next.unembedded += r.chunks.iter().filter(|c| c.embedding.is_none()).count() as u64;
     }
     let mut snapshot = crawl.progress.snapshot();
     snapshot.apply_counts(admitted, next);
@@ -640,7 +691,7 @@ async fn flush(
     let result = if batch.is_empty() {
         with_retry(|| engine.store.save_status(&snapshot)).await
     } else {
-        with_retry(|| engine.store.save_pages(&snapshot, batch)).await
+        with_retry(|| engine.store.save_pages(&snapshot, batch, engine.embedder.model())).await
     };
     match result {
         Ok(()) => {

@@ -42,6 +42,8 @@ pub enum RegistryError {
     Client(#[from] ClientBuildError),
     #[error(transparent)]
     Pool(#[from] PoolError),
+    #[error(transparent)]
+    Embed(#[from] crate::embed::EmbedError),
 }
 
 pub struct Registry {
@@ -71,9 +73,10 @@ impl Registry {
     ) -> Result<Arc<Self>, RegistryError> {
         let fetcher = HttpFetcher::new(&config)?;
         let pool = Pool::new(None)?;
+        let embedder = crate::embed::build(&config.embedding)?;
         let slots = Arc::new(Semaphore::new(config.max_crawls));
         Ok(Arc::new(Self {
-            engine: Arc::new(Engine { config, fetcher, pool, store, root }),
+            engine: Arc::new(Engine { config, fetcher, pool, store, embedder, root }),
             tracker: TaskTracker::new(),
             slots,
             live: Mutex::new(HashMap::new()),
@@ -89,6 +92,10 @@ impl Registry {
     /// Fired when the service shuts down; long-lived streams end with it.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.engine.root.clone()
+    }
+
+    pub fn embedder(&self) -> &crate::embed::DynEmbedder {
+        &self.engine.embedder
     }
 
     pub fn config(&self) -> &CrawlerConfig {

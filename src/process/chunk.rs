@@ -26,6 +26,8 @@ pub struct Chunk {
     /// Headings above the chunk, outermost first: `Guide > Install`.
     pub heading_path: String,
     pub char_count: u32,
+    /// Filled by the embedder; `None` until then (or when it failed).
+    pub embedding: Option<Vec<f32>>,
 }
 
 /// The error text-splitter gives for an overlap not smaller than the size.
@@ -81,6 +83,7 @@ pub fn chunk_markdown(md: &str, opts: ChunkOptions) -> Vec<Chunk> {
             content: text.to_string(),
             heading_path: stack.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>().join(" > "),
             char_count: text.chars().count() as u32,
+            embedding: None,
         });
     }
     out

@@ -18,6 +18,8 @@ pub struct CodeExample {
     pub code: String,
     pub context_before: String,
     pub context_after: String,
+    /// Filled by the embedder; `None` until then (or when it failed).
+    pub embedding: Option<Vec<f32>>,
 }
 
 /// Longest context kept on each side.
@@ -221,7 +223,7 @@ pub fn examples(blocks: Vec<RawBlock>, markdown: &str, default_min: usize) -> Ve
             .map(|(_, _, s, e)| context(markdown, *s, *e))
             .unwrap_or_default();
         seen.push(norm);
-        out.push(CodeExample { language, code, context_before, context_after });
+        out.push(CodeExample { language, code, context_before, context_after, embedding: None });
     }
     out
 }

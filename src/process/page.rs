@@ -183,6 +183,29 @@ pub fn process_html(html: &str, page_url: &Url, opts: &ProcessOptions) -> Proces
     Processed { title, description: scan.description.filter(|d| !d.is_empty()), markdown, links, chunks, code_examples }
 }
 
+impl Processed {
+    /// What is embedded for each chunk and code example, in order: chunks
+    /// with their page title and headings, code with its language and the
+    /// prose just before it.
+    pub fn embedding_inputs(&self) -> (Vec<String>, Vec<String>) {
+        embedding_inputs(self.title.as_deref(), &self.chunks, &self.code_examples)
+    }
+}
+
+pub fn embedding_inputs(title: Option<&str>, chunks: &[Chunk], code: &[CodeExample]) -> (Vec<String>, Vec<String>) {
+    let title = title.unwrap_or_default();
+    let c = chunks.iter().map(|c| format!("{title}\n{}\n{}", c.heading_path, c.content)).collect();
+    let e = code
+        .iter()
+        .map(|e| {
+            let before: String =
+                e.context_before.chars().rev().take(300).collect::<Vec<_>>().into_iter().rev().collect();
+            format!("{}\n{before}\n{}", e.language, e.code)
+        })
+        .collect();
+    (c, e)
+}
+
 /// A text or markdown page: kept as is, chunked, its fences read as code.
 pub fn process_text(text: &str, opts: &ProcessOptions) -> Processed {
     let chunks = chunk_markdown(text, opts.chunks);

@@ -117,6 +117,58 @@ pub struct CrawlFilter {
 
 pub type DynStore = Arc<dyn Store>;
 
+/// What a search may look at.
+#[derive(Debug, Clone, Default)]
+pub struct SearchFilter {
+    pub crawl_id: Option<String>,
+    /// A page's host.
+    pub source: Option<String>,
+    /// Set when tenants are configured: only that tenant's crawls.
+    pub tenant: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChunkHit {
+    pub chunk_id: i64,
+    pub url: String,
+    pub title: Option<String>,
+    pub content: String,
+    pub score: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CodeHit {
+    pub id: i64,
+    pub url: String,
+    pub language: String,
+    pub code: String,
+    pub context_before: String,
+    pub context_after: String,
+    pub score: f64,
+}
+
+/// A stored row without a vector, with the text to embed.
+#[derive(Debug, Clone)]
+pub struct Unembedded {
+    pub code: bool,
+    pub id: i64,
+    pub text: String,
+}
+
+/// An FTS5 query that matches any of the words: user input never reaches
+/// FTS5's syntax.
+pub fn fts_query(q: &str) -> Option<String> {
+    let words: Vec<String> = q
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .take(32)
+        .map(|w| format!("\"{}\"", w.to_lowercase()))
+        .collect();
+    (!words.is_empty()).then(|| words.join(" OR "))
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Answers when the database does (for `/readyz`).
@@ -130,7 +182,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Inserts a batch of pages and the status that counts them, in one
     /// transaction, so the counters never disagree with the rows.
-    async fn save_pages(&self, status: &CrawlStatus, pages: &[PageRecord]) -> Result<(), StoreError>;
+    /// Vectors are recorded with `model`.
+    async fn save_pages(&self, status: &CrawlStatus, pages: &[PageRecord], model: &str) -> Result<(), StoreError>;
 
     async fn get_crawl(&self, id: &str) -> Result<Option<CrawlStatus>, StoreError>;
 
@@ -162,6 +215,36 @@ pub trait Store: Send + Sync + 'static {
 
     /// Rows in the chunk and code-example tables for a URL, over all crawls.
     async fn content_rows(&self, url: &str) -> Result<(u64, u64, u64), StoreError>;
+
+    /// Chunk ids by text relevance (FTS5 bm25), best first, with a score.
+    async fn search_text(&self, query: &str, filter: &SearchFilter, limit: u32) -> Result<Vec<(i64, f64)>, StoreError>;
+
+    /// Chunk ids by cosine similarity to `vector` among vectors of `model`.
+    async fn search_vector(
+        &self,
+        vector: &[f32],
+        model: &str,
+        filter: &SearchFilter,
+        limit: u32,
+    ) -> Result<Vec<(i64, f64)>, StoreError>;
+
+    /// The chunks of these ids (any order; score 0).
+    async fn chunk_hits(&self, ids: &[i64]) -> Result<Vec<ChunkHit>, StoreError>;
+
+    /// Code examples by text relevance (or newest first without a query).
+    async fn search_code(
+        &self,
+        query: Option<&str>,
+        language: Option<&str>,
+        filter: &SearchFilter,
+        limit: u32,
+    ) -> Result<Vec<CodeHit>, StoreError>;
+
+    /// Up to `limit` chunks and code examples stored without a vector.
+    async fn unembedded(&self, limit: u32) -> Result<Vec<Unembedded>, StoreError>;
+
+    /// Stores vectors for rows listed by [`Store::unembedded`].
+    async fn set_vectors(&self, rows: &[(Unembedded, Vec<f32>)], model: &str) -> Result<(), StoreError>;
 
     /// Marks crawls a dead process left `queued`/`running` as failed
     /// ("interrupted"), and `stopping` ones as cancelled. Returns how many.

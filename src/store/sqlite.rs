@@ -10,7 +10,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::{CrawlFilter, NewCrawl, PageRecord, PageStatus, PageSummary, Store, StoreError, StoredPage};
+use super::{
+    ChunkHit, CodeHit, CrawlFilter, NewCrawl, PageRecord, PageStatus, PageSummary, SearchFilter, Store, StoreError,
+    StoredPage, Unembedded,
+};
 use crate::progress::{CrawlState, CrawlStatus, Stage, format_time};
 
 pub struct SqliteStore {
@@ -68,6 +71,7 @@ fn status_from_row(r: &SqliteRow) -> Result<CrawlStatus, StoreError> {
         pages_queued: n("pages_queued")?,
         chunks_stored: n("chunks_stored")?,
         code_examples: n("code_examples")?,
+        chunks_unembedded: n("chunks_unembedded")?,
         current_url: r.try_get("current_url")?,
         message: r.try_get("message")?,
         error: r.try_get("error")?,
@@ -84,7 +88,7 @@ where
     // A terminal crawl never changes again: the WHERE clause guarantees it.
     sqlx::query(
         "UPDATE crawls SET status = ?, stage = ?, percentage = ?, pages_crawled = ?, pages_failed = ?,
-           pages_skipped = ?, pages_queued = ?, chunks_stored = ?, code_examples = ?, current_url = ?,
+           pages_skipped = ?, pages_queued = ?, chunks_stored = ?, code_examples = ?, chunks_unembedded = ?, current_url = ?,
            message = ?, error = ?, started_at = ?, finished_at = ?, updated_at = ?
          WHERE id = ? AND status NOT IN ('completed', 'failed', 'cancelled')",
     )
@@ -97,6 +101,7 @@ where
     .bind(s.pages_queued as i64)
     .bind(s.chunks_stored as i64)
     .bind(s.code_examples as i64)
+    .bind(s.chunks_unembedded as i64)
     .bind(&s.current_url)
     .bind(&s.message)
     .bind(&s.error)
@@ -109,12 +114,29 @@ where
     Ok(())
 }
 
+/// Adds the crawl, source and tenant conditions of a search; `t` is the
+/// alias (`c` chunks, `e` code examples), `k` the crawls table.
+fn push_filter(qb: &mut QueryBuilder<Sqlite>, f: &SearchFilter, t: &str) {
+    let (crawl_col, source_col) =
+        if t == "e" { (" AND e.crawl_id = ", " AND e.source = ") } else { (" AND c.crawl_id = ", " AND c.source = ") };
+    if let Some(c) = &f.crawl_id {
+        qb.push(crawl_col).push_bind(c.clone());
+    }
+    if let Some(s) = &f.source {
+        qb.push(source_col).push_bind(s.clone());
+    }
+    if let Some(tenant) = &f.tenant {
+        qb.push(" AND k.tenant = ").push_bind(tenant.clone());
+    }
+}
+
 /// Rows per multi-row INSERT of chunks (10 binds a row).
 const CONTENT_ROWS_PER_INSERT: usize = 500;
 
 async fn insert_content(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
     crawl_id: &str,
+    model: &str,
     pages: &[&PageRecord],
     ids: &std::collections::HashMap<String, i64>,
 ) -> Result<(), StoreError> {
@@ -137,7 +159,8 @@ async fn insert_content(
     }
     for rows in chunks.chunks(CONTENT_ROWS_PER_INSERT) {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO chunks (page_id, crawl_id, url, source, title, chunk_index, heading_path, content, char_count) ",
+            "INSERT INTO chunks (page_id, crawl_id, url, source, title, chunk_index, heading_path, content, char_count,
+               embedding, model) ",
         );
         qb.push_values(rows, |mut b, r| {
             b.push_bind(r.page_id)
@@ -148,13 +171,16 @@ async fn insert_content(
                 .push_bind(i64::from(r.chunk.index))
                 .push_bind(&r.chunk.heading_path)
                 .push_bind(&r.chunk.content)
-                .push_bind(i64::from(r.chunk.char_count));
+                .push_bind(i64::from(r.chunk.char_count))
+                .push_bind(r.chunk.embedding.as_deref().map(crate::embed::to_bytes))
+                .push_bind(r.chunk.embedding.as_ref().map(|_| model));
         });
         qb.build().execute(&mut **tx).await?;
     }
     for rows in codes.chunks(CONTENT_ROWS_PER_INSERT) {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO code_examples (page_id, crawl_id, url, source, language, code, context_before, context_after) ",
+            "INSERT INTO code_examples (page_id, crawl_id, url, source, language, code, context_before, context_after,
+               embedding, model) ",
         );
         qb.push_values(rows, |mut b, r| {
             b.push_bind(r.page_id)
@@ -164,7 +190,9 @@ async fn insert_content(
                 .push_bind(&r.code.language)
                 .push_bind(&r.code.code)
                 .push_bind(&r.code.context_before)
-                .push_bind(&r.code.context_after);
+                .push_bind(&r.code.context_after)
+                .push_bind(r.code.embedding.as_deref().map(crate::embed::to_bytes))
+                .push_bind(r.code.embedding.as_ref().map(|_| model));
         });
         qb.build().execute(&mut **tx).await?;
     }
@@ -204,7 +232,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn save_pages(&self, s: &CrawlStatus, pages: &[PageRecord]) -> Result<(), StoreError> {
+    async fn save_pages(&self, s: &CrawlStatus, pages: &[PageRecord], model: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         // A crawled URL replaces what earlier crawls stored for it (pages,
         // and by cascade their chunks and code examples): no duplicates in
@@ -270,7 +298,7 @@ impl Store for SqliteStore {
                     ids.insert(row.try_get::<String, _>("url")?, row.try_get::<i64, _>("id")?);
                 }
             }
-            insert_content(&mut tx, &s.progress_id, &with_content, &ids).await?;
+            insert_content(&mut tx, &s.progress_id, model, &with_content, &ids).await?;
         }
         update_status(&mut *tx, s).await?;
         tx.commit().await?;
@@ -380,6 +408,7 @@ impl Store for SqliteStore {
                     heading_path: r.try_get("heading_path")?,
                     content: r.try_get("content")?,
                     char_count: r.try_get::<i64, _>("char_count")? as u32,
+                    embedding: None,
                 })
             })
             .collect()
@@ -405,6 +434,7 @@ impl Store for SqliteStore {
                     code: r.try_get("code")?,
                     context_before: r.try_get("context_before")?,
                     context_after: r.try_get("context_after")?,
+                    embedding: None,
                 })
             })
             .collect()
@@ -429,6 +459,180 @@ impl Store for SqliteStore {
         .fetch_one(&self.pool)
         .await?;
         Ok((p as u64, c as u64, e as u64))
+    }
+
+    async fn search_text(&self, query: &str, f: &SearchFilter, limit: u32) -> Result<Vec<(i64, f64)>, StoreError> {
+        let Some(q) = super::fts_query(query) else { return Ok(Vec::new()) };
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT c.id AS id, bm25(chunks_fts) AS rank FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid
+             JOIN crawls k ON k.id = c.crawl_id WHERE chunks_fts MATCH ",
+        );
+        qb.push_bind(q);
+        push_filter(&mut qb, f, "c");
+        qb.push(" ORDER BY rank LIMIT ").push_bind(i64::from(limit));
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((r.try_get("id")?, -r.try_get::<f64, _>("rank")?))).collect()
+    }
+
+    async fn search_vector(
+        &self,
+        vector: &[f32],
+        model: &str,
+        f: &SearchFilter,
+        limit: u32,
+    ) -> Result<Vec<(i64, f64)>, StoreError> {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT c.id AS id, c.embedding AS embedding FROM chunks c JOIN crawls k ON k.id = c.crawl_id
+             WHERE c.embedding IS NOT NULL AND c.model = ",
+        );
+        qb.push_bind(model);
+        push_filter(&mut qb, f, "c");
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        let mut scored: Vec<(i64, f64)> = rows
+            .iter()
+            .filter_map(|r| {
+                let id: i64 = r.try_get("id").ok()?;
+                let bytes: Vec<u8> = r.try_get("embedding").ok()?;
+                let v = crate::embed::from_bytes(&bytes);
+                (v.len() == vector.len()).then(|| (id, f64::from(crate::embed::dot(&v, vector))))
+            })
+            .collect();
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+        scored.truncate(limit as usize);
+        Ok(scored)
+    }
+
+    async fn chunk_hits(&self, ids: &[i64]) -> Result<Vec<ChunkHit>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT id, url, title, content FROM chunks WHERE id IN (");
+        let mut sep = qb.separated(", ");
+        for id in ids {
+            sep.push_bind(*id);
+        }
+        qb.push(")");
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ChunkHit {
+                    chunk_id: r.try_get("id")?,
+                    url: r.try_get("url")?,
+                    title: r.try_get("title")?,
+                    content: r.try_get("content")?,
+                    score: 0.0,
+                })
+            })
+            .collect()
+    }
+
+    async fn search_code(
+        &self,
+        query: Option<&str>,
+        language: Option<&str>,
+        f: &SearchFilter,
+        limit: u32,
+    ) -> Result<Vec<CodeHit>, StoreError> {
+        let fts = query.and_then(super::fts_query);
+        let mut qb: QueryBuilder<Sqlite> = match &fts {
+            Some(q) => {
+                let mut qb = QueryBuilder::new(
+                    "SELECT e.id, e.url, e.language, e.code, e.context_before, e.context_after, -bm25(code_fts) AS score
+                     FROM code_fts JOIN code_examples e ON e.id = code_fts.rowid JOIN crawls k ON k.id = e.crawl_id
+                     WHERE code_fts MATCH ",
+                );
+                qb.push_bind(q.clone());
+                qb
+            }
+            None => QueryBuilder::new(
+                "SELECT e.id, e.url, e.language, e.code, e.context_before, e.context_after, 0.0 AS score
+                 FROM code_examples e JOIN crawls k ON k.id = e.crawl_id WHERE 1 = 1",
+            ),
+        };
+        if let Some(l) = language {
+            qb.push(" AND e.language = ").push_bind(crate::process::code::normalize_language(l));
+        }
+        push_filter(&mut qb, f, "e");
+        qb.push(if fts.is_some() { " ORDER BY score DESC" } else { " ORDER BY e.id DESC" });
+        qb.push(" LIMIT ").push_bind(i64::from(limit));
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CodeHit {
+                    id: r.try_get("id")?,
+                    url: r.try_get("url")?,
+                    language: r.try_get("language")?,
+                    code: r.try_get("code")?,
+                    context_before: r.try_get("context_before")?,
+                    context_after: r.try_get("context_after")?,
+                    score: r.try_get("score")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn unembedded(&self, limit: u32) -> Result<Vec<Unembedded>, StoreError> {
+        let chunks = sqlx::query(
+            "SELECT id, title, heading_path, content FROM chunks WHERE embedding IS NULL ORDER BY id LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for r in &chunks {
+            let chunk = crate::process::Chunk {
+                index: 0,
+                content: r.try_get("content")?,
+                heading_path: r.try_get("heading_path")?,
+                char_count: 0,
+                embedding: None,
+            };
+            let title: Option<String> = r.try_get("title")?;
+            let (texts, _) = crate::process::embedding_inputs(title.as_deref(), &[chunk], &[]);
+            out.push(Unembedded {
+                code: false,
+                id: r.try_get("id")?,
+                text: texts.into_iter().next().unwrap_or_default(),
+            });
+        }
+        let room = limit.saturating_sub(out.len() as u32);
+        let codes = sqlx::query(
+            "SELECT id, language, code, context_before FROM code_examples WHERE embedding IS NULL ORDER BY id LIMIT ?",
+        )
+        .bind(i64::from(room))
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &codes {
+            let example = crate::process::CodeExample {
+                language: r.try_get("language")?,
+                code: r.try_get("code")?,
+                context_before: r.try_get("context_before")?,
+                context_after: String::new(),
+                embedding: None,
+            };
+            let (_, texts) = crate::process::embedding_inputs(None, &[], &[example]);
+            out.push(Unembedded {
+                code: true,
+                id: r.try_get("id")?,
+                text: texts.into_iter().next().unwrap_or_default(),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn set_vectors(&self, rows: &[(Unembedded, Vec<f32>)], model: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (row, v) in rows {
+            let sql = if row.code {
+                "UPDATE code_examples SET embedding = ?, model = ? WHERE id = ?"
+            } else {
+                "UPDATE chunks SET embedding = ?, model = ? WHERE id = ?"
+            };
+            sqlx::query(sql).bind(crate::embed::to_bytes(v)).bind(model).bind(row.id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn mark_interrupted(&self) -> Result<u64, StoreError> {

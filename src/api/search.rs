@@ -1,0 +1,109 @@
+//! `POST /api/search` and `GET /api/code-examples`.
+
+use axum::extract::{Query, State};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiJson, AppState};
+use crate::auth::Tenant;
+use crate::error::ApiError;
+use crate::search::{self, Mode, SearchError};
+use crate::store::SearchFilter;
+
+const MAX_QUERY_CHARS: usize = 2000;
+const MAX_LIMIT: u32 = 100;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/search", post(search_chunks)).route("/api/code-examples", get(code_examples))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SearchRequest {
+    query: String,
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default, alias = "progress_id")]
+    progress_id: Option<String>,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    mode: Mode,
+}
+
+impl From<SearchError> for ApiError {
+    fn from(e: SearchError) -> Self {
+        match e {
+            SearchError::Store(s) => ApiError::from(s),
+            SearchError::Embed(e) => {
+                tracing::warn!(error = %e, "query embedding failed");
+                ApiError::Unavailable("the embedder did not answer; try mode \"text\"".into())
+            }
+        }
+    }
+}
+
+fn check_query(q: &str) -> Result<(), ApiError> {
+    if q.trim().is_empty() {
+        return Err(ApiError::InvalidRequest("query must not be empty".into()));
+    }
+    if q.chars().count() > MAX_QUERY_CHARS {
+        return Err(ApiError::InvalidRequest(format!("query is longer than {MAX_QUERY_CHARS} characters")));
+    }
+    Ok(())
+}
+
+fn check_limit(limit: Option<u32>, default: u32) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::InvalidRequest(format!("limit must be between 1 and {MAX_LIMIT}"))),
+    }
+}
+
+async fn search_chunks(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    ApiJson(req): ApiJson<SearchRequest>,
+) -> Result<Json<Value>, ApiError> {
+    check_query(&req.query)?;
+    let limit = check_limit(req.limit, 10)?;
+    let filter = SearchFilter { crawl_id: req.progress_id, source: req.source, tenant: tenant.0 };
+    let store = state.registry.store();
+    let hits = search::search(&**store, &**state.registry.embedder(), &req.query, req.mode, &filter, limit).await?;
+    Ok(Json(json!({ "results": hits })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CodeParams {
+    query: Option<String>,
+    language: Option<String>,
+    #[serde(alias = "progress_id")]
+    progress_id: Option<String>,
+    limit: Option<String>,
+}
+
+async fn code_examples(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    params: Result<Query<CodeParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::InvalidRequest(format!("invalid query string: {e}")))?;
+    let limit = match p.limit.as_deref() {
+        None | Some("") => 20,
+        Some(l) => check_limit(l.parse().ok().or(Some(0)), 20)?,
+    };
+    if let Some(q) = p.query.as_deref() {
+        check_query(q)?;
+    }
+    let filter = SearchFilter { crawl_id: p.progress_id, source: None, tenant: tenant.0 };
+    let hits = state
+        .registry
+        .store()
+        .search_code(p.query.as_deref(), p.language.as_deref().filter(|l| !l.is_empty()), &filter, limit)
+        .await?;
+    Ok(Json(json!({ "results": hits })))
+}

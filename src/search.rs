@@ -1,0 +1,77 @@
+//! Search over what was crawled: text (FTS5 bm25), vector (cosine on the
+//! configured embedder's vectors), and hybrid, the default: reciprocal rank
+//! fusion of the two rankings.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::embed::Embedder;
+use crate::store::{ChunkHit, SearchFilter, Store, StoreError};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Hybrid,
+    Vector,
+    Text,
+}
+
+/// The usual RRF constant: damps the weight of the very top ranks.
+const RRF_K: f64 = 60.0;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Embed(#[from] crate::embed::EmbedError),
+}
+
+/// The best `limit` chunks for `query`, best first.
+pub async fn search(
+    store: &dyn Store,
+    embedder: &dyn Embedder,
+    query: &str,
+    mode: Mode,
+    filter: &SearchFilter,
+    limit: u32,
+) -> Result<Vec<ChunkHit>, SearchError> {
+    let pool = (limit * 4).max(50);
+    let text = if mode != Mode::Vector { store.search_text(query, filter, pool).await? } else { Vec::new() };
+    let vector = if mode != Mode::Text {
+        let v = embedder.embed(&[query.to_string()]).await?.into_iter().next().unwrap_or_default();
+        store.search_vector(&v, embedder.model(), filter, pool).await?
+    } else {
+        Vec::new()
+    };
+    let ranked: Vec<(i64, f64)> = match mode {
+        Mode::Text => text,
+        Mode::Vector => vector,
+        Mode::Hybrid => {
+            let mut fused: HashMap<i64, f64> = HashMap::new();
+            for list in [&text, &vector] {
+                for (rank, (id, _)) in list.iter().enumerate() {
+                    *fused.entry(*id).or_default() += 1.0 / (RRF_K + rank as f64 + 1.0);
+                }
+            }
+            let mut v: Vec<(i64, f64)> = fused.into_iter().collect();
+            v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            v
+        }
+    };
+    let top: Vec<(i64, f64)> = ranked.into_iter().take(limit as usize).collect();
+    let ids: Vec<i64> = top.iter().map(|(id, _)| *id).collect();
+    let mut by_id: HashMap<i64, ChunkHit> =
+        store.chunk_hits(&ids).await?.into_iter().map(|h| (h.chunk_id, h)).collect();
+    Ok(top
+        .into_iter()
+        .filter_map(|(id, score)| {
+            by_id.remove(&id).map(|mut h| {
+                h.score = score;
+                h
+            })
+        })
+        .collect())
+}
