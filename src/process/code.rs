@@ -179,13 +179,46 @@ fn char_floor(s: &str, mut i: usize) -> usize {
     i
 }
 
-/// Up to `CONTEXT_CHARS` of text on each side of `start..end`.
+/// Up to `CONTEXT_CHARS` of the prose on each side of `start..end`; other
+/// code blocks are left out, so an example's context describes it.
 pub fn context(md: &str, start: usize, end: usize) -> (String, String) {
-    let before_start = char_floor(md, start.saturating_sub(CONTEXT_CHARS * 4));
-    let before: String =
-        md[before_start..start].chars().rev().take(CONTEXT_CHARS).collect::<Vec<_>>().into_iter().rev().collect();
-    let after: String = md[end.min(md.len())..].chars().take(CONTEXT_CHARS).collect();
-    (before.trim().to_string(), after.trim().to_string())
+    let fences = fenced_blocks(md);
+    let prose = |from: usize, to: usize| -> String {
+        let mut out = String::new();
+        let mut at = from;
+        for (_, _, s, e) in fences.iter().filter(|(_, _, s, e)| *e > from && *s < to) {
+            out.push_str(&md[at..(*s).max(at)]);
+            at = (*e).min(to);
+        }
+        if at < to {
+            out.push_str(&md[at..to]);
+        }
+        out
+    };
+    let before_start = char_floor(md, start.saturating_sub(CONTEXT_CHARS * 8));
+    let before = prose(before_start, start);
+    let before: String = before.chars().rev().take(CONTEXT_CHARS).collect::<Vec<_>>().into_iter().rev().collect();
+    let after_end = char_floor(md, (end + CONTEXT_CHARS * 8).min(md.len()));
+    let after: String = prose(end.min(md.len()), after_end).chars().take(CONTEXT_CHARS).collect();
+    (collapse_blank_lines(&before), collapse_blank_lines(&after))
+}
+
+fn collapse_blank_lines(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut blank = 0;
+    for line in s.trim().lines() {
+        if line.trim().is_empty() {
+            blank += 1;
+            if blank > 1 {
+                continue;
+            }
+        } else {
+            blank = 0;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.trim().to_string()
 }
 
 fn normalized(code: &str) -> String {

@@ -538,7 +538,7 @@ impl Store for SqliteStore {
         let mut qb: QueryBuilder<Sqlite> = match &fts {
             Some(q) => {
                 let mut qb = QueryBuilder::new(
-                    "SELECT e.id, e.url, e.language, e.code, e.context_before, e.context_after, -bm25(code_fts) AS score
+                    "SELECT e.id, e.url, e.language, e.code, e.context_before, e.context_after, -bm25(code_fts, 10.0, 1.0, 1.0) AS score
                      FROM code_fts JOIN code_examples e ON e.id = code_fts.rowid JOIN crawls k ON k.id = e.crawl_id
                      WHERE code_fts MATCH ",
                 );

@@ -295,3 +295,103 @@ impl SseReader {
         }
     }
 }
+
+/// How the stand-in embeddings API answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MockMode {
+    Ok,
+    /// The first request gets 429 (with `Retry-After: 0`), the rest succeed.
+    FirstRateLimited,
+    /// Every request gets 500.
+    AlwaysFail,
+}
+
+/// A small OpenAI-compatible embeddings server on loopback: the only stand-in
+/// the tests use, for the paid API no machine here can reach. It answers the
+/// way Ollama and TEI do, without `object` or `usage`.
+pub struct MockEmbeddings {
+    pub base_url: String,
+    pub mode: Arc<std::sync::Mutex<MockMode>>,
+    /// Inputs per request, in arrival order (all requests, failed ones too).
+    pub batches: Arc<std::sync::Mutex<Vec<usize>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MockEmbeddings {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl MockEmbeddings {
+    pub async fn start(mode: MockMode) -> Self {
+        use axum::http::StatusCode;
+        use axum::response::IntoResponse;
+        let mode = Arc::new(std::sync::Mutex::new(mode));
+        let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (m, b) = (mode.clone(), batches.clone());
+        let embedder = Arc::new(trawl::embed::LocalEmbedder::new(64));
+        let app = axum::Router::new().route(
+            "/v1/embeddings",
+            axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+                let (m, b) = (m.clone(), b.clone());
+                let inputs: Vec<String> = body["input"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default();
+                let vectors: Vec<Vec<f32>> = inputs.iter().map(|t| embedder.vector(t)).collect();
+                async move {
+                    let first = {
+                        let mut batches = b.lock().unwrap();
+                        batches.push(inputs.len());
+                        batches.len() == 1
+                    };
+                    let mode = *m.lock().unwrap();
+                    match mode {
+                        MockMode::AlwaysFail => {
+                            (StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded").into_response()
+                        }
+                        MockMode::FirstRateLimited if first => (
+                            StatusCode::TOO_MANY_REQUESTS,
+                            [("retry-after", "0")],
+                            axum::Json(json!({"error": {"message": "slow down", "type": "rate_limit_error", "param": null, "code": null}})),
+                        )
+                            .into_response(),
+                        _ => {
+                            let data: Vec<Value> = vectors
+                                .into_iter()
+                                .enumerate()
+                                .map(|(i, v)| json!({"embedding": v, "index": i}))
+                                .collect();
+                            axum::Json(json!({"data": data, "model": "mock-embed"})).into_response()
+                        }
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { base_url, mode, batches, task }
+    }
+
+    pub fn set_mode(&self, mode: MockMode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    /// The embedding configuration that points at this server.
+    pub fn config(&self, batch_size: usize, retries: usize) -> trawl::embed::EmbedConfig {
+        trawl::embed::EmbedConfig {
+            kind: "openai".into(),
+            base_url: self.base_url.clone(),
+            model: "mock-embed".into(),
+            dimensions: None,
+            api_key: Some("test-key".into()),
+            batch_size,
+            concurrency: 2,
+            retries,
+        }
+    }
+}

@@ -9,4 +9,5 @@ mod misbehaving;
 mod pipeline;
 mod realtime;
 mod scope;
+mod search;
 mod validation;
