@@ -105,6 +105,7 @@ async fn crawl(args: CrawlArgs) -> Result<ExitCode, String> {
         tags: Vec::new(),
         chunk_size: None,
         chunk_overlap: None,
+        chunk_unit: None,
     };
     let started = Instant::now();
     let status = registry.start(req, None).await.map_err(|e| e.to_string())?;

@@ -18,6 +18,21 @@ enum Cli {
     Crawl(Args),
     /// Socket.IO fan-out: many clients over many crawl rooms, then many idle connections.
     Realtime(RealtimeArgs),
+    /// Content pipeline throughput: MB of HTML per second through extraction, markdown, chunks and code examples.
+    Process(ProcessArgs),
+}
+
+#[derive(Parser)]
+struct ProcessArgs {
+    /// Distinct fixture pages fetched once and processed repeatedly.
+    #[arg(long, default_value_t = 1000)]
+    pages: usize,
+    /// Passes over the pages.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Also embed every chunk with the local embedder.
+    #[arg(long)]
+    embed: bool,
 }
 
 #[derive(Parser)]
@@ -238,6 +253,7 @@ async fn main() {
     match Cli::parse() {
         Cli::Crawl(args) => crawl_bench(args).await,
         Cli::Realtime(args) => realtime_bench(args).await,
+        Cli::Process(args) => process_bench(args).await,
     }
 }
 
@@ -271,6 +287,62 @@ async fn drive(svc: &Service, args: &[String]) -> (Value, f64) {
     let out = reader.await.unwrap();
     let line = out.lines().last().unwrap_or("{}");
     (serde_json::from_str(line).unwrap_or(Value::Null), max_rss as f64 / 1024.0)
+}
+
+async fn process_bench(args: ProcessArgs) {
+    use rayon::prelude::*;
+    let site = FixtureServer::start(SiteOptions { pages: args.pages, fanout: 10, ..Default::default() })
+        .await
+        .expect("fixture server");
+    let client = reqwest::Client::new();
+    let mut pages: Vec<(url::Url, String)> = Vec::new();
+    for i in 0..args.pages {
+        let path = if i == 0 { "/".to_string() } else { format!("/docs/{i}.html") };
+        let u = site.url(&path);
+        let body = client.get(&u).send().await.unwrap().text().await.unwrap();
+        pages.push((url::Url::parse(&u).unwrap(), body));
+    }
+    let code = site.url("/code/examples.html");
+    pages.push((url::Url::parse(&code).unwrap(), client.get(&code).send().await.unwrap().text().await.unwrap()));
+    let bytes: usize = pages.iter().map(|(_, b)| b.len()).sum();
+    let opts = trawl::process::ProcessOptions::default();
+    let embedder = trawl::embed::LocalEmbedder::new(384);
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    let (embed, rounds) = (args.embed, args.rounds);
+    let (secs, chunks) = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut chunks = 0usize;
+        for _ in 0..rounds {
+            chunks = pool.install(|| {
+                pages
+                    .par_iter()
+                    .map(|(u, html)| {
+                        let p = trawl::process::process_html(html, u, &opts);
+                        if embed {
+                            let (c, e) = p.embedding_inputs();
+                            for t in c.iter().chain(&e) {
+                                std::hint::black_box(embedder.vector(t));
+                            }
+                        }
+                        p.chunks.len()
+                    })
+                    .sum()
+            });
+        }
+        (started.elapsed().as_secs_f64(), chunks)
+    })
+    .await
+    .unwrap();
+    let mb = (bytes * args.rounds) as f64 / 1_000_000.0;
+    println!(
+        "processed {} pages x {} rounds = {mb:.1} MB of HTML in {secs:.2}s on {threads} threads: {:.1} MB/s, {:.0} pages/s ({chunks} chunks a round{})",
+        args.pages + 1,
+        args.rounds,
+        mb / secs,
+        ((args.pages + 1) * args.rounds) as f64 / secs,
+        if args.embed { ", local embeddings included" } else { "" }
+    );
 }
 
 async fn realtime_bench(args: RealtimeArgs) {

@@ -7,7 +7,7 @@ use url::Url;
 use crate::config::CrawlerConfig;
 use crate::crawl::scope::Scope;
 use crate::crawl::urls;
-use crate::process::{ChunkOptions, ProcessOptions};
+use crate::process::{ChunkOptions, ChunkUnit, ProcessOptions};
 
 /// Bounds of `chunkSize`, in characters.
 const CHUNK_SIZE_RANGE: std::ops::RangeInclusive<u32> = 100..=20_000;
@@ -65,6 +65,9 @@ pub struct CrawlRequest {
     /// Characters shared by consecutive chunks (default 150).
     #[serde(default, alias = "chunk_overlap")]
     pub chunk_overlap: Option<u32>,
+    /// `characters` (default) or `tokens` (tiktoken cl100k_base) for the two above.
+    #[serde(default, alias = "chunk_unit")]
+    pub chunk_unit: Option<ChunkUnit>,
 }
 
 impl CrawlRequest {
@@ -166,10 +169,11 @@ impl CrawlRequest {
                 .chunk_overlap
                 .map(|n| n as usize)
                 .unwrap_or(defaults.overlap.min(self.chunk_size.map(|n| n as usize / 4).unwrap_or(defaults.overlap))),
+            unit: self.chunk_unit.unwrap_or_default(),
         };
         if self.chunk_size.is_some_and(|n| !CHUNK_SIZE_RANGE.contains(&n)) {
             return Err(RequestError::Invalid(format!(
-                "chunkSize must be between {} and {} characters",
+                "chunkSize must be between {} and {}",
                 CHUNK_SIZE_RANGE.start(),
                 CHUNK_SIZE_RANGE.end()
             )));

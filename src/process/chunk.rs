@@ -5,18 +5,35 @@
 
 use text_splitter::{ChunkConfig, MarkdownSplitter};
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChunkUnit {
+    /// Unicode characters (the default).
+    #[default]
+    Characters,
+    /// Tokens of OpenAI's cl100k_base encoding (tiktoken).
+    Tokens,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkOptions {
-    /// Largest chunk, in characters.
+    /// Largest chunk, in `unit`s.
     pub size: usize,
-    /// Characters shared by consecutive chunks.
+    /// Units shared by consecutive chunks.
     pub overlap: usize,
+    pub unit: ChunkUnit,
 }
 
 impl Default for ChunkOptions {
     fn default() -> Self {
-        Self { size: 1200, overlap: 150 }
+        Self { size: 1200, overlap: 150, unit: ChunkUnit::Characters }
     }
+}
+
+/// The cl100k_base tokenizer, built once per process (it takes a while).
+pub fn tokenizer() -> Option<&'static tiktoken_rs::CoreBPE> {
+    static BPE: std::sync::OnceLock<Option<tiktoken_rs::CoreBPE>> = std::sync::OnceLock::new();
+    BPE.get_or_init(|| tiktoken_rs::cl100k_base().ok()).as_ref()
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -63,10 +80,21 @@ fn headings(md: &str) -> Vec<(usize, usize, String)> {
 }
 
 pub fn chunk_markdown(md: &str, opts: ChunkOptions) -> Vec<Chunk> {
-    let Ok(config) = ChunkConfig::new(opts.size.max(1)).with_overlap(opts.overlap) else {
-        return Vec::new();
-    };
-    let splitter = MarkdownSplitter::new(config);
+    match (opts.unit, tokenizer()) {
+        (ChunkUnit::Tokens, Some(bpe)) => {
+            match ChunkConfig::new(opts.size.max(1)).with_sizer(bpe).with_overlap(opts.overlap) {
+                Ok(config) => split(md, MarkdownSplitter::new(config)),
+                Err(_) => Vec::new(),
+            }
+        }
+        _ => match ChunkConfig::new(opts.size.max(1)).with_overlap(opts.overlap) {
+            Ok(config) => split(md, MarkdownSplitter::new(config)),
+            Err(_) => Vec::new(),
+        },
+    }
+}
+
+fn split<S: text_splitter::ChunkSizer>(md: &str, splitter: MarkdownSplitter<S>) -> Vec<Chunk> {
     let heads = headings(md);
     let mut out = Vec::new();
     let mut stack: Vec<(usize, String)> = Vec::new();
@@ -102,7 +130,7 @@ mod tests {
             "Install words. ".repeat(20),
             "Use words. ".repeat(20)
         );
-        let chunks = chunk_markdown(&md, ChunkOptions { size: 300, overlap: 0 });
+        let chunks = chunk_markdown(&md, ChunkOptions { size: 300, overlap: 0, ..ChunkOptions::default() });
         assert!(chunks.len() >= 3);
         assert!(chunks.iter().all(|c| c.char_count <= 300));
         assert!(chunks.iter().any(|c| c.content.contains(code.trim())), "code block intact: {chunks:#?}");
@@ -113,8 +141,20 @@ mod tests {
     }
 
     #[test]
+    fn token_chunks_stay_within_their_token_budget() {
+        let md = format!("# Title\n\n{}\n\n```rust\nfn main() {{}}\n```\n", "Tokens are not characters. ".repeat(200));
+        let opts = ChunkOptions { size: 64, overlap: 8, unit: ChunkUnit::Tokens };
+        let chunks = chunk_markdown(&md, opts);
+        let bpe = tokenizer().unwrap();
+        assert!(chunks.len() > 5);
+        assert!(chunks.iter().all(|c| bpe.encode_ordinary(&c.content).len() <= 64));
+        assert!(chunks.iter().any(|c| c.char_count > 64), "characters exceed the token budget");
+    }
+
+    #[test]
     fn overlap_must_be_smaller_than_size() {
-        assert!(ChunkOptions { size: 100, overlap: 100 }.validate().is_err());
-        assert!(ChunkOptions { size: 100, overlap: 10 }.validate().is_ok());
+        let o = |size, overlap| ChunkOptions { size, overlap, ..ChunkOptions::default() };
+        assert!(o(100, 100).validate().is_err());
+        assert!(o(100, 10).validate().is_ok());
     }
 }

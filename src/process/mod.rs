@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use tokio_util::task::TaskTracker;
 
-pub use chunk::{Chunk, ChunkOptions};
+pub use chunk::{Chunk, ChunkOptions, ChunkUnit};
 pub use code::CodeExample;
 pub use html::{parse_html, text_title};
 pub use page::{ProcessOptions, Processed, embedding_inputs, process_html, process_text};

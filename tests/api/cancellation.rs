@@ -26,6 +26,8 @@ async fn stop_mid_crawl_gives_stopping_then_cancelled_and_stores_nothing_after()
     assert_eq!(fin["status"], "cancelled", "{fin}");
     assert!(fin["finishedAt"].is_string());
     let stored_at_cancel = app.store().count_pages(&id).await.unwrap();
+    let content_at_cancel = app.store().count_content(&id).await.unwrap();
+    assert_eq!(content_at_cancel, (fin["chunksStored"].as_u64().unwrap(), fin["codeExamples"].as_u64().unwrap()));
     let (c, f, k) = counts(&fin);
     assert_eq!(stored_at_cancel, c + f + k, "counters match the stored pages");
     assert!(c < 300, "the crawl really stopped early");
@@ -34,6 +36,7 @@ async fn stop_mid_crawl_gives_stopping_then_cancelled_and_stores_nothing_after()
     let requests = site.stats().requests.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.store().count_pages(&id).await.unwrap(), stored_at_cancel);
+    assert_eq!(app.store().count_content(&id).await.unwrap(), content_at_cancel, "no chunk stored after cancelled");
     assert_eq!(site.stats().requests.load(Ordering::SeqCst), requests);
     assert_eq!(app.registry.active_count(), 0, "the registry entry is gone");
     assert_eq!(app.status(&id).await, fin, "served from the store, unchanged");

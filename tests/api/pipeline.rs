@@ -127,12 +127,26 @@ async fn a_recrawl_replaces_a_url_instead_of_duplicating_it() {
 }
 
 #[tokio::test]
+async fn chunks_can_be_sized_in_tokens() {
+    let (app, site) = (spawn_app().await, fixture().await);
+    let id = app
+        .start_crawl(json!({"url": site.url("/code/examples.html"), "crawlType": "page", "chunkUnit": "tokens", "chunkSize": 100, "chunkOverlap": 10}))
+        .await;
+    assert_eq!(app.wait_terminal(&id).await["status"], "completed");
+    let chunks = app.store().page_chunks(&id, &site.url("/code/examples.html")).await.unwrap();
+    let bpe = trawl::process::chunk::tokenizer().unwrap();
+    assert!(chunks.len() > 3);
+    assert!(chunks.iter().all(|c| bpe.encode_ordinary(&c.content).len() <= 100));
+}
+
+#[tokio::test]
 async fn chunk_options_are_checked() {
     let app = spawn_app().await;
     for body in [
         json!({"url": "http://a.com/", "chunkSize": 10}),
         json!({"url": "http://a.com/", "chunkSize": 500, "chunkOverlap": 500}),
         json!({"url": "http://a.com/", "chunkSize": "big"}),
+        json!({"url": "http://a.com/", "chunkUnit": "words"}),
     ] {
         let resp = app.post_crawl(body.clone()).await;
         assert_eq!(resp.status(), 400, "{body}");
