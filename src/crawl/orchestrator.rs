@@ -630,6 +630,13 @@ async fn writer(engine: Arc<Engine>, crawl: Arc<Crawl>, mut rx: mpsc::Receiver<P
 /// without vectors, to be filled in by `trawl embed --missing`. Returns
 /// false when the crawl was stopped meanwhile.
 async fn embed_missing(engine: &Engine, crawl: &Crawl, batch: &mut [PageRecord]) -> bool {
+    let complete = |r: &PageRecord| {
+        r.chunks.iter().all(|c| c.embedding.is_some()) && r.code_examples.iter().all(|e| e.embedding.is_some())
+    };
+    // With a CPU embedder every vector was made on the pool already.
+    if batch.iter().all(complete) {
+        return true;
+    }
     let mut inputs = Vec::new();
     for r in batch.iter() {
         let (c, e) = process::embedding_inputs(r.title.as_deref(), &r.chunks, &r.code_examples);
