@@ -91,8 +91,9 @@ impl App {
         );
         let listener =
             TcpListener::bind(config.bind).await.map_err(|source| AppError::Bind { addr: config.bind, source })?;
-        let router =
-            api::router(api::AppState { registry: registry.clone(), keys: config.api_keys.clone() }).layer(sio_layer);
+        api::metrics::handle();
+        let state = api::AppState { registry: registry.clone(), keys: config.api_keys.clone(), io: Some(io.clone()) };
+        let router = api::router(state).layer(sio_layer);
         Ok(App { listener, router, registry, root })
     }
 

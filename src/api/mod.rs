@@ -4,6 +4,7 @@
 pub mod crawls;
 pub mod events;
 pub mod health;
+pub mod metrics;
 pub mod search;
 
 use std::sync::Arc;
@@ -25,6 +26,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct AppState {
     pub registry: Arc<Registry>,
     pub keys: crate::auth::ApiKeys,
+    /// The Socket.IO handle, for connection counts in `/metrics`.
+    pub io: Option<socketioxide::SocketIo>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -35,6 +38,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(authed)
         .merge(health::router())
+        .merge(metrics::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed("method not allowed on this route".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -155,6 +155,7 @@ pub(crate) async fn run(engine: Arc<Engine>, crawl: Arc<Crawl>, slots: Arc<Semap
         tracing::error!(error = %e, "could not store the terminal status");
     }
     crawl.progress.update(|s| *s = fin.clone());
+    metrics::counter!("trawl_crawls_finished_total", "status" => fin.status.as_str()).increment(1);
     tracing::info!(
         status = fin.status.as_str(),
         crawled = fin.pages_crawled,
@@ -702,6 +703,15 @@ async fn flush(
     };
     match result {
         Ok(()) => {
+            for (outcome, n) in [
+                ("crawled", next.crawled - counts.crawled),
+                ("failed", next.failed - counts.failed),
+                ("skipped", next.skipped - counts.skipped),
+            ] {
+                metrics::counter!("trawl_pages_total", "outcome" => outcome).increment(n);
+            }
+            metrics::counter!("trawl_chunks_stored_total").increment(next.chunks - counts.chunks);
+            metrics::counter!("trawl_code_examples_stored_total").increment(next.code_examples - counts.code_examples);
             *counts = next;
             crawl.progress.set_counts(admitted, next);
             *last_saved = Some(snapshot);

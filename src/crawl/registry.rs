@@ -144,6 +144,7 @@ impl Registry {
         let (engine, slots, registry) = (self.engine.clone(), self.slots.clone(), Arc::downgrade(self));
         let span = crawl.span.clone();
         span.in_scope(|| tracing::info!(url = %crawl.spec.url, crawl_type = ?crawl.spec.crawl_type, "crawl queued"));
+        metrics::counter!("trawl_crawls_started_total").increment(1);
         self.tracker.spawn(
             async move {
                 let (_, saved) = orchestrator::run(engine, crawl, slots).await;

@@ -267,3 +267,23 @@ async fn serve_shuts_down_gracefully_on_sigterm() {
     let store = trawl::store::connect(&db.display().to_string()).await.unwrap();
     assert_eq!(store.get_crawl(&id).await.unwrap().unwrap().status, CrawlState::Cancelled);
 }
+
+#[tokio::test]
+async fn metrics_are_served_in_prometheus_text_format() {
+    let (app, site) = (spawn_app().await, fixture().await);
+    app.crawl(crawl_body(site.url("/docs/1.html"), "page")).await;
+    let resp = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let body = resp.text().await.unwrap();
+    for metric in [
+        "trawl_crawls_started_total",
+        "trawl_crawls_finished_total{status=\"completed\"}",
+        "trawl_pages_total{outcome=\"crawled\"}",
+        "trawl_chunks_stored_total",
+        "trawl_crawls_active",
+        "trawl_socket_connections",
+    ] {
+        assert!(body.contains(metric), "{metric} missing from:\n{body}");
+    }
+}
