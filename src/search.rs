@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::embed::Embedder;
 use crate::store::{ChunkHit, SearchFilter, Store, StoreError};
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     #[default]

@@ -14,7 +14,7 @@ use crate::auth::Tenant;
 use crate::crawl::request::RequestError;
 use crate::crawl::{CrawlRequest, StartError};
 use crate::error::ApiError;
-use crate::progress::CrawlState;
+use crate::progress::{CrawlState, CrawlStatus};
 use crate::store::{CrawlFilter, PageSummary};
 
 const DEFAULT_LIMIT: u32 = 20;
@@ -24,13 +24,13 @@ const MAX_PAGES_LIMIT: u32 = 1000;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/crawls", post(start).get(list))
-        .route("/api/crawls/{id}", get(status).delete(stop))
+        .route("/api/crawls/{id}", get(status).delete(delete))
         .route("/api/crawls/{id}/stop", post(stop))
         .route("/api/crawls/{id}/pages", get(pages))
 }
 
 /// The 202 answer to a started crawl.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Started {
     progress_id: String,
@@ -53,7 +53,11 @@ impl From<StartError> for ApiError {
     }
 }
 
-async fn start(
+#[utoipa::path(post, path = "/api/crawls", tag = "crawls", request_body = CrawlRequest,
+    responses((status = 202, description = "The crawl runs in the background", body = Started),
+              (status = 400, description = "Bad input or a forbidden address", body = crate::error::ErrorBody),
+              (status = 413, body = crate::error::ErrorBody), (status = 415, body = crate::error::ErrorBody)))]
+pub(super) async fn start(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
     ApiJson(req): ApiJson<CrawlRequest>,
@@ -79,7 +83,10 @@ const POLL_INTERVAL_MS: u32 = 1000;
 
 /// The status, with an `ETag` (a matching `If-None-Match` gets `304`) and
 /// `X-Poll-Interval` (about 1000 ms while active, 0 once terminal).
-async fn status(
+#[utoipa::path(get, path = "/api/crawls/{id}", tag = "crawls", params(("id" = String, Path, description = "progressId")),
+    responses((status = 200, description = "With ETag and X-Poll-Interval", body = CrawlStatus),
+              (status = 304, description = "If-None-Match matched"), (status = 404, body = crate::error::ErrorBody)))]
+pub(super) async fn status(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
     Path(id): Path<String>,
@@ -112,7 +119,10 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// `202` while the crawl winds down, `200` once it is terminal.
-async fn stop(
+#[utoipa::path(post, path = "/api/crawls/{id}/stop", tag = "crawls", params(("id" = String, Path)),
+    responses((status = 202, description = "Stopping", body = CrawlStatus), (status = 200, description = "Already terminal", body = CrawlStatus),
+              (status = 404, body = crate::error::ErrorBody)))]
+pub(super) async fn stop(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
     Path(id): Path<String>,
@@ -122,8 +132,19 @@ async fn stop(
     Ok((code, Json(s)).into_response())
 }
 
+/// `DELETE /api/crawls/{id}`: the same as `POST /stop`.
+#[utoipa::path(delete, path = "/api/crawls/{id}", tag = "crawls", params(("id" = String, Path)),
+    responses((status = 202, body = CrawlStatus), (status = 200, body = CrawlStatus), (status = 404, body = crate::error::ErrorBody)))]
+pub(super) async fn delete(
+    state: State<AppState>,
+    tenant: Extension<Tenant>,
+    id: Path<String>,
+) -> Result<Response, ApiError> {
+    stop(state, tenant, id).await
+}
+
 #[derive(Deserialize)]
-struct ListParams {
+pub(super) struct ListParams {
     status: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
@@ -143,7 +164,10 @@ fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Re
     q.map(|Query(t)| t).map_err(|e| ApiError::InvalidRequest(format!("invalid query string: {e}")))
 }
 
-async fn list(
+#[utoipa::path(get, path = "/api/crawls", tag = "crawls",
+    params(("status" = Option<String>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, description = "{crawls: [CrawlStatus], nextCursor}, newest first"), (status = 400, body = crate::error::ErrorBody)))]
+pub(super) async fn list(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
@@ -177,12 +201,15 @@ async fn list(
 }
 
 #[derive(Deserialize)]
-struct PagesParams {
+pub(super) struct PagesParams {
     limit: Option<String>,
     cursor: Option<String>,
 }
 
-async fn pages(
+#[utoipa::path(get, path = "/api/crawls/{id}/pages", tag = "crawls",
+    params(("id" = String, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, description = "{pages: [PageSummary], nextCursor}"), (status = 404, body = crate::error::ErrorBody)))]
+pub(super) async fn pages(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
     Path(id): Path<String>,

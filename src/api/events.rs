@@ -37,7 +37,11 @@ fn sse(e: &Event) -> SseEvent {
     SseEvent::default().id(e.id.to_string()).event(e.name).data(e.data.get())
 }
 
-async fn events(
+#[utoipa::path(get, path = "/api/crawls/{id}/events", tag = "crawls",
+    params(("id" = String, Path), ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
+    responses((status = 200, description = "text/event-stream of the crawl's events, each with an id", content_type = "text/event-stream"),
+              (status = 204, description = "The final event was already seen"), (status = 404, body = crate::error::ErrorBody)))]
+pub(super) async fn events(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
     Path(id): Path<String>,

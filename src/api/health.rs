@@ -13,12 +13,14 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Up as long as the process answers.
-async fn healthz() -> Json<Value> {
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "Up")))]
+pub(super) async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// Ready when the store answers.
-async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "The store answers"), (status = 503, body = crate::error::ErrorBody)))]
+pub(super) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.registry.store().ping().await.map_err(|e| {
         tracing::warn!(error = %e, "store not ready");
         ApiError::Unavailable("the store does not answer".into())

@@ -5,6 +5,7 @@ pub mod crawls;
 pub mod events;
 pub mod health;
 pub mod metrics;
+pub mod openapi;
 pub mod search;
 
 use std::sync::Arc;
@@ -39,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .merge(authed)
         .merge(health::router())
         .merge(metrics::router())
+        .merge(openapi::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed("method not allowed on this route".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -19,9 +19,9 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/search", post(search_chunks)).route("/api/code-examples", get(code_examples))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct SearchRequest {
+pub(super) struct SearchRequest {
     query: String,
     #[serde(default)]
     limit: Option<u32>,
@@ -63,7 +63,9 @@ fn check_limit(limit: Option<u32>, default: u32) -> Result<u32, ApiError> {
     }
 }
 
-async fn search_chunks(
+#[utoipa::path(post, path = "/api/search", tag = "search", request_body = SearchRequest,
+    responses((status = 200, description = "{results: [ChunkHit]}, best first"), (status = 400, body = crate::error::ErrorBody)))]
+pub(super) async fn search_chunks(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
     ApiJson(req): ApiJson<SearchRequest>,
@@ -78,7 +80,7 @@ async fn search_chunks(
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct CodeParams {
+pub(super) struct CodeParams {
     query: Option<String>,
     language: Option<String>,
     #[serde(alias = "progress_id")]
@@ -86,7 +88,10 @@ struct CodeParams {
     limit: Option<String>,
 }
 
-async fn code_examples(
+#[utoipa::path(get, path = "/api/code-examples", tag = "search",
+    params(("query" = Option<String>, Query), ("language" = Option<String>, Query), ("progressId" = Option<String>, Query), ("limit" = Option<u32>, Query)),
+    responses((status = 200, description = "{results: [CodeHit]}"), (status = 400, body = crate::error::ErrorBody)))]
+pub(super) async fn code_examples(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
     params: Result<Query<CodeParams>, axum::extract::rejection::QueryRejection>,

@@ -12,7 +12,7 @@ use crate::process::{ChunkOptions, ChunkUnit, ProcessOptions};
 /// Bounds of `chunkSize`, in characters.
 const CHUNK_SIZE_RANGE: std::ops::RangeInclusive<u32> = 100..=20_000;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CrawlType {
     #[default]
@@ -24,7 +24,7 @@ pub enum CrawlType {
     Recursive,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Render {
     #[default]
@@ -35,7 +35,7 @@ pub enum Render {
 
 /// `CrawlRequest` of CONTRACT.md; keys in camelCase or snake_case. Unknown
 /// keys are refused so that a typo (`maxdepth`) is not silently ignored.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CrawlRequest {
     pub url: String,

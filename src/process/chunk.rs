@@ -5,7 +5,7 @@
 
 use text_splitter::{ChunkConfig, MarkdownSplitter};
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChunkUnit {
     /// Unicode characters (the default).

@@ -68,7 +68,7 @@ pub struct PageRecord {
 }
 
 /// A page as the pages listing shows it (CONTRACT.md), plus the cursor key.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PageSummary {
     #[serde(skip)]
@@ -127,7 +127,7 @@ pub struct SearchFilter {
     pub tenant: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChunkHit {
     pub chunk_id: i64,
@@ -137,7 +137,7 @@ pub struct ChunkHit {
     pub score: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CodeHit {
     pub id: i64,

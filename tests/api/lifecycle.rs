@@ -287,3 +287,31 @@ async fn metrics_are_served_in_prometheus_text_format() {
         assert!(body.contains(metric), "{metric} missing from:\n{body}");
     }
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route_of_the_contract() {
+    let app = spawn_app().await;
+    let (code, doc) = app.get("/api/openapi.json").await;
+    assert_eq!(code, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
+    for (path, method) in [
+        ("/api/crawls", "post"),
+        ("/api/crawls", "get"),
+        ("/api/crawls/{id}", "get"),
+        ("/api/crawls/{id}", "delete"),
+        ("/api/crawls/{id}/stop", "post"),
+        ("/api/crawls/{id}/events", "get"),
+        ("/api/crawls/{id}/pages", "get"),
+        ("/api/search", "post"),
+        ("/api/code-examples", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} missing");
+    }
+    let status = &doc["components"]["schemas"]["CrawlStatus"]["properties"];
+    for key in ["progressId", "status", "percentage", "pagesCrawled", "chunksStored", "createdAt"] {
+        assert!(status[key].is_object(), "CrawlStatus.{key} missing");
+    }
+}
