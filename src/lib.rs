@@ -4,17 +4,21 @@
 //!
 //! # Layout
 //! - `config`: one `Config`, from flags and environment (clap).
-//! - `api`: axum routers, one file per resource; `error`: the `ApiError` they answer with.
+//! - `api`: axum routers, one file per resource (crawls, events, search,
+//!   health, metrics, openapi); `error`: the `ApiError` they answer with.
+//! - `realtime`: Socket.IO (socketioxide): rooms, handlers, auth middleware.
+//! - `auth`: API keys and tenants.
 //! - `crawl`: the registry of live crawls, the orchestrator of one crawl, and
 //!   its parts: frontier, scope, address guard, robots.txt, discovery (sitemaps,
 //!   llms.txt), fetching.
-//! - `process`: CPU work on pages (HTML to markdown, links), on rayon.
+//! - `process`: CPU work on pages (main content, markdown, chunks, code
+//!   examples), on one rayon pool.
+//! - `embed`: the `Embedder` trait: local (hashed n-grams), openai (async-openai).
+//! - `search`: text, vector and hybrid search over the store.
 //! - `store`: the `Store` trait and its SQLite implementation.
 //! - `progress`: `CrawlStatus`, the shape of a crawl's state on every surface,
 //!   and the `Reporter` that numbers, throttles and fans out a crawl's events.
-//! - `realtime`: Socket.IO (socketioxide): rooms, handlers, auth middleware.
-//! - `auth`: API keys and tenants.
-//! - `cli`: the `trawl` command (serve, crawl, migrate).
+//! - `cli`: the `trawl` command (serve, crawl, search, embed, migrate).
 //!
 //! One root `CancellationToken` belongs to the `App`; each crawl holds a child
 //! token and a `TaskTracker`, so a stop or a shutdown reaches every task.
