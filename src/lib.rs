@@ -96,7 +96,7 @@ impl App {
         let listener =
             TcpListener::bind(config.bind).await.map_err(|source| AppError::Bind { addr: config.bind, source })?;
         api::metrics::handle();
-        let state = api::AppState { registry: registry.clone(), keys: config.api_keys.clone(), io: Some(io.clone()) };
+        let state = api::AppState { registry: registry.clone(), keys: config.api_keys.clone(), io: io.clone() };
         let router = api::router(state).layer(sio_layer);
         Ok(App { listener, router, registry, root })
     }

@@ -1,7 +1,7 @@
 //! `/api/crawls`: start, read, list, stop, and the pages of a crawl.
 
 use axum::Extension;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{ApiJson, AppState};
+use super::{ApiJson, ApiQuery, AppState};
 use crate::auth::Tenant;
 use crate::crawl::request::RequestError;
 use crate::crawl::{CrawlRequest, StartError};
@@ -160,19 +160,14 @@ fn parse_limit(raw: Option<&str>, default: u32, max: u32) -> Result<u32, ApiErro
     }
 }
 
-fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(t)| t).map_err(|e| ApiError::InvalidRequest(format!("invalid query string: {e}")))
-}
-
 #[utoipa::path(get, path = "/api/crawls", tag = "crawls",
     params(("status" = Option<String>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, description = "{crawls: [CrawlStatus], nextCursor}, newest first"), (status = 400, body = crate::error::ErrorBody)))]
 pub(super) async fn list(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let p = query(params)?;
     let limit = parse_limit(p.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     let status = match p.status.as_deref() {
         None | Some("") => None,
@@ -213,9 +208,8 @@ pub(super) async fn pages(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
     Path(id): Path<String>,
-    params: Result<Query<PagesParams>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(p): ApiQuery<PagesParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let p = query(params)?;
     let limit = parse_limit(p.limit.as_deref(), 100, MAX_PAGES_LIMIT)?;
     let after = match p.cursor.as_deref() {
         None | Some("") => None,

@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request};
 use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use tower_http::trace::TraceLayer;
 
@@ -28,7 +29,7 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub keys: crate::auth::ApiKeys,
     /// The Socket.IO handle, for connection counts in `/metrics`.
-    pub io: Option<socketioxide::SocketIo>,
+    pub io: socketioxide::SocketIo,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -83,5 +84,23 @@ where
             serde_json::error::Category::Data => ApiError::InvalidRequest(format!("invalid request: {e}")),
             _ => ApiError::InvalidJson(format!("body is not valid JSON: {e}")),
         })
+    }
+}
+
+/// Query-string extractor whose rejection is an `ApiError` (`invalid_request`).
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(t)| ApiQuery(t))
+            .map_err(|e| ApiError::InvalidRequest(format!("invalid query string: {e}")))
     }
 }

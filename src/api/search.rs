@@ -1,12 +1,12 @@
 //! `POST /api/search` and `GET /api/code-examples`.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiJson, AppState};
+use super::{ApiJson, ApiQuery, AppState};
 use crate::auth::Tenant;
 use crate::error::ApiError;
 use crate::search::{self, Mode, SearchError};
@@ -94,9 +94,8 @@ pub(super) struct CodeParams {
 pub(super) async fn code_examples(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    params: Result<Query<CodeParams>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(p): ApiQuery<CodeParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(p) = params.map_err(|e| ApiError::InvalidRequest(format!("invalid query string: {e}")))?;
     let limit = match p.limit.as_deref() {
         None | Some("") => 20,
         Some(l) => check_limit(l.parse().ok().or(Some(0)), 20)?,

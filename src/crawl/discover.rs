@@ -104,9 +104,17 @@ pub fn parse_sitemap(bytes: &[u8]) -> Result<Sitemap, DiscoverError> {
     }
 }
 
-/// Whether the bytes look like a sitemap document (for `auto`).
+/// Whether a (possibly gzipped) body looks like a sitemap document (for
+/// `auto`). Only its first 2 KiB are read, inflated if need be.
 pub fn looks_like_sitemap(bytes: &[u8]) -> bool {
-    let head = String::from_utf8_lossy(&bytes[..bytes.len().min(2048)]).to_ascii_lowercase();
+    const HEAD: usize = 2048;
+    let mut head = Vec::with_capacity(HEAD);
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        let _ = flate2::read::GzDecoder::new(bytes).take(HEAD as u64).read_to_end(&mut head);
+    } else {
+        head.extend_from_slice(&bytes[..bytes.len().min(HEAD)]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
     head.contains("<urlset") || head.contains("<sitemapindex")
 }
 
@@ -193,6 +201,8 @@ mod tests {
         enc.write_all(b"<urlset><url><loc>http://a.com/</loc></url></urlset>").unwrap();
         let gz = enc.finish().unwrap();
         assert_eq!(parse_sitemap(&gz).unwrap(), Sitemap::Urls(vec!["http://a.com/".into()]));
+        assert!(looks_like_sitemap(&gz));
+        assert!(!looks_like_sitemap(b"<html><body>no</body></html>"));
     }
 
     #[test]

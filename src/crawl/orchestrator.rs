@@ -341,7 +341,7 @@ async fn detect_type(ctx: &Ctx, url: &Url) -> CrawlType {
             let mime = f.mime().unwrap_or_default();
             let body = f.body.as_deref().unwrap_or_default();
             if (mime.contains("xml") || mime.is_empty() || body.starts_with(&[0x1f, 0x8b]))
-                && discover::looks_like_sitemap(&discover::maybe_gunzip(body).unwrap_or_default())
+                && discover::looks_like_sitemap(body)
             {
                 CrawlType::Sitemap
             } else if mime == "text/plain" || mime == "text/markdown" {
@@ -415,8 +415,12 @@ async fn sitemap_urls(ctx: &Ctx, root: &Url) -> Result<Vec<Url>, String> {
 /// The links of an llms.txt-style list.
 async fn link_list(ctx: &Ctx, url: &Url) -> Result<Vec<Url>, String> {
     let f = fetch_document(ctx, url, &ctx.crawl.spec.scope).await.map_err(|e| format!("link list unreadable: {e}"))?;
-    let text = f.text();
-    Ok(discover::parse_link_list(&text, &f.final_url))
+    // Decoding and scanning up to a page's size of text is pool work.
+    ctx.engine
+        .pool
+        .run(&ctx.crawl.tracker, move || discover::parse_link_list(&f.text(), &f.final_url))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Crawls one level with bounded concurrency; results come back in the

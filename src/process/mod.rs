@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 pub use chunk::{Chunk, ChunkOptions, ChunkUnit};
 pub use code::CodeExample;
-pub use html::{parse_html, text_title};
+pub use html::text_title;
 pub use page::{ProcessOptions, Processed, embedding_inputs, process_html, process_text};
 
 /// The process-wide rayon pool. Work enters it from a tracked blocking task, so
@@ -58,10 +58,5 @@ impl Pool {
         let pool = self.pool.clone();
         let span = tracing::Span::current();
         tracker.spawn_blocking(move || span.in_scope(|| pool.install(f))).await.map_err(|e| TaskFailed(e.to_string()))
-    }
-
-    /// Runs `f` over `items` in parallel on the pool, from a blocking task.
-    pub fn install<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        self.pool.install(f)
     }
 }

@@ -219,3 +219,32 @@ pub fn process_text(text: &str, opts: &ProcessOptions) -> Processed {
         code_examples,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_title_description_and_links() {
+        let html = r#"<html><head><title> Hello &amp; welcome </title><base href="/docs/">
+            <meta name="description" content="About &quot;this&quot;"></head>
+            <body><nav><a href="a.html">A</a></nav><h1>Head</h1><p>Para <a href="/b#x">B</a>
+            <a href="mailto:x@y.z">m</a><a href="a.html">again</a><a href="/c?x=1&amp;utm_source=y">c</a></p></body></html>"#;
+        let p = process_html(html, &Url::parse("http://e.com/index.html").unwrap(), &ProcessOptions::default());
+        assert_eq!(p.title.as_deref(), Some("Hello & welcome"));
+        assert_eq!(p.description.as_deref(), Some("About \"this\""));
+        let links: Vec<&str> = p.links.iter().map(Url::as_str).collect();
+        assert_eq!(links, vec!["http://e.com/docs/a.html", "http://e.com/b", "http://e.com/c?x=1"]);
+        assert!(p.markdown.contains("Para"), "{}", p.markdown);
+    }
+
+    #[test]
+    fn survives_garbage() {
+        let p = process_html(
+            "<<<>>><a href=>\u{fffd}</title>",
+            &Url::parse("http://e.com/").unwrap(),
+            &ProcessOptions::default(),
+        );
+        assert!(p.title.is_none());
+    }
+}

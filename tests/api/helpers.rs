@@ -75,6 +75,18 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
+    /// A request on behalf of the tenant of API key `key`.
+    pub fn request_as(&self, key: &str, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path)).bearer_auth(key)
+    }
+
+    /// Starts a crawl as the tenant of `key` and returns its id (panics unless 202).
+    pub async fn start_crawl_as(&self, key: &str, body: Value) -> String {
+        let resp = self.request_as(key, reqwest::Method::POST, "/api/crawls").json(&body).send().await.unwrap();
+        assert_eq!(resp.status(), 202);
+        resp.json::<Value>().await.unwrap()["progressId"].as_str().unwrap().to_string()
+    }
+
     pub async fn post_crawl(&self, body: Value) -> reqwest::Response {
         self.client.post(self.url("/api/crawls")).json(&body).send().await.expect("request")
     }

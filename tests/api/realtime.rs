@@ -83,16 +83,7 @@ async fn tenants_cannot_see_or_stop_each_others_crawls(client: Client) {
     let keys = ApiKeys::from_pairs([("key-alpha-123", "alpha"), ("key-beta-4567", "beta")]);
     let app = spawn_app_with(|c| c.api_keys = keys).await;
     let site = fixture_with(paced_site()).await;
-    let resp = app
-        .client
-        .post(app.url("/api/crawls"))
-        .bearer_auth("key-alpha-123")
-        .json(&long_crawl(&site))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    let id = resp.json::<Value>().await.unwrap()["progressId"].as_str().unwrap().to_string();
+    let id = app.start_crawl_as("key-alpha-123", long_crawl(&site)).await;
     let lines = run_client(client, "tenants", &app.address, &[&id, "key-beta-4567", "wrong-key-000"]).await;
     assert_eq!(ack_of(&lines, "subscribe_other")["error"]["code"], "not_found", "{lines:?}");
     assert_eq!(ack_of(&lines, "stop_other")["error"]["code"], "not_found");
@@ -105,9 +96,7 @@ async fn tenants_cannot_see_or_stop_each_others_crawls(client: Client) {
         "beta never sees alpha's progress: {lines:?}"
     );
     let s: Value = app
-        .client
-        .get(app.url(&format!("/api/crawls/{id}")))
-        .bearer_auth("key-alpha-123")
+        .request_as("key-alpha-123", reqwest::Method::GET, &format!("/api/crawls/{id}"))
         .send()
         .await
         .unwrap()
@@ -319,25 +308,12 @@ async fn tenants_see_only_their_own_crawls_over_http() {
     let no_key = app.post_crawl(crawl_body(site.url("/"), "page")).await;
     assert_eq!(no_key.status(), 401);
     assert_eq!(no_key.json::<Value>().await.unwrap()["error"]["code"], "unauthorized");
-    let bad = app.client.get(app.url("/api/crawls")).bearer_auth("nope-nope-nope").send().await.unwrap();
+    let bad = app.request_as("nope-nope-nope", reqwest::Method::GET, "/api/crawls").send().await.unwrap();
     assert_eq!(bad.status(), 401);
     assert_eq!(app.get("/healthz").await.0, 200, "health stays open");
 
-    let as_ = |key: &'static str| {
-        let client = app.client.clone();
-        let base = app.address.clone();
-        move |method: reqwest::Method, path: String| client.request(method, format!("{base}{path}")).bearer_auth(key)
-    };
-    let (alpha, beta) = (as_("key-alpha-123"), as_("key-beta-4567"));
-    let started: Value = alpha(reqwest::Method::POST, "/api/crawls".into())
-        .json(&crawl_body(site.url("/docs/2.html"), "page"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = started["progressId"].as_str().unwrap().to_string();
+    let (alpha, beta) = ("key-alpha-123", "key-beta-4567");
+    let id = app.start_crawl_as(alpha, crawl_body(site.url("/docs/2.html"), "page")).await;
     for (method, path) in [
         (reqwest::Method::GET, format!("/api/crawls/{id}")),
         (reqwest::Method::GET, format!("/api/crawls/{id}/pages")),
@@ -345,12 +321,13 @@ async fn tenants_see_only_their_own_crawls_over_http() {
         (reqwest::Method::POST, format!("/api/crawls/{id}/stop")),
         (reqwest::Method::DELETE, format!("/api/crawls/{id}")),
     ] {
-        let resp = beta(method.clone(), path.clone()).send().await.unwrap();
+        let resp = app.request_as(beta, method.clone(), &path).send().await.unwrap();
         assert_eq!(resp.status(), 404, "beta {method} {path}");
     }
-    let beta_list: Value = beta(reqwest::Method::GET, "/api/crawls".into()).send().await.unwrap().json().await.unwrap();
+    let beta_list: Value =
+        app.request_as(beta, reqwest::Method::GET, "/api/crawls").send().await.unwrap().json().await.unwrap();
     assert_eq!(beta_list["crawls"], json!([]));
     let alpha_list: Value =
-        alpha(reqwest::Method::GET, "/api/crawls".into()).send().await.unwrap().json().await.unwrap();
+        app.request_as(alpha, reqwest::Method::GET, "/api/crawls").send().await.unwrap().json().await.unwrap();
     assert_eq!(alpha_list["crawls"][0]["progressId"], id.as_str());
 }
