@@ -16,13 +16,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Crawl(args) => crawl(args).await,
-        Command::Migrate(args) => store::connect(&args.database_url)
-            .await
-            .map(|_| {
-                println!("migrations applied to {}", args.database_url);
-                ExitCode::SUCCESS
-            })
-            .map_err(|e| e.to_string()),
+        Command::Migrate(args) => migrate(args).await,
         Command::Search(args) => search(args).await,
         Command::Embed(args) => embed(args).await,
     };
@@ -30,6 +24,13 @@ pub async fn run(cli: Cli) -> ExitCode {
         eprintln!("error: {e}");
         ExitCode::FAILURE
     })
+}
+
+async fn migrate(args: crate::config::MigrateArgs) -> Result<ExitCode, String> {
+    let embed_config = args.embedding.into_config().map_err(|e| e.to_string())?;
+    store::connect(&args.database.database_url, embed_config.vector_dimensions()).await.map_err(|e| e.to_string())?;
+    println!("migrations applied to {}", args.database.database_url);
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn init_tracing(default_filter: &str) {
@@ -81,7 +82,9 @@ async fn crawl(args: CrawlArgs) -> Result<ExitCode, String> {
     init_tracing("warn");
     crate::install_crypto_provider();
     let config = args.crawler.into_config().map_err(|e| e.to_string())?;
-    let store = store::connect(&args.database.database_url).await.map_err(|e| e.to_string())?;
+    let store = store::connect(&args.database.database_url, config.embedding.vector_dimensions())
+        .await
+        .map_err(|e| e.to_string())?;
     let root = CancellationToken::new();
     let registry = Registry::new(config, store, root.clone(), std::sync::Arc::new(crate::progress::NoFanout))
         .map_err(|e| e.to_string())?;
@@ -179,9 +182,11 @@ async fn search(args: SearchArgs) -> Result<ExitCode, String> {
         "text" => crate::search::Mode::Text,
         other => return Err(format!("mode '{other}' is not hybrid, vector or text")),
     };
-    let embedder =
-        crate::embed::build(&args.embedding.into_config().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-    let store = store::connect(&args.database.database_url).await.map_err(|e| e.to_string())?;
+    let embed_config = args.embedding.into_config().map_err(|e| e.to_string())?;
+    let embedder = crate::embed::build(&embed_config).map_err(|e| e.to_string())?;
+    let store = store::connect(&args.database.database_url, embed_config.vector_dimensions())
+        .await
+        .map_err(|e| e.to_string())?;
     let filter = crate::store::SearchFilter { crawl_id: args.crawl, source: args.source, tenant: None };
     let hits = crate::search::search(&*store, &*embedder, &args.query, mode, &filter, args.limit.clamp(1, 100))
         .await
@@ -215,9 +220,11 @@ async fn embed(args: EmbedCmdArgs) -> Result<ExitCode, String> {
         return Err("nothing to do: pass --missing to embed what was stored without a vector".into());
     }
     crate::install_crypto_provider();
-    let embedder =
-        crate::embed::build(&args.embedding.into_config().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-    let store = store::connect(&args.database.database_url).await.map_err(|e| e.to_string())?;
+    let embed_config = args.embedding.into_config().map_err(|e| e.to_string())?;
+    let embedder = crate::embed::build(&embed_config).map_err(|e| e.to_string())?;
+    let store = store::connect(&args.database.database_url, embed_config.vector_dimensions())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut done = 0usize;
     loop {
         let rows = store.unembedded(EMBED_ROUND).await.map_err(|e| e.to_string())?;

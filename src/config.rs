@@ -97,7 +97,7 @@ pub enum Command {
     /// Run one crawl in this process, with a progress bar; Ctrl-C stops it.
     Crawl(CrawlArgs),
     /// Apply the store's migrations and exit.
-    Migrate(DatabaseArgs),
+    Migrate(MigrateArgs),
     /// Search what was crawled.
     Search(SearchArgs),
     /// Fill in vectors: `--missing` embeds chunks and code examples stored without one.
@@ -138,8 +138,17 @@ pub struct EmbedCmdArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The embedder decides the dimension of PostgreSQL's vector columns.
+    #[command(flatten)]
+    pub embedding: EmbedArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct DatabaseArgs {
-    /// Store location: `sqlite://trawl.db` or a file path.
+    /// Store location: `sqlite://trawl.db`, a file path, or `postgres://...`.
     #[arg(long = "database", env = "DATABASE_URL", default_value = "sqlite://trawl.db")]
     pub database_url: String,
 }

@@ -80,7 +80,7 @@ impl App {
     /// behind as interrupted, and binds the listener.
     pub async fn build(config: Config) -> Result<App, AppError> {
         install_crypto_provider();
-        let store = store::connect(&config.database_url).await?;
+        let store = store::connect(&config.database_url, config.crawler.embedding.vector_dimensions()).await?;
         let interrupted = store.mark_interrupted().await?;
         if interrupted > 0 {
             tracing::warn!(interrupted, "crawls left running by an earlier process were marked interrupted");

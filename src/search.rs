@@ -1,4 +1,4 @@
-//! Search over what was crawled: text (FTS5 bm25), vector (cosine on the
+//! Search over what was crawled: text (FTS5 bm25 / PostgreSQL ts_rank_cd), vector (cosine on the
 //! configured embedder's vectors), and hybrid, the default: reciprocal rank
 //! fusion of the two rankings.
 
@@ -29,6 +29,19 @@ pub enum SearchError {
     Embed(#[from] crate::embed::EmbedError),
 }
 
+/// Reciprocal rank fusion: each list adds `1 / (k + rank)` to its ids.
+fn fuse(lists: &[&[(i64, f64)]]) -> Vec<(i64, f64)> {
+    let mut fused: HashMap<i64, f64> = HashMap::new();
+    for list in lists {
+        for (rank, (id, _)) in list.iter().enumerate() {
+            *fused.entry(*id).or_default() += 1.0 / (RRF_K + rank as f64 + 1.0);
+        }
+    }
+    let mut v: Vec<(i64, f64)> = fused.into_iter().collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    v
+}
+
 /// The best `limit` chunks for `query`, best first.
 pub async fn search(
     store: &dyn Store,
@@ -39,26 +52,22 @@ pub async fn search(
     limit: u32,
 ) -> Result<Vec<ChunkHit>, SearchError> {
     let pool = (limit * 4).max(50);
-    let text = if mode != Mode::Vector { store.search_text(query, filter, pool).await? } else { Vec::new() };
-    let vector = if mode != Mode::Text {
-        let v = embedder.embed(&[query.to_string()]).await?.into_iter().next().unwrap_or_default();
-        store.search_vector(&v, embedder.model(), filter, pool).await?
-    } else {
-        Vec::new()
+    let embed_query = async {
+        Ok::<_, SearchError>(embedder.embed(&[query.to_string()]).await?.into_iter().next().unwrap_or_default())
     };
     let ranked: Vec<(i64, f64)> = match mode {
-        Mode::Text => text,
-        Mode::Vector => vector,
+        Mode::Text => store.search_text(query, filter, pool).await?,
+        Mode::Vector => store.search_vector(&embed_query.await?, embedder.model(), filter, pool).await?,
         Mode::Hybrid => {
-            let mut fused: HashMap<i64, f64> = HashMap::new();
-            for list in [&text, &vector] {
-                for (rank, (id, _)) in list.iter().enumerate() {
-                    *fused.entry(*id).or_default() += 1.0 / (RRF_K + rank as f64 + 1.0);
+            let v = embed_query.await?;
+            match store.search_hybrid(query, &v, embedder.model(), filter, pool, limit).await? {
+                Some(fused) => fused,
+                None => {
+                    let text = store.search_text(query, filter, pool).await?;
+                    let vector = store.search_vector(&v, embedder.model(), filter, pool).await?;
+                    fuse(&[&text, &vector])
                 }
             }
-            let mut v: Vec<(i64, f64)> = fused.into_iter().collect();
-            v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            v
         }
     };
     let top: Vec<(i64, f64)> = ranked.into_iter().take(limit as usize).collect();

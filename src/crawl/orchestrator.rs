@@ -13,7 +13,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tokio::sync::{Semaphore, mpsc};
@@ -40,6 +40,12 @@ const PAGE_CHANNEL: usize = 512;
 const WRITE_BATCH: usize = 64;
 /// How often the writer flushes and persists the status while a crawl runs.
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
+/// The status row is written at least this often while a crawl runs, even
+/// when nothing changed: readers (and other instances) see it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long a store write is retried (with backoff) before the crawl fails:
+/// long enough to ride out a database restart or failover.
+const STORE_RETRY_FOR: Duration = Duration::from_secs(30);
 /// Sitemap documents read per crawl, at most (indexes of indexes).
 const MAX_SITEMAP_DOCS: usize = 1000;
 
@@ -150,7 +156,7 @@ pub(crate) async fn run(engine: Arc<Engine>, crawl: Arc<Crawl>, slots: Arc<Semap
     crawl.tracker.close();
     crawl.tracker.wait().await;
     let fin = terminal_status(&engine, &crawl, outcome);
-    let saved = with_retry(|| engine.store.save_status(&fin)).await;
+    let saved = with_retry(None, || engine.store.save_status(&fin)).await;
     if let Err(e) = &saved {
         tracing::error!(error = %e, "could not store the terminal status");
     }
@@ -207,23 +213,36 @@ fn terminal_status(engine: &Engine, crawl: &Crawl, outcome: Outcome) -> CrawlSta
 }
 
 /// Retries a store write with backoff; a brief outage must not lose a crawl.
-async fn with_retry<F, Fut>(mut f: F) -> Result<(), crate::store::StoreError>
+/// Gives up after [`STORE_RETRY_FOR`], or instead of retrying once `stop` is
+/// cancelled (a stopped crawl abandons what it had not stored).
+async fn with_retry<F, Fut>(stop: Option<&CancellationToken>, mut f: F) -> Result<(), crate::store::StoreError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), crate::store::StoreError>>,
 {
+    let started = Instant::now();
     let mut delay = Duration::from_millis(50);
-    for _ in 0..4 {
-        match f().await {
+    let mut attempt = 1u32;
+    loop {
+        // An attempt is never cut short: a commit in flight must be known to
+        // have landed or not, or the counters could disagree with the rows.
+        let e = match f().await {
             Ok(()) => return Ok(()),
-            Err(e) => {
-                tracing::warn!(error = %e, "store write failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 4;
-            }
+            Err(e) if !e.is_transient() || started.elapsed() + delay > STORE_RETRY_FOR => return Err(e),
+            Err(e) => e,
+        };
+        tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "store write failed; retrying");
+        match stop {
+            Some(token) => tokio::select! {
+                biased;
+                _ = token.cancelled() => return Err(crate::store::StoreError::Abandoned),
+                _ = tokio::time::sleep(delay) => {}
+            },
+            None => tokio::time::sleep(delay).await,
         }
+        delay = (delay * 2).min(Duration::from_secs(2));
+        attempt += 1;
     }
-    f().await
 }
 
 /// What page tasks share.
@@ -603,7 +622,7 @@ async fn crawl_page(ctx: &Ctx, url: Url, depth: u32, seed: bool, scope: &Scope) 
 async fn writer(engine: Arc<Engine>, crawl: Arc<Crawl>, mut rx: mpsc::Receiver<PageRecord>) {
     let mut batch: Vec<PageRecord> = Vec::with_capacity(WRITE_BATCH);
     let mut counts = PageCounts::default();
-    let mut last_saved: Option<CrawlStatus> = None;
+    let mut last_saved: Option<(CrawlStatus, Instant)> = None;
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -678,7 +697,7 @@ async fn flush(
     crawl: &Crawl,
     batch: &mut Vec<PageRecord>,
     counts: &mut PageCounts,
-    last_saved: &mut Option<CrawlStatus>,
+    last_saved: &mut Option<(CrawlStatus, Instant)>,
 ) {
     if !embed_missing(engine, crawl, batch).await {
         return; // stopped while embedding: the batch is abandoned
@@ -697,13 +716,14 @@ async fn flush(
     }
     let mut snapshot = crawl.progress.snapshot();
     snapshot.apply_counts(admitted, next);
-    if batch.is_empty() && last_saved.as_ref() == Some(&snapshot) {
+    let fresh = last_saved.as_ref().is_some_and(|(saved, at)| *saved == snapshot && at.elapsed() < HEARTBEAT);
+    if batch.is_empty() && fresh {
         return;
     }
     let result = if batch.is_empty() {
-        with_retry(|| engine.store.save_status(&snapshot)).await
+        with_retry(Some(&crawl.token), || engine.store.save_status(&snapshot)).await
     } else {
-        with_retry(|| engine.store.save_pages(&snapshot, batch, engine.embedder.model())).await
+        with_retry(Some(&crawl.token), || engine.store.save_pages(&snapshot, batch, engine.embedder.model())).await
     };
     match result {
         Ok(()) => {
@@ -718,8 +738,9 @@ async fn flush(
             metrics::counter!("trawl_code_examples_stored_total").increment(next.code_examples - counts.code_examples);
             *counts = next;
             crawl.progress.set_counts(admitted, next);
-            *last_saved = Some(snapshot);
+            *last_saved = Some((snapshot, Instant::now()));
         }
+        Err(crate::store::StoreError::Abandoned) => {}
         Err(e) => {
             if !batch.is_empty() {
                 crawl.fail(format!("the store refused {} page(s): {e}", batch.len()));

@@ -70,6 +70,22 @@ impl Default for EmbedConfig {
     }
 }
 
+impl EmbedConfig {
+    /// The vector size this configuration produces, where it is known
+    /// without asking the endpoint: the store's vector columns are made for it.
+    pub fn vector_dimensions(&self) -> Option<usize> {
+        if let Some(d) = self.dimensions {
+            return Some(d);
+        }
+        match (self.kind.as_str(), self.model.as_str()) {
+            ("local", _) => Some(local::DEFAULT_DIMENSIONS),
+            (_, "text-embedding-3-small" | "text-embedding-ada-002") => Some(1536),
+            (_, "text-embedding-3-large") => Some(3072),
+            _ => None,
+        }
+    }
+}
+
 /// Builds the configured embedder.
 pub fn build(cfg: &EmbedConfig) -> Result<DynEmbedder, EmbedError> {
     match cfg.kind.as_str() {

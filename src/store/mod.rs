@@ -2,6 +2,7 @@
 //! (embedded default) and PostgreSQL (production) are two implementations of
 //! one contract.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -18,10 +19,42 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("unsupported database URL '{0}': use sqlite://PATH or a file path")]
-    UnsupportedUrl(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("the write was abandoned: the crawl was stopped")]
+    Abandoned,
+    /// A write for a crawl that already has its terminal status: nothing
+    /// may land after `completed`, `failed` or `cancelled`.
+    #[error("crawl {0} has ended; its rows are final")]
+    Finished(String),
     #[error("corrupt row: {0}")]
     Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed: a lost connection, a server
+    /// restarting, a busy database. Anything else fails the same way again.
+    pub fn is_transient(&self) -> bool {
+        let Self::Database(e) = self else { return false };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                // PostgreSQL: connection exceptions (08), shutdown and
+                // startup (57P0x), serialization failures and deadlocks (40);
+                // SQLite: BUSY (5) and LOCKED (6) with their extended codes.
+                code.starts_with("08")
+                    || code.starts_with("57P0")
+                    || code.starts_with("40")
+                    || (code.len() < 5 && code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6)))
+            }
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -181,7 +214,8 @@ pub trait Store: Send + Sync + 'static {
     async fn save_status(&self, status: &CrawlStatus) -> Result<(), StoreError>;
 
     /// Inserts a batch of pages and the status that counts them, in one
-    /// transaction, so the counters never disagree with the rows.
+    /// transaction, so the counters never disagree with the rows. Refused
+    /// with [`StoreError::Finished`] once the crawl is terminal.
     /// Vectors are recorded with `model`.
     async fn save_pages(&self, status: &CrawlStatus, pages: &[PageRecord], model: &str) -> Result<(), StoreError>;
 
@@ -219,6 +253,21 @@ pub trait Store: Send + Sync + 'static {
     /// Chunk ids by text relevance (FTS5 bm25), best first, with a score.
     async fn search_text(&self, query: &str, filter: &SearchFilter, limit: u32) -> Result<Vec<(i64, f64)>, StoreError>;
 
+    /// Hybrid ranking computed by the database itself (reciprocal rank
+    /// fusion of at most `pool` rows of each ranking); `None` lets the caller
+    /// fuse [`Store::search_text`] and [`Store::search_vector`].
+    async fn search_hybrid(
+        &self,
+        _query: &str,
+        _vector: &[f32],
+        _model: &str,
+        _filter: &SearchFilter,
+        _pool: u32,
+        _limit: u32,
+    ) -> Result<Option<Vec<(i64, f64)>>, StoreError> {
+        Ok(None)
+    }
+
     /// Chunk ids by cosine similarity to `vector` among vectors of `model`.
     async fn search_vector(
         &self,
@@ -251,11 +300,17 @@ pub trait Store: Send + Sync + 'static {
     async fn mark_interrupted(&self) -> Result<u64, StoreError>;
 }
 
-/// Opens the store a database URL names and runs its migrations.
-pub async fn connect(database_url: &str) -> Result<DynStore, StoreError> {
-    if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-        return Err(StoreError::UnsupportedUrl(database_url.to_string()));
+/// Whether a database URL names PostgreSQL (otherwise SQLite).
+pub fn is_postgres(database_url: &str) -> bool {
+    database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")
+}
+
+/// Opens the store a database URL names (`postgres://...`, else SQLite) and
+/// runs its migrations. `dimensions` is the embedder's vector size, which
+/// PostgreSQL's `vector(N)` columns are made for and checked against.
+pub async fn connect(database_url: &str, dimensions: Option<usize>) -> Result<DynStore, StoreError> {
+    if is_postgres(database_url) {
+        return Ok(Arc::new(postgres::PgStore::connect(database_url, dimensions).await?));
     }
-    let store = sqlite::SqliteStore::connect(database_url).await?;
-    Ok(Arc::new(store))
+    Ok(Arc::new(sqlite::SqliteStore::connect(database_url).await?))
 }

@@ -234,6 +234,26 @@ impl Store for SqliteStore {
 
     async fn save_pages(&self, s: &CrawlStatus, pages: &[PageRecord], model: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        let state: String = sqlx::query_scalar("SELECT status FROM crawls WHERE id = ?")
+            .bind(&s.progress_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("no crawl {}", s.progress_id)))?;
+        if CrawlState::parse(&state).is_some_and(CrawlState::is_terminal) {
+            return Err(StoreError::Finished(s.progress_id.clone()));
+        }
+        // A batch written again replaces its own rows (and by cascade their
+        // chunks and code examples) instead of adding to them.
+        for chunk in pages.chunks(PAGE_ROWS_PER_INSERT) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("DELETE FROM pages WHERE crawl_id = ");
+            qb.push_bind(&s.progress_id).push(" AND url IN (");
+            let mut sep = qb.separated(", ");
+            for p in chunk {
+                sep.push_bind(&p.url);
+            }
+            qb.push(")");
+            qb.build().execute(&mut *tx).await?;
+        }
         // A crawled URL replaces what earlier crawls stored for it (pages,
         // and by cascade their chunks and code examples): no duplicates in
         // search. A failed fetch leaves an earlier good copy alone.
@@ -245,7 +265,11 @@ impl Store for SqliteStore {
             for p in chunk {
                 sep.push_bind(&p.url);
             }
-            qb.push(")");
+            // Only the same tenant's copies: another tenant's crawl of the
+            // same site is theirs to keep.
+            qb.push(") AND crawl_id IN (SELECT id FROM crawls WHERE tenant IS (SELECT tenant FROM crawls WHERE id = ")
+                .push_bind(&s.progress_id)
+                .push("))");
             qb.build().execute(&mut *tx).await?;
         }
         for chunk in pages.chunks(PAGE_ROWS_PER_INSERT) {
@@ -272,14 +296,6 @@ impl Store for SqliteStore {
                     .push_bind(p.chunks.len() as i64)
                     .push_bind(p.code_examples.len() as i64);
             });
-            qb.push(
-                " ON CONFLICT (crawl_id, url) DO UPDATE SET final_url = excluded.final_url, status = excluded.status,
-                  http_status = excluded.http_status, depth = excluded.depth, title = excluded.title,
-                  content_type = excluded.content_type, format = excluded.format, content = excluded.content,
-                  bytes = excluded.bytes, error = excluded.error, fetched_at = excluded.fetched_at,
-                  description = excluded.description, source = excluded.source,
-                  chunk_count = excluded.chunk_count, code_count = excluded.code_count",
-            );
             qb.build().execute(&mut *tx).await?;
         }
         let with_content: Vec<&PageRecord> =

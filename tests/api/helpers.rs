@@ -1,5 +1,6 @@
-//! `spawn_app()`: the service on port 0 with a fresh SQLite database, and
-//! typed helpers to drive it over real HTTP.
+//! `spawn_app()`: the service on port 0 with a fresh database (SQLite, or
+//! PostgreSQL when `TRAWL_TEST_STORE=postgres`: `scripts/test` runs the
+//! suite both ways), and typed helpers to drive it over real HTTP.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +39,15 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// Whether this run puts the end-to-end tests on PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var("TRAWL_TEST_STORE").is_ok_and(|v| v == "postgres")
+}
+
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    if on_postgres() {
+        return spawn_app_pg(configure).await;
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let db_path = dir.path().join("trawl.db");
     let mut app = spawn_app_on(&db_path, configure).await;
@@ -46,10 +55,28 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     app
 }
 
+/// The service on a fresh PostgreSQL database of the shared test cluster.
+pub async fn spawn_app_pg(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let url = crate::pg::fresh_database_url().await;
+    spawn_app_url(&url, configure).await
+}
+
+/// The service on the database `url` names (restart tests reuse one).
+pub async fn spawn_app_url(url: &str, configure: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = test_config(std::path::Path::new("unused"));
+    config.database_url = url.to_string();
+    configure(&mut config);
+    start(config).await
+}
+
 /// Spawns the service on an existing database file (restart tests).
 pub async fn spawn_app_on(db_path: &std::path::Path, configure: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config(db_path);
     configure(&mut config);
+    start(config).await
+}
+
+async fn start(config: Config) -> TestApp {
     let app = App::build(config).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let registry = app.registry();

@@ -29,7 +29,7 @@ async fn restart_marks_a_crawl_left_running_as_failed_interrupted() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("trawl.db");
     {
-        let store = trawl::store::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+        let store = trawl::store::connect(&format!("sqlite://{}", db.display()), None).await.unwrap();
         let mut s =
             CrawlStatus::new_queued("01a1f000-0000-7000-8000-000000000001".into(), "http://a.com/".into(), Utc::now());
         store.create_crawl(&NewCrawl { status: s.clone(), tenant: None, request_json: "{}".into() }).await.unwrap();
@@ -264,7 +264,7 @@ async fn serve_shuts_down_gracefully_on_sigterm() {
     send_signal(child.id(), "-TERM");
     let status = wait_exit(&mut child, Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}");
-    let store = trawl::store::connect(&db.display().to_string()).await.unwrap();
+    let store = trawl::store::connect(&db.display().to_string(), None).await.unwrap();
     assert_eq!(store.get_crawl(&id).await.unwrap().unwrap().status, CrawlState::Cancelled);
 }
 

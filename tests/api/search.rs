@@ -134,7 +134,7 @@ async fn a_permanent_500_stores_chunks_without_vectors_and_embed_missing_fills_t
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains(&format!("embedded {missing} ")), "{stdout}");
-    let store = trawl::store::connect(&db.display().to_string()).await.unwrap();
+    let store = trawl::store::connect(&db.display().to_string(), None).await.unwrap();
     assert!(store.unembedded(10_000).await.unwrap().is_empty(), "nothing is left without a vector");
 }
 

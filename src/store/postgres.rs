@@ -1,0 +1,850 @@
+//! The production store: PostgreSQL with pgvector. Batches go in as one
+//! `INSERT ... SELECT FROM UNNEST(arrays)` per table, so a batch of any size
+//! costs a handful of round trips; text search uses generated `tsvector`
+//! columns with GIN indexes, vector search an HNSW index (cosine), and
+//! hybrid search fuses both rankings in one SQL statement.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use pgvector::Vector;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Executor, Postgres, QueryBuilder, Row};
+
+use super::{
+    ChunkHit, CodeHit, CrawlFilter, NewCrawl, PageRecord, PageStatus, PageSummary, SearchFilter, Store, StoreError,
+    StoredPage, Unembedded,
+};
+use crate::progress::{CrawlState, CrawlStatus, Stage};
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+/// The advisory lock that serialises schema setup between instances
+/// starting at once.
+const SETUP_LOCK: i64 = 0x7472_6177_6c00;
+
+impl PgStore {
+    /// Connects, runs the migrations and makes sure the vector columns have
+    /// the embedder's dimension (adding them on a fresh database).
+    pub async fn connect(database_url: &str, dimensions: Option<usize>) -> Result<Self, StoreError> {
+        let dimensions = dimensions.ok_or_else(|| {
+            StoreError::Config(
+                "PostgreSQL needs the embedding dimension: set TRAWL_EMBEDDING_DIMENSIONS (or --embedding-dimensions)"
+                    .into(),
+            )
+        })?;
+        if !(1..=16_000).contains(&dimensions) {
+            return Err(StoreError::Config(format!("embedding dimension {dimensions} is out of range (1..=16000)")));
+        }
+        let opts: PgConnectOptions = database_url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // Filtered vector searches keep walking the HNSW graph
+                    // until they have enough rows (pgvector 0.8).
+                    conn.execute("SET hnsw.iterative_scan = relaxed_order; SET hnsw.ef_search = 100").await?;
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await?;
+        let mut conn = pool.acquire().await?;
+        sqlx::query("SELECT pg_advisory_lock($1)").bind(SETUP_LOCK).execute(&mut *conn).await?;
+        let setup = async {
+            sqlx::migrate!("./migrations/postgres").run(&mut *conn).await?;
+            ensure_dimensions(&mut conn, dimensions).await
+        }
+        .await;
+        sqlx::query("SELECT pg_advisory_unlock($1)").bind(SETUP_LOCK).execute(&mut *conn).await?;
+        setup?;
+        drop(conn);
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// Adds the `vector(N)` columns and their indexes on first start; refuses a
+/// store made for another dimension, which would fail on every insert.
+async fn ensure_dimensions(conn: &mut sqlx::PgConnection, dimensions: usize) -> Result<(), StoreError> {
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT value FROM trawl_settings WHERE key = 'embedding_dimensions'")
+            .fetch_optional(&mut *conn)
+            .await?;
+    match stored {
+        Some(d) if d == dimensions.to_string() => Ok(()),
+        Some(d) => Err(StoreError::Config(format!(
+            "the database stores {d}-dimension vectors but the embedder makes {dimensions}: \
+             use an embedder of {d} dimensions, or a new database"
+        ))),
+        None => {
+            let ddl = format!(
+                "ALTER TABLE chunks ADD COLUMN embedding vector({dimensions});
+                 ALTER TABLE code_examples ADD COLUMN embedding vector({dimensions});
+                 CREATE INDEX chunks_embedding ON chunks USING hnsw (embedding vector_cosine_ops);
+                 CREATE INDEX code_embedding ON code_examples USING hnsw (embedding vector_cosine_ops);
+                 CREATE INDEX chunks_without_vectors ON chunks (id) WHERE embedding IS NULL;
+                 CREATE INDEX code_without_vectors ON code_examples (id) WHERE embedding IS NULL;
+                 INSERT INTO trawl_settings (key, value) VALUES ('embedding_dimensions', '{dimensions}');"
+            );
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(ddl)).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+    }
+}
+
+/// PostgreSQL text cannot hold NUL; a page with a stray NUL byte is kept
+/// with U+FFFD in its place rather than failing its whole batch.
+fn clean(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') { Cow::Owned(s.replace('\0', "\u{fffd}")) } else { Cow::Borrowed(s) }
+}
+
+fn clean_opt(s: &Option<String>) -> Option<Cow<'_, str>> {
+    s.as_deref().map(clean)
+}
+
+/// A `to_tsquery` that matches any of the words: user input never reaches
+/// tsquery syntax.
+pub fn ts_query(q: &str) -> Option<String> {
+    let words: Vec<String> = q
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .take(32)
+        .map(str::to_lowercase)
+        .collect();
+    (!words.is_empty()).then(|| words.join(" | "))
+}
+
+fn status_from_row(r: &PgRow) -> Result<CrawlStatus, StoreError> {
+    let status: String = r.try_get("status")?;
+    let stage: String = r.try_get("stage")?;
+    let n = |c: &str| -> Result<u64, StoreError> { Ok(r.try_get::<i64, _>(c)?.max(0) as u64) };
+    Ok(CrawlStatus {
+        progress_id: r.try_get("id")?,
+        url: r.try_get("url")?,
+        status: CrawlState::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status '{status}'")))?,
+        stage: Stage::parse(&stage).ok_or_else(|| StoreError::Corrupt(format!("stage '{stage}'")))?,
+        percentage: r.try_get("percentage")?,
+        pages_crawled: n("pages_crawled")?,
+        pages_failed: n("pages_failed")?,
+        pages_skipped: n("pages_skipped")?,
+        pages_queued: n("pages_queued")?,
+        chunks_stored: n("chunks_stored")?,
+        code_examples: n("code_examples")?,
+        chunks_unembedded: n("chunks_unembedded")?,
+        current_url: r.try_get("current_url")?,
+        message: r.try_get("message")?,
+        error: r.try_get("error")?,
+        created_at: r.try_get("created_at")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+    })
+}
+
+async fn update_status<'e, E>(exec: E, s: &CrawlStatus) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = Postgres>,
+{
+    // A terminal crawl never changes again: the WHERE clause guarantees it.
+    sqlx::query(
+        "UPDATE crawls SET status = $1, stage = $2, percentage = $3, pages_crawled = $4, pages_failed = $5,
+           pages_skipped = $6, pages_queued = $7, chunks_stored = $8, code_examples = $9, chunks_unembedded = $10,
+           current_url = $11, message = $12, error = $13, started_at = $14, finished_at = $15, updated_at = now()
+         WHERE id = $16 AND status NOT IN ('completed', 'failed', 'cancelled')",
+    )
+    .bind(s.status.as_str())
+    .bind(s.stage.as_str())
+    .bind(s.percentage)
+    .bind(s.pages_crawled as i64)
+    .bind(s.pages_failed as i64)
+    .bind(s.pages_skipped as i64)
+    .bind(s.pages_queued as i64)
+    .bind(s.chunks_stored as i64)
+    .bind(s.code_examples as i64)
+    .bind(s.chunks_unembedded as i64)
+    .bind(s.current_url.as_deref().map(clean))
+    .bind(s.message.as_deref().map(clean))
+    .bind(s.error.as_deref().map(clean))
+    .bind(s.started_at)
+    .bind(s.finished_at)
+    .bind(&s.progress_id)
+    .execute(exec)
+    .await?;
+    Ok(())
+}
+
+/// Adds the crawl, source and tenant conditions of a search on alias `c`
+/// (chunks or code examples) joined with crawls as `k`.
+fn push_filter(qb: &mut QueryBuilder<Postgres>, f: &SearchFilter) {
+    if let Some(c) = &f.crawl_id {
+        qb.push(" AND c.crawl_id = ").push_bind(c.clone());
+    }
+    if let Some(s) = &f.source {
+        qb.push(" AND c.source = ").push_bind(s.clone());
+    }
+    if let Some(tenant) = &f.tenant {
+        qb.push(" AND k.tenant = ").push_bind(tenant.clone());
+    }
+}
+
+fn vector_of(v: &Option<Vec<f32>>) -> Option<Vector> {
+    v.as_ref().map(|v| Vector::from(v.clone()))
+}
+
+async fn insert_pages(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    crawl_id: &str,
+    pages: &[PageRecord],
+    sources: &HashMap<String, i64>,
+) -> Result<HashMap<String, i64>, StoreError> {
+    let source_ids: Vec<Option<i64>> =
+        pages.iter().map(|p| p.source.as_ref().and_then(|s| sources.get(s).copied())).collect();
+    let urls: Vec<Cow<str>> = pages.iter().map(|p| clean(&p.url)).collect();
+    let final_urls: Vec<Option<Cow<str>>> = pages.iter().map(|p| clean_opt(&p.final_url)).collect();
+    let statuses: Vec<&str> = pages.iter().map(|p| p.status.as_str()).collect();
+    let http: Vec<Option<i32>> = pages.iter().map(|p| p.http_status.map(i32::from)).collect();
+    let depths: Vec<i32> = pages.iter().map(|p| p.depth.min(i32::MAX as u32) as i32).collect();
+    let titles: Vec<Option<Cow<str>>> = pages.iter().map(|p| clean_opt(&p.title)).collect();
+    let descriptions: Vec<Option<Cow<str>>> = pages.iter().map(|p| clean_opt(&p.description)).collect();
+    let types: Vec<Option<Cow<str>>> = pages.iter().map(|p| clean_opt(&p.content_type)).collect();
+    let formats: Vec<Option<&str>> = pages.iter().map(|p| p.format).collect();
+    let contents: Vec<Option<Cow<str>>> = pages.iter().map(|p| clean_opt(&p.content)).collect();
+    let bytes: Vec<Option<i64>> = pages.iter().map(|p| p.bytes.map(|b| b as i64)).collect();
+    let errors: Vec<Option<Cow<str>>> = pages.iter().map(|p| clean_opt(&p.error)).collect();
+    let source_names: Vec<Option<Cow<str>>> = pages.iter().map(|p| clean_opt(&p.source)).collect();
+    let chunk_counts: Vec<i32> = pages.iter().map(|p| p.chunks.len() as i32).collect();
+    let code_counts: Vec<i32> = pages.iter().map(|p| p.code_examples.len() as i32).collect();
+    let fetched: Vec<DateTime<Utc>> = pages.iter().map(|p| p.fetched_at).collect();
+    let rows = sqlx::query(
+        "INSERT INTO pages (crawl_id, source_id, url, final_url, status, http_status, depth, title, description,
+           content_type, format, content, bytes, error, source, chunk_count, code_count, fetched_at)
+         SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::text[],
+           $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[], $14::text[], $15::text[], $16::int[],
+           $17::int[], $18::timestamptz[])
+         RETURNING id, url",
+    )
+    .bind(crawl_id)
+    .bind(source_ids)
+    .bind(strs(&urls))
+    .bind(opt_strs(&final_urls))
+    .bind(statuses)
+    .bind(http)
+    .bind(depths)
+    .bind(opt_strs(&titles))
+    .bind(opt_strs(&descriptions))
+    .bind(opt_strs(&types))
+    .bind(formats)
+    .bind(opt_strs(&contents))
+    .bind(bytes)
+    .bind(opt_strs(&errors))
+    .bind(opt_strs(&source_names))
+    .bind(chunk_counts)
+    .bind(code_counts)
+    .bind(fetched)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter().map(|r| Ok((r.try_get::<String, _>("url")?, r.try_get::<i64, _>("id")?))).collect()
+}
+
+fn strs<'a>(v: &'a [Cow<'a, str>]) -> Vec<&'a str> {
+    v.iter().map(|s| s.as_ref()).collect()
+}
+
+fn opt_strs<'a>(v: &'a [Option<Cow<'a, str>>]) -> Vec<Option<&'a str>> {
+    v.iter().map(|s| s.as_deref()).collect()
+}
+
+async fn insert_content(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    crawl_id: &str,
+    model: &str,
+    pages: &[PageRecord],
+    ids: &HashMap<String, i64>,
+) -> Result<(), StoreError> {
+    let mut page_ids = Vec::new();
+    let mut urls = Vec::new();
+    let mut sources = Vec::new();
+    let mut titles = Vec::new();
+    let mut indexes = Vec::new();
+    let mut headings = Vec::new();
+    let mut contents = Vec::new();
+    let mut counts = Vec::new();
+    let mut vectors = Vec::new();
+    let mut models = Vec::new();
+    let mut code = CodeColumns::default();
+    for p in pages {
+        let Some(&page_id) = ids.get(clean(&p.url).as_ref()) else { continue };
+        let source = clean(p.source.as_deref().unwrap_or_default());
+        for c in &p.chunks {
+            page_ids.push(page_id);
+            urls.push(clean(&p.url));
+            sources.push(source.clone());
+            titles.push(clean_opt(&p.title));
+            indexes.push(c.index as i32);
+            headings.push(clean(&c.heading_path));
+            contents.push(clean(&c.content));
+            counts.push(c.char_count as i32);
+            vectors.push(vector_of(&c.embedding));
+            models.push(c.embedding.as_ref().map(|_| model));
+        }
+        for e in &p.code_examples {
+            code.page_ids.push(page_id);
+            code.urls.push(clean(&p.url));
+            code.sources.push(source.clone());
+            code.languages.push(clean(&e.language));
+            code.code.push(clean(&e.code));
+            code.before.push(clean(&e.context_before));
+            code.after.push(clean(&e.context_after));
+            code.vectors.push(vector_of(&e.embedding));
+            code.models.push(e.embedding.as_ref().map(|_| model));
+        }
+    }
+    if !page_ids.is_empty() {
+        sqlx::query(
+            "INSERT INTO chunks (crawl_id, page_id, url, source, title, chunk_index, heading_path, content, char_count,
+               embedding, model)
+             SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[],
+               $8::text[], $9::int[], $10::vector[], $11::text[])",
+        )
+        .bind(crawl_id)
+        .bind(page_ids)
+        .bind(strs(&urls))
+        .bind(strs(&sources))
+        .bind(opt_strs(&titles))
+        .bind(indexes)
+        .bind(strs(&headings))
+        .bind(strs(&contents))
+        .bind(counts)
+        .bind(vectors)
+        .bind(models)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !code.page_ids.is_empty() {
+        sqlx::query(
+            "INSERT INTO code_examples (crawl_id, page_id, url, source, language, code, context_before, context_after,
+               embedding, model)
+             SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+               $8::text[], $9::vector[], $10::text[])",
+        )
+        .bind(crawl_id)
+        .bind(code.page_ids)
+        .bind(strs(&code.urls))
+        .bind(strs(&code.sources))
+        .bind(strs(&code.languages))
+        .bind(strs(&code.code))
+        .bind(strs(&code.before))
+        .bind(strs(&code.after))
+        .bind(code.vectors)
+        .bind(code.models)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct CodeColumns<'a> {
+    page_ids: Vec<i64>,
+    urls: Vec<Cow<'a, str>>,
+    sources: Vec<Cow<'a, str>>,
+    languages: Vec<Cow<'a, str>>,
+    code: Vec<Cow<'a, str>>,
+    before: Vec<Cow<'a, str>>,
+    after: Vec<Cow<'a, str>>,
+    vectors: Vec<Option<Vector>>,
+    models: Vec<Option<&'a str>>,
+}
+
+fn chunk_hit(r: &PgRow) -> Result<ChunkHit, StoreError> {
+    Ok(ChunkHit {
+        chunk_id: r.try_get("id")?,
+        url: r.try_get("url")?,
+        title: r.try_get("title")?,
+        content: r.try_get("content")?,
+        score: 0.0,
+    })
+}
+
+fn ranked(rows: &[PgRow]) -> Result<Vec<(i64, f64)>, StoreError> {
+    rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("score")?))).collect()
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_crawl(&self, c: &NewCrawl) -> Result<(), StoreError> {
+        let s = &c.status;
+        let request: serde_json::Value =
+            serde_json::from_str(&c.request_json).map_err(|e| StoreError::Corrupt(format!("request: {e}")))?;
+        sqlx::query(
+            "INSERT INTO crawls (id, tenant, url, request, status, stage, percentage, message, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+        )
+        .bind(&s.progress_id)
+        .bind(&c.tenant)
+        .bind(clean(&s.url))
+        .bind(sqlx::types::Json(request))
+        .bind(s.status.as_str())
+        .bind(s.stage.as_str())
+        .bind(s.percentage)
+        .bind(s.message.as_deref().map(clean))
+        .bind(s.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn save_status(&self, s: &CrawlStatus) -> Result<(), StoreError> {
+        update_status(&self.pool, s).await?;
+        Ok(())
+    }
+
+    async fn save_pages(&self, s: &CrawlStatus, pages: &[PageRecord], model: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The row lock orders this batch with any status write of the crawl.
+        let crawl = sqlx::query("SELECT status, tenant FROM crawls WHERE id = $1 FOR UPDATE")
+            .bind(&s.progress_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("no crawl {}", s.progress_id)))?;
+        let state: String = crawl.try_get("status")?;
+        if CrawlState::parse(&state).is_some_and(CrawlState::is_terminal) {
+            return Err(StoreError::Finished(s.progress_id.clone()));
+        }
+        let tenant: Option<String> = crawl.try_get("tenant")?;
+        // A retried batch (its commit may have landed before the connection
+        // broke) replaces its own rows instead of colliding with them.
+        let urls: Vec<String> = pages.iter().map(|p| clean(&p.url).into_owned()).collect();
+        sqlx::query("DELETE FROM pages WHERE crawl_id = $1 AND url = ANY($2)")
+            .bind(&s.progress_id)
+            .bind(&urls)
+            .execute(&mut *tx)
+            .await?;
+        // A crawled URL replaces what the tenant's earlier crawls stored for
+        // it (and by cascade their chunks and code examples): no duplicates
+        // in search. A failed fetch leaves an earlier good copy alone.
+        let crawled: Vec<String> =
+            pages.iter().filter(|p| p.status == PageStatus::Crawled).map(|p| clean(&p.url).into_owned()).collect();
+        if !crawled.is_empty() {
+            sqlx::query(
+                "DELETE FROM pages p USING crawls k WHERE k.id = p.crawl_id AND p.crawl_id <> $1 AND p.url = ANY($2)
+                   AND k.tenant IS NOT DISTINCT FROM $3",
+            )
+            .bind(&s.progress_id)
+            .bind(&crawled)
+            .bind(&tenant)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let mut hosts: Vec<String> = pages.iter().filter_map(|p| p.source.as_deref()).map(|s| s.to_string()).collect();
+        hosts.sort();
+        hosts.dedup();
+        let mut sources = HashMap::new();
+        if !hosts.is_empty() {
+            let rows = sqlx::query(
+                "INSERT INTO sources (tenant, host) SELECT $1, h FROM UNNEST($2::text[]) h
+                 ON CONFLICT (tenant, host) DO UPDATE SET updated_at = now() RETURNING id, host",
+            )
+            .bind(tenant.clone().unwrap_or_default())
+            .bind(hosts.iter().map(|h| clean(h).into_owned()).collect::<Vec<_>>())
+            .fetch_all(&mut *tx)
+            .await?;
+            for r in rows {
+                sources.insert(r.try_get::<String, _>("host")?, r.try_get::<i64, _>("id")?);
+            }
+        }
+        if !pages.is_empty() {
+            let ids = insert_pages(&mut tx, &s.progress_id, pages, &sources).await?;
+            insert_content(&mut tx, &s.progress_id, model, pages, &ids).await?;
+        }
+        update_status(&mut *tx, s).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_crawl(&self, id: &str) -> Result<Option<CrawlStatus>, StoreError> {
+        let row = sqlx::query("SELECT * FROM crawls WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(status_from_row).transpose()
+    }
+
+    async fn crawl_tenant(&self, id: &str) -> Result<Option<Option<String>>, StoreError> {
+        let row = sqlx::query("SELECT tenant FROM crawls WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        row.map(|r| Ok(r.try_get::<Option<String>, _>("tenant")?)).transpose()
+    }
+
+    async fn list_crawls(&self, f: &CrawlFilter) -> Result<Vec<CrawlStatus>, StoreError> {
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("SELECT * FROM crawls WHERE true");
+        if let Some(s) = f.status {
+            qb.push(" AND status = ").push_bind(s.as_str());
+        }
+        if let Some(t) = &f.tenant {
+            qb.push(" AND tenant = ").push_bind(t.clone());
+        }
+        if let Some(b) = &f.before_id {
+            qb.push(" AND id < ").push_bind(b.clone());
+        }
+        qb.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(f.limit));
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter().map(status_from_row).collect()
+    }
+
+    async fn list_pages(&self, crawl_id: &str, after: Option<i64>, limit: u32) -> Result<Vec<PageSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, url, final_url, title, status, http_status, depth, error, chunk_count, code_count FROM pages
+             WHERE crawl_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(crawl_id)
+        .bind(after.unwrap_or(0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PageSummary {
+                    row_id: r.try_get("id")?,
+                    url: r.try_get("url")?,
+                    final_url: r.try_get("final_url")?,
+                    title: r.try_get("title")?,
+                    status: r.try_get("status")?,
+                    http_status: r.try_get::<Option<i32>, _>("http_status")?.map(|s| s as u16),
+                    depth: r.try_get::<i32, _>("depth")?.max(0) as u32,
+                    chunks: r.try_get::<i32, _>("chunk_count")?.max(0) as u64,
+                    code_examples: r.try_get::<i32, _>("code_count")?.max(0) as u64,
+                    error: r.try_get("error")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn get_page(&self, crawl_id: &str, url: &str) -> Result<Option<StoredPage>, StoreError> {
+        let row = sqlx::query(
+            "SELECT url, final_url, status, title, description, content, format, error, depth FROM pages
+             WHERE crawl_id = $1 AND url = $2",
+        )
+        .bind(crawl_id)
+        .bind(url)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(StoredPage {
+                url: r.try_get("url")?,
+                description: r.try_get("description")?,
+                final_url: r.try_get("final_url")?,
+                status: r.try_get("status")?,
+                title: r.try_get("title")?,
+                content: r.try_get("content")?,
+                format: r.try_get("format")?,
+                error: r.try_get("error")?,
+                depth: r.try_get::<i32, _>("depth")?.max(0) as u32,
+            })
+        })
+        .transpose()
+    }
+
+    async fn count_pages(&self, crawl_id: &str) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pages WHERE crawl_id = $1")
+            .bind(crawl_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
+    async fn page_chunks(&self, crawl_id: &str, url: &str) -> Result<Vec<crate::process::Chunk>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT chunk_index, heading_path, content, char_count FROM chunks WHERE crawl_id = $1 AND url = $2
+             ORDER BY chunk_index",
+        )
+        .bind(crawl_id)
+        .bind(url)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(crate::process::Chunk {
+                    index: r.try_get::<i32, _>("chunk_index")?.max(0) as u32,
+                    heading_path: r.try_get("heading_path")?,
+                    content: r.try_get("content")?,
+                    char_count: r.try_get::<i32, _>("char_count")?.max(0) as u32,
+                    embedding: None,
+                })
+            })
+            .collect()
+    }
+
+    async fn page_code_examples(
+        &self,
+        crawl_id: &str,
+        url: &str,
+    ) -> Result<Vec<crate::process::CodeExample>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT language, code, context_before, context_after FROM code_examples WHERE crawl_id = $1 AND url = $2
+             ORDER BY id",
+        )
+        .bind(crawl_id)
+        .bind(url)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(crate::process::CodeExample {
+                    language: r.try_get("language")?,
+                    code: r.try_get("code")?,
+                    context_before: r.try_get("context_before")?,
+                    context_after: r.try_get("context_after")?,
+                    embedding: None,
+                })
+            })
+            .collect()
+    }
+
+    async fn count_content(&self, crawl_id: &str) -> Result<(u64, u64), StoreError> {
+        let (c, e): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM chunks WHERE crawl_id = $1), (SELECT COUNT(*) FROM code_examples WHERE crawl_id = $1)",
+        )
+        .bind(crawl_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((c as u64, e as u64))
+    }
+
+    async fn content_rows(&self, url: &str) -> Result<(u64, u64, u64), StoreError> {
+        let (p, c, e): (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM pages WHERE url = $1), (SELECT COUNT(*) FROM chunks WHERE url = $1),
+                    (SELECT COUNT(*) FROM code_examples WHERE url = $1)",
+        )
+        .bind(url)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((p as u64, c as u64, e as u64))
+    }
+
+    async fn search_text(&self, query: &str, f: &SearchFilter, limit: u32) -> Result<Vec<(i64, f64)>, StoreError> {
+        let Some(q) = ts_query(query) else { return Ok(Vec::new()) };
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
+            "SELECT c.id, ts_rank_cd(c.tsv, q)::float8 AS score FROM chunks c JOIN crawls k ON k.id = c.crawl_id,
+               to_tsquery('english', ",
+        );
+        qb.push_bind(q).push(") q WHERE c.tsv @@ q");
+        push_filter(&mut qb, f);
+        qb.push(" ORDER BY score DESC, c.id LIMIT ").push_bind(i64::from(limit));
+        ranked(&qb.build().fetch_all(&self.pool).await?)
+    }
+
+    async fn search_vector(
+        &self,
+        vector: &[f32],
+        model: &str,
+        f: &SearchFilter,
+        limit: u32,
+    ) -> Result<Vec<(i64, f64)>, StoreError> {
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
+            "SELECT c.id, (1 - (c.embedding <=> v))::float8 AS score FROM chunks c JOIN crawls k ON k.id = c.crawl_id,
+               (SELECT ",
+        );
+        qb.push_bind(Vector::from(vector.to_vec())).push("::vector AS v) q WHERE c.embedding IS NOT NULL AND c.model = ");
+        qb.push_bind(model.to_string());
+        push_filter(&mut qb, f);
+        qb.push(" ORDER BY c.embedding <=> v LIMIT ").push_bind(i64::from(limit));
+        ranked(&qb.build().fetch_all(&self.pool).await?)
+    }
+
+    async fn search_hybrid(
+        &self,
+        query: &str,
+        vector: &[f32],
+        model: &str,
+        f: &SearchFilter,
+        pool: u32,
+        limit: u32,
+    ) -> Result<Option<Vec<(i64, f64)>>, StoreError> {
+        // Each ranking is cut to `pool` rows first (the vector one through
+        // the HNSW index), then the two are fused by reciprocal rank.
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("WITH text AS (SELECT id, row_number() OVER (ORDER BY score DESC, id) AS r FROM (");
+        match ts_query(query) {
+            Some(q) => {
+                qb.push(
+                    "SELECT c.id, ts_rank_cd(c.tsv, q) AS score FROM chunks c JOIN crawls k ON k.id = c.crawl_id,
+                       to_tsquery('english', ",
+                );
+                qb.push_bind(q).push(") q WHERE c.tsv @@ q");
+                push_filter(&mut qb, f);
+                qb.push(" ORDER BY score DESC, c.id LIMIT ").push_bind(i64::from(pool));
+            }
+            None => {
+                qb.push("SELECT 0::bigint AS id, 0::real AS score WHERE false");
+            }
+        }
+        qb.push(
+            ") t), vec AS (SELECT id, row_number() OVER (ORDER BY d, id) AS r FROM (
+               SELECT c.id, c.embedding <=> v AS d FROM chunks c JOIN crawls k ON k.id = c.crawl_id, (SELECT ",
+        );
+        qb.push_bind(Vector::from(vector.to_vec())).push("::vector AS v) q WHERE c.embedding IS NOT NULL AND c.model = ");
+        qb.push_bind(model.to_string());
+        push_filter(&mut qb, f);
+        qb.push(" ORDER BY c.embedding <=> v LIMIT ").push_bind(i64::from(pool));
+        qb.push(
+            ") s)
+             SELECT id, SUM(1.0 / (60 + r))::float8 AS score FROM (SELECT * FROM text UNION ALL SELECT * FROM vec) u
+             GROUP BY id ORDER BY score DESC, id LIMIT ",
+        );
+        qb.push_bind(i64::from(limit));
+        Ok(Some(ranked(&qb.build().fetch_all(&self.pool).await?)?))
+    }
+
+    async fn chunk_hits(&self, ids: &[i64]) -> Result<Vec<ChunkHit>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query("SELECT id, url, title, content FROM chunks WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(chunk_hit).collect()
+    }
+
+    async fn search_code(
+        &self,
+        query: Option<&str>,
+        language: Option<&str>,
+        f: &SearchFilter,
+        limit: u32,
+    ) -> Result<Vec<CodeHit>, StoreError> {
+        let tsq = query.and_then(ts_query);
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
+            "SELECT c.id, c.url, c.language, c.code, c.context_before, c.context_after, ",
+        );
+        match &tsq {
+            Some(q) => {
+                qb.push(
+                    "ts_rank_cd(c.tsv, q)::float8 AS score FROM code_examples c JOIN crawls k ON k.id = c.crawl_id,
+                       to_tsquery('simple', ",
+                );
+                qb.push_bind(q.clone()).push(") q WHERE c.tsv @@ q");
+            }
+            None => {
+                qb.push("0::float8 AS score FROM code_examples c JOIN crawls k ON k.id = c.crawl_id WHERE true");
+            }
+        }
+        if let Some(l) = language {
+            qb.push(" AND c.language = ").push_bind(crate::process::code::normalize_language(l));
+        }
+        push_filter(&mut qb, f);
+        qb.push(if tsq.is_some() { " ORDER BY score DESC, c.id" } else { " ORDER BY c.id DESC" });
+        qb.push(" LIMIT ").push_bind(i64::from(limit));
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CodeHit {
+                    id: r.try_get("id")?,
+                    url: r.try_get("url")?,
+                    language: r.try_get("language")?,
+                    code: r.try_get("code")?,
+                    context_before: r.try_get("context_before")?,
+                    context_after: r.try_get("context_after")?,
+                    score: r.try_get("score")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn unembedded(&self, limit: u32) -> Result<Vec<Unembedded>, StoreError> {
+        let chunks = sqlx::query(
+            "SELECT id, title, heading_path, content FROM chunks WHERE embedding IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for r in &chunks {
+            let chunk = crate::process::Chunk {
+                index: 0,
+                content: r.try_get("content")?,
+                heading_path: r.try_get("heading_path")?,
+                char_count: 0,
+                embedding: None,
+            };
+            let title: Option<String> = r.try_get("title")?;
+            let (texts, _) = crate::process::embedding_inputs(title.as_deref(), &[chunk], &[]);
+            out.push(Unembedded { code: false, id: r.try_get("id")?, text: texts.into_iter().next().unwrap_or_default() });
+        }
+        let room = limit.saturating_sub(out.len() as u32);
+        let codes = sqlx::query(
+            "SELECT id, language, code, context_before FROM code_examples WHERE embedding IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(i64::from(room))
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &codes {
+            let example = crate::process::CodeExample {
+                language: r.try_get("language")?,
+                code: r.try_get("code")?,
+                context_before: r.try_get("context_before")?,
+                context_after: String::new(),
+                embedding: None,
+            };
+            let (_, texts) = crate::process::embedding_inputs(None, &[], &[example]);
+            out.push(Unembedded { code: true, id: r.try_get("id")?, text: texts.into_iter().next().unwrap_or_default() });
+        }
+        Ok(out)
+    }
+
+    async fn set_vectors(&self, rows: &[(Unembedded, Vec<f32>)], model: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for code in [false, true] {
+            let (ids, vectors): (Vec<i64>, Vec<Vector>) =
+                rows.iter().filter(|(r, _)| r.code == code).map(|(r, v)| (r.id, Vector::from(v.clone()))).unzip();
+            if ids.is_empty() {
+                continue;
+            }
+            let sql = if code {
+                "UPDATE code_examples t SET embedding = u.v, model = $3 FROM UNNEST($1::bigint[], $2::vector[]) AS u(id, v)
+                 WHERE t.id = u.id"
+            } else {
+                "UPDATE chunks t SET embedding = u.v, model = $3 FROM UNNEST($1::bigint[], $2::vector[]) AS u(id, v)
+                 WHERE t.id = u.id"
+            };
+            sqlx::query(sql).bind(ids).bind(vectors).bind(model).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn mark_interrupted(&self) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let failed = sqlx::query(
+            "UPDATE crawls SET status = 'failed', stage = 'finalizing', error = 'interrupted', message = 'interrupted',
+               current_url = NULL, pages_queued = 0, finished_at = now(), updated_at = now()
+             WHERE status IN ('queued', 'running')",
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let cancelled = sqlx::query(
+            "UPDATE crawls SET status = 'cancelled', stage = 'finalizing', message = 'stopped (interrupted while stopping)',
+               current_url = NULL, pages_queued = 0, finished_at = now(), updated_at = now()
+             WHERE status = 'stopping'",
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(failed + cancelled)
+    }
+}
