@@ -15,7 +15,8 @@
 //!   examples), on one rayon pool.
 //! - `embed`: the `Embedder` trait: local (hashed n-grams), openai (async-openai).
 //! - `search`: text, vector and hybrid search over the store.
-//! - `store`: the `Store` trait and its SQLite implementation.
+//! - `store`: the `Store` trait; SQLite (embedded default) and PostgreSQL +
+//!   pgvector (production, with its background vector indexer).
 //! - `progress`: `CrawlStatus`, the shape of a crawl's state on every surface,
 //!   and the `Reporter` that numbers, throttles and fans out a crawl's events.
 //! - `cli`: the `trawl` command (serve, crawl, search, embed, migrate).

@@ -20,6 +20,31 @@ enum Cli {
     Realtime(RealtimeArgs),
     /// Content pipeline throughput: MB of HTML per second through extraction, markdown, chunks and code examples.
     Process(ProcessArgs),
+    /// PostgreSQL store: chunk insert rate with 384-dimension vectors, and hybrid-search latency.
+    Store(StoreArgs),
+}
+
+#[derive(Parser)]
+struct StoreArgs {
+    /// A PostgreSQL server with pgvector installed (superuser URL); a fresh
+    /// database is made on it for the run and dropped after.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    server: String,
+    /// Chunks to insert.
+    #[arg(long, default_value_t = 100_000)]
+    chunks: usize,
+    /// Chunks per page.
+    #[arg(long, default_value_t = 20)]
+    chunks_per_page: usize,
+    /// Pages per write (the crawl writer's batch).
+    #[arg(long, default_value_t = 64)]
+    batch_pages: usize,
+    /// Hybrid searches to time.
+    #[arg(long, default_value_t = 500)]
+    queries: usize,
+    /// Keep the database after the run (to look at query plans).
+    #[arg(long)]
+    keep: bool,
 }
 
 #[derive(Parser)]
@@ -161,6 +186,13 @@ fn terminal(s: &Value) -> bool {
     matches!(s["status"].as_str(), Some("completed" | "failed" | "cancelled"))
 }
 
+/// The `p`th percentile of unsorted samples.
+fn pct(samples: &[f64], p: f64) -> f64 {
+    let mut v = samples.to_vec();
+    v.sort_by(f64::total_cmp);
+    percentile(&v, p)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -254,6 +286,7 @@ async fn main() {
         Cli::Crawl(args) => crawl_bench(args).await,
         Cli::Realtime(args) => realtime_bench(args).await,
         Cli::Process(args) => process_bench(args).await,
+        Cli::Store(args) => store_bench(args).await,
     }
 }
 
@@ -287,6 +320,187 @@ async fn drive(svc: &Service, args: &[String]) -> (Value, f64) {
     let out = reader.await.unwrap();
     let line = out.lines().last().unwrap_or("{}");
     (serde_json::from_str(line).unwrap_or(Value::Null), max_rss as f64 / 1024.0)
+}
+
+/// A deterministic stream of words from a vocabulary of made-up terms with
+/// a Zipf-like spread of common and rare words. The 50 most frequent are
+/// left out, as a text search configuration drops "the", "of", "and"...
+const STOPWORDS: usize = 50;
+
+struct Words {
+    vocab: Vec<String>,
+    state: u64,
+}
+
+impl Words {
+    fn new() -> Self {
+        let syllables = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "pa", "qui", "dor", "lan", "mes"];
+        let mut vocab = Vec::new();
+        for a in syllables {
+            for b in syllables {
+                for c in syllables {
+                    vocab.push(format!("{a}{b}{c}"));
+                }
+            }
+        }
+        Self { vocab, state: 0x2545_f491_4f6c_dd1d }
+    }
+
+    fn next(&mut self) -> &str {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        // Zipf-like: small indexes far more often.
+        let r = (self.state % 1_000_000) as f64 / 1_000_000.0;
+        let i = ((self.vocab.len() as f64).powf(r) as usize).saturating_sub(1).min(self.vocab.len() - 1);
+        &self.vocab[(i + STOPWORDS).min(self.vocab.len() - 1)]
+    }
+
+    fn text(&mut self, n: usize) -> String {
+        (0..n).map(|_| self.next().to_string()).collect::<Vec<_>>().join(" ")
+    }
+}
+
+async fn store_bench(args: StoreArgs) {
+    use sqlx::Connection;
+    use trawl::embed::{Embedder, LocalEmbedder};
+    use trawl::progress::{CrawlState, CrawlStatus};
+    use trawl::store::{NewCrawl, PageRecord, PageStatus};
+
+    let name = format!("trawl_bench_{}", std::process::id());
+    let mut admin = sqlx::PgConnection::connect(&args.server).await.expect("connect to --server");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.expect("create db");
+    let mut url = url::Url::parse(&args.server).expect("server URL");
+    url.set_path(&name);
+    let store = trawl::store::connect(url.as_str(), Some(384)).await.expect("store");
+    let embedder = LocalEmbedder::new(384);
+    let mut words = Words::new();
+
+    // Pages with chunks and their vectors, made before the clock starts.
+    let pages_n = args.chunks.div_ceil(args.chunks_per_page);
+    let mut pages = Vec::with_capacity(pages_n);
+    for p in 0..pages_n {
+        let chunks: Vec<trawl::process::Chunk> = (0..args.chunks_per_page)
+            .map(|i| {
+                let content = words.text(80);
+                let embedding = embedder.embed_sync(&[content.as_str()]).and_then(|mut v| v.pop());
+                trawl::process::Chunk {
+                    index: i as u32,
+                    heading_path: format!("Guide > Part {i}"),
+                    char_count: content.chars().count() as u32,
+                    content,
+                    embedding,
+                }
+            })
+            .collect();
+        pages.push(PageRecord {
+            url: format!("https://bench.example/{p}"),
+            status: PageStatus::Crawled,
+            http_status: Some(200),
+            title: Some(words.text(4)),
+            format: Some("markdown"),
+            content: Some(String::new()),
+            fetched_at: chrono::Utc::now(),
+            source: Some("bench.example".into()),
+            chunks,
+            ..PageRecord::default()
+        });
+    }
+    let id = uuid_v7();
+    let mut status = CrawlStatus::new_queued(id.clone(), "https://bench.example/".into(), chrono::Utc::now());
+    store
+        .create_crawl(&NewCrawl { status: status.clone(), tenant: None, request_json: "{}".into() })
+        .await
+        .expect("crawl row");
+    status.status = CrawlState::Running;
+    // The service's indexer runs beside the writes, as in `trawl serve`.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let indexers: Vec<_> = (0..trawl::store::INDEXERS)
+        .map(|_| tokio::spawn(trawl::store::run_indexer(store.clone(), stop.clone())))
+        .collect();
+    let started = Instant::now();
+    let mut batch_times = Vec::new();
+    for batch in pages.chunks(args.batch_pages) {
+        status.pages_crawled += batch.len() as u64;
+        status.chunks_stored += batch.iter().map(|p| p.chunks.len() as u64).sum::<u64>();
+        let t = Instant::now();
+        store.save_pages(&status, batch, embedder.model()).await.expect("insert");
+        batch_times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let total = pages_n * args.chunks_per_page;
+    println!(
+        "insert: {total} chunks (384-d vectors, GIN maintained, indexer running beside) in {secs:.1} s = {:.0} chunks/s; \
+         batch of {} chunks p50 {:.0} ms, p99 {:.0} ms",
+        total as f64 / secs,
+        args.batch_pages * args.chunks_per_page,
+        pct(&batch_times, 50.0),
+        pct(&batch_times, 99.0)
+    );
+
+    let drain = Instant::now();
+    loop {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM chunks WHERE NOT indexed")
+            .fetch_one(&mut sqlx::PgConnection::connect(url.as_str()).await.expect("connect"))
+            .await
+            .expect("count");
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "HNSW index caught up {:.1} s after the last write ({:.0} chunks/s indexed from the first write)",
+        drain.elapsed().as_secs_f64(),
+        total as f64 / started.elapsed().as_secs_f64()
+    );
+    stop.cancel();
+    for i in indexers {
+        let _ = i.await;
+    }
+
+    // Hybrid search: the whole path of POST /api/search (embed the query,
+    // fuse in SQL, fetch the hits).
+    let filter = trawl::store::SearchFilter::default();
+    // Queries of 1 to 3 words a user might type.
+    let queries: Vec<String> = (0..args.queries + 20)
+        .map(|i| {
+            (0..1 + i % 3)
+                .map(|j| words.vocab[STOPWORDS + (i * 37 + j * 101) % 1000].clone())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let mut lat = Vec::new();
+    let mut empty = 0;
+    for (i, q) in queries.iter().enumerate() {
+        let t = Instant::now();
+        let hits = trawl::search::search(&*store, &embedder, q, trawl::search::Mode::Hybrid, &filter, 10)
+            .await
+            .expect("search");
+        if i >= 20 {
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            empty += usize::from(hits.is_empty());
+        }
+    }
+    println!(
+        "hybrid search over {total} chunks: {} queries, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({empty} with no hit)",
+        lat.len(),
+        pct(&lat, 50.0),
+        pct(&lat, 99.0),
+        lat.iter().cloned().fold(0.0, f64::max)
+    );
+    drop(store);
+    if args.keep {
+        println!("kept database {name}");
+        return;
+    }
+    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)"))).execute(&mut admin).await;
+}
+
+fn uuid_v7() -> String {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{:012x}-bench-{}", t.as_millis(), std::process::id())
 }
 
 async fn process_bench(args: ProcessArgs) {

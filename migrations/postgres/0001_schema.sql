@@ -85,6 +85,10 @@ CREATE TABLE chunks (
     content      TEXT NOT NULL,
     char_count   INTEGER NOT NULL,
     model        TEXT,
+    -- Whether the vector is in the HNSW index yet. Rows come in unindexed, so
+    -- that a crawl's writes never wait on graph inserts; the store's indexer
+    -- moves them in behind it, and searches scan the unindexed tail exactly.
+    indexed      BOOLEAN NOT NULL DEFAULT false,
     tsv          TSVECTOR GENERATED ALWAYS AS (
                      setweight(to_tsvector('english', content), 'A')
                      || setweight(to_tsvector('english', coalesce(title, '') || ' ' || heading_path), 'B')

@@ -75,9 +75,17 @@ impl Registry {
         let pool = Pool::new(None)?;
         let embedder = crate::embed::build(&config.embedding)?;
         let slots = Arc::new(Semaphore::new(config.max_crawls));
+        let tracker = TaskTracker::new();
+        if store.indexes_in_background() {
+            // Graph inserts are CPU-bound in the database: more indexers
+            // would take the cores the writes need.
+            for _ in 0..crate::store::INDEXERS {
+                tracker.spawn(crate::store::run_indexer(store.clone(), root.clone()));
+            }
+        }
         Ok(Arc::new(Self {
             engine: Arc::new(Engine { config, fetcher, pool, store, embedder, root }),
-            tracker: TaskTracker::new(),
+            tracker,
             slots,
             live: Mutex::new(HashMap::new()),
             fanout,

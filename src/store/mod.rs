@@ -295,9 +295,48 @@ pub trait Store: Send + Sync + 'static {
     /// Stores vectors for rows listed by [`Store::unembedded`].
     async fn set_vectors(&self, rows: &[(Unembedded, Vec<f32>)], model: &str) -> Result<(), StoreError>;
 
+    /// Whether vectors reach the search index behind the writes, through
+    /// [`Store::index_vectors`] called by [`run_indexer`].
+    fn indexes_in_background(&self) -> bool {
+        false
+    }
+
+    /// Moves up to `limit` stored vectors into the search index; returns how
+    /// many it moved (0: nothing waits).
+    async fn index_vectors(&self, _limit: u32) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
     /// Marks crawls a dead process left `queued`/`running` as failed
     /// ("interrupted"), and `stopping` ones as cancelled. Returns how many.
     async fn mark_interrupted(&self) -> Result<u64, StoreError>;
+}
+
+/// Background indexers a service runs (`SKIP LOCKED` keeps them apart).
+pub const INDEXERS: usize = 1;
+
+/// The store's background indexer: drains [`Store::index_vectors`] until
+/// `stop` fires, resting while there is nothing to do.
+pub async fn run_indexer(store: DynStore, stop: tokio_util::sync::CancellationToken) {
+    const BATCH: u32 = 256;
+    loop {
+        let rest = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            r = store.index_vectors(BATCH) => match r {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => std::time::Duration::from_millis(250),
+                Err(e) => {
+                    tracing::warn!(error = %e, "vector indexer: batch failed; retrying");
+                    std::time::Duration::from_secs(1)
+                }
+            },
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(rest) => {}
+        }
+    }
 }
 
 /// Whether a database URL names PostgreSQL (otherwise SQLite).

@@ -3,6 +3,13 @@
 //! costs a handful of round trips; text search uses generated `tsvector`
 //! columns with GIN indexes, vector search an HNSW index (cosine), and
 //! hybrid search fuses both rankings in one SQL statement.
+//!
+//! An HNSW insert costs about a millisecond of CPU, ten times a row's other
+//! work, so chunk vectors are not indexed on the write path: rows arrive
+//! with `indexed = false` (outside the partial HNSW index), a background
+//! indexer flips them in batches, and vector search reads the index plus an
+//! exact scan of the not-yet-indexed tail. Crawls write at table speed and
+//! search is never missing a row.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -91,7 +98,8 @@ async fn ensure_dimensions(conn: &mut sqlx::PgConnection, dimensions: usize) -> 
             let ddl = format!(
                 "ALTER TABLE chunks ADD COLUMN embedding vector({dimensions});
                  ALTER TABLE code_examples ADD COLUMN embedding vector({dimensions});
-                 CREATE INDEX chunks_embedding ON chunks USING hnsw (embedding vector_cosine_ops);
+                 CREATE INDEX chunks_embedding ON chunks USING hnsw (embedding vector_cosine_ops) WHERE indexed;
+                 CREATE INDEX chunks_to_index ON chunks (id) WHERE NOT indexed AND embedding IS NOT NULL;
                  CREATE INDEX code_embedding ON code_examples USING hnsw (embedding vector_cosine_ops);
                  CREATE INDEX chunks_without_vectors ON chunks (id) WHERE embedding IS NULL;
                  CREATE INDEX code_without_vectors ON code_examples (id) WHERE embedding IS NULL;
@@ -115,16 +123,49 @@ fn clean_opt(s: &Option<String>) -> Option<Cow<'_, str>> {
     s.as_deref().map(clean)
 }
 
-/// A `to_tsquery` that matches any of the words: user input never reaches
-/// tsquery syntax.
-pub fn ts_query(q: &str) -> Option<String> {
-    let words: Vec<String> = q
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .take(32)
-        .map(str::to_lowercase)
-        .collect();
-    (!words.is_empty()).then(|| words.join(" | "))
+/// The `to_tsquery` inputs for the words of a query: any word (what
+/// matches), every word, and the words as a phrase (what ranks first:
+/// `ts_rank_cd` has no notion of a rare word counting more, so a chunk with
+/// the whole query beats one that repeats its common words). User input
+/// never reaches tsquery syntax: only words pass.
+pub fn ts_queries(q: &str) -> Option<[String; 3]> {
+    let words: Vec<String> =
+        q.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).take(32).map(str::to_lowercase).collect();
+    (!words.is_empty()).then(|| [words.join(" | "), words.join(" & "), words.join(" <-> ")])
+}
+
+/// The text rank of alias `c` against the queries of [`ts_queries`]: the
+/// phrase first, then every word, then cover density (normalised into 0..1).
+const TEXT_RANK: &str = "((c.tsv @@ qp)::int + (c.tsv @@ qa)::int + ts_rank_cd(c.tsv, q, 32))::float8";
+
+/// Rows of each match set (all words, any word) that text ranking reads at
+/// most: ranking costs a read of every candidate's `tsvector`, and a common
+/// word matches a fifth of a corpus. Rows with every word come first.
+const TEXT_CANDIDATES: i64 = 1000;
+
+/// Pushes `SELECT id, score FROM ... ORDER BY score DESC LIMIT pool`: chunks
+/// ranked by [`TEXT_RANK`] among the candidates of [`TEXT_CANDIDATES`].
+fn push_text_ranking(qb: &mut QueryBuilder<Postgres>, queries: [String; 3], f: &SearchFilter, pool: u32) {
+    qb.push("SELECT c.id, ").push(TEXT_RANK).push(" AS score FROM (");
+    for (i, query) in [&queries[1], &queries[0]].into_iter().enumerate() {
+        if i > 0 {
+            qb.push(" UNION ");
+        }
+        qb.push("(SELECT c.id FROM chunks c JOIN crawls k ON k.id = c.crawl_id WHERE c.tsv @@ to_tsquery('english', ");
+        qb.push_bind(query.clone()).push(")");
+        push_filter(qb, f);
+        qb.push(" LIMIT ").push_bind(TEXT_CANDIDATES).push(")");
+    }
+    qb.push(") cand JOIN chunks c ON c.id = cand.id");
+    push_ts_queries(qb, "english", queries);
+    qb.push(" ORDER BY score DESC, c.id LIMIT ").push_bind(i64::from(pool));
+}
+
+/// Pushes `FROM`-list items `q`, `qa` and `qp` for the text queries.
+fn push_ts_queries(qb: &mut QueryBuilder<Postgres>, config: &str, [any, all, phrase]: [String; 3]) {
+    qb.push(format_args!(", to_tsquery('{config}', ")).push_bind(any);
+    qb.push(format_args!(") q, to_tsquery('{config}', ")).push_bind(all);
+    qb.push(format_args!(") qa, to_tsquery('{config}', ")).push_bind(phrase).push(") qp");
 }
 
 fn status_from_row(r: &PgRow) -> Result<CrawlStatus, StoreError> {
@@ -197,6 +238,40 @@ fn push_filter(qb: &mut QueryBuilder<Postgres>, f: &SearchFilter) {
     if let Some(tenant) = &f.tenant {
         qb.push(" AND k.tenant = ").push_bind(tenant.clone());
     }
+}
+
+/// Pushes `SELECT id, d FROM ... ORDER BY d LIMIT pool`: the `pool` nearest
+/// chunks by cosine distance `d`, from the HNSW index and from an exact scan
+/// of the rows the indexer has not reached yet.
+fn push_vector_ranking(qb: &mut QueryBuilder<Postgres>, vector: &[f32], model: &str, f: &SearchFilter, pool: u32) {
+    let v = Vector::from(vector.to_vec());
+    qb.push("SELECT id, d FROM (");
+    for (i, part) in ["c.indexed", "NOT c.indexed AND c.embedding IS NOT NULL"].into_iter().enumerate() {
+        if i > 0 {
+            qb.push(" UNION ALL ");
+        }
+        qb.push("(SELECT c.id, c.embedding <=> ").push_bind(v.clone()).push("::vector AS d");
+        qb.push(" FROM chunks c JOIN crawls k ON k.id = c.crawl_id WHERE ").push(part);
+        qb.push(" AND c.model = ").push_bind(model.to_string());
+        push_filter(qb, f);
+        qb.push(" ORDER BY c.embedding <=> ").push_bind(v.clone()).push("::vector LIMIT ").push_bind(i64::from(pool));
+        qb.push(")");
+    }
+    qb.push(") nearest ORDER BY d, id LIMIT ").push_bind(i64::from(pool));
+}
+
+/// Moves up to `limit` chunk vectors into the HNSW index; returns how many.
+/// `SKIP LOCKED` lets several instances index side by side.
+async fn index_batch(pool: &PgPool, limit: i64) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "WITH todo AS (SELECT id FROM chunks WHERE NOT indexed AND embedding IS NOT NULL ORDER BY id LIMIT $1
+           FOR UPDATE SKIP LOCKED)
+         UPDATE chunks c SET indexed = true FROM todo WHERE c.id = todo.id",
+    )
+    .bind(limit)
+    .execute(pool)
+    .await?
+    .rows_affected())
 }
 
 fn vector_of(v: &Option<Vec<f32>>) -> Option<Vector> {
@@ -636,14 +711,9 @@ impl Store for PgStore {
     }
 
     async fn search_text(&self, query: &str, f: &SearchFilter, limit: u32) -> Result<Vec<(i64, f64)>, StoreError> {
-        let Some(q) = ts_query(query) else { return Ok(Vec::new()) };
-        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
-            "SELECT c.id, ts_rank_cd(c.tsv, q)::float8 AS score FROM chunks c JOIN crawls k ON k.id = c.crawl_id,
-               to_tsquery('english', ",
-        );
-        qb.push_bind(q).push(") q WHERE c.tsv @@ q");
-        push_filter(&mut qb, f);
-        qb.push(" ORDER BY score DESC, c.id LIMIT ").push_bind(i64::from(limit));
+        let Some(q) = ts_queries(query) else { return Ok(Vec::new()) };
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("");
+        push_text_ranking(&mut qb, q, f, limit);
         ranked(&qb.build().fetch_all(&self.pool).await?)
     }
 
@@ -654,14 +724,9 @@ impl Store for PgStore {
         f: &SearchFilter,
         limit: u32,
     ) -> Result<Vec<(i64, f64)>, StoreError> {
-        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
-            "SELECT c.id, (1 - (c.embedding <=> v))::float8 AS score FROM chunks c JOIN crawls k ON k.id = c.crawl_id,
-               (SELECT ",
-        );
-        qb.push_bind(Vector::from(vector.to_vec())).push("::vector AS v) q WHERE c.embedding IS NOT NULL AND c.model = ");
-        qb.push_bind(model.to_string());
-        push_filter(&mut qb, f);
-        qb.push(" ORDER BY c.embedding <=> v LIMIT ").push_bind(i64::from(limit));
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("SELECT id, (1 - d)::float8 AS score FROM (");
+        push_vector_ranking(&mut qb, vector, model, f, limit);
+        qb.push(") v ORDER BY d, id");
         ranked(&qb.build().fetch_all(&self.pool).await?)
     }
 
@@ -676,29 +741,16 @@ impl Store for PgStore {
     ) -> Result<Option<Vec<(i64, f64)>>, StoreError> {
         // Each ranking is cut to `pool` rows first (the vector one through
         // the HNSW index), then the two are fused by reciprocal rank.
-        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("WITH text AS (SELECT id, row_number() OVER (ORDER BY score DESC, id) AS r FROM (");
-        match ts_query(query) {
-            Some(q) => {
-                qb.push(
-                    "SELECT c.id, ts_rank_cd(c.tsv, q) AS score FROM chunks c JOIN crawls k ON k.id = c.crawl_id,
-                       to_tsquery('english', ",
-                );
-                qb.push_bind(q).push(") q WHERE c.tsv @@ q");
-                push_filter(&mut qb, f);
-                qb.push(" ORDER BY score DESC, c.id LIMIT ").push_bind(i64::from(pool));
-            }
+        let mut qb: QueryBuilder<Postgres> =
+            QueryBuilder::new("WITH text AS (SELECT id, row_number() OVER (ORDER BY score DESC, id) AS r FROM (");
+        match ts_queries(query) {
+            Some(q) => push_text_ranking(&mut qb, q, f, pool),
             None => {
-                qb.push("SELECT 0::bigint AS id, 0::real AS score WHERE false");
+                qb.push("SELECT 0::bigint AS id, 0::float8 AS score WHERE false");
             }
         }
-        qb.push(
-            ") t), vec AS (SELECT id, row_number() OVER (ORDER BY d, id) AS r FROM (
-               SELECT c.id, c.embedding <=> v AS d FROM chunks c JOIN crawls k ON k.id = c.crawl_id, (SELECT ",
-        );
-        qb.push_bind(Vector::from(vector.to_vec())).push("::vector AS v) q WHERE c.embedding IS NOT NULL AND c.model = ");
-        qb.push_bind(model.to_string());
-        push_filter(&mut qb, f);
-        qb.push(" ORDER BY c.embedding <=> v LIMIT ").push_bind(i64::from(pool));
+        qb.push(") t), vec AS (SELECT id, row_number() OVER (ORDER BY d, id) AS r FROM (");
+        push_vector_ranking(&mut qb, vector, model, f, pool);
         qb.push(
             ") s)
              SELECT id, SUM(1.0 / (60 + r))::float8 AS score FROM (SELECT * FROM text UNION ALL SELECT * FROM vec) u
@@ -726,17 +778,14 @@ impl Store for PgStore {
         f: &SearchFilter,
         limit: u32,
     ) -> Result<Vec<CodeHit>, StoreError> {
-        let tsq = query.and_then(ts_query);
-        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
-            "SELECT c.id, c.url, c.language, c.code, c.context_before, c.context_after, ",
-        );
+        let tsq = query.and_then(ts_queries);
+        let mut qb: QueryBuilder<Postgres> =
+            QueryBuilder::new("SELECT c.id, c.url, c.language, c.code, c.context_before, c.context_after, ");
         match &tsq {
             Some(q) => {
-                qb.push(
-                    "ts_rank_cd(c.tsv, q)::float8 AS score FROM code_examples c JOIN crawls k ON k.id = c.crawl_id,
-                       to_tsquery('simple', ",
-                );
-                qb.push_bind(q.clone()).push(") q WHERE c.tsv @@ q");
+                qb.push(format_args!("{TEXT_RANK} AS score FROM code_examples c JOIN crawls k ON k.id = c.crawl_id"));
+                push_ts_queries(&mut qb, "simple", q.clone());
+                qb.push(" WHERE c.tsv @@ q");
             }
             None => {
                 qb.push("0::float8 AS score FROM code_examples c JOIN crawls k ON k.id = c.crawl_id WHERE true");
@@ -782,7 +831,11 @@ impl Store for PgStore {
             };
             let title: Option<String> = r.try_get("title")?;
             let (texts, _) = crate::process::embedding_inputs(title.as_deref(), &[chunk], &[]);
-            out.push(Unembedded { code: false, id: r.try_get("id")?, text: texts.into_iter().next().unwrap_or_default() });
+            out.push(Unembedded {
+                code: false,
+                id: r.try_get("id")?,
+                text: texts.into_iter().next().unwrap_or_default(),
+            });
         }
         let room = limit.saturating_sub(out.len() as u32);
         let codes = sqlx::query(
@@ -800,7 +853,11 @@ impl Store for PgStore {
                 embedding: None,
             };
             let (_, texts) = crate::process::embedding_inputs(None, &[], &[example]);
-            out.push(Unembedded { code: true, id: r.try_get("id")?, text: texts.into_iter().next().unwrap_or_default() });
+            out.push(Unembedded {
+                code: true,
+                id: r.try_get("id")?,
+                text: texts.into_iter().next().unwrap_or_default(),
+            });
         }
         Ok(out)
     }
@@ -824,6 +881,14 @@ impl Store for PgStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    fn indexes_in_background(&self) -> bool {
+        true
+    }
+
+    async fn index_vectors(&self, limit: u32) -> Result<u64, StoreError> {
+        Ok(index_batch(&self.pool, i64::from(limit)).await?)
     }
 
     async fn mark_interrupted(&self) -> Result<u64, StoreError> {

@@ -426,7 +426,8 @@ impl MockEmbeddings {
             kind: "openai".into(),
             base_url: self.base_url.clone(),
             model: "mock-embed".into(),
-            dimensions: None,
+            // What the stand-in returns; PostgreSQL's vector columns need it.
+            dimensions: Some(64),
             api_key: Some("test-key".into()),
             batch_size,
             concurrency: 2,

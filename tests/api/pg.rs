@@ -36,7 +36,9 @@ fn is_root() -> bool {
 
 fn server_bin() -> PathBuf {
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).filter(|p| p.join("initdb").exists()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).filter(|p| p.join("initdb").exists()).collect()
+        })
         .unwrap_or_default();
     found.sort_by_key(|p| p.parent().and_then(|v| v.file_name()?.to_str()?.parse::<u32>().ok()).unwrap_or(0));
     found.pop().expect("no PostgreSQL server under /usr/lib/postgresql: run scripts/test, which installs it")
@@ -96,6 +98,8 @@ impl PgCluster {
     }
 
     /// Stops the server and removes the folder once this process is gone.
+    /// The watchdog outlives this process by design, so it is never waited for.
+    #[allow(clippy::zombie_processes)]
     fn watchdog(&self) {
         let pg_ctl = self.bin.join("pg_ctl");
         let stop = if is_root() {

@@ -165,7 +165,10 @@ async fn crawl_lifecycle_is_stored_and_terminal_rows_never_change(store: DynStor
     let c2 = new_crawl(None);
     store.create_crawl(&c2).await.unwrap();
     let all = store.list_crawls(&CrawlFilter { limit: 10, ..Default::default() }).await.unwrap();
-    assert_eq!(all.iter().map(|c| c.progress_id.clone()).collect::<Vec<_>>(), vec![c2.status.progress_id.clone(), id.clone()]);
+    assert_eq!(
+        all.iter().map(|c| c.progress_id.clone()).collect::<Vec<_>>(),
+        vec![c2.status.progress_id.clone(), id.clone()]
+    );
     let after = store
         .list_crawls(&CrawlFilter { before_id: Some(c2.status.progress_id.clone()), limit: 10, ..Default::default() })
         .await
@@ -217,7 +220,10 @@ async fn chunks_and_code_examples_round_trip_with_vectors(store: DynStore) {
     let p = page(url, "first part\n\nsecond part\n\nthird part", Some(("python", "import trawl\ntrawl.connect()")));
     store.save_pages(&running(&c, std::slice::from_ref(&p), &c.status), &[p], MODEL).await.unwrap();
     let chunks = store.page_chunks(id, url).await.unwrap();
-    assert_eq!(chunks.iter().map(|c| c.content.as_str()).collect::<Vec<_>>(), ["first part", "second part", "third part"]);
+    assert_eq!(
+        chunks.iter().map(|c| c.content.as_str()).collect::<Vec<_>>(),
+        ["first part", "second part", "third part"]
+    );
     assert_eq!(chunks[1].index, 1);
     assert_eq!(chunks[1].heading_path, "Guide");
     let code = store.page_code_examples(id, url).await.unwrap();
@@ -246,11 +252,26 @@ async fn text_vector_and_hybrid_search_find_the_right_chunk(store: DynStore) {
     let id = seed_search_corpus(&store, None).await;
     let embedder = LocalEmbedder::new(DIMS);
     let everywhere = SearchFilter::default();
-    for mode in [Mode::Text, Mode::Vector, Mode::Hybrid] {
-        let hits = trawl::search::search(&*store, &embedder, "cancellation tokens", mode, &everywhere, 5).await.unwrap();
-        assert!(!hits.is_empty(), "{mode:?} found nothing");
-        assert_eq!(hits[0].url, "https://docs.example.com/cancel", "{mode:?}: {hits:?}");
-        assert!(hits.windows(2).all(|w| w[0].score >= w[1].score), "{mode:?} ranks best first");
+    // Before and after the vectors reach the index (PostgreSQL indexes
+    // behind the writes): the same answers.
+    let mut before = Vec::new();
+    for round in 0..2 {
+        if round == 1 {
+            while store.index_vectors(1000).await.unwrap() > 0 {}
+        }
+        for (m, mode) in [Mode::Text, Mode::Vector, Mode::Hybrid].into_iter().enumerate() {
+            let hits =
+                trawl::search::search(&*store, &embedder, "cancellation tokens", mode, &everywhere, 5).await.unwrap();
+            assert!(!hits.is_empty(), "{mode:?} found nothing");
+            assert_eq!(hits[0].url, "https://docs.example.com/cancel", "{mode:?}: {hits:?}");
+            assert!(hits.windows(2).all(|w| w[0].score >= w[1].score), "{mode:?} ranks best first");
+            let ids: Vec<i64> = hits.iter().map(|h| h.chunk_id).collect();
+            if round == 0 {
+                before.push(ids);
+            } else {
+                assert_eq!(before[m], ids, "{mode:?} changed once indexed");
+            }
+        }
     }
     let hybrid = trawl::search::search(&*store, &embedder, "hnsw index", Mode::Hybrid, &everywhere, 1).await.unwrap();
     assert_eq!(hybrid.len(), 1);
@@ -293,7 +314,8 @@ async fn code_search_filters_by_language_and_query(store: DynStore) {
 async fn recrawl_replaces_the_tenants_copy_and_keeps_other_tenants(store: DynStore) {
     let url = "https://docs.example.com/guide";
     let mut ids = Vec::new();
-    for (tenant, body) in [(Some("acme"), "old one\n\nold two"), (Some("acme"), "new one"), (Some("globex"), "theirs")] {
+    for (tenant, body) in [(Some("acme"), "old one\n\nold two"), (Some("acme"), "new one"), (Some("globex"), "theirs")]
+    {
         let c = new_crawl(tenant);
         store.create_crawl(&c).await.unwrap();
         let p = page(url, body, Some(("rust", "fn main() {}")));
