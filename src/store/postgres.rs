@@ -29,6 +29,8 @@ use crate::progress::{CrawlState, CrawlStatus, Stage};
 
 pub struct PgStore {
     pool: PgPool,
+    /// Rows indexed since the last `ANALYZE chunks`.
+    indexed_since_analyze: std::sync::atomic::AtomicU64,
 }
 
 /// The advisory lock that serialises schema setup between instances
@@ -73,7 +75,7 @@ impl PgStore {
         sqlx::query("SELECT pg_advisory_unlock($1)").bind(SETUP_LOCK).execute(&mut *conn).await?;
         setup?;
         drop(conn);
-        Ok(Self { pool })
+        Ok(Self { pool, indexed_since_analyze: 0.into() })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -141,7 +143,7 @@ const TEXT_RANK: &str = "((c.tsv @@ qp)::int + (c.tsv @@ qa)::int + ts_rank_cd(c
 /// Rows of each match set (all words, any word) that text ranking reads at
 /// most: ranking costs a read of every candidate's `tsvector`, and a common
 /// word matches a fifth of a corpus. Rows with every word come first.
-const TEXT_CANDIDATES: i64 = 1000;
+const TEXT_CANDIDATES: i64 = 500;
 
 /// Pushes `SELECT id, score FROM ... ORDER BY score DESC LIMIT pool`: chunks
 /// ranked by [`TEXT_RANK`] among the candidates of [`TEXT_CANDIDATES`].
@@ -151,7 +153,7 @@ fn push_text_ranking(qb: &mut QueryBuilder<Postgres>, queries: [String; 3], f: &
         if i > 0 {
             qb.push(" UNION ");
         }
-        qb.push("(SELECT c.id FROM chunks c JOIN crawls k ON k.id = c.crawl_id WHERE c.tsv @@ to_tsquery('english', ");
+        qb.push("(SELECT c.id FROM chunks c WHERE c.tsv @@ to_tsquery('english', ");
         qb.push_bind(query.clone()).push(")");
         push_filter(qb, f);
         qb.push(" LIMIT ").push_bind(TEXT_CANDIDATES).push(")");
@@ -227,7 +229,8 @@ where
 }
 
 /// Adds the crawl, source and tenant conditions of a search on alias `c`
-/// (chunks or code examples) joined with crawls as `k`.
+/// (chunks or code examples). The tenant is a semi-join, not a join, so
+/// that an ordered index scan (HNSW) on `c` stays usable.
 fn push_filter(qb: &mut QueryBuilder<Postgres>, f: &SearchFilter) {
     if let Some(c) = &f.crawl_id {
         qb.push(" AND c.crawl_id = ").push_bind(c.clone());
@@ -236,7 +239,7 @@ fn push_filter(qb: &mut QueryBuilder<Postgres>, f: &SearchFilter) {
         qb.push(" AND c.source = ").push_bind(s.clone());
     }
     if let Some(tenant) = &f.tenant {
-        qb.push(" AND k.tenant = ").push_bind(tenant.clone());
+        qb.push(" AND c.crawl_id IN (SELECT id FROM crawls WHERE tenant = ").push_bind(tenant.clone()).push(")");
     }
 }
 
@@ -251,7 +254,7 @@ fn push_vector_ranking(qb: &mut QueryBuilder<Postgres>, vector: &[f32], model: &
             qb.push(" UNION ALL ");
         }
         qb.push("(SELECT c.id, c.embedding <=> ").push_bind(v.clone()).push("::vector AS d");
-        qb.push(" FROM chunks c JOIN crawls k ON k.id = c.crawl_id WHERE ").push(part);
+        qb.push(" FROM chunks c WHERE ").push(part);
         qb.push(" AND c.model = ").push_bind(model.to_string());
         push_filter(qb, f);
         qb.push(" ORDER BY c.embedding <=> ").push_bind(v.clone()).push("::vector LIMIT ").push_bind(i64::from(pool));
@@ -263,16 +266,22 @@ fn push_vector_ranking(qb: &mut QueryBuilder<Postgres>, vector: &[f32], model: &
 /// Moves up to `limit` chunk vectors into the HNSW index; returns how many.
 /// `SKIP LOCKED` lets several instances index side by side.
 async fn index_batch(pool: &PgPool, limit: i64) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
+    sqlx::query(
         "WITH todo AS (SELECT id FROM chunks WHERE NOT indexed AND embedding IS NOT NULL ORDER BY id LIMIT $1
            FOR UPDATE SKIP LOCKED)
          UPDATE chunks c SET indexed = true FROM todo WHERE c.id = todo.id",
     )
     .bind(limit)
     .execute(pool)
-    .await?
-    .rows_affected())
+    .await
+    .map(|r| r.rows_affected())
 }
+
+/// Rows indexed since the last `ANALYZE` after which the indexer refreshes
+/// the planner's statistics once it has caught up: with stale counts after
+/// a bulk load the planner may scan the table instead of the HNSW index
+/// (autovacuum does it too, where it is on).
+const ANALYZE_AFTER: u64 = 10_000;
 
 fn vector_of(v: &Option<Vec<f32>>) -> Option<Vector> {
     v.as_ref().map(|v| Vector::from(v.clone()))
@@ -783,12 +792,12 @@ impl Store for PgStore {
             QueryBuilder::new("SELECT c.id, c.url, c.language, c.code, c.context_before, c.context_after, ");
         match &tsq {
             Some(q) => {
-                qb.push(format_args!("{TEXT_RANK} AS score FROM code_examples c JOIN crawls k ON k.id = c.crawl_id"));
+                qb.push(format_args!("{TEXT_RANK} AS score FROM code_examples c"));
                 push_ts_queries(&mut qb, "simple", q.clone());
                 qb.push(" WHERE c.tsv @@ q");
             }
             None => {
-                qb.push("0::float8 AS score FROM code_examples c JOIN crawls k ON k.id = c.crawl_id WHERE true");
+                qb.push("0::float8 AS score FROM code_examples c WHERE true");
             }
         }
         if let Some(l) = language {
@@ -888,7 +897,14 @@ impl Store for PgStore {
     }
 
     async fn index_vectors(&self, limit: u32) -> Result<u64, StoreError> {
-        Ok(index_batch(&self.pool, i64::from(limit)).await?)
+        use std::sync::atomic::Ordering;
+        let n = index_batch(&self.pool, i64::from(limit)).await?;
+        let since = self.indexed_since_analyze.fetch_add(n, Ordering::Relaxed) + n;
+        if n < u64::from(limit) && since >= ANALYZE_AFTER {
+            self.indexed_since_analyze.store(0, Ordering::Relaxed);
+            sqlx::query("ANALYZE chunks").execute(&self.pool).await?;
+        }
+        Ok(n)
     }
 
     async fn mark_interrupted(&self) -> Result<u64, StoreError> {
