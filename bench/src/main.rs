@@ -45,6 +45,9 @@ struct StoreArgs {
     /// Keep the database after the run (to look at query plans).
     #[arg(long)]
     keep: bool,
+    /// Only time searches, on a database kept by an earlier `--keep` run.
+    #[arg(long)]
+    reuse: Option<String>,
 }
 
 #[derive(Parser)]
@@ -363,18 +366,84 @@ impl Words {
 
 async fn store_bench(args: StoreArgs) {
     use sqlx::Connection;
-    use trawl::embed::{Embedder, LocalEmbedder};
-    use trawl::progress::{CrawlState, CrawlStatus};
-    use trawl::store::{NewCrawl, PageRecord, PageStatus};
+    use trawl::embed::LocalEmbedder;
 
-    let name = format!("trawl_bench_{}", std::process::id());
+    let name = args.reuse.clone().unwrap_or_else(|| format!("trawl_bench_{}", std::process::id()));
     let mut admin = sqlx::PgConnection::connect(&args.server).await.expect("connect to --server");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.expect("create db");
+    if args.reuse.is_none() {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create db");
+    }
     let mut url = url::Url::parse(&args.server).expect("server URL");
     url.set_path(&name);
     let store = trawl::store::connect(url.as_str(), Some(384)).await.expect("store");
     let embedder = LocalEmbedder::new(384);
     let mut words = Words::new();
+
+    let total = if args.reuse.is_some() {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM chunks")
+            .fetch_one(&mut sqlx::PgConnection::connect(url.as_str()).await.expect("connect"))
+            .await
+            .expect("count");
+        n as usize
+    } else {
+        insert_and_index(&args, &store, url.as_str(), &embedder, &mut words).await
+    };
+
+    // Hybrid search: the whole path of POST /api/search (embed the query,
+    // fuse in SQL, fetch the hits).
+    let filter = trawl::store::SearchFilter::default();
+    // Queries of 1 to 3 words a user might type.
+    let queries: Vec<String> = (0..args.queries + 20)
+        .map(|i| {
+            (0..1 + i % 3)
+                .map(|j| words.vocab[STOPWORDS + (i * 37 + j * 101) % 1000].clone())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let mut lat = Vec::new();
+    let mut empty = 0;
+    for (i, q) in queries.iter().enumerate() {
+        let t = Instant::now();
+        let hits = trawl::search::search(&*store, &embedder, q, trawl::search::Mode::Hybrid, &filter, 10)
+            .await
+            .expect("search");
+        if i >= 20 {
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            empty += usize::from(hits.is_empty());
+        }
+    }
+    println!(
+        "hybrid search over {total} chunks: {} queries, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({empty} with no hit)",
+        lat.len(),
+        pct(&lat, 50.0),
+        pct(&lat, 99.0),
+        lat.iter().cloned().fold(0.0, f64::max)
+    );
+    drop(store);
+    if args.keep {
+        println!("kept database {name}");
+        return;
+    }
+    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)"))).execute(&mut admin).await;
+}
+
+/// Inserts the chunks as the crawl writer does, with the indexer running
+/// beside, then waits for the index to catch up. Returns the chunk count.
+async fn insert_and_index(
+    args: &StoreArgs,
+    store: &trawl::store::DynStore,
+    url: &str,
+    embedder: &trawl::embed::LocalEmbedder,
+    words: &mut Words,
+) -> usize {
+    use sqlx::Connection;
+    use trawl::embed::Embedder;
+    use trawl::progress::{CrawlState, CrawlStatus};
+    use trawl::store::{NewCrawl, PageRecord, PageStatus};
 
     // Pages with chunks and their vectors, made before the clock starts.
     let pages_n = args.chunks.div_ceil(args.chunks_per_page);
@@ -441,7 +510,7 @@ async fn store_bench(args: StoreArgs) {
     let drain = Instant::now();
     loop {
         let left: i64 = sqlx::query_scalar("SELECT count(*) FROM chunks WHERE NOT indexed")
-            .fetch_one(&mut sqlx::PgConnection::connect(url.as_str()).await.expect("connect"))
+            .fetch_one(&mut sqlx::PgConnection::connect(url).await.expect("connect"))
             .await
             .expect("count");
         if left == 0 {
@@ -459,43 +528,7 @@ async fn store_bench(args: StoreArgs) {
         let _ = i.await;
     }
 
-    // Hybrid search: the whole path of POST /api/search (embed the query,
-    // fuse in SQL, fetch the hits).
-    let filter = trawl::store::SearchFilter::default();
-    // Queries of 1 to 3 words a user might type.
-    let queries: Vec<String> = (0..args.queries + 20)
-        .map(|i| {
-            (0..1 + i % 3)
-                .map(|j| words.vocab[STOPWORDS + (i * 37 + j * 101) % 1000].clone())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect();
-    let mut lat = Vec::new();
-    let mut empty = 0;
-    for (i, q) in queries.iter().enumerate() {
-        let t = Instant::now();
-        let hits = trawl::search::search(&*store, &embedder, q, trawl::search::Mode::Hybrid, &filter, 10)
-            .await
-            .expect("search");
-        if i >= 20 {
-            lat.push(t.elapsed().as_secs_f64() * 1000.0);
-            empty += usize::from(hits.is_empty());
-        }
-    }
-    println!(
-        "hybrid search over {total} chunks: {} queries, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({empty} with no hit)",
-        lat.len(),
-        pct(&lat, 50.0),
-        pct(&lat, 99.0),
-        lat.iter().cloned().fold(0.0, f64::max)
-    );
-    drop(store);
-    if args.keep {
-        println!("kept database {name}");
-        return;
-    }
-    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)"))).execute(&mut admin).await;
+    total
 }
 
 fn uuid_v7() -> String {

@@ -143,7 +143,7 @@ const TEXT_RANK: &str = "((c.tsv @@ qp)::int + (c.tsv @@ qa)::int + ts_rank_cd(c
 /// Rows of each match set (all words, any word) that text ranking reads at
 /// most: ranking costs a read of every candidate's `tsvector`, and a common
 /// word matches a fifth of a corpus. Rows with every word come first.
-const TEXT_CANDIDATES: i64 = 500;
+const TEXT_CANDIDATES: i64 = 250;
 
 /// Pushes `SELECT id, score FROM ... ORDER BY score DESC LIMIT pool`: chunks
 /// ranked by [`TEXT_RANK`] among the candidates of [`TEXT_CANDIDATES`].
