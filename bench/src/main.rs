@@ -508,9 +508,10 @@ async fn insert_and_index(
     );
 
     let drain = Instant::now();
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
     loop {
         let left: i64 = sqlx::query_scalar("SELECT count(*) FROM chunks WHERE NOT indexed")
-            .fetch_one(&mut sqlx::PgConnection::connect(url).await.expect("connect"))
+            .fetch_one(&mut conn)
             .await
             .expect("count");
         if left == 0 {

@@ -190,6 +190,28 @@ pub struct Unembedded {
     pub text: String,
 }
 
+impl Unembedded {
+    /// A chunk row, embedded with the same text the crawl would have used.
+    pub fn chunk(id: i64, title: Option<&str>, heading_path: String, content: String) -> Self {
+        let chunk = crate::process::Chunk { index: 0, content, heading_path, char_count: 0, embedding: None };
+        let (texts, _) = crate::process::embedding_inputs(title, &[chunk], &[]);
+        Self { code: false, id, text: texts.into_iter().next().unwrap_or_default() }
+    }
+
+    /// A code-example row, embedded with the same text the crawl would have used.
+    pub fn code(id: i64, language: String, code: String, context_before: String) -> Self {
+        let example = crate::process::CodeExample {
+            language,
+            code,
+            context_before,
+            context_after: String::new(),
+            embedding: None,
+        };
+        let (_, texts) = crate::process::embedding_inputs(None, &[], &[example]);
+        Self { code: true, id, text: texts.into_iter().next().unwrap_or_default() }
+    }
+}
+
 /// An FTS5 query that matches any of the words: user input never reaches
 /// FTS5's syntax.
 pub fn fts_query(q: &str) -> Option<String> {

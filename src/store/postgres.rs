@@ -77,10 +77,6 @@ impl PgStore {
         drop(conn);
         Ok(Self { pool, indexed_since_analyze: 0.into() })
     }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
 }
 
 /// Adds the `vector(N)` columns and their indexes on first start; refuses a
@@ -831,20 +827,13 @@ impl Store for PgStore {
         .await?;
         let mut out = Vec::new();
         for r in &chunks {
-            let chunk = crate::process::Chunk {
-                index: 0,
-                content: r.try_get("content")?,
-                heading_path: r.try_get("heading_path")?,
-                char_count: 0,
-                embedding: None,
-            };
             let title: Option<String> = r.try_get("title")?;
-            let (texts, _) = crate::process::embedding_inputs(title.as_deref(), &[chunk], &[]);
-            out.push(Unembedded {
-                code: false,
-                id: r.try_get("id")?,
-                text: texts.into_iter().next().unwrap_or_default(),
-            });
+            out.push(Unembedded::chunk(
+                r.try_get("id")?,
+                title.as_deref(),
+                r.try_get("heading_path")?,
+                r.try_get("content")?,
+            ));
         }
         let room = limit.saturating_sub(out.len() as u32);
         let codes = sqlx::query(
@@ -854,19 +843,12 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         for r in &codes {
-            let example = crate::process::CodeExample {
-                language: r.try_get("language")?,
-                code: r.try_get("code")?,
-                context_before: r.try_get("context_before")?,
-                context_after: String::new(),
-                embedding: None,
-            };
-            let (_, texts) = crate::process::embedding_inputs(None, &[], &[example]);
-            out.push(Unembedded {
-                code: true,
-                id: r.try_get("id")?,
-                text: texts.into_iter().next().unwrap_or_default(),
-            });
+            out.push(Unembedded::code(
+                r.try_get("id")?,
+                r.try_get("language")?,
+                r.try_get("code")?,
+                r.try_get("context_before")?,
+            ));
         }
         Ok(out)
     }

@@ -130,6 +130,28 @@ fn push_filter(qb: &mut QueryBuilder<Sqlite>, f: &SearchFilter, t: &str) {
     }
 }
 
+/// Deletes the pages (and by cascade their content) whose URL is one of
+/// `pages` and that match `condition`, in which `me.id` is the crawl id.
+async fn delete_pages<'a>(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    crawl_id: &str,
+    condition: &'static str,
+    pages: impl Iterator<Item = &'a PageRecord>,
+) -> Result<(), StoreError> {
+    let urls: Vec<&str> = pages.map(|p| p.url.as_str()).collect();
+    for chunk in urls.chunks(PAGE_ROWS_PER_INSERT) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("WITH me (id) AS (SELECT ");
+        qb.push_bind(crawl_id).push(") DELETE FROM pages WHERE ").push(condition).push(" AND url IN (");
+        let mut sep = qb.separated(", ");
+        for url in chunk {
+            sep.push_bind(*url);
+        }
+        qb.push(")");
+        qb.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 /// Rows per multi-row INSERT of chunks (10 binds a row).
 const CONTENT_ROWS_PER_INSERT: usize = 500;
 
@@ -244,34 +266,15 @@ impl Store for SqliteStore {
         }
         // A batch written again replaces its own rows (and by cascade their
         // chunks and code examples) instead of adding to them.
-        for chunk in pages.chunks(PAGE_ROWS_PER_INSERT) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("DELETE FROM pages WHERE crawl_id = ");
-            qb.push_bind(&s.progress_id).push(" AND url IN (");
-            let mut sep = qb.separated(", ");
-            for p in chunk {
-                sep.push_bind(&p.url);
-            }
-            qb.push(")");
-            qb.build().execute(&mut *tx).await?;
-        }
-        // A crawled URL replaces what earlier crawls stored for it (pages,
-        // and by cascade their chunks and code examples): no duplicates in
-        // search. A failed fetch leaves an earlier good copy alone.
-        let replaced: Vec<&PageRecord> = pages.iter().filter(|p| p.status == PageStatus::Crawled).collect();
-        for chunk in replaced.chunks(PAGE_ROWS_PER_INSERT) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("DELETE FROM pages WHERE crawl_id <> ");
-            qb.push_bind(&s.progress_id).push(" AND url IN (");
-            let mut sep = qb.separated(", ");
-            for p in chunk {
-                sep.push_bind(&p.url);
-            }
-            // Only the same tenant's copies: another tenant's crawl of the
-            // same site is theirs to keep.
-            qb.push(") AND crawl_id IN (SELECT id FROM crawls WHERE tenant IS (SELECT tenant FROM crawls WHERE id = ")
-                .push_bind(&s.progress_id)
-                .push("))");
-            qb.build().execute(&mut *tx).await?;
-        }
+        let own = "crawl_id = (SELECT id FROM me)";
+        delete_pages(&mut tx, &s.progress_id, own, pages.iter()).await?;
+        // A crawled URL replaces what the tenant's earlier crawls stored for
+        // it: no duplicates in search. Another tenant's copy is theirs to
+        // keep; a failed fetch leaves an earlier good copy alone.
+        let same_tenant = "crawl_id <> (SELECT id FROM me)
+            AND crawl_id IN (SELECT id FROM crawls WHERE tenant IS (SELECT tenant FROM crawls WHERE id = (SELECT id FROM me)))";
+        let crawled = pages.iter().filter(|p| p.status == PageStatus::Crawled);
+        delete_pages(&mut tx, &s.progress_id, same_tenant, crawled).await?;
         for chunk in pages.chunks(PAGE_ROWS_PER_INSERT) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO pages (crawl_id, url, final_url, status, http_status, depth, title, content_type, format,
@@ -597,20 +600,13 @@ impl Store for SqliteStore {
         .await?;
         let mut out = Vec::new();
         for r in &chunks {
-            let chunk = crate::process::Chunk {
-                index: 0,
-                content: r.try_get("content")?,
-                heading_path: r.try_get("heading_path")?,
-                char_count: 0,
-                embedding: None,
-            };
             let title: Option<String> = r.try_get("title")?;
-            let (texts, _) = crate::process::embedding_inputs(title.as_deref(), &[chunk], &[]);
-            out.push(Unembedded {
-                code: false,
-                id: r.try_get("id")?,
-                text: texts.into_iter().next().unwrap_or_default(),
-            });
+            out.push(Unembedded::chunk(
+                r.try_get("id")?,
+                title.as_deref(),
+                r.try_get("heading_path")?,
+                r.try_get("content")?,
+            ));
         }
         let room = limit.saturating_sub(out.len() as u32);
         let codes = sqlx::query(
@@ -620,19 +616,12 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         for r in &codes {
-            let example = crate::process::CodeExample {
-                language: r.try_get("language")?,
-                code: r.try_get("code")?,
-                context_before: r.try_get("context_before")?,
-                context_after: String::new(),
-                embedding: None,
-            };
-            let (_, texts) = crate::process::embedding_inputs(None, &[], &[example]);
-            out.push(Unembedded {
-                code: true,
-                id: r.try_get("id")?,
-                text: texts.into_iter().next().unwrap_or_default(),
-            });
+            out.push(Unembedded::code(
+                r.try_get("id")?,
+                r.try_get("language")?,
+                r.try_get("code")?,
+                r.try_get("context_before")?,
+            ));
         }
         Ok(out)
     }

@@ -65,14 +65,9 @@ impl PgCluster {
         let dir = std::env::temp_dir().join(format!("trawl-pg-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         if is_root() {
-            run(
-                {
-                    let mut c = Command::new("chown");
-                    c.arg("postgres:postgres").arg(&dir);
-                    c
-                },
-                "chown",
-            );
+            let mut chown = Command::new("chown");
+            chown.arg("postgres:postgres").arg(&dir);
+            run(chown, "chown");
         }
         let data = dir.join("data");
         let mut init = as_server_user(&bin, "initdb");
