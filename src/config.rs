@@ -48,6 +48,8 @@ pub struct CrawlerConfig {
     pub max_pages_limit: u32,
     pub max_depth_limit: u32,
     pub embedding: crate::embed::EmbedConfig,
+    /// Chromium, for `render: "browser"` and `"auto"`.
+    pub browser: crate::crawl::fetch::BrowserSettings,
 }
 
 impl Default for CrawlerConfig {
@@ -68,6 +70,7 @@ impl Default for CrawlerConfig {
             max_pages_limit: 1_000_000,
             max_depth_limit: 100,
             embedding: crate::embed::EmbedConfig::default(),
+            browser: crate::crawl::fetch::BrowserSettings::default(),
         }
     }
 }
@@ -201,6 +204,12 @@ pub struct CrawlArgs {
     /// Fetches in flight at once.
     #[arg(long, env = "TRAWL_CONCURRENCY")]
     pub concurrency: Option<u32>,
+    /// `http` (default), `browser` (every page in Chromium) or `auto` (Chromium only for pages that need scripts).
+    #[arg(long, value_enum, env = "TRAWL_RENDER")]
+    pub render: Option<crate::crawl::Render>,
+    /// When a rendered page counts as loaded.
+    #[arg(long, value_enum, env = "TRAWL_WAIT_UNTIL")]
+    pub wait_until: Option<crate::crawl::fetch::WaitUntil>,
     /// Print the final status as JSON instead of a summary.
     #[arg(long)]
     pub json: bool,
@@ -239,6 +248,42 @@ pub struct CrawlerArgs {
     pub user_agent: Option<String>,
     #[command(flatten)]
     pub embedding: EmbedArgs,
+    #[command(flatten)]
+    pub browser: BrowserArgs,
+}
+
+/// Chromium, for pages rendered in a browser.
+#[derive(Debug, Args)]
+pub struct BrowserArgs {
+    /// The Chromium executable (Debian's `chromium` package by default).
+    #[arg(long, env = "TRAWL_CHROME", default_value = "/usr/bin/chromium")]
+    pub chrome: std::path::PathBuf,
+    /// Deadline of one browser page (open, load, wait, read), in milliseconds.
+    #[arg(long, env = "TRAWL_BROWSER_PAGE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub browser_page_timeout_ms: u64,
+    /// Browser pages open at once in this process, all crawls together.
+    #[arg(long, env = "TRAWL_BROWSER_MAX_PAGES", default_value_t = 8)]
+    pub browser_max_pages: usize,
+    /// Browser pages open at once per crawl when the request names no `browserConcurrency`.
+    #[arg(long, env = "TRAWL_BROWSER_CONCURRENCY", default_value_t = 4)]
+    pub browser_concurrency: usize,
+    /// Run Chromium without its sandbox (always so when running as root).
+    #[arg(long, env = "TRAWL_BROWSER_NO_SANDBOX", value_parser = BoolishValueParser::new())]
+    pub browser_no_sandbox: bool,
+}
+
+impl BrowserArgs {
+    pub fn into_settings(self) -> crate::crawl::fetch::BrowserSettings {
+        let defaults = crate::crawl::fetch::BrowserSettings::default();
+        crate::crawl::fetch::BrowserSettings {
+            chrome: self.chrome,
+            page_timeout: Duration::from_millis(self.browser_page_timeout_ms),
+            max_pages: self.browser_max_pages,
+            default_concurrency: self.browser_concurrency,
+            no_sandbox: self.browser_no_sandbox || defaults.no_sandbox,
+            ..defaults
+        }
+    }
 }
 
 /// Which embedder chunks and code examples get vectors from.
@@ -304,6 +349,7 @@ impl CrawlerArgs {
             max_crawls: self.max_crawls,
             default_concurrency: self.default_concurrency,
             embedding: self.embedding.into_config()?,
+            browser: self.browser.into_settings(),
             ..CrawlerConfig::default()
         };
         if let Some(ua) = self.user_agent {
@@ -322,6 +368,9 @@ impl CrawlerConfig {
             ("per-host concurrency", self.per_host_concurrency),
             ("max crawls", self.max_crawls),
             ("default concurrency", self.default_concurrency),
+            ("browser page timeout", self.browser.page_timeout.as_millis() as usize),
+            ("browser max pages", self.browser.max_pages),
+            ("browser concurrency", self.browser.default_concurrency),
         ];
         for (name, v) in positive {
             if v == 0 {
@@ -330,6 +379,12 @@ impl CrawlerConfig {
         }
         if self.default_concurrency > self.max_concurrency {
             return Err(ConfigError(format!("default concurrency must be at most {}", self.max_concurrency)));
+        }
+        if self.browser.default_concurrency > self.browser.max_pages {
+            return Err(ConfigError(format!(
+                "browser concurrency must be at most the browser max pages ({})",
+                self.browser.max_pages
+            )));
         }
         if self.user_agent.trim().is_empty() {
             return Err(ConfigError("user agent must not be empty".into()));

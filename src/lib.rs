@@ -10,7 +10,8 @@
 //! - `auth`: API keys and tenants.
 //! - `crawl`: the registry of live crawls, the orchestrator of one crawl, and
 //!   its parts: frontier, scope, address guard, robots.txt, discovery (sitemaps,
-//!   llms.txt), fetching.
+//!   llms.txt), fetching (`fetch::http`; `fetch::browser`, the process's one
+//!   Chromium; `fetch::detect`, which pages `auto` sends to it).
 //! - `process`: CPU work on pages (main content, markdown, chunks, code
 //!   examples), on one rayon pool.
 //! - `embed`: the `Embedder` trait: local (hashed n-grams), openai (async-openai).

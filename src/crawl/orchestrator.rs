@@ -24,9 +24,9 @@ use url::Url;
 
 use crate::config::CrawlerConfig;
 use crate::crawl::discover::{self, Sitemap};
-use crate::crawl::fetch::{Fetched, HttpFetcher, http::decode};
+use crate::crawl::fetch::{Fetched, HttpFetcher, Rendered, Renderer, http::decode};
 use crate::crawl::hosts::Hosts;
-use crate::crawl::request::{CrawlSpec, CrawlType};
+use crate::crawl::request::{CrawlSpec, CrawlType, Render};
 use crate::crawl::robots::Robots;
 use crate::crawl::scope::Scope;
 use crate::crawl::urls;
@@ -53,6 +53,8 @@ const MAX_SITEMAP_DOCS: usize = 1000;
 pub(crate) struct Engine {
     pub config: CrawlerConfig,
     pub fetcher: HttpFetcher,
+    /// The process's Chromium, started on the first page that needs it.
+    pub renderer: Arc<Renderer>,
     pub pool: Pool,
     pub store: DynStore,
     pub embedder: crate::embed::DynEmbedder,
@@ -67,7 +69,10 @@ pub(crate) struct Crawl {
     /// A child of the root token; fired by a stop or by shutdown.
     pub token: CancellationToken,
     /// Every task of this crawl; waited for before the terminal status.
+    /// Browser pages abandoned by a stop are closed by tasks on it.
     pub tracker: TaskTracker,
+    /// Bounds this crawl's open browser pages (`browserConcurrency`).
+    browser_slots: Semaphore,
     pub progress: Progress,
     /// Numbers and fans out this crawl's events.
     pub reporter: Arc<Reporter>,
@@ -89,7 +94,9 @@ impl Crawl {
         reporter: Arc<Reporter>,
     ) -> Self {
         let span = tracing::info_span!("crawl", progress_id = %reporter.crawl_id);
+        let browser_slots = Semaphore::new(spec.browser_concurrency.max(1));
         Self {
+            browser_slots,
             tenant,
             spec,
             token,
@@ -515,6 +522,51 @@ fn record(url: &Url, depth: u32, status: PageStatus) -> PageRecord {
     }
 }
 
+/// A page's bytes as the pipeline takes them, from HTTP or from Chromium.
+struct Body {
+    final_url: Url,
+    status: u16,
+    content_type: Option<String>,
+    bytes: Option<bytes::Bytes>,
+    rendered: bool,
+}
+
+impl Body {
+    fn fetched(f: Fetched) -> Self {
+        Body { final_url: f.final_url, status: f.status, content_type: f.content_type, bytes: f.body, rendered: false }
+    }
+
+    fn rendered(r: Rendered) -> Self {
+        let mime = r.mime.unwrap_or_else(|| "text/html".into());
+        Body {
+            final_url: r.final_url,
+            status: r.status.unwrap_or(200),
+            // The DOM comes back as a Rust string: UTF-8, whatever the page declared.
+            content_type: Some(format!("{mime}; charset=utf-8")),
+            bytes: Some(bytes::Bytes::from(r.html)),
+            rendered: true,
+        }
+    }
+
+    fn mime(&self) -> Option<String> {
+        self.content_type.as_deref().map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+    }
+}
+
+/// What the pool made of a page.
+enum Processed {
+    Page(Box<process::Processed>, &'static str),
+    /// `auto` mode: the HTML is a shell for scripts, for this reason.
+    NeedsBrowser(&'static str),
+    Cancelled,
+}
+
+fn failed(mut r: PageRecord, error: String) -> (PageRecord, PageResult) {
+    r.status = PageStatus::Failed;
+    r.error = Some(error);
+    (r, PageResult::default())
+}
+
 async fn crawl_page(ctx: &Ctx, url: Url, depth: u32, seed: bool, scope: &Scope) -> (PageRecord, PageResult) {
     let engine = &ctx.engine;
     let spec = &ctx.crawl.spec;
@@ -531,50 +583,121 @@ async fn crawl_page(ctx: &Ctx, url: Url, depth: u32, seed: bool, scope: &Scope) 
         }
     }
     let _host = ctx.hosts.acquire(&url, delay).await;
+    let r = record(&url, depth, PageStatus::Crawled);
+    let mut body = if spec.render == Render::Browser {
+        match render(ctx, &url, seed, scope).await {
+            Ok(b) => b,
+            Err(e) => return failed(r, e),
+        }
+    } else {
+        match fetch(ctx, &url, seed, scope).await {
+            Ok(b) => b,
+            Err(e) => return failed(r, e),
+        }
+    };
+    // A rendered document that is not HTML (text, markdown) is read as served.
+    if body.rendered && !matches!(Kind::of(body.mime().as_deref()), Some(Kind::Html) | None) {
+        body = match fetch(ctx, &url, seed, scope).await {
+            Ok(b) => b,
+            Err(e) => return failed(r, e),
+        };
+    }
+    loop {
+        let detect = spec.render == Render::Auto && !body.rendered;
+        match process_body(ctx, r.clone(), body, detect).await {
+            Ok(done) => return done,
+            Err(NeedsBrowser(reason)) => {
+                tracing::debug!(%url, reason, "rendering in Chromium");
+                body = match render(ctx, &url, seed, scope).await {
+                    Ok(b) => b,
+                    Err(e) => return failed(r, e),
+                };
+            }
+        }
+    }
+}
+
+/// `auto` mode: the HTTP page is a shell for scripts, for this reason.
+struct NeedsBrowser(&'static str);
+
+/// Over HTTP, following redirects the crawl's scope allows.
+async fn fetch(ctx: &Ctx, url: &Url, seed: bool, scope: &Scope) -> Result<Body, String> {
     // The start URL may redirect anywhere the guard allows; other pages stay in scope.
     let in_scope = |u: &Url| seed || scope.allows(u);
     let want = |status: u16, mime: Option<&str>| (200..300).contains(&status) && Kind::of(mime).is_some();
-    let fetched = match engine.fetcher.fetch(&url, &in_scope, &want).await {
-        Ok(f) => f,
-        Err(e) => {
-            let mut r = record(&url, depth, PageStatus::Failed);
-            r.error = Some(format!("{}: {e}", e.code()));
-            return (r, PageResult::default());
+    ctx.engine.fetcher.fetch(url, &in_scope, &want).await.map(Body::fetched).map_err(|e| format!("{}: {e}", e.code()))
+}
+
+/// In Chromium, at most `browserConcurrency` pages of this crawl at once. The
+/// browser follows redirects by itself, so the page it ends on is checked
+/// against the scope and the address guard afterwards.
+async fn render(ctx: &Ctx, url: &Url, seed: bool, scope: &Scope) -> Result<Body, String> {
+    let engine = &ctx.engine;
+    let _slot = ctx.crawl.browser_slots.acquire().await.map_err(|_| "cancelled: the crawl was stopped".to_string())?;
+    let rendered = engine
+        .renderer
+        .render(url, ctx.crawl.spec.wait_until, &ctx.crawl.tracker, engine.config.browser.page_timeout)
+        .await
+        .map_err(|e| format!("{}: {e}", e.code()))?;
+    if rendered.final_url != *url {
+        if !seed && !scope.allows(&rendered.final_url) {
+            return Err(format!("redirect_out_of_scope: redirect to {} leaves the crawl's scope", rendered.final_url));
         }
-    };
-    let mut r = record(&url, depth, PageStatus::Crawled);
-    r.http_status = Some(fetched.status);
-    r.content_type = fetched.content_type.clone();
-    if fetched.final_url != url {
-        r.final_url = Some(fetched.final_url.to_string());
+        engine
+            .fetcher
+            .guard()
+            .check_resolved(&rendered.final_url)
+            .await
+            .map_err(|e| format!("forbidden_address: {e}"))?;
     }
-    if !(200..300).contains(&fetched.status) {
-        r.status = PageStatus::Failed;
-        let reason =
-            reqwest::StatusCode::from_u16(fetched.status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
-        r.error = Some(format!("http_status: HTTP {} {reason}", fetched.status).trim_end().to_string());
-        return (r, PageResult::default());
+    Ok(Body::rendered(rendered))
+}
+
+/// Status and type checks, then the pool: main content, markdown, chunks,
+/// code, vectors. With `detect` (`auto` mode) the pool first decides whether
+/// the page needs a browser, and says so instead of processing it.
+async fn process_body(
+    ctx: &Ctx,
+    mut r: PageRecord,
+    body: Body,
+    detect: bool,
+) -> Result<(PageRecord, PageResult), NeedsBrowser> {
+    let engine = &ctx.engine;
+    r.http_status = Some(body.status);
+    r.content_type = body.content_type.clone();
+    r.rendered = body.rendered;
+    if body.final_url.as_str() != r.url {
+        r.final_url = Some(body.final_url.to_string());
     }
-    let Some(kind) = Kind::of(fetched.mime().as_deref()) else {
+    if !(200..300).contains(&body.status) {
+        let reason = reqwest::StatusCode::from_u16(body.status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+        return Ok(failed(r, format!("http_status: HTTP {} {reason}", body.status).trim_end().to_string()));
+    }
+    let mime = body.mime();
+    let Some(kind) = Kind::of(mime.as_deref()) else {
         r.status = PageStatus::Skipped;
-        r.error = Some(format!("unsupported_content_type: {} is not HTML or text", fetched.mime().unwrap_or_default()));
-        return (r, PageResult::default());
+        r.error = Some(format!("unsupported_content_type: {} is not HTML or text", mime.unwrap_or_default()));
+        return Ok((r, PageResult::default()));
     };
-    let body = fetched.body.unwrap_or_default();
-    r.bytes = Some(body.len() as u64);
-    let content_type = fetched.content_type;
-    let page_url = fetched.final_url.clone();
+    let bytes = body.bytes.unwrap_or_default();
+    r.bytes = Some(bytes.len() as u64);
+    let content_type = body.content_type;
+    let page_url = body.final_url.clone();
     let options = ctx.crawl.spec.process;
     let token = ctx.crawl.token.clone();
     let embedder = engine.embedder.clone();
+    let detect = detect && matches!(kind, Kind::Html);
     let processed = engine
         .pool
         .run(&ctx.crawl.tracker, move || {
             // Queued work of a stopped crawl ends at once; its result would be dropped.
             if token.is_cancelled() {
-                return None;
+                return Processed::Cancelled;
             }
-            let text = decode(&body, content_type.as_deref());
+            let text = decode(&bytes, content_type.as_deref());
+            if detect && let Some(reason) = crate::crawl::fetch::detect::needs_browser(&text) {
+                return Processed::NeedsBrowser(reason);
+            }
             let (mut p, format) = match kind {
                 Kind::Html => (process::process_html(&text, &page_url, &options), "markdown"),
                 Kind::Markdown => (process::process_text(&text, &options), "markdown"),
@@ -588,30 +711,24 @@ async fn crawl_page(ctx: &Ctx, url: Url, depth: u32, seed: bool, scope: &Scope) 
                 p.chunks.iter_mut().zip(vectors).for_each(|(c, v)| c.embedding = Some(v));
                 p.code_examples.iter_mut().zip(code_vectors).for_each(|(c, v)| c.embedding = Some(v));
             }
-            Some((p, format))
+            Processed::Page(Box::new(p), format)
         })
         .await;
-    match processed {
-        Ok(None) => {
-            r.status = PageStatus::Failed;
-            r.error = Some("cancelled: the crawl was stopped".into());
-            (r, PageResult::default())
-        }
-        Ok(Some((p, format))) => {
+    Ok(match processed {
+        Ok(Processed::NeedsBrowser(reason)) => return Err(NeedsBrowser(reason)),
+        Ok(Processed::Cancelled) => failed(r, "cancelled: the crawl was stopped".into()),
+        Ok(Processed::Page(p, format)) => {
+            let p = *p;
             r.title = p.title;
             r.description = p.description;
             r.content = Some(p.markdown);
             r.format = Some(format);
             r.chunks = p.chunks;
             r.code_examples = p.code_examples;
-            (r, PageResult { final_url: Some(fetched.final_url), links: p.links })
+            (r, PageResult { final_url: Some(body.final_url), links: p.links })
         }
-        Err(e) => {
-            r.status = PageStatus::Failed;
-            r.error = Some(format!("processing_failed: {e}"));
-            (r, PageResult::default())
-        }
-    }
+        Err(e) => failed(r, format!("processing_failed: {e}")),
+    })
 }
 
 /// Stores page outcomes in batches, each batch in one transaction with the

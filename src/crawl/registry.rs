@@ -15,8 +15,8 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::CrawlerConfig;
-use crate::crawl::fetch::HttpFetcher;
 use crate::crawl::fetch::http::ClientBuildError;
+use crate::crawl::fetch::{HttpFetcher, Renderer};
 use crate::crawl::guard::ForbiddenAddress;
 use crate::crawl::orchestrator::{self, Crawl, Engine};
 use crate::crawl::request::{CrawlRequest, RequestError};
@@ -72,6 +72,7 @@ impl Registry {
         fanout: Arc<dyn Fanout>,
     ) -> Result<Arc<Self>, RegistryError> {
         let fetcher = HttpFetcher::new(&config)?;
+        let renderer = Arc::new(Renderer::new(config.browser.clone(), config.user_agent.clone(), fetcher.guard()));
         let pool = Pool::new(None)?;
         let embedder = crate::embed::build(&config.embedding)?;
         let slots = Arc::new(Semaphore::new(config.max_crawls));
@@ -84,7 +85,7 @@ impl Registry {
             }
         }
         Ok(Arc::new(Self {
-            engine: Arc::new(Engine { config, fetcher, pool, store, embedder, root }),
+            engine: Arc::new(Engine { config, fetcher, renderer, pool, store, embedder, root }),
             tracker,
             slots,
             live: Mutex::new(HashMap::new()),
@@ -100,6 +101,11 @@ impl Registry {
     /// Fired when the service shuts down; long-lived streams end with it.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.engine.root.clone()
+    }
+
+    /// The process's Chromium (started only when a crawl needs it).
+    pub fn renderer(&self) -> &Arc<Renderer> {
+        &self.engine.renderer
     }
 
     pub fn embedder(&self) -> &crate::embed::DynEmbedder {
@@ -269,6 +275,8 @@ impl Registry {
                 "crawls still running at the end of the shutdown grace period"
             );
         }
+        // After the crawls, whose pages it renders: no Chromium outlives the service.
+        self.engine.renderer.shutdown().await;
         ended
     }
 }

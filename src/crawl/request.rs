@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::config::CrawlerConfig;
+use crate::crawl::fetch::WaitUntil;
 use crate::crawl::scope::Scope;
 use crate::crawl::urls;
 use crate::process::{ChunkOptions, ChunkUnit, ProcessOptions};
@@ -24,7 +25,7 @@ pub enum CrawlType {
     Recursive,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Render {
     #[default]
@@ -57,6 +58,13 @@ pub struct CrawlRequest {
     pub render: Option<Render>,
     #[serde(default)]
     pub concurrency: Option<u32>,
+    /// Browser pages open at once for this crawl (default 4).
+    #[serde(default, alias = "browser_concurrency")]
+    pub browser_concurrency: Option<u32>,
+    /// When a rendered page counts as loaded: `domcontentloaded` (default,
+    /// plus a short settle), `load` or `networkidle`.
+    #[serde(default, alias = "wait_until")]
+    pub wait_until: Option<WaitUntil>,
     #[serde(default)]
     pub tags: Vec<String>,
     /// Largest chunk in characters (default 1200).
@@ -87,6 +95,9 @@ pub struct CrawlSpec {
     pub respect_robots: bool,
     pub render: Render,
     pub concurrency: usize,
+    /// Browser pages open at once for this crawl.
+    pub browser_concurrency: usize,
+    pub wait_until: WaitUntil,
     pub scope: Scope,
     /// How pages become markdown, chunks and code examples.
     pub process: ProcessOptions,
@@ -157,11 +168,23 @@ impl CrawlRequest {
             return Err(RequestError::Invalid(format!("at most {MAX_TAGS} tags, each 1 to {MAX_TAG_LEN} characters")));
         }
         let render = self.render.unwrap_or_default();
-        if render == Render::Browser {
-            return Err(RequestError::Unsupported(
-                "render 'browser' is not available in this version; use 'http' or 'auto'".into(),
-            ));
+        let chrome = &cfg.browser.chrome;
+        if render == Render::Browser && !chrome.is_file() {
+            return Err(RequestError::Unsupported(format!(
+                "render 'browser' needs Chromium, and there is none at {}; install Debian's chromium or set TRAWL_CHROME",
+                chrome.display()
+            )));
         }
+        let browser_concurrency = match self.browser_concurrency {
+            None => cfg.browser.default_concurrency,
+            Some(c) if c == 0 || c as usize > cfg.browser.max_pages => {
+                return Err(RequestError::Invalid(format!(
+                    "browserConcurrency must be between 1 and {}",
+                    cfg.browser.max_pages
+                )));
+            }
+            Some(c) => c as usize,
+        };
         let defaults = ChunkOptions::default();
         let chunks = ChunkOptions {
             size: self.chunk_size.map(|n| n as usize).unwrap_or(defaults.size),
@@ -191,6 +214,8 @@ impl CrawlRequest {
             respect_robots: self.respect_robots.unwrap_or(true),
             render,
             concurrency,
+            browser_concurrency,
+            wait_until: self.wait_until.unwrap_or_default(),
             scope,
             process: ProcessOptions { chunks, ..ProcessOptions::default() },
             request: self.clone(),

@@ -98,6 +98,8 @@ pub struct PageRecord {
     pub source: Option<String>,
     pub chunks: Vec<crate::process::Chunk>,
     pub code_examples: Vec<crate::process::CodeExample>,
+    /// The content came from Chromium rather than the HTTP response.
+    pub rendered: bool,
 }
 
 /// A page as the pages listing shows it (CONTRACT.md), plus the cursor key.
@@ -115,6 +117,8 @@ pub struct PageSummary {
     pub chunks: u64,
     pub code_examples: u64,
     pub error: Option<String>,
+    /// Whether the content was rendered in Chromium (`render` `browser`, or `auto` for a page that needed scripts).
+    pub rendered: bool,
 }
 
 /// A stored page with its content, for tools and tests.

@@ -307,12 +307,13 @@ async fn insert_pages(
     let chunk_counts: Vec<i32> = pages.iter().map(|p| p.chunks.len() as i32).collect();
     let code_counts: Vec<i32> = pages.iter().map(|p| p.code_examples.len() as i32).collect();
     let fetched: Vec<DateTime<Utc>> = pages.iter().map(|p| p.fetched_at).collect();
+    let rendered: Vec<bool> = pages.iter().map(|p| p.rendered).collect();
     let rows = sqlx::query(
         "INSERT INTO pages (crawl_id, source_id, url, final_url, status, http_status, depth, title, description,
-           content_type, format, content, bytes, error, source, chunk_count, code_count, fetched_at)
+           content_type, format, content, bytes, error, source, chunk_count, code_count, fetched_at, rendered)
          SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::text[],
            $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[], $14::text[], $15::text[], $16::int[],
-           $17::int[], $18::timestamptz[])
+           $17::int[], $18::timestamptz[], $19::bool[])
          RETURNING id, url",
     )
     .bind(crawl_id)
@@ -333,6 +334,7 @@ async fn insert_pages(
     .bind(chunk_counts)
     .bind(code_counts)
     .bind(fetched)
+    .bind(rendered)
     .fetch_all(&mut **tx)
     .await?;
     rows.iter().map(|r| Ok((r.try_get::<String, _>("url")?, r.try_get::<i64, _>("id")?))).collect()
@@ -587,8 +589,8 @@ impl Store for PgStore {
 
     async fn list_pages(&self, crawl_id: &str, after: Option<i64>, limit: u32) -> Result<Vec<PageSummary>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, url, final_url, title, status, http_status, depth, error, chunk_count, code_count FROM pages
-             WHERE crawl_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            "SELECT id, url, final_url, title, status, http_status, depth, error, chunk_count, code_count, rendered
+             FROM pages WHERE crawl_id = $1 AND id > $2 ORDER BY id LIMIT $3",
         )
         .bind(crawl_id)
         .bind(after.unwrap_or(0))
@@ -608,6 +610,7 @@ impl Store for PgStore {
                     chunks: r.try_get::<i32, _>("chunk_count")?.max(0) as u64,
                     code_examples: r.try_get::<i32, _>("code_count")?.max(0) as u64,
                     error: r.try_get("error")?,
+                    rendered: r.try_get("rendered")?,
                 })
             })
             .collect()

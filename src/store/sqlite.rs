@@ -278,7 +278,7 @@ impl Store for SqliteStore {
         for chunk in pages.chunks(PAGE_ROWS_PER_INSERT) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO pages (crawl_id, url, final_url, status, http_status, depth, title, content_type, format,
-                   content, bytes, error, fetched_at, description, source, chunk_count, code_count) ",
+                   content, bytes, error, fetched_at, description, source, chunk_count, code_count, rendered) ",
             );
             qb.push_values(chunk, |mut b, p| {
                 b.push_bind(&s.progress_id)
@@ -297,7 +297,8 @@ impl Store for SqliteStore {
                     .push_bind(&p.description)
                     .push_bind(&p.source)
                     .push_bind(p.chunks.len() as i64)
-                    .push_bind(p.code_examples.len() as i64);
+                    .push_bind(p.code_examples.len() as i64)
+                    .push_bind(p.rendered);
             });
             qb.build().execute(&mut *tx).await?;
         }
@@ -352,8 +353,8 @@ impl Store for SqliteStore {
 
     async fn list_pages(&self, crawl_id: &str, after: Option<i64>, limit: u32) -> Result<Vec<PageSummary>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, url, final_url, title, status, http_status, depth, error, chunk_count, code_count FROM pages
-             WHERE crawl_id = ? AND id > ? ORDER BY id LIMIT ?",
+            "SELECT id, url, final_url, title, status, http_status, depth, error, chunk_count, code_count, rendered
+             FROM pages WHERE crawl_id = ? AND id > ? ORDER BY id LIMIT ?",
         )
         .bind(crawl_id)
         .bind(after.unwrap_or(0))
@@ -373,6 +374,7 @@ impl Store for SqliteStore {
                     chunks: r.try_get::<i64, _>("chunk_count")?.max(0) as u64,
                     code_examples: r.try_get::<i64, _>("code_count")?.max(0) as u64,
                     error: r.try_get("error")?,
+                    rendered: r.try_get("rendered")?,
                 })
             })
             .collect()

@@ -1,6 +1,7 @@
 //! The integration tests: the service on port 0, a fresh database per test,
 //! and the fixture site over real HTTP on loopback.
 
+mod browser;
 mod cancellation;
 mod crawl_types;
 mod helpers;
