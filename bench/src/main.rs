@@ -22,6 +22,27 @@ enum Cli {
     Process(ProcessArgs),
     /// PostgreSQL store: chunk insert rate with 384-dimension vectors, and hybrid-search latency.
     Store(StoreArgs),
+    /// Chromium rendering: pages/s in `browser` mode, peak memory of the service plus Chromium, and
+    /// the share of pages `auto` sends to the browser on a mixed site.
+    Browser(BrowserArgs),
+}
+
+#[derive(Parser)]
+struct BrowserArgs {
+    /// Pages of the fixture site.
+    #[arg(long, default_value_t = 200)]
+    pages: usize,
+    /// Every n-th page (not `/`) is a JavaScript shell: the mixed site.
+    #[arg(long, default_value_t = 5)]
+    js_every: usize,
+    /// Browser pages open at once.
+    #[arg(long, default_value_t = 4)]
+    browser_concurrency: u32,
+    /// Crawls timed in `browser` mode (the first one includes Chromium's start).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    #[arg(long, default_value = "target/release/trawl")]
+    trawl: PathBuf,
 }
 
 #[derive(Parser)]
@@ -290,6 +311,7 @@ async fn main() {
         Cli::Realtime(args) => realtime_bench(args).await,
         Cli::Process(args) => process_bench(args).await,
         Cli::Store(args) => store_bench(args).await,
+        Cli::Browser(args) => browser_bench(args).await,
     }
 }
 
@@ -720,4 +742,167 @@ async fn crawl_bench(args: Args) {
     if let Some(spider) = spider {
         println!("ratio trawl / spider_cli (complete runs, best of each): {:.2}", best / spider);
     }
+}
+
+/// The service's process and its descendants (Chromium's browser, zygotes,
+/// renderers, utilities).
+fn process_tree(root: u32) -> Vec<u32> {
+    let mut parent = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces, so read after the last ')'.
+        let ppid = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok()));
+        if let Some(ppid) = ppid {
+            parent.insert(pid, ppid);
+        }
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let p = tree[i];
+        tree.extend(parent.iter().filter(|(_, pp)| **pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    tree
+}
+
+/// Resident and proportional set sizes (KiB) summed over `pids`. RSS counts
+/// pages shared between Chromium's processes once per process; PSS splits them.
+fn memory_kib(pids: &[u32]) -> (u64, u64) {
+    let field = |text: &str, key: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    pids.iter().fold((0, 0), |(rss, pss), pid| {
+        let roll = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+        (rss + field(&roll, "Rss:"), pss + field(&roll, "Pss:"))
+    })
+}
+
+async fn browser_bench(args: BrowserArgs) {
+    let site = FixtureServer::start(SiteOptions {
+        pages: args.pages,
+        fanout: 3,
+        js_every: args.js_every,
+        ..Default::default()
+    })
+    .await
+    .expect("fixture server");
+    let url = site.url("/");
+    let js_pages = (1..args.pages).filter(|i| i % args.js_every.max(1) == 0).count();
+    println!("site: {} pages, {js_pages} of them JavaScript shells, at {url}", args.pages);
+    let svc = start_service(&args.trawl, &[]).await;
+    let client = reqwest::Client::new();
+    let pid = svc.child.id();
+    // Memory of the service plus Chromium, sampled every 50 ms.
+    let peak = std::sync::Arc::new(std::sync::Mutex::new((0u64, 0u64, 0usize)));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                let tree = process_tree(pid);
+                let (rss, pss) = tokio::task::spawn_blocking(move || memory_kib(&tree)).await.unwrap_or((0, 0));
+                let n = process_tree(pid).len();
+                {
+                    let mut p = peak.lock().unwrap();
+                    *p = (p.0.max(rss), p.1.max(pss), p.2.max(n));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let crawl = |render: &'static str| {
+        let (client, base, url) = (client.clone(), svc.base.clone(), url.clone());
+        let concurrency = args.browser_concurrency;
+        let max_pages = args.pages;
+        async move {
+            let v: Value = client
+                .post(format!("{base}/api/crawls"))
+                .json(&json!({"url": url, "crawlType": "recursive", "maxDepth": 50, "maxPages": max_pages,
+                    "render": render, "browserConcurrency": concurrency, "concurrency": 16}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let id = v["progressId"].as_str().expect("progressId").to_string();
+            loop {
+                let s: Value =
+                    client.get(format!("{base}/api/crawls/{id}")).send().await.unwrap().json().await.unwrap();
+                if terminal(&s) {
+                    return (id, s);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let mut rates = Vec::new();
+    for run in 1..=args.runs {
+        let (_, s) = crawl("browser").await;
+        let crawled = s["pagesCrawled"].as_u64().unwrap_or(0);
+        let secs = secs_between(&s);
+        println!(
+            "browser run {run}: {} {crawled} pages ({} failed) in {secs:.2}s = {:.1} pages/s",
+            s["status"].as_str().unwrap_or("?"),
+            s["pagesFailed"],
+            crawled as f64 / secs
+        );
+        rates.push(crawled as f64 / secs);
+    }
+    let (rss, pss, procs) = *peak.lock().unwrap();
+    println!(
+        "peak memory, service + Chromium ({procs} processes at most): PSS {:.0} MiB, RSS sum {:.0} MiB; service alone VmHWM {:.0} MiB",
+        pss as f64 / 1024.0,
+        rss as f64 / 1024.0,
+        svc.peak_rss_kib() as f64 / 1024.0
+    );
+    let (id, s) = crawl("auto").await;
+    let mut rendered = 0;
+    let mut total = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = cursor.as_ref().map(|c| format!("&cursor={c}")).unwrap_or_default();
+        let v: Value = client
+            .get(format!("{}/api/crawls/{id}/pages?limit=1000{q}", svc.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for p in v["pages"].as_array().into_iter().flatten() {
+            total += 1;
+            rendered += usize::from(p["rendered"] == true);
+        }
+        match v["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    println!(
+        "auto: {} {} pages in {:.2}s = {:.1} pages/s; {rendered} of {total} pages rendered in Chromium ({:.1}%), {js_pages} shells on the site",
+        s["status"].as_str().unwrap_or("?"),
+        s["pagesCrawled"],
+        secs_between(&s),
+        s["pagesCrawled"].as_f64().unwrap_or(0.0) / secs_between(&s),
+        100.0 * rendered as f64 / total.max(1) as f64
+    );
+    let (_, s) = crawl("http").await;
+    println!(
+        "http (for scale): {} pages in {:.3}s = {:.0} pages/s",
+        s["pagesCrawled"],
+        secs_between(&s),
+        s["pagesCrawled"].as_f64().unwrap_or(0.0) / secs_between(&s)
+    );
+    let best = rates.iter().cloned().fold(0.0, f64::max);
+    println!("browser best: {best:.1} pages/s (browserConcurrency {})", args.browser_concurrency);
+    sampler.abort();
 }

@@ -76,7 +76,22 @@ pub async fn spawn_app_on(db_path: &std::path::Path, configure: impl FnOnce(&mut
     start(config).await
 }
 
+/// `TRAWL_TEST_LOG=trawl=debug cargo test ...` shows the service's logs in a
+/// failing test's output.
+fn init_test_logs() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        if let Ok(filter) = std::env::var("TRAWL_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
 async fn start(config: Config) -> TestApp {
+    init_test_logs();
     let app = App::build(config).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let registry = app.registry();

@@ -167,6 +167,8 @@ pub struct Rendered {
 /// One running Chromium.
 struct Instance {
     browser: Browser,
+    /// A blank page kept open for the browser's life (see `launch`).
+    _anchor: Page,
     pid: u32,
     ws_url: String,
     profile: PathBuf,
@@ -414,7 +416,21 @@ impl Renderer {
             sup_dead.cancel();
             let _ = tokio::task::spawn_blocking(move || drop(profile)).await;
         });
-        Ok(Instance { browser, pid, ws_url, profile: profile_path, dead, kill })
+        // chromiumoxide flushes browser-level events to listeners only while
+        // it tracks some page: without this blank one, the `targetDestroyed`
+        // of the last page closed would never arrive.
+        let anchor = match tokio::time::timeout(self.settings.launch_timeout, browser.new_page("about:blank")).await {
+            Ok(Ok(page)) => page,
+            Ok(Err(e)) => {
+                kill.cancel();
+                return Err(format!("Chromium did not open a page: {e}"));
+            }
+            Err(_) => {
+                kill.cancel();
+                return Err("Chromium did not open a page in time".into());
+            }
+        };
+        Ok(Instance { browser, _anchor: anchor, pid, ws_url, profile: profile_path, dead, kill })
     }
 
     async fn render_on(
@@ -427,8 +443,7 @@ impl Renderer {
     ) -> Result<Rendered, RenderError> {
         let dead = instance.dead.clone();
         let work = async {
-            let page = instance.browser.new_page("about:blank").await.map_err(protocol)?;
-            let page = OpenPage::new(page, instance.clone(), closer.clone(), self.open.clone());
+            let page = self.open_page(instance, closer, deadline).await?;
             let rendered = load(&page.page, url, wait, self.settings.settle).await;
             page.close().await;
             rendered
@@ -442,6 +457,32 @@ impl Renderer {
                 Err(_) => Err(RenderError::Timeout(deadline)),
             },
         }
+    }
+
+    /// A new blank page. It is created by a task on the crawl's tracker, so
+    /// that a page whose creation a stop interrupted is still closed.
+    async fn open_page(
+        &self,
+        instance: &Arc<Instance>,
+        closer: &TaskTracker,
+        deadline: Duration,
+    ) -> Result<OpenPage, RenderError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (i, open, tracker) = (instance.clone(), self.open.clone(), closer.clone());
+        closer.spawn(async move {
+            let created = tokio::select! {
+                _ = i.dead.cancelled() => return,
+                r = tokio::time::timeout(deadline, i.browser.new_page("about:blank")) => r,
+            };
+            let result = match created {
+                Ok(Ok(page)) => Ok(OpenPage::new(page, i, tracker, open)),
+                Ok(Err(e)) => Err(protocol(e)),
+                Err(_) => Err(RenderError::Timeout(deadline)),
+            };
+            // Nobody waits any more: the page closes as `OpenPage` drops.
+            let _ = tx.send(result);
+        });
+        rx.await.map_err(|_| RenderError::Crashed)?
     }
 
     /// Closes the browser and waits for it; kills it if it lingers. No browser
@@ -489,7 +530,6 @@ fn chrome_args(settings: &BrowserSettings, user_agent: &str) -> Vec<String> {
         "--disable-features=Translate,MediaRouter,OptimizationHints,AutofillServerCommunication,CalculateNativeWinOcclusion",
         "--disable-popup-blocking",
         "--disable-prompt-on-repost",
-        "--disable-hang-monitor",
         "--metrics-recording-only",
         "--password-store=basic",
         "--use-mock-keychain",
@@ -596,7 +636,7 @@ impl OpenPage {
 
     fn closing(&mut self) -> impl std::future::Future<Output = ()> + Send + 'static {
         self.closed = true;
-        close_page(self.instance.clone(), self.page.target_id().clone(), self.open.clone())
+        close_page(self.instance.clone(), self.page.clone(), self.open.clone())
     }
 
     async fn close(mut self) {
@@ -622,20 +662,48 @@ impl Drop for OpenPage {
 
 /// `Target.closeTarget` rather than `Page.close`: no `beforeunload` handler
 /// can keep the page open. Chromium answers that call before the page is
-/// gone, so the close counts only once `Target.targetDestroyed` arrives.
-async fn close_page(
-    instance: Arc<Instance>,
-    target: chromiumoxide::cdp::browser_protocol::target::TargetId,
-    open: Arc<OpenCount>,
-) {
-    use chromiumoxide::cdp::browser_protocol::target::EventTargetDestroyed;
+/// gone, so the close counts only once the target has left Chromium's own
+/// list (`Target.targetDestroyed` usually says so first; it is not always
+/// delivered, so the list is also asked). Under load, a close of a page
+/// that is still loading was sometimes never carried out; stopping the load
+/// first, and asking again, made it reliable in repeated runs.
+async fn close_page(instance: Arc<Instance>, page: Page, open: Arc<OpenCount>) {
+    use chromiumoxide::cdp::browser_protocol::page::StopLoadingParams;
+    use chromiumoxide::cdp::browser_protocol::target::{EventTargetDestroyed, GetTargetsParams};
+    let target = page.target_id().clone();
     let close = async {
+        // A page still loading (a script that never comes) is stopped first.
+        let _ = tokio::time::timeout(Duration::from_millis(200), page.execute(StopLoadingParams::default())).await;
         let mut destroyed = instance.browser.event_listener::<EventTargetDestroyed>().await?;
         instance.browser.execute(CloseTargetParams::new(target.clone())).await?;
-        while let Some(ev) = destroyed.next().await {
-            if ev.target_id == target {
-                break;
+        let event = async {
+            while let Some(ev) = destroyed.next().await {
+                if ev.target_id == target {
+                    break;
+                }
             }
+        };
+        let listed = async {
+            let mut asks = 0u32;
+            loop {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+                match instance.browser.execute(GetTargetsParams::default()).await {
+                    Ok(r) if r.result.target_infos.iter().all(|t| t.target_id != target) => break,
+                    Ok(_) => {
+                        asks += 1;
+                        // Now and then a close is not acted on: ask again.
+                        if asks % 10 == 0 {
+                            tracing::debug!(?target, asks, "the page is still open; closing it again");
+                            let _ = instance.browser.execute(CloseTargetParams::new(target.clone())).await;
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "could not list Chromium's targets"),
+                }
+            }
+        };
+        tokio::select! {
+            _ = event => {}
+            _ = listed => {}
         }
         Ok::<(), chromiumoxide::error::CdpError>(())
     };
