@@ -692,7 +692,7 @@ async fn close_page(instance: Arc<Instance>, page: Page, open: Arc<OpenCount>) {
                     Ok(_) => {
                         asks += 1;
                         // Now and then a close is not acted on: ask again.
-                        if asks % 10 == 0 {
+                        if asks.is_multiple_of(10) {
                             tracing::debug!(?target, asks, "the page is still open; closing it again");
                             let _ = instance.browser.execute(CloseTargetParams::new(target.clone())).await;
                         }
