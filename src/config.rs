@@ -267,6 +267,9 @@ pub struct BrowserArgs {
     /// Browser pages open at once per crawl when the request names no `browserConcurrency`.
     #[arg(long, env = "TRAWL_BROWSER_CONCURRENCY", default_value_t = 4)]
     pub browser_concurrency: usize,
+    /// Pause after `DOMContentLoaded` for scripts that render right after it, in milliseconds.
+    #[arg(long, env = "TRAWL_BROWSER_SETTLE_MS", default_value_t = 250)]
+    pub browser_settle_ms: u64,
     /// Run Chromium without its sandbox (always so when running as root).
     #[arg(long, env = "TRAWL_BROWSER_NO_SANDBOX", value_parser = BoolishValueParser::new())]
     pub browser_no_sandbox: bool,
@@ -280,6 +283,7 @@ impl BrowserArgs {
             page_timeout: Duration::from_millis(self.browser_page_timeout_ms),
             max_pages: self.browser_max_pages,
             default_concurrency: self.browser_concurrency,
+            settle: Duration::from_millis(self.browser_settle_ms),
             no_sandbox: self.browser_no_sandbox || defaults.no_sandbox,
             ..defaults
         }

@@ -262,7 +262,10 @@ impl Renderer {
         closer: &TaskTracker,
         deadline: Duration,
     ) -> Result<Rendered, RenderError> {
-        self.guard.check_resolved(url).await.map_err(RenderError::Forbidden)?;
+        match tokio::time::timeout(deadline, self.guard.check_resolved(url)).await {
+            Ok(checked) => checked.map_err(RenderError::Forbidden)?,
+            Err(_) => return Err(RenderError::Timeout(deadline)),
+        }
         let _slot = self.slots.acquire().await.map_err(|_| RenderError::ShuttingDown)?;
         let mut attempt = 0;
         loop {
@@ -443,9 +446,19 @@ impl Renderer {
     ) -> Result<Rendered, RenderError> {
         let dead = instance.dead.clone();
         let work = async {
+            let started = Instant::now();
             let page = self.open_page(instance, closer, deadline).await?;
+            let opened = started.elapsed();
             let rendered = load(&page.page, url, wait, self.settings.settle).await;
+            let loaded = started.elapsed();
             page.close().await;
+            tracing::debug!(
+                %url,
+                open_ms = opened.as_millis() as u64,
+                load_ms = (loaded - opened).as_millis() as u64,
+                close_ms = (started.elapsed() - loaded).as_millis() as u64,
+                "browser page"
+            );
             rendered
         };
         tokio::select! {
