@@ -188,7 +188,7 @@ async fn a_killed_chromium_is_relaunched_and_the_crawl_completes() {
 
 #[tokio::test]
 async fn a_hanging_page_fails_by_its_timeout_and_the_crawl_goes_on() {
-    let app = spawn_app_with(|c| c.crawler.browser.page_timeout = Duration::from_millis(1500)).await;
+    let app = spawn_app_with(|c| c.crawler.browser.page_timeout = Duration::from_secs(3)).await;
     let site = fixture().await;
     let s = app
         .crawl(json!({"url": site.url("/js/hangs.html"), "crawlType": "recursive", "render": "browser", "maxPages": 3}))
