@@ -36,8 +36,10 @@ async fn migrate(args: crate::config::MigrateArgs) -> Result<ExitCode, String> {
 pub fn init_tracing(default_filter: &str) {
     let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| default_filter.to_string());
     // chromiumoxide 0.9 warns about every CDP message of a newer Chromium
-    // that its types do not know (and skips it); that is noise, not news.
-    let spec = if spec.contains("chromiumoxide") { spec } else { format!("{spec},chromiumoxide::handler=error") };
+    // that its types do not know (and skips it), and logs the connection
+    // closing at every browser exit as an error; trawl logs what matters of
+    // the browser itself.
+    let spec = if spec.contains("chromiumoxide") { spec } else { format!("{spec},chromiumoxide::handler=off") };
     let filter = tracing_subscriber::EnvFilter::try_new(&spec)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();

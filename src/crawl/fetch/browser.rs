@@ -178,6 +178,35 @@ struct Instance {
     kill: CancellationToken,
 }
 
+/// Chromium's process group and its profile folder. Dropped (also when a
+/// task is cancelled or the runtime torn down), it kills the whole group and
+/// then removes the profile: no process outlives it to write there again.
+struct Process {
+    child: tokio::process::Child,
+    /// The group to kill; `None` once it is known to be gone.
+    group: Option<i32>,
+    profile: Option<tempfile::TempDir>,
+}
+
+impl Process {
+    fn kill_group(&mut self) {
+        if let Some(group) = self.group {
+            // SAFETY: killpg only sends a signal; it touches no memory of ours.
+            unsafe {
+                libc::killpg(group, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill_group();
+        let _ = self.child.try_wait();
+        drop(self.profile.take());
+    }
+}
+
 /// Pages open now, for tests and metrics; decremented only once a page is closed.
 struct OpenCount(watch::Sender<usize>);
 
@@ -323,11 +352,14 @@ impl Renderer {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
-            // The last resort: a dropped child (a panic, a runtime torn down) is killed.
+            // Its own process group: renderers, zygotes and utilities can be
+            // killed with the browser in one signal.
+            .process_group(0)
             .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| format!("{}: {e}", chrome.display()))?;
+        let child = cmd.spawn().map_err(|e| format!("{}: {e}", chrome.display()))?;
         let pid = child.id().unwrap_or(0);
-        let Some(stderr) = child.stderr.take() else {
+        let mut process = Process { child, group: i32::try_from(pid).ok(), profile: Some(profile) };
+        let Some(stderr) = process.child.stderr.take() else {
             return Err("no stderr from Chromium".into());
         };
         let mut lines = BufReader::new(stderr).lines();
@@ -350,7 +382,7 @@ impl Renderer {
         let ws_url = match announced {
             Ok(Some(ws)) => ws,
             other => {
-                let _ = child.kill().await;
+                drop(process);
                 let why = if other.is_err() { "did not announce its DevTools address in time" } else { "exited" };
                 let tail: Vec<String> = seen.into_iter().filter(|l| !l.trim().is_empty()).collect();
                 return Err(format!("{} {why}; its last output: {}", chrome.display(), tail.join(" | ")));
@@ -361,7 +393,7 @@ impl Renderer {
         let (browser, mut handler) = match Browser::connect_with_config(ws_url.clone(), handler_config).await {
             Ok(b) => b,
             Err(e) => {
-                let _ = child.kill().await;
+                drop(process);
                 return Err(format!("cannot connect to Chromium's DevTools at {ws_url}: {e}"));
             }
         };
@@ -401,10 +433,10 @@ impl Renderer {
             let mut stderr_open = true;
             let status = loop {
                 tokio::select! {
-                    status = child.wait() => break status,
+                    status = process.child.wait() => break status,
                     _ = sup_kill.cancelled() => {
-                        let _ = child.start_kill();
-                        break child.wait().await;
+                        process.kill_group();
+                        break process.child.wait().await;
                     }
                     line = lines.next_line(), if stderr_open => match line {
                         Ok(Some(l)) => tracing::trace!(target: "chromium", "{l}"),
@@ -416,12 +448,16 @@ impl Renderer {
                 Ok(s) => tracing::info!(pid, status = %s, "Chromium exited"),
                 Err(e) => tracing::warn!(pid, error = %e, "could not wait for Chromium"),
             }
+            // What is left of the group (renderers still exiting) goes now,
+            // before the profile they write to is removed.
+            process.kill_group();
+            process.group = None;
             sup_dead.cancel();
-            let _ = tokio::task::spawn_blocking(move || drop(profile)).await;
+            let _ = tokio::task::spawn_blocking(move || drop(process)).await;
         });
-        // chromiumoxide flushes browser-level events to listeners only while
-        // it tracks some page: without this blank one, the `targetDestroyed`
-        // of the last page closed would never arrive.
+        // chromiumoxide polls its browser-level event listeners (those of
+        // `Target.targetDestroyed`, which closing pages wait for) only while
+        // it tracks some page: this blank one stays open for that.
         let anchor = match tokio::time::timeout(self.settings.launch_timeout, browser.new_page("about:blank")).await {
             Ok(Ok(page)) => page,
             Ok(Err(e)) => {
