@@ -14,7 +14,7 @@
 //! closed, waited for (killed if it lingers) and its profile removed.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -226,6 +226,8 @@ pub struct Renderer {
     /// The last failed launch, to fail fast for a while instead of retrying per page.
     failed_launch: std::sync::Mutex<Option<(Instant, String)>>,
     launches: AtomicU64,
+    /// Whether profiles left by killed processes were looked for.
+    swept: std::sync::atomic::AtomicBool,
     /// Bounds pages open at once in the process.
     slots: Arc<Semaphore>,
     open: Arc<OpenCount>,
@@ -245,6 +247,7 @@ impl Renderer {
             current: Mutex::new(None),
             failed_launch: std::sync::Mutex::new(None),
             launches: AtomicU64::new(0),
+            swept: std::sync::atomic::AtomicBool::new(false),
             slots,
             open: Arc::new(OpenCount(watch::channel(0).0)),
             tracker: TaskTracker::new(),
@@ -339,6 +342,10 @@ impl Renderer {
     }
 
     async fn launch(&self) -> Result<Instance, String> {
+        if !self.swept.swap(true, Ordering::Relaxed) {
+            let root = self.settings.profile_root.clone();
+            let _ = tokio::task::spawn_blocking(move || sweep_stale_profiles(&root)).await;
+        }
         let chrome = &self.settings.chrome;
         let profile = tempfile::Builder::new()
             .prefix("trawl-chromium-")
@@ -356,6 +363,16 @@ impl Renderer {
             // killed with the browser in one signal.
             .process_group(0)
             .kill_on_drop(true);
+        // Should trawl itself be killed (SIGKILL: no destructor runs), the
+        // kernel kills Chromium's browser process, and its children follow it.
+        // SAFETY: the closure runs between fork and exec and only calls
+        // prctl, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let child = cmd.spawn().map_err(|e| format!("{}: {e}", chrome.display()))?;
         let pid = child.id().unwrap_or(0);
         let mut process = Process { child, group: i32::try_from(pid).ok(), profile: Some(profile) };
@@ -554,6 +571,32 @@ impl Renderer {
         self.tracker.close();
         if tokio::time::timeout(CLOSE_TIMEOUT, self.tracker.wait()).await.is_err() {
             tracing::warn!("browser tasks still running at the end of shutdown");
+        }
+    }
+}
+
+/// Removes profiles that a killed trawl left behind (SIGKILL runs no
+/// destructor). Chromium's `SingletonLock` names `host-pid` of its browser;
+/// a profile whose browser no longer exists on this host is stale.
+fn sweep_stale_profiles(root: &Path) {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
+    for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        if !entry.file_name().to_string_lossy().starts_with("trawl-chromium-") {
+            continue;
+        }
+        let Ok(lock) = std::fs::read_link(entry.path().join("SingletonLock")) else {
+            continue;
+        };
+        let lock = lock.to_string_lossy().to_string();
+        let Some((lock_host, pid)) = lock.rsplit_once('-') else {
+            continue;
+        };
+        let gone = pid.parse::<u32>().is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+        if lock_host == host && gone {
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => tracing::info!(profile = %entry.path().display(), "removed a stale Chromium profile"),
+                Err(e) => tracing::debug!(error = %e, "could not remove a stale Chromium profile"),
+            }
         }
     }
 }
