@@ -203,7 +203,16 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.kill_group();
         let _ = self.child.try_wait();
-        drop(self.profile.take());
+        if let Some(profile) = self.profile.take() {
+            // A process killed a moment ago may still finish a write: a few
+            // tries let the removal win.
+            for _ in 0..20 {
+                match std::fs::remove_dir_all(profile.path()) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => std::thread::sleep(Duration::from_millis(10)),
+                    _ => break,
+                }
+            }
+        }
     }
 }
 
