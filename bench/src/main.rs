@@ -199,15 +199,14 @@ async fn start_service(trawl: &std::path::Path, env: &[(&str, String)]) -> Servi
 }
 
 async fn start_crawl(client: &reqwest::Client, svc: &Service, url: &str, concurrency: u32) -> String {
-    let v: Value = client
-        .post(format!("{}/api/crawls", svc.base))
-        .json(&json!({"url": url, "crawlType": "recursive", "maxDepth": 50, "maxPages": 1000000, "concurrency": concurrency}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body =
+        json!({"url": url, "crawlType": "recursive", "maxDepth": 50, "maxPages": 1000000, "concurrency": concurrency});
+    start_crawl_with(client, svc, &body).await
+}
+
+async fn start_crawl_with(client: &reqwest::Client, svc: &Service, body: &Value) -> String {
+    let v: Value =
+        client.post(format!("{}/api/crawls", svc.base)).json(body).send().await.unwrap().json().await.unwrap();
     v["progressId"].as_str().expect("progressId").to_string()
 }
 
@@ -828,24 +827,13 @@ async fn browser_bench(args: BrowserArgs) {
         })
     };
     let crawl = |render: &'static str| {
-        let (client, base, url) = (client.clone(), svc.base.clone(), url.clone());
-        let concurrency = args.browser_concurrency;
-        let max_pages = args.pages;
+        let body = json!({"url": url, "crawlType": "recursive", "maxDepth": 50, "maxPages": args.pages,
+            "render": render, "browserConcurrency": args.browser_concurrency, "concurrency": 16});
+        let (client, svc) = (&client, &svc);
         async move {
-            let v: Value = client
-                .post(format!("{base}/api/crawls"))
-                .json(&json!({"url": url, "crawlType": "recursive", "maxDepth": 50, "maxPages": max_pages,
-                    "render": render, "browserConcurrency": concurrency, "concurrency": 16}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let id = v["progressId"].as_str().expect("progressId").to_string();
+            let id = start_crawl_with(client, svc, &body).await;
             loop {
-                let s: Value =
-                    client.get(format!("{base}/api/crawls/{id}")).send().await.unwrap().json().await.unwrap();
+                let s = status(client, svc, &id).await;
                 if terminal(&s) {
                     return (id, s);
                 }
