@@ -816,8 +816,8 @@ async fn browser_bench(args: BrowserArgs) {
         tokio::spawn(async move {
             loop {
                 let tree = process_tree(pid);
+                let n = tree.len();
                 let (rss, pss) = tokio::task::spawn_blocking(move || memory_kib(&tree)).await.unwrap_or((0, 0));
-                let n = process_tree(pid).len();
                 {
                     let mut p = peak.lock().unwrap();
                     *p = (p.0.max(rss), p.1.max(pss), p.2.max(n));

@@ -584,34 +584,29 @@ async fn crawl_page(ctx: &Ctx, url: Url, depth: u32, seed: bool, scope: &Scope) 
     }
     let _host = ctx.hosts.acquire(&url, delay).await;
     let r = record(&url, depth, PageStatus::Crawled);
-    let mut body = if spec.render == Render::Browser {
-        match render(ctx, &url, seed, scope).await {
-            Ok(b) => b,
-            Err(e) => return failed(r, e),
-        }
+    let first = if spec.render == Render::Browser {
+        render(ctx, &url, seed, scope).await
     } else {
-        match fetch(ctx, &url, seed, scope).await {
-            Ok(b) => b,
-            Err(e) => return failed(r, e),
-        }
+        fetch(ctx, &url, seed, scope).await
     };
-    // A rendered document that is not HTML (text, markdown) is read as served.
-    if body.rendered && !matches!(Kind::of(body.mime().as_deref()), Some(Kind::Html) | None) {
-        body = match fetch(ctx, &url, seed, scope).await {
+    let mut body = match first {
+        // A rendered document that is not HTML (text, markdown) is read as served.
+        Ok(b) if b.rendered && !matches!(Kind::of(b.mime().as_deref()), Some(Kind::Html) | None) => {
+            fetch(ctx, &url, seed, scope).await
+        }
+        other => other,
+    };
+    loop {
+        let b = match body {
             Ok(b) => b,
             Err(e) => return failed(r, e),
         };
-    }
-    loop {
-        let detect = spec.render == Render::Auto && !body.rendered;
-        match process_body(ctx, r.clone(), body, detect).await {
+        let detect = spec.render == Render::Auto && !b.rendered;
+        match process_body(ctx, r.clone(), b, detect).await {
             Ok(done) => return done,
             Err(NeedsBrowser(reason)) => {
                 tracing::debug!(%url, reason, "rendering in Chromium");
-                body = match render(ctx, &url, seed, scope).await {
-                    Ok(b) => b,
-                    Err(e) => return failed(r, e),
-                };
+                body = render(ctx, &url, seed, scope).await;
             }
         }
     }

@@ -199,6 +199,12 @@ impl Process {
     }
 }
 
+/// Drops a `Process` off the async threads: its `Drop` removes a profile
+/// folder, which is blocking file work.
+async fn discard(process: Process) {
+    let _ = tokio::task::spawn_blocking(move || drop(process)).await;
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         self.kill_group();
@@ -262,10 +268,6 @@ impl Renderer {
             tracker: TaskTracker::new(),
             closing: CancellationToken::new(),
         }
-    }
-
-    pub fn settings(&self) -> &BrowserSettings {
-        &self.settings
     }
 
     /// How many browsers this process has started (0: none was ever needed).
@@ -408,7 +410,7 @@ impl Renderer {
         let ws_url = match announced {
             Ok(Some(ws)) => ws,
             other => {
-                drop(process);
+                discard(process).await;
                 let why = if other.is_err() { "did not announce its DevTools address in time" } else { "exited" };
                 let tail: Vec<String> = seen.into_iter().filter(|l| !l.trim().is_empty()).collect();
                 return Err(format!("{} {why}; its last output: {}", chrome.display(), tail.join(" | ")));
@@ -419,7 +421,7 @@ impl Renderer {
         let (browser, mut handler) = match Browser::connect_with_config(ws_url.clone(), handler_config).await {
             Ok(b) => b,
             Err(e) => {
-                drop(process);
+                discard(process).await;
                 return Err(format!("cannot connect to Chromium's DevTools at {ws_url}: {e}"));
             }
         };
@@ -479,7 +481,7 @@ impl Renderer {
             process.kill_group();
             process.group = None;
             sup_dead.cancel();
-            let _ = tokio::task::spawn_blocking(move || drop(process)).await;
+            discard(process).await;
         });
         // chromiumoxide polls its browser-level event listeners (those of
         // `Target.targetDestroyed`, which closing pages wait for) only while
