@@ -68,7 +68,8 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     init_tracing("info,sqlx=warn,tower_http=info");
     let crawler = args.crawler.into_config().map_err(|e| e.to_string())?;
     let api_keys = crate::auth::ApiKeys::parse(args.api_keys.as_deref().unwrap_or("")).map_err(|e| e.to_string())?;
-    let config = Config { bind: args.bind, database_url: args.database.database_url, crawler, api_keys };
+    let cluster = args.cluster.into_config().map_err(|e| e.to_string())?;
+    let config = Config { bind: args.bind, database_url: args.database.database_url, crawler, api_keys, cluster };
     let app = App::build(config).await.map_err(|e| e.to_string())?;
     let token = app.shutdown_token();
     let run = app.run_until_stopped();
@@ -92,7 +93,7 @@ async fn crawl(args: CrawlArgs) -> Result<ExitCode, String> {
         .await
         .map_err(|e| e.to_string())?;
     let root = CancellationToken::new();
-    let registry = Registry::new(config, store, root.clone(), std::sync::Arc::new(crate::progress::NoFanout))
+    let registry = Registry::new(config, store, root.clone(), std::sync::Arc::new(crate::progress::NoFanout), None)
         .map_err(|e| e.to_string())?;
     let req = CrawlRequest {
         url: args.url,

@@ -19,6 +19,48 @@ pub struct Config {
     pub crawler: CrawlerConfig,
     /// API key → tenant; empty means an open service.
     pub api_keys: crate::auth::ApiKeys,
+    /// Several instances on one PostgreSQL database (and Redis).
+    pub cluster: ClusterConfig,
+}
+
+/// How an instance shares work with others: crawls are a queue in
+/// PostgreSQL (with a `postgres://` database), Socket.IO rooms span
+/// instances through Redis (with a Redis URL).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// A readable name for this instance in logs and in the `owner` column; a
+    /// unique suffix is added per process, so a restarted instance never
+    /// mistakes its predecessor's crawls for its own.
+    pub instance_name: String,
+    /// `redis://host:port`: Socket.IO rooms span every instance using it.
+    pub redis_url: Option<String>,
+    /// An instance whose heartbeat is older than this is taken for dead, and
+    /// its crawls are taken over. It beats five times per period.
+    pub instance_ttl: Duration,
+    /// Runs of one crawl (its first included) before it fails instead of
+    /// being taken over again (a crawl that kills
+    /// every instance it runs on must not go round for ever).
+    pub max_attempts: u32,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            instance_name: default_instance_name(),
+            redis_url: None,
+            instance_ttl: Duration::from_secs(10),
+            max_attempts: 3,
+        }
+    }
+}
+
+/// The host name, else `trawl`.
+fn default_instance_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "trawl".into())
 }
 
 /// Limits and defaults of the crawl engine, shared by every crawl of a process.
@@ -82,6 +124,7 @@ impl Default for Config {
             database_url: "sqlite://trawl.db".into(),
             crawler: CrawlerConfig::default(),
             api_keys: crate::auth::ApiKeys::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -168,6 +211,46 @@ pub struct ServeArgs {
     /// socket needs one, and tenants see only their own crawls.
     #[arg(long, env = "TRAWL_API_KEYS", hide_env_values = true)]
     pub api_keys: Option<String>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Running several instances side by side.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// This instance's name in logs and in the crawls it owns (default: the host name).
+    #[arg(long, env = "TRAWL_INSTANCE_NAME")]
+    pub instance_name: Option<String>,
+    /// Redis for Socket.IO rooms that span instances (`redis://127.0.0.1:6379`).
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// After how long without a heartbeat an instance's crawls are taken over, in milliseconds.
+    #[arg(long, env = "TRAWL_INSTANCE_TTL_MS", default_value_t = 10_000)]
+    pub instance_ttl_ms: u64,
+    /// Runs of one crawl (its first included) before it fails instead of being taken over again.
+    #[arg(long, env = "TRAWL_MAX_ATTEMPTS", default_value_t = 3)]
+    pub max_attempts: u32,
+}
+
+impl ClusterArgs {
+    pub fn into_config(self) -> Result<ClusterConfig, ConfigError> {
+        if self.instance_ttl_ms < 500 {
+            return Err(ConfigError("instance TTL must be at least 500 ms".into()));
+        }
+        if self.max_attempts == 0 {
+            return Err(ConfigError("max attempts must be greater than 0".into()));
+        }
+        let name = self.instance_name.unwrap_or_else(default_instance_name);
+        if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(ConfigError("instance name must be 1 to 64 letters, digits, '-', '_' or '.'".into()));
+        }
+        Ok(ClusterConfig {
+            instance_name: name,
+            redis_url: self.redis_url.filter(|u| !u.trim().is_empty()),
+            instance_ttl: Duration::from_millis(self.instance_ttl_ms),
+            max_attempts: self.max_attempts,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -237,7 +320,8 @@ pub struct CrawlerArgs {
     /// Minimum delay between two requests to one host, in milliseconds.
     #[arg(long, env = "TRAWL_POLITENESS_DELAY_MS", default_value_t = 0)]
     pub politeness_delay_ms: u64,
-    /// Crawls running at once; further crawls wait queued.
+    /// Crawls running at once in this instance; further crawls wait queued.
+    /// With PostgreSQL, 0 makes an instance that serves the API but runs no crawls.
     #[arg(long, env = "TRAWL_MAX_CRAWLS", default_value_t = 16)]
     pub max_crawls: usize,
     /// Fetches in flight per crawl when the request names none.
@@ -370,7 +454,6 @@ impl CrawlerConfig {
             ("request timeout", self.request_timeout.as_millis() as usize),
             ("max page bytes", self.max_page_bytes),
             ("per-host concurrency", self.per_host_concurrency),
-            ("max crawls", self.max_crawls),
             ("default concurrency", self.default_concurrency),
             ("browser page timeout", self.browser.page_timeout.as_millis() as usize),
             ("browser max pages", self.browser.max_pages),

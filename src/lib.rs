@@ -20,6 +20,8 @@
 //!   pgvector (production, with its background vector indexer).
 //! - `progress`: `CrawlStatus`, the shape of a crawl's state on every surface,
 //!   and the `Reporter` that numbers, throttles and fans out a crawl's events.
+//! - `cluster`: several instances on one PostgreSQL database: the shared
+//!   crawl queue, heartbeats and takeovers, stops sent to a crawl's instance.
 //! - `cli`: the `trawl` command (serve, crawl, search, embed, migrate).
 //!
 //! One root `CancellationToken` belongs to the `App`; each crawl holds a child
@@ -28,6 +30,7 @@
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod crawl;
 pub mod embed;
@@ -62,11 +65,32 @@ pub enum AppError {
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("server error: {0}")]
     Serve(#[from] std::io::Error),
+    #[error(transparent)]
+    Realtime(#[from] realtime::RealtimeError),
 }
 
 /// rustls needs one process-wide crypto provider; ring is ours.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The registry, Socket.IO (with adapter `A`) and the HTTP API, wired together.
+fn assemble<A: socketioxide::adapter::Adapter + socketioxide_core::adapter::DefinedAdapter>(
+    config: Config,
+    store: store::DynStore,
+    cluster: Option<Arc<cluster::Cluster>>,
+    root: CancellationToken,
+    layer: socketioxide::layer::SocketIoLayer<A>,
+    io: socketioxide::SocketIo<A>,
+    node_room: Option<String>,
+) -> Result<(axum::Router, Arc<Registry>, A::InitRes), AppError> {
+    let fanout = Arc::new(realtime::SocketFanout::new(io.clone(), root.clone(), node_room));
+    let registry = Registry::new(config.crawler, store, root, fanout.clone(), cluster)?;
+    let rt = realtime::Realtime { registry: registry.clone(), keys: config.api_keys.clone(), fanout: fanout.clone() };
+    let init = realtime::register(&io, rt);
+    let connections = Arc::new(move || fanout.connections());
+    let state = api::AppState { registry: registry.clone(), keys: config.api_keys, connections };
+    Ok((api::router(state).layer(layer), registry, init))
 }
 
 /// The service, built and bound but not yet serving.
@@ -78,28 +102,44 @@ pub struct App {
 }
 
 impl App {
-    /// Opens the store (running migrations), marks crawls a dead process left
-    /// behind as interrupted, and binds the listener.
+    /// Opens the store (running migrations) and binds the listener. On
+    /// PostgreSQL the instance joins the cluster, which resumes crawls a
+    /// dead instance left behind; on SQLite such crawls are marked interrupted.
     pub async fn build(config: Config) -> Result<App, AppError> {
         install_crypto_provider();
-        let store = store::connect(&config.database_url, config.crawler.embedding.vector_dimensions()).await?;
-        let interrupted = store.mark_interrupted().await?;
-        if interrupted > 0 {
-            tracing::warn!(interrupted, "crawls left running by an earlier process were marked interrupted");
-        }
+        let dimensions = config.crawler.embedding.vector_dimensions();
+        let (store, cluster): (store::DynStore, _) = if store::is_postgres(&config.database_url) {
+            let pg = store::postgres::PgStore::connect(&config.database_url, dimensions).await?;
+            let cluster = cluster::Cluster::join(pg.pool().clone(), config.cluster.clone()).await?;
+            (Arc::new(pg.with_owner(cluster.id().to_string())), Some(cluster))
+        } else {
+            let store = store::connect(&config.database_url, dimensions).await?;
+            let interrupted = store.mark_interrupted().await?;
+            if interrupted > 0 {
+                tracing::warn!(interrupted, "crawls left running by an earlier process were marked interrupted");
+            }
+            (store, None)
+        };
         let root = CancellationToken::new();
-        let (sio_layer, io) = realtime::layer();
-        let fanout = Arc::new(realtime::SocketFanout::new(io.clone(), root.clone()));
-        let registry = Registry::new(config.crawler, store, root.clone(), fanout.clone())?;
-        realtime::register(
-            &io,
-            realtime::Realtime { registry: registry.clone(), keys: config.api_keys.clone(), fanout },
-        );
         let listener =
             TcpListener::bind(config.bind).await.map_err(|source| AppError::Bind { addr: config.bind, source })?;
         api::metrics::handle();
-        let state = api::AppState { registry: registry.clone(), keys: config.api_keys.clone(), io: io.clone() };
-        let router = api::router(state).layer(sio_layer);
+        let (router, registry) = match config.cluster.redis_url.clone() {
+            Some(url) => {
+                let (layer, io) = realtime::redis_layer(&url).await?;
+                // Each instance's sockets also sit in a room of its own.
+                let node = format!("instance:{}", uuid::Uuid::now_v7());
+                let (router, registry, init) = assemble(config, store, cluster, root.clone(), layer, io, Some(node))?;
+                init.await.map_err(|e| realtime::RealtimeError::new(e.to_string()))?;
+                tracing::info!("Socket.IO rooms span instances through Redis");
+                (router, registry)
+            }
+            None => {
+                let (layer, io) = realtime::layer();
+                let (router, registry, ()) = assemble(config, store, cluster, root.clone(), layer, io, None)?;
+                (router, registry)
+            }
+        };
         Ok(App { listener, router, registry, root })
     }
 

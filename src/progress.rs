@@ -346,8 +346,10 @@ pub trait Fanout: Send + Sync + 'static {
     async fn crawls_update(&self, tenant: Option<&str>, crawls: Vec<CrawlStatus>);
 }
 
-/// Lists a tenant's live crawls, for `crawls_update`.
-pub type ActiveList = Arc<dyn Fn(Option<&str>) -> Vec<CrawlStatus> + Send + Sync>;
+/// Lists a tenant's live crawls, for `crawls_update` (on every instance:
+/// it may ask the database).
+pub type ActiveList =
+    Arc<dyn Fn(Option<String>) -> futures::future::BoxFuture<'static, Vec<CrawlStatus>> + Send + Sync>;
 
 /// A fanout that goes nowhere (the CLI, tests of the engine alone).
 pub struct NoFanout;
@@ -385,6 +387,9 @@ pub struct Reporter {
     progress: Progress,
     replay: Mutex<Replay>,
     tx: broadcast::Sender<Arc<Event>>,
+    /// Set when another instance took the crawl over: its events are that
+    /// instance's to send.
+    muted: std::sync::atomic::AtomicBool,
 }
 
 /// Serializes an event payload once.
@@ -417,14 +422,26 @@ pub fn progress_payload(s: &CrawlStatus, id: u64) -> Value {
 
 impl Reporter {
     pub fn new(crawl_id: String, tenant: Option<String>, progress: Progress) -> Arc<Self> {
+        Self::numbered_from(crawl_id, tenant, progress, 1)
+    }
+
+    /// A reporter whose first event has id `first_id`: a crawl resumed on
+    /// another instance goes on numbering above what the first one sent.
+    pub fn numbered_from(crawl_id: String, tenant: Option<String>, progress: Progress, first_id: u64) -> Arc<Self> {
         let (tx, _) = broadcast::channel(REPLAY_EVENTS);
         Arc::new(Self {
             crawl_id,
             tenant,
             progress,
-            replay: Mutex::new(Replay { next_id: 1, events: VecDeque::new(), last_id: None }),
+            replay: Mutex::new(Replay { next_id: first_id.max(1), events: VecDeque::new(), last_id: None }),
             tx,
+            muted: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Publishes nothing more.
+    pub fn mute(&self) {
+        self.muted.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn progress(&self) -> &Progress {
@@ -476,6 +493,9 @@ impl Reporter {
     }
 
     async fn publish(&self, fanout: &dyn Fanout, name: &'static str, data: Value, urgent: bool, last: bool) {
+        if self.muted.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let mut r = self.replay.lock().await;
         let id = r.next_id;
         r.next_id += 1;
@@ -515,6 +535,12 @@ impl Reporter {
                         json!({ "progressId": self.crawl_id, "status": "stopping", "message": "stop requested" });
                     self.publish(&*fanout, CRAWL_STOPPING, data, true, false).await;
                 }
+                // Handed back to the queue at a shutdown: another instance
+                // goes on, and this one has said its last.
+                if changed && s.status == CrawlState::Queued && last_status.is_some() {
+                    self.publish(&*fanout, CRAWL_PROGRESS, Value::Null, true, true).await;
+                    return;
+                }
                 let terminal = s.status.is_terminal();
                 let cancelled = s.status == CrawlState::Cancelled;
                 self.publish(&*fanout, CRAWL_PROGRESS, Value::Null, terminal, terminal && !cancelled).await;
@@ -528,7 +554,7 @@ impl Reporter {
                     self.publish(&*fanout, CRAWL_STOPPED, data, true, true).await;
                 }
                 if (changed && s.status == CrawlState::Running) || terminal {
-                    let mut crawls = list(self.tenant.as_deref());
+                    let mut crawls = list(self.tenant.clone()).await;
                     if terminal {
                         crawls.retain(|c| c.progress_id != self.crawl_id);
                         crawls.insert(0, s.clone());

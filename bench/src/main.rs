@@ -25,6 +25,37 @@ enum Cli {
     /// Chromium rendering: pages/s in `browser` mode, peak memory of the service plus Chromium, and
     /// the share of pages `auto` sends to the browser on a mixed site.
     Browser(BrowserArgs),
+    /// Several instances on one PostgreSQL and one Redis: throughput of one instance against two,
+    /// and the latency of a stop sent to one instance for a crawl running on the other.
+    Cluster(ClusterArgs),
+}
+
+#[derive(Parser)]
+struct ClusterArgs {
+    /// A PostgreSQL server with pgvector (superuser URL); a fresh database is
+    /// made on it for each phase and dropped after.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    server: String,
+    /// Pages of the generated site.
+    #[arg(long, default_value_t = 1000)]
+    pages: usize,
+    /// Latency of each page, in milliseconds (0: CPU-bound).
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Crawls of the whole site posted at once in the throughput phase.
+    #[arg(long, default_value_t = 8)]
+    crawls: usize,
+    /// Crawls running at once per instance.
+    #[arg(long, default_value_t = 4)]
+    max_crawls: usize,
+    /// Fetches in flight per crawl.
+    #[arg(long, default_value_t = 16)]
+    concurrency: u32,
+    /// Crawls stopped across instances to time the stop.
+    #[arg(long, default_value_t = 100)]
+    stops: usize,
+    #[arg(long, default_value = "target/release/trawl")]
+    trawl: PathBuf,
 }
 
 #[derive(Parser)]
@@ -176,11 +207,16 @@ impl Service {
 }
 
 async fn start_service(trawl: &std::path::Path, env: &[(&str, String)]) -> Service {
+    start_service_on(trawl, None, env).await
+}
+
+/// The service on `database` (a fresh SQLite file when `None`).
+async fn start_service_on(trawl: &std::path::Path, database: Option<&str>, env: &[(&str, String)]) -> Service {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let database = database.map(str::to_string).unwrap_or_else(|| dir.path().join("bench.db").display().to_string());
     let child = Command::new(trawl)
-        .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--database"])
-        .arg(dir.path().join("bench.db"))
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}"), "--database", &database])
         .env("TRAWL_ALLOW_PRIVATE_NETWORKS", "1")
         .env("RUST_LOG", "warn")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -320,12 +356,17 @@ async fn main() {
         Cli::Process(args) => process_bench(args).await,
         Cli::Store(args) => store_bench(args).await,
         Cli::Browser(args) => browser_bench(args).await,
+        Cli::Cluster(args) => cluster_bench(args).await,
     }
 }
 
 /// Runs the node load driver and returns its JSON line, sampling the
 /// service's RSS meanwhile.
 async fn drive(svc: &Service, args: &[String]) -> (Value, f64) {
+    drive_node(Some(svc), args).await
+}
+
+async fn drive_node(svc: Option<&Service>, args: &[String]) -> (Value, f64) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/clients/js/bench.mjs");
     let mut child = tokio::process::Command::new("node")
         .arg(script)
@@ -344,7 +385,7 @@ async fn drive(svc: &Service, args: &[String]) -> (Value, f64) {
         out
     });
     loop {
-        max_rss = max_rss.max(svc.rss_kib());
+        max_rss = max_rss.max(svc.map(Service::rss_kib).unwrap_or(0));
         if child.try_wait().unwrap().is_some() {
             break;
         }
@@ -508,7 +549,7 @@ async fn insert_and_index(
     let id = uuid_v7();
     let mut status = CrawlStatus::new_queued(id.clone(), "https://bench.example/".into(), chrono::Utc::now());
     store
-        .create_crawl(&NewCrawl { status: status.clone(), tenant: None, request_json: "{}".into() })
+        .create_crawl(&NewCrawl { status: status.clone(), tenant: None, request_json: "{}".into(), claimed: false })
         .await
         .expect("crawl row");
     status.status = CrawlState::Running;
@@ -902,4 +943,160 @@ async fn browser_bench(args: BrowserArgs) {
     let best = rates.iter().cloned().fold(0.0, f64::max);
     println!("browser best: {best:.1} pages/s (browserConcurrency {})", args.browser_concurrency);
     sampler.abort();
+}
+
+/// A fresh database on the `--server` PostgreSQL, dropped with the guard.
+struct BenchDb {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl BenchDb {
+    async fn create(server: &str, tag: &str) -> BenchDb {
+        use sqlx::Connection;
+        let name = format!("trawl_bench_{tag}_{}", std::process::id());
+        let mut admin = sqlx::PgConnection::connect(server).await.expect("connect to --server");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}"))).execute(&mut admin).await.ok();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create the bench database");
+        let mut url = url::Url::parse(server).expect("server URL");
+        url.set_path(&name);
+        BenchDb { admin: server.to_string(), name, url: url.to_string() }
+    }
+
+    async fn drop_now(self) {
+        use sqlx::Connection;
+        if let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin).await {
+            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await;
+        }
+    }
+}
+
+/// A `redis-server` of the bench's own on a free port.
+struct RedisServer {
+    child: Child,
+    url: String,
+}
+
+impl RedisServer {
+    async fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not come up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        RedisServer { child, url: format!("redis://127.0.0.1:{port}") }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn instance_env(name: &str, redis: &RedisServer, max_crawls: usize) -> Vec<(&'static str, String)> {
+    vec![
+        ("TRAWL_INSTANCE_NAME", name.to_string()),
+        ("REDIS_URL", redis.url.clone()),
+        ("TRAWL_MAX_CRAWLS", max_crawls.to_string()),
+    ]
+}
+
+/// Posts one crawl per site at once, spread over the instances, waits for
+/// all, and returns (pages crawled, seconds from the first post to the last
+/// end).
+async fn run_crawls(
+    client: &reqwest::Client,
+    instances: &[Service],
+    sites: &[FixtureServer],
+    args: &ClusterArgs,
+) -> (u64, f64) {
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for (i, site) in sites.iter().enumerate() {
+        ids.push(start_crawl(client, &instances[i % instances.len()], &site.url("/"), args.concurrency).await);
+    }
+    let mut pages = 0;
+    for id in &ids {
+        let s = loop {
+            let s = status(client, &instances[0], id).await;
+            if terminal(&s) {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(s["status"], "completed", "{s}");
+        pages += s["pagesCrawled"].as_u64().unwrap_or(0);
+    }
+    (pages, started.elapsed().as_secs_f64())
+}
+
+async fn cluster_bench(args: ClusterArgs) {
+    // One site per crawl: crawls of one site by one tenant replace each
+    // other's pages, which is not what is measured here.
+    let mut sites = Vec::new();
+    for _ in 0..args.crawls {
+        let opts =
+            SiteOptions { pages: args.pages, latency: Duration::from_millis(args.latency_ms), ..Default::default() };
+        sites.push(FixtureServer::start(opts).await.expect("fixture server"));
+    }
+    let site_url = sites[0].url("/");
+    let redis = RedisServer::start().await;
+    let client = reqwest::Client::new();
+    println!(
+        "{} sites of {} pages (latency {} ms), one crawl each at once; {} crawls per instance, concurrency {}",
+        args.crawls, args.pages, args.latency_ms, args.max_crawls, args.concurrency
+    );
+
+    let mut rates = Vec::new();
+    for n in [1usize, 2] {
+        let db = BenchDb::create(&args.server, &format!("{n}x")).await;
+        let mut instances = Vec::new();
+        for i in 0..n {
+            let env = instance_env(&format!("bench{i}"), &redis, args.max_crawls);
+            instances.push(start_service_on(&args.trawl, Some(&db.url), &env).await);
+        }
+        let (pages, secs) = run_crawls(&client, &instances, &sites, &args).await;
+        let rate = pages as f64 / secs;
+        println!("{n} instance(s): {pages} pages in {secs:.2} s = {rate:.0} pages/s");
+        rates.push(rate);
+        drop(instances);
+        db.drop_now().await;
+    }
+    println!("two instances against one: {:.2}x", rates[1] / rates[0]);
+
+    // Stop latency across instances: A runs nothing, so every crawl runs on B.
+    let db = BenchDb::create(&args.server, "stops").await;
+    let a = start_service_on(&args.trawl, Some(&db.url), &instance_env("a", &redis, 0)).await;
+    let b = start_service_on(&args.trawl, Some(&db.url), &instance_env("b", &redis, 4)).await;
+    let (result, _) =
+        drive_node(None, &["stops".into(), a.base.clone(), site_url.clone(), args.stops.to_string()]).await;
+    println!("stops: {result}");
+    println!(
+        "stop on A for a crawl on B, over {} stops: crawl:stopping on A p50 {} ms, p99 {} ms; crawl:stopped on A p50 {} ms, p99 {} ms, max {} ms",
+        result["stops"],
+        fmt_ms(&result["stoppingMs"]["p50"]),
+        fmt_ms(&result["stoppingMs"]["p99"]),
+        fmt_ms(&result["stoppedMs"]["p50"]),
+        fmt_ms(&result["stoppedMs"]["p99"]),
+        fmt_ms(&result["stoppedMs"]["max"]),
+    );
+    drop((a, b));
+    db.drop_now().await;
+}
+
+fn fmt_ms(v: &Value) -> String {
+    v.as_f64().map(|x| format!("{x:.1}")).unwrap_or_else(|| "?".into())
 }

@@ -36,7 +36,7 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
 #[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics::gauge!("trawl_crawls_active").set(state.registry.active_count() as f64);
-    metrics::gauge!("trawl_socket_connections").set(state.io.sockets().len() as f64);
+    metrics::gauge!("trawl_socket_connections").set((state.connections)() as f64);
     let body = handle().map(|h| h.render()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

@@ -28,8 +28,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct AppState {
     pub registry: Arc<Registry>,
     pub keys: crate::auth::ApiKeys,
-    /// The Socket.IO handle, for connection counts in `/metrics`.
-    pub io: socketioxide::SocketIo,
+    /// Socket.IO connections to this instance, for `/metrics`.
+    pub connections: Arc<dyn Fn() -> usize + Send + Sync>,
 }
 
 pub fn router(state: AppState) -> Router {

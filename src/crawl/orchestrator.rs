@@ -10,13 +10,13 @@
 //! waits for the tracker before it writes the terminal status; nothing is
 //! stored after that.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -32,7 +32,7 @@ use crate::crawl::scope::Scope;
 use crate::crawl::urls;
 use crate::process::{self, Pool};
 use crate::progress::{CrawlState, CrawlStatus, PageCounts, Progress, Reporter, Stage};
-use crate::store::{DynStore, PageRecord, PageStatus};
+use crate::store::{DynStore, PageRecord, PageStatus, StoredOutcome};
 
 /// Page outcomes buffered between page tasks and the writer.
 const PAGE_CHANNEL: usize = 512;
@@ -60,6 +60,9 @@ pub(crate) struct Engine {
     pub embedder: crate::embed::DynEmbedder,
     /// The service's root token: fired at shutdown.
     pub root: CancellationToken,
+    /// Crawls come from a queue other instances share: at shutdown they go
+    /// back to it instead of ending cancelled.
+    pub shared_queue: bool,
 }
 
 /// One crawl's identity, live state and task bookkeeping.
@@ -83,6 +86,49 @@ pub(crate) struct Crawl {
     fatal: Mutex<Option<String>>,
     /// The first page error, to explain a crawl in which nothing succeeded.
     first_error: Mutex<Option<String>>,
+    /// What an earlier run of this crawl (on an instance that died) stored.
+    resume: Option<Resume>,
+}
+
+/// A crawl taken over from a dead instance goes on from what it stored:
+/// the walk is replayed over the stored pages (their links included), and
+/// only the pages not stored yet are fetched.
+pub(crate) struct Resume {
+    pages: HashMap<String, StoredOutcome>,
+    counts: PageCounts,
+}
+
+impl Resume {
+    pub fn new(outcomes: Vec<StoredOutcome>, status: &CrawlStatus) -> Self {
+        let counts = PageCounts {
+            crawled: status.pages_crawled,
+            failed: status.pages_failed,
+            skipped: status.pages_skipped,
+            chunks: status.chunks_stored,
+            code_examples: status.code_examples,
+            unembedded: status.chunks_unembedded,
+        };
+        Self { pages: outcomes.into_iter().map(|o| (o.url.clone(), o)).collect(), counts }
+    }
+
+    /// What the walk needs of a stored page.
+    fn result(&self, url: &Url) -> Option<PageResult> {
+        let o = self.pages.get(url.as_str())?;
+        if o.status != PageStatus::Crawled {
+            return Some(PageResult::default());
+        }
+        let final_url = o.final_url.as_deref().and_then(|u| Url::parse(u).ok()).unwrap_or_else(|| url.clone());
+        let links = o.links.iter().filter_map(|l| Url::parse(l).ok()).collect();
+        Some(PageResult { final_url: Some(final_url), links })
+    }
+}
+
+/// Where a crawl's slot among the process's running crawls comes from.
+pub(crate) enum Slot {
+    /// Wait for one (the crawl shows `queued` meanwhile).
+    Wait(Arc<Semaphore>),
+    /// Taken before the crawl was claimed from the shared queue.
+    Held(OwnedSemaphorePermit),
 }
 
 impl Crawl {
@@ -92,6 +138,7 @@ impl Crawl {
         token: CancellationToken,
         progress: Progress,
         reporter: Arc<Reporter>,
+        resume: Option<Resume>,
     ) -> Self {
         let span = tracing::info_span!("crawl", progress_id = %reporter.crawl_id);
         let browser_slots = Semaphore::new(spec.browser_concurrency.max(1));
@@ -107,7 +154,16 @@ impl Crawl {
             admitted: AtomicU64::new(0),
             fatal: Mutex::new(None),
             first_error: Mutex::new(None),
+            resume,
         }
+    }
+
+    /// Another instance has taken this crawl over: it ends here silently,
+    /// and the store refuses whatever it would still write.
+    pub fn lose(&self) {
+        tracing::warn!("another instance took this crawl over; ending it here");
+        self.reporter.mute();
+        self.token.cancel();
     }
 
     fn fail(&self, reason: String) {
@@ -134,19 +190,22 @@ enum Outcome {
 
 /// Runs a crawl to its terminal status. Returns that status and whether it
 /// reached the store.
-pub(crate) async fn run(engine: Arc<Engine>, crawl: Arc<Crawl>, slots: Arc<Semaphore>) -> (CrawlStatus, bool) {
-    let slot = tokio::select! {
-        biased;
-        _ = crawl.token.cancelled() => None,
-        p = slots.acquire_owned() => p.ok(),
+pub(crate) async fn run(engine: Arc<Engine>, crawl: Arc<Crawl>, slot: Slot) -> (CrawlStatus, bool) {
+    let slot = match slot {
+        Slot::Held(p) => Some(p),
+        Slot::Wait(slots) => tokio::select! {
+            biased;
+            _ = crawl.token.cancelled() => None,
+            p = slots.acquire_owned() => p.ok(),
+        },
     };
     let outcome = match slot {
         None => Outcome::Stopped,
         Some(_slot) => {
             crawl.progress.update(|s| {
                 s.status = CrawlState::Running;
-                s.started_at = Some(Utc::now());
-                s.message = Some("started".into());
+                s.started_at.get_or_insert_with(Utc::now);
+                s.message = Some(if crawl.resume.is_some() { "resumed".into() } else { "started".into() });
             });
             if let Err(e) = engine.store.save_status(&crawl.progress.snapshot()).await {
                 tracing::warn!(error = %e, "could not persist the running status");
@@ -162,6 +221,9 @@ pub(crate) async fn run(engine: Arc<Engine>, crawl: Arc<Crawl>, slots: Arc<Semap
     };
     crawl.tracker.close();
     crawl.tracker.wait().await;
+    if let Some(queued) = hand_over(&engine, &crawl, &outcome).await {
+        return (queued, true);
+    }
     let fin = terminal_status(&engine, &crawl, outcome);
     let saved = with_retry(None, || engine.store.save_status(&fin)).await;
     if let Err(e) = &saved {
@@ -177,6 +239,43 @@ pub(crate) async fn run(engine: Arc<Engine>, crawl: Arc<Crawl>, slots: Arc<Semap
         "crawl ended"
     );
     (fin, saved.is_ok())
+}
+
+/// Whether the crawl is being stopped by a shutdown that will hand it over
+/// (see [`hand_over`]) rather than by a stop.
+fn handing_over(engine: &Engine, crawl: &Crawl) -> bool {
+    engine.shared_queue && engine.root.is_cancelled() && crawl.progress.snapshot().status == CrawlState::Running
+}
+
+/// At shutdown, with a queue other instances share, a running crawl is
+/// handed back to the queue rather than cancelled: the next instance to
+/// claim it resumes it from what it stored. `None` when it is not (a stop
+/// was asked, it failed, or the store would not take it back).
+async fn hand_over(engine: &Engine, crawl: &Crawl, outcome: &Outcome) -> Option<CrawlStatus> {
+    let fatal = crawl.fatal.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+    if !engine.shared_queue || !engine.root.is_cancelled() || !matches!(outcome, Outcome::Stopped) || fatal {
+        return None;
+    }
+    let mut s = crawl.progress.snapshot();
+    if s.status != CrawlState::Running {
+        return None;
+    }
+    s.status = CrawlState::Queued;
+    s.current_url = None;
+    s.pages_queued = 0;
+    s.message = Some("handed over: its instance shut down; the next instance to claim it resumes it".into());
+    match engine.store.hand_over(&s).await {
+        Ok(true) => {}
+        Ok(false) => return None,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not hand the crawl over; it ends cancelled");
+            return None;
+        }
+    }
+    crawl.progress.update(|p| *p = s.clone());
+    metrics::counter!("trawl_crawls_handed_over_total").increment(1);
+    tracing::info!(crawled = s.pages_crawled, "crawl handed back to the queue");
+    Some(s)
 }
 
 fn terminal_status(engine: &Engine, crawl: &Crawl, outcome: Outcome) -> CrawlStatus {
@@ -259,6 +358,8 @@ struct Ctx {
     robots: Robots,
     hosts: Hosts,
     pages: mpsc::Sender<PageRecord>,
+    /// The crawl follows links: pages keep theirs, for a resume.
+    follow: AtomicBool,
 }
 
 /// What a crawled page hands back to the level loop.
@@ -293,10 +394,17 @@ async fn body(engine: &Arc<Engine>, crawl: &Arc<Crawl>, pages: mpsc::Sender<Page
         robots: Robots::new(&engine.config.user_agent),
         hosts: Hosts::new(engine.config.per_host_concurrency.min(spec.concurrency)),
         pages,
+        follow: AtomicBool::new(false),
     });
     crawl.stage(Stage::Analyzing, "analyzing the start URL");
     let kind = match spec.crawl_type {
-        CrawlType::Auto => detect_type(&ctx, &spec.url).await,
+        CrawlType::Auto => {
+            let kind = detect_type(&ctx, &spec.url).await;
+            if let Err(e) = engine.store.set_crawl_type(&crawl.reporter.crawl_id, type_name(kind)).await {
+                tracing::warn!(error = %e, "could not record the detected crawl type");
+            }
+            kind
+        }
         k => k,
     };
     crawl.stage(Stage::Discovering, format!("discovering URLs ({})", type_name(kind)));
@@ -314,6 +422,7 @@ async fn body(engine: &Arc<Engine>, crawl: &Arc<Crawl>, pages: mpsc::Sender<Page
             Err(e) => return Outcome::Failed(e),
         },
     };
+    ctx.follow.store(follow, Ordering::Relaxed);
     let mut scope = spec.scope.clone();
     let mut frontier = Frontier { seen: HashSet::new(), max_pages: u64::from(spec.max_pages) };
     let mut level: Vec<Url> =
@@ -455,7 +564,13 @@ async fn run_level(ctx: &Arc<Ctx>, level: Vec<Url>, depth: u32, seed: bool, scop
     let n = level.len();
     let slots = Arc::new(Semaphore::new(ctx.crawl.spec.concurrency));
     let (tx, mut rx) = mpsc::channel::<(usize, PageResult)>(n.max(1));
+    let mut results = vec![PageResult::default(); n];
     for (i, url) in level.into_iter().enumerate() {
+        // Stored by an earlier run of this crawl: its outcome is known.
+        if let Some(r) = ctx.crawl.resume.as_ref().and_then(|r| r.result(&url)) {
+            results[i] = r;
+            continue;
+        }
         let Ok(permit) = slots.clone().acquire_owned().await else {
             break;
         };
@@ -473,7 +588,6 @@ async fn run_level(ctx: &Arc<Ctx>, level: Vec<Url>, depth: u32, seed: bool, scop
         ctx.crawl.tracker.spawn(task.in_current_span());
     }
     drop(tx);
-    let mut results = vec![PageResult::default(); n];
     while let Some((i, r)) = rx.recv().await {
         results[i] = r;
     }
@@ -720,6 +834,9 @@ async fn process_body(
             r.format = Some(format);
             r.chunks = p.chunks;
             r.code_examples = p.code_examples;
+            if ctx.follow.load(Ordering::Relaxed) {
+                r.links = p.links.iter().map(|u| u.to_string()).collect();
+            }
             (r, PageResult { final_url: Some(body.final_url), links: p.links })
         }
         Err(e) => failed(r, format!("processing_failed: {e}")),
@@ -733,7 +850,7 @@ async fn process_body(
 /// what was stored stays, and nothing is stored after the stop.
 async fn writer(engine: Arc<Engine>, crawl: Arc<Crawl>, mut rx: mpsc::Receiver<PageRecord>) {
     let mut batch: Vec<PageRecord> = Vec::with_capacity(WRITE_BATCH);
-    let mut counts = PageCounts::default();
+    let mut counts = crawl.resume.as_ref().map(|r| r.counts).unwrap_or_default();
     let mut last_saved: Option<(CrawlStatus, Instant)> = None;
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -741,7 +858,14 @@ async fn writer(engine: Arc<Engine>, crawl: Arc<Crawl>, mut rx: mpsc::Receiver<P
         tokio::select! {
             biased;
             _ = crawl.token.cancelled() => {
-                if !batch.is_empty() {
+                if handing_over(&engine, &crawl) {
+                    // The next instance resumes from what is stored: pages
+                    // already fetched are kept rather than fetched again.
+                    while let Ok(r) = rx.try_recv() {
+                        batch.push(r);
+                    }
+                    flush(&engine, &crawl, &mut batch, &mut counts, &mut last_saved).await;
+                } else if !batch.is_empty() {
                     tracing::debug!(abandoned = batch.len(), "stop: pages not yet stored are abandoned");
                 }
                 return;
@@ -853,6 +977,7 @@ async fn flush(
             *last_saved = Some((snapshot, Instant::now()));
         }
         Err(crate::store::StoreError::Abandoned) => {}
+        Err(crate::store::StoreError::TakenOver(_)) => crawl.lose(),
         Err(e) => {
             if !batch.is_empty() {
                 crawl.fail(format!("the store refused {} page(s): {e}", batch.len()));

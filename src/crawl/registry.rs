@@ -3,25 +3,32 @@
 //! A crawl lives here from `start` until its terminal status is in the store;
 //! after that it is served from the store. Every orchestrator runs on the
 //! registry's tracker, so shutdown can wait for all of them.
+//!
+//! With a [`Cluster`] (PostgreSQL), `start` only enqueues: the registry's
+//! dispatcher claims crawls from the shared queue while it has free slots,
+//! its heartbeat keeps them, and stops of crawls running elsewhere go
+//! through the database to their instance.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use tokio::sync::Semaphore;
+use futures::FutureExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::cluster::{Claimed, Cluster, StopRequest};
 use crate::config::CrawlerConfig;
 use crate::crawl::fetch::http::ClientBuildError;
 use crate::crawl::fetch::{HttpFetcher, Renderer};
 use crate::crawl::guard::ForbiddenAddress;
-use crate::crawl::orchestrator::{self, Crawl, Engine};
+use crate::crawl::orchestrator::{self, Crawl, Engine, Resume, Slot};
 use crate::crawl::request::{CrawlRequest, RequestError};
 use crate::process::{Pool, PoolError};
-use crate::progress::{ActiveList, CrawlState, CrawlStatus, Fanout, Progress, Reporter};
+use crate::progress::{ActiveList, CrawlState, CrawlStatus, Fanout, Progress, Reporter, Stage};
 use crate::store::{CrawlFilter, DynStore, NewCrawl, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +51,8 @@ pub enum RegistryError {
     Pool(#[from] PoolError),
     #[error(transparent)]
     Embed(#[from] crate::embed::EmbedError),
+    #[error("max crawls must be greater than 0 unless instances share a PostgreSQL queue")]
+    NoSlots,
 }
 
 pub struct Registry {
@@ -58,7 +67,13 @@ pub struct Registry {
     /// Reporters of recently ended crawls, so that a client reconnecting with
     /// `Last-Event-ID` still gets exactly what it missed.
     recent: Mutex<HashMap<String, (Instant, Arc<Reporter>)>>,
+    /// Set when instances share a queue in PostgreSQL.
+    cluster: Option<Arc<Cluster>>,
 }
+
+/// Event ids of one claim of a crawl start at `(attempt - 1) × this`, so a
+/// crawl resumed elsewhere numbers its events above its first run's.
+const EVENT_IDS_PER_ATTEMPT: u64 = 1_000_000_000;
 
 /// How long an ended crawl's events stay replayable, and how many crawls' worth.
 const RECENT_FOR: Duration = Duration::from_secs(300);
@@ -70,7 +85,11 @@ impl Registry {
         store: DynStore,
         root: CancellationToken,
         fanout: Arc<dyn Fanout>,
+        cluster: Option<Arc<Cluster>>,
     ) -> Result<Arc<Self>, RegistryError> {
+        if config.max_crawls == 0 && cluster.is_none() {
+            return Err(RegistryError::NoSlots);
+        }
         let fetcher = HttpFetcher::new(&config)?;
         let renderer = Arc::new(Renderer::new(config.browser.clone(), config.user_agent.clone(), fetcher.guard()));
         let pool = Pool::new(None)?;
@@ -84,14 +103,212 @@ impl Registry {
                 tracker.spawn(crate::store::run_indexer(store.clone(), root.clone()));
             }
         }
-        Ok(Arc::new(Self {
-            engine: Arc::new(Engine { config, fetcher, renderer, pool, store, embedder, root }),
+        let registry = Arc::new(Self {
+            engine: Arc::new(Engine {
+                config,
+                fetcher,
+                renderer,
+                pool,
+                store,
+                embedder,
+                root: root.clone(),
+                shared_queue: cluster.is_some(),
+            }),
             tracker,
             slots,
             live: Mutex::new(HashMap::new()),
             fanout,
             recent: Mutex::new(HashMap::new()),
-        }))
+            cluster: cluster.clone(),
+        });
+        if let Some(cluster) = cluster {
+            registry.tracker.spawn(registry.clone().dispatch(cluster.clone()));
+            registry.tracker.spawn(registry.clone().heartbeat(cluster.clone()));
+            let weak = Arc::downgrade(&registry);
+            let on_stop = move |id: String| {
+                if let Some(r) = weak.upgrade() {
+                    r.stop_here(&id);
+                }
+            };
+            registry.tracker.spawn(cluster.listen(on_stop, root));
+        }
+        Ok(registry)
+    }
+
+    /// This instance's cluster membership, when instances share a queue.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// Claims crawls from the shared queue while this instance has free
+    /// slots; sleeps until woken (a crawl was enqueued) or the poll interval.
+    async fn dispatch(self: Arc<Self>, cluster: Arc<Cluster>) {
+        let root = self.engine.root.clone();
+        loop {
+            let permit = tokio::select! {
+                _ = root.cancelled() => return,
+                p = self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            };
+            match cluster.claim().await {
+                Ok(Some(claimed)) => {
+                    self.launch(claimed, permit).await;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "could not claim from the crawl queue; retrying"),
+            }
+            drop(permit);
+            tokio::select! {
+                _ = root.cancelled() => return,
+                _ = cluster.woken() => {}
+                _ = tokio::time::sleep(cluster.poll_every()) => {}
+            }
+        }
+    }
+
+    /// Beats for this instance, and applies what the database says of its
+    /// crawls: stops asked there (a lost notification), takeovers.
+    async fn heartbeat(self: Arc<Self>, cluster: Arc<Cluster>) {
+        let root = self.engine.root.clone();
+        let mut tick = tokio::time::interval(cluster.heartbeat_every());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = root.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let live: Vec<String> = self.live_map().keys().cloned().collect();
+            match cluster.beat(&live).await {
+                Ok(beat) => {
+                    for id in beat.stopping {
+                        self.stop_here(&id);
+                    }
+                    for id in beat.lost {
+                        if let Some(c) = self.live_map().get(&id).cloned() {
+                            c.span.in_scope(|| c.lose());
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+            }
+        }
+    }
+
+    /// Runs a crawl this instance claimed: resumed from what it stored when
+    /// taken over, or ended at once when it cannot run.
+    async fn launch(self: &Arc<Self>, claimed: Claimed, permit: OwnedSemaphorePermit) {
+        let Some(cluster) = &self.cluster else { return };
+        let Claimed { status, tenant, request, attempts, handoffs } = claimed;
+        let takeovers = attempts.saturating_sub(1 + handoffs);
+        let id = status.progress_id.clone();
+        let span = tracing::info_span!("crawl", progress_id = %id);
+        let spec = serde_json::from_str::<CrawlRequest>(&request)
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.validate(&self.engine.config).map_err(|e| e.to_string()));
+        let end = |state: CrawlState, reason: String| self.end_unstarted(status.clone(), tenant.clone(), state, reason);
+        if status.status == CrawlState::Stopping {
+            return end(CrawlState::Cancelled, "stopped by request".into()).instrument(span).await;
+        }
+        if takeovers >= cluster.max_attempts() {
+            let reason =
+                format!("interrupted: the instances running it stopped responding {takeovers} times; giving up");
+            return end(CrawlState::Failed, reason).instrument(span).await;
+        }
+        let spec = match spec {
+            Ok(spec) => spec,
+            Err(e) => {
+                let reason = format!("the stored request cannot run on this instance: {e}");
+                return end(CrawlState::Failed, reason).instrument(span).await;
+            }
+        };
+        let resume = if attempts > 1 {
+            match self.engine.store.stored_outcomes(&id).await {
+                Ok(outcomes) => {
+                    let handed = status.status == CrawlState::Queued;
+                    span.in_scope(|| match handed {
+                        true => {
+                            tracing::info!(attempt = attempts, stored = outcomes.len(), "resuming a handed-over crawl")
+                        }
+                        false => tracing::warn!(
+                            attempt = attempts,
+                            stored = outcomes.len(),
+                            "taking over a crawl whose instance stopped responding"
+                        ),
+                    });
+                    if !handed {
+                        metrics::counter!("trawl_crawls_taken_over_total").increment(1);
+                    }
+                    Some(Resume::new(outcomes, &status))
+                }
+                Err(e) => {
+                    let reason = format!("interrupted, and its stored pages could not be read to resume it: {e}");
+                    return end(CrawlState::Failed, reason).instrument(span).await;
+                }
+            }
+        } else {
+            None
+        };
+        let progress = Progress::new(status.clone());
+        let first_id = u64::from(attempts - 1) * EVENT_IDS_PER_ATTEMPT + 1;
+        let reporter = Reporter::numbered_from(id.clone(), tenant.clone(), progress.clone(), first_id);
+        let crawl = Arc::new(Crawl::new(tenant, spec, self.engine.root.child_token(), progress, reporter, resume));
+        metrics::counter!("trawl_crawls_claimed_total").increment(1);
+        self.spawn_crawl(crawl, Slot::Held(permit));
+    }
+
+    /// Ends a claimed crawl that cannot run: stores its terminal status and
+    /// tells its subscribers.
+    async fn end_unstarted(
+        self: &Arc<Self>,
+        before: CrawlStatus,
+        tenant: Option<String>,
+        state: CrawlState,
+        reason: String,
+    ) {
+        let mut fin = before.clone();
+        fin.status = state;
+        fin.stage = Stage::Finalizing;
+        fin.current_url = None;
+        fin.pages_queued = 0;
+        fin.finished_at = Some(Utc::now());
+        if state == CrawlState::Failed {
+            tracing::error!(%reason, "crawl cannot run");
+            fin.message = Some(format!("failed: {reason}"));
+            fin.error = Some(reason);
+        } else {
+            fin.message = Some(reason);
+        }
+        if let Err(e) = self.engine.store.save_status(&fin).await {
+            tracing::error!(error = %e, "could not store the terminal status");
+        }
+        self.announce(before, fin, tenant);
+    }
+
+    /// Publishes the change of a crawl that runs nowhere (stopped before it
+    /// started, or ended at its claim) to its subscribers, and keeps its
+    /// events for late ones.
+    fn announce(self: &Arc<Self>, before: CrawlStatus, after: CrawlStatus, tenant: Option<String>) {
+        let id = before.progress_id.clone();
+        let progress = Progress::new(before);
+        let reporter = Reporter::new(id.clone(), tenant, progress.clone());
+        self.tracker.spawn(reporter.clone().run(self.fanout.clone(), self.active_list(), self.engine.root.clone()));
+        progress.update(|s| *s = after);
+        self.remember(id, reporter);
+    }
+
+    /// What a reporter lists in `crawls_update`.
+    fn active_list(self: &Arc<Self>) -> ActiveList {
+        let weak = Arc::downgrade(self);
+        Arc::new(move |tenant: Option<String>| {
+            let weak = weak.clone();
+            async move {
+                match weak.upgrade() {
+                    Some(r) => r.active(tenant.as_deref()).await,
+                    None => Vec::new(),
+                }
+            }
+            .boxed()
+        })
     }
 
     pub fn store(&self) -> &DynStore {
@@ -143,25 +360,59 @@ impl Registry {
         let id = uuid::Uuid::now_v7().to_string();
         let status = CrawlStatus::new_queued(id.clone(), spec.url.to_string(), Utc::now());
         let request_json = serde_json::to_string(&spec.request).unwrap_or_else(|_| "{}".into());
-        self.engine
-            .store
-            .create_crawl(&NewCrawl { status: status.clone(), tenant: tenant.clone(), request_json })
-            .await?;
+        // With a shared queue, a crawl posted to an instance with a free
+        // slot runs there at once, like a lone instance's; the others wait
+        // in the queue for whichever instance frees a slot first. The
+        // dispatcher waits on the slots fairly, so a free slot here means
+        // nothing older is waiting to be claimed by it.
+        let permit = match &self.cluster {
+            Some(_) => self.slots.clone().try_acquire_owned().ok(),
+            None => None,
+        };
+        let claimed = self.cluster.is_none() || permit.is_some();
+        let new = NewCrawl { status: status.clone(), tenant: tenant.clone(), request_json, claimed };
+        self.engine.store.create_crawl(&new).await?;
+        metrics::counter!("trawl_crawls_started_total").increment(1);
+        if let Some(cluster) = &self.cluster {
+            match permit {
+                Some(permit) => {
+                    let request = new.request_json;
+                    self.launch(Claimed { status: status.clone(), tenant, request, attempts: 1, handoffs: 0 }, permit)
+                        .await;
+                }
+                None => {
+                    tracing::info!(progress_id = %id, url = %spec.url, crawl_type = ?spec.crawl_type, "crawl enqueued");
+                    cluster.enqueued().await;
+                }
+            }
+            return Ok(status);
+        }
         let progress = Progress::new(status.clone());
         let reporter = Reporter::new(id.clone(), tenant.clone(), progress.clone());
-        let crawl = Arc::new(Crawl::new(tenant, spec, self.engine.root.child_token(), progress, reporter.clone()));
+        let crawl = Arc::new(Crawl::new(tenant, spec, self.engine.root.child_token(), progress, reporter, None));
+        crawl
+            .span
+            .in_scope(|| tracing::info!(url = %crawl.spec.url, crawl_type = ?crawl.spec.crawl_type, "crawl queued"));
+        self.spawn_crawl(crawl, Slot::Wait(self.slots.clone()));
+        Ok(status)
+    }
+
+    /// Runs a crawl and its reporter on the registry's tracker; the crawl
+    /// is live here until its terminal status is stored.
+    fn spawn_crawl(self: &Arc<Self>, crawl: Arc<Crawl>, slot: Slot) {
+        let id = crawl.reporter.crawl_id.clone();
         self.live_map().insert(id.clone(), crawl.clone());
-        let weak = Arc::downgrade(self);
-        let list: ActiveList = Arc::new(move |tenant| weak.upgrade().map(|r| r.active(tenant)).unwrap_or_default());
-        self.tracker
-            .spawn(reporter.run(self.fanout.clone(), list, self.engine.root.clone()).instrument(crawl.span.clone()));
-        let (engine, slots, registry) = (self.engine.clone(), self.slots.clone(), Arc::downgrade(self));
+        let reporter = crawl.reporter.clone();
+        self.tracker.spawn(
+            reporter
+                .run(self.fanout.clone(), self.active_list(), self.engine.root.clone())
+                .instrument(crawl.span.clone()),
+        );
+        let (engine, registry) = (self.engine.clone(), Arc::downgrade(self));
         let span = crawl.span.clone();
-        span.in_scope(|| tracing::info!(url = %crawl.spec.url, crawl_type = ?crawl.spec.crawl_type, "crawl queued"));
-        metrics::counter!("trawl_crawls_started_total").increment(1);
         self.tracker.spawn(
             async move {
-                let (_, saved) = orchestrator::run(engine, crawl, slots).await;
+                let (_, saved) = orchestrator::run(engine, crawl, slot).await;
                 // Served from the store from now on; kept in memory only if
                 // the store could not take the terminal status.
                 let ended = registry.upgrade().filter(|_| saved).and_then(|r| {
@@ -174,7 +425,6 @@ impl Registry {
             }
             .instrument(span),
         );
-        Ok(status)
     }
 
     /// The crawl's current state: live from memory, else from the store.
@@ -219,10 +469,21 @@ impl Registry {
             .map(|(_, r)| r.clone())
     }
 
-    /// The live crawls of a tenant (all of them without tenants), newest first.
-    pub fn active(&self, tenant: Option<&str>) -> Vec<CrawlStatus> {
-        let mut v: Vec<CrawlStatus> =
-            self.live_map().values().filter(|c| c.tenant.as_deref() == tenant).map(|c| c.progress.snapshot()).collect();
+    /// The unfinished crawls of a tenant (all of them without tenants),
+    /// newest first: this instance's live ones, and with a cluster those
+    /// queued or running anywhere.
+    pub async fn active(&self, tenant: Option<&str>) -> Vec<CrawlStatus> {
+        let mut v: Vec<CrawlStatus> = match &self.cluster {
+            Some(cluster) => cluster.unfinished(tenant).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not list the cluster's crawls; listing this instance's");
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
+        let live = self.live_map();
+        v.retain(|s| !live.contains_key(&s.progress_id));
+        v.extend(live.values().filter(|c| c.tenant.as_deref() == tenant).map(|c| c.progress.snapshot()));
+        drop(live);
         v.sort_by(|a, b| b.progress_id.cmp(&a.progress_id));
         v
     }
@@ -234,21 +495,51 @@ impl Registry {
 
     /// Asks a crawl to stop. Idempotent: answers `stopping` while it winds
     /// down and the terminal status once it has; `None` for an unknown id.
-    pub async fn stop(&self, id: &str, tenant: Option<&str>) -> Result<Option<CrawlStatus>, StoreError> {
+    /// With a cluster, a crawl running on another instance is stopped
+    /// there, and one nobody has claimed yet is cancelled at once.
+    pub async fn stop(self: &Arc<Self>, id: &str, tenant: Option<&str>) -> Result<Option<CrawlStatus>, StoreError> {
         if let Some(c) = self.live_crawl(id, tenant) {
-            let changed = c.progress.update(|s| {
-                if s.status != CrawlState::Stopping {
-                    s.status = CrawlState::Stopping;
-                    s.message = Some("stop requested".into());
-                }
-            });
-            if changed {
-                c.span.in_scope(|| tracing::info!("stop requested"));
-            }
-            c.token.cancel();
-            return Ok(Some(c.progress.snapshot()));
+            return Ok(Some(Self::stop_crawl(&c)));
         }
-        self.stored(id, tenant).await
+        let Some(cluster) = &self.cluster else {
+            return self.stored(id, tenant).await;
+        };
+        // Only a tenant's stop needs a look at whose crawl it is first.
+        if tenant.is_some() && self.stored(id, tenant).await?.is_none() {
+            return Ok(None);
+        }
+        match cluster.request_stop(id).await? {
+            StopRequest::Cancelled { before, after } => {
+                tracing::info!(progress_id = %id, "stopped before any instance started it");
+                // Visible to `tenant`, so it is `tenant`'s crawl (or nobody's).
+                let tenant = tenant.map(str::to_string);
+                self.announce(*before, (*after).clone(), tenant);
+                Ok(Some(*after))
+            }
+            StopRequest::Forwarded(s) | StopRequest::Ended(s) => Ok(Some(s)),
+            StopRequest::NotFound => Ok(None),
+        }
+    }
+
+    /// Stops a crawl if it runs in this process (a stop asked on another instance).
+    fn stop_here(&self, id: &str) {
+        if let Some(c) = self.live_map().get(id).cloned() {
+            Self::stop_crawl(&c);
+        }
+    }
+
+    fn stop_crawl(c: &Crawl) -> CrawlStatus {
+        let changed = c.progress.update(|s| {
+            if s.status != CrawlState::Stopping {
+                s.status = CrawlState::Stopping;
+                s.message = Some("stop requested".into());
+            }
+        });
+        if changed {
+            c.span.in_scope(|| tracing::info!("stop requested"));
+        }
+        c.token.cancel();
+        c.progress.snapshot()
     }
 
     pub async fn list(&self, filter: CrawlFilter) -> Result<Vec<CrawlStatus>, StoreError> {
@@ -277,6 +568,10 @@ impl Registry {
         }
         // After the crawls, whose pages it renders: no Chromium outlives the service.
         self.engine.renderer.shutdown().await;
+        // Crawls still running now may be taken over at once.
+        if let Some(cluster) = &self.cluster {
+            cluster.leave().await;
+        }
         ended
     }
 }

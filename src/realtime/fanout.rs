@@ -5,11 +5,17 @@
 //! (stopping, stopped, terminal status) go socket by socket, and a full
 //! socket gets them retried until delivered; a client stalled that long is
 //! disconnected, and its reconnect gets the final state as its snapshot.
+//!
+//! With rooms spanning instances, every socket also sits in its instance's
+//! own room; urgent events reach the other instances' sockets as one
+//! broadcast that leaves this instance's room out (they got theirs one by
+//! one), through the same channel as progress, so order is kept.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::{SendError, SocketError, SocketIo};
 use tokio_util::sync::CancellationToken;
@@ -22,21 +28,34 @@ use crate::progress::{CRAWLS_UPDATE, CrawlStatus, Event, Fanout};
 const RETRY_EVERY: Duration = Duration::from_millis(50);
 const RETRIES: u32 = 200;
 
-pub struct SocketFanout {
-    io: SocketIo,
+pub struct SocketFanout<A: Adapter> {
+    io: SocketIo<A>,
     /// Retry tasks; waited for at shutdown.
     tracker: TaskTracker,
     root: CancellationToken,
+    /// This instance's room, when rooms span instances.
+    node_room: Option<String>,
 }
 
-impl SocketFanout {
-    pub fn new(io: SocketIo, root: CancellationToken) -> Self {
-        Self { io, tracker: TaskTracker::new(), root }
+impl<A: Adapter> SocketFanout<A> {
+    /// `node_room` names this instance's room when rooms span instances.
+    pub fn new(io: SocketIo<A>, root: CancellationToken, node_room: Option<String>) -> Self {
+        Self { io, tracker: TaskTracker::new(), root, node_room }
+    }
+
+    /// The room every socket of this instance joins (rooms spanning instances).
+    pub fn node_room(&self) -> Option<&str> {
+        self.node_room.as_deref()
+    }
+
+    /// Connections to this instance.
+    pub fn connections(&self) -> usize {
+        self.io.sockets().len()
     }
 
     /// Sends an event to one socket; an urgent one is retried while the
     /// socket's buffer is full.
-    pub fn send(&self, socket: SocketRef, event: Arc<Event>) {
+    pub fn send(&self, socket: SocketRef<A>, event: Arc<Event>) {
         match socket.emit(event.name, &event.data) {
             Err(SendError::Socket(SocketError::InternalChannelFull)) if event.urgent => {
                 let root = self.root.clone();
@@ -62,11 +81,18 @@ impl SocketFanout {
 }
 
 #[async_trait::async_trait]
-impl Fanout for SocketFanout {
+impl<A: Adapter> Fanout for SocketFanout<A> {
     async fn crawl_event(&self, crawl_id: &str, event: Arc<Event>) {
         if event.urgent {
+            // `sockets()` lists this instance's sockets only.
             for socket in self.io.to(crawl_id.to_string()).sockets() {
                 self.send(socket, event.clone());
+            }
+            if let Some(node) = &self.node_room
+                && let Err(e) =
+                    self.io.to(crawl_id.to_string()).except(node.clone()).emit(event.name, &event.data).await
+            {
+                tracing::warn!(error = %e, "urgent event not delivered to the other instances");
             }
         } else if let Err(e) = self.io.to(crawl_id.to_string()).emit(event.name, &event.data).await {
             tracing::debug!(error = %e, "progress not delivered to every subscriber");

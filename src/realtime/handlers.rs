@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use socketioxide::adapter::LocalAdapter;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef, TryData};
 use socketioxide::handler::FromMessageParts;
 use socketioxide::socket::Socket;
@@ -20,29 +20,29 @@ use crate::progress::{CRAWLS_UPDATE, Event};
 pub struct AuthError(&'static str);
 
 /// Connect middleware: with API keys configured, `auth: {token}` must name one.
-pub fn authenticate(socket: SocketRef, auth: Option<Value>, keys: &ApiKeys) -> Result<(), AuthError> {
+pub fn authenticate<A: Adapter>(socket: SocketRef<A>, auth: Option<Value>, keys: &ApiKeys) -> Result<(), AuthError> {
     let token = auth.as_ref().and_then(|a| a.get("token")).and_then(Value::as_str);
     let tenant = keys.authenticate(token).map_err(AuthError)?;
     socket.extensions.insert(tenant);
     Ok(())
 }
 
-fn tenant_of(socket: &SocketRef) -> Tenant {
+fn tenant_of<A: Adapter>(socket: &SocketRef<A>) -> Tenant {
     socket.extensions.get::<Tenant>().unwrap_or_default()
 }
 
 /// Answers a client event: through its ack when it asked for one, else as
 /// an `error` event for failures (successes need no answer then).
-pub struct Reply {
-    ack: AckSender,
+pub struct Reply<A: Adapter> {
+    ack: AckSender<A>,
     wants_ack: bool,
-    socket: SocketRef,
+    socket: SocketRef<A>,
 }
 
-impl FromMessageParts<LocalAdapter> for Reply {
+impl<A: Adapter> FromMessageParts<A> for Reply<A> {
     type Error = Infallible;
     fn from_message_parts(
-        s: &Arc<Socket<LocalAdapter>>,
+        s: &Arc<Socket<A>>,
         v: &mut socketioxide::handler::Value,
         ack_id: &Option<i64>,
     ) -> Result<Self, Infallible> {
@@ -54,7 +54,7 @@ impl FromMessageParts<LocalAdapter> for Reply {
     }
 }
 
-impl Reply {
+impl<A: Adapter> Reply<A> {
     fn ok(self, data: Value) {
         if self.wants_ack {
             let _ = self.ack.send(&data);
@@ -93,17 +93,20 @@ fn progress_id(data: &Result<Value, impl std::fmt::Display>) -> Result<String, (
     }
 }
 
-pub fn on_connect(socket: SocketRef, rt: Realtime) {
+pub fn on_connect<A: Adapter>(socket: SocketRef<A>, rt: Realtime<A>) {
     tracing::debug!(sid = %socket.id, "socket connected");
+    if let Some(node) = rt.fanout.node_room() {
+        socket.join(node.to_string());
+    }
     for name in ["crawl_subscribe", "subscribe_progress"] {
         let rt = rt.clone();
-        socket.on(name, move |s: SocketRef, TryData::<Value>(data), reply: Reply| {
+        socket.on(name, move |s: SocketRef<A>, TryData::<Value>(data), reply: Reply<A>| {
             let rt = rt.clone();
             async move { subscribe(s, data, reply, rt, name).await }
         });
     }
     for name in ["crawl_unsubscribe", "unsubscribe_progress"] {
-        socket.on(name, move |s: SocketRef, TryData::<Value>(data), reply: Reply| async move {
+        socket.on(name, move |s: SocketRef<A>, TryData::<Value>(data), reply: Reply<A>| async move {
             match progress_id(&data) {
                 Ok(id) => {
                     s.leave(id.clone());
@@ -115,35 +118,35 @@ pub fn on_connect(socket: SocketRef, rt: Realtime) {
     }
     {
         let rt = rt.clone();
-        socket.on("crawl_stop", move |s: SocketRef, TryData::<Value>(data), reply: Reply| {
+        socket.on("crawl_stop", move |s: SocketRef<A>, TryData::<Value>(data), reply: Reply<A>| {
             let rt = rt.clone();
             async move { stop(s, data, reply, rt).await }
         });
     }
     {
         let rt = rt.clone();
-        socket.on("subscribe_crawls", move |s: SocketRef, reply: Reply| {
+        socket.on("subscribe_crawls", move |s: SocketRef<A>, reply: Reply<A>| {
             let rt = rt.clone();
             async move {
                 let tenant = tenant_of(&s);
                 s.join(list_room(tenant.as_deref()));
-                let crawls = rt.registry.active(tenant.as_deref());
+                let crawls = rt.registry.active(tenant.as_deref()).await;
                 let _ = s.emit(CRAWLS_UPDATE, &json!({ "crawls": crawls }));
                 reply.ok(json!({ "ok": true, "crawls": crawls }));
             }
         });
     }
-    socket.on("unsubscribe_crawls", move |s: SocketRef, reply: Reply| async move {
+    socket.on("unsubscribe_crawls", move |s: SocketRef<A>, reply: Reply<A>| async move {
         s.leave(list_room(tenant_of(&s).as_deref()));
         reply.ok(json!({ "ok": true }));
     });
 }
 
-async fn subscribe(
-    socket: SocketRef,
+async fn subscribe<A: Adapter>(
+    socket: SocketRef<A>,
     data: Result<Value, socketioxide::ParserError>,
-    reply: Reply,
-    rt: Realtime,
+    reply: Reply<A>,
+    rt: Realtime<A>,
     event: &'static str,
 ) {
     let id = match progress_id(&data) {
@@ -180,7 +183,12 @@ async fn subscribe(
     }
 }
 
-async fn stop(socket: SocketRef, data: Result<Value, socketioxide::ParserError>, reply: Reply, rt: Realtime) {
+async fn stop<A: Adapter>(
+    socket: SocketRef<A>,
+    data: Result<Value, socketioxide::ParserError>,
+    reply: Reply<A>,
+    rt: Realtime<A>,
+) {
     let id = match progress_id(&data) {
         Ok(id) => id,
         Err((code, msg)) => return reply.err("crawl_stop", code, msg),

@@ -4,13 +4,19 @@
 //! snapshot at once, then its events; they can stop a crawl from the same
 //! connection. A connect middleware checks the API key when keys are
 //! configured and pins the socket to its tenant.
+//!
+//! With a Redis URL, rooms span instances through the socketioxide-redis
+//! adapter: a client on one instance gets the events of a crawl running on
+//! another. Everything here is generic over the adapter for that reason.
 
 mod fanout;
 mod handlers;
 
 use socketioxide::SocketIo;
+use socketioxide::adapter::{Adapter, Emitter};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
+use socketioxide_redis::{RedisAdapter, RedisAdapterCtr};
 
 pub use fanout::SocketFanout;
 
@@ -22,33 +28,72 @@ pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Largest event payload a handler accepts; above it, an error ack.
 pub const MAX_EVENT_BYTES: usize = 16 * 1024;
 
-/// Builds the Socket.IO layer and its handle.
+/// Rooms that span instances, through Redis.
+pub type Redis = RedisAdapter<Emitter>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("could not set up Socket.IO over Redis: {0}")]
+pub struct RealtimeError(String);
+
+impl RealtimeError {
+    pub fn new(message: String) -> Self {
+        Self(message)
+    }
+}
+
+/// Builds the Socket.IO layer and its handle, rooms in this process only.
 pub fn layer() -> (SocketIoLayer, SocketIo) {
     SocketIo::builder().ws_max_message_size(MAX_MESSAGE_BYTES).max_payload(MAX_MESSAGE_BYTES as u64).build_layer()
 }
 
+/// Builds the Socket.IO layer and its handle with rooms spanning every
+/// instance on the Redis at `url` (7 or newer: the adapter speaks RESP3).
+pub async fn redis_layer(url: &str) -> Result<(SocketIoLayer<Redis>, SocketIo<Redis>), RealtimeError> {
+    let url = if url.contains("protocol=") {
+        url.to_string()
+    } else {
+        format!("{url}{}protocol=resp3", if url.contains('?') { '&' } else { '?' })
+    };
+    let client = redis::Client::open(url.as_str()).map_err(|e| RealtimeError(e.to_string()))?;
+    let adapter = RedisAdapterCtr::new_with_redis(&client).await.map_err(|e| RealtimeError(e.to_string()))?;
+    Ok(SocketIo::builder()
+        .ws_max_message_size(MAX_MESSAGE_BYTES)
+        .max_payload(MAX_MESSAGE_BYTES as u64)
+        .with_adapter::<Redis>(adapter)
+        .build_layer())
+}
+
 /// What the handlers share.
-#[derive(Clone)]
-pub struct Realtime {
+pub struct Realtime<A: Adapter> {
     pub registry: std::sync::Arc<Registry>,
     pub keys: ApiKeys,
-    pub fanout: std::sync::Arc<SocketFanout>,
+    pub fanout: std::sync::Arc<SocketFanout<A>>,
+}
+
+impl<A: Adapter> Clone for Realtime<A> {
+    fn clone(&self) -> Self {
+        Self { registry: self.registry.clone(), keys: self.keys.clone(), fanout: self.fanout.clone() }
+    }
 }
 
 /// Registers the default namespace with its auth middleware and handlers.
-pub fn register(io: &SocketIo, rt: Realtime) {
+/// A remote adapter subscribes to its channels in the returned future.
+pub fn register<A: Adapter + socketioxide_core::adapter::DefinedAdapter>(
+    io: &SocketIo<A>,
+    rt: Realtime<A>,
+) -> A::InitRes {
     let keys = rt.keys.clone();
-    let on_connect = move |socket: socketioxide::extract::SocketRef| {
+    let on_connect = move |socket: socketioxide::extract::SocketRef<A>| {
         let rt = rt.clone();
         async move { handlers::on_connect(socket, rt) }
     };
     let auth =
-        move |socket: socketioxide::extract::SocketRef,
+        move |socket: socketioxide::extract::SocketRef<A>,
               socketioxide::extract::TryData(auth): socketioxide::extract::TryData<serde_json::Value>| {
             let keys = keys.clone();
             async move { handlers::authenticate(socket, auth.ok(), &keys) }
         };
-    io.ns("/", on_connect.with(auth));
+    io.ns("/", on_connect.with(auth))
 }
 
 /// The room of a tenant's crawl list.

@@ -27,6 +27,10 @@ pub enum StoreError {
     /// may land after `completed`, `failed` or `cancelled`.
     #[error("crawl {0} has ended; its rows are final")]
     Finished(String),
+    /// A write from an instance that lost the crawl: another instance took
+    /// it over, having missed its heartbeats.
+    #[error("crawl {0} was taken over by another instance")]
+    TakenOver(String),
     #[error("corrupt row: {0}")]
     Corrupt(String),
 }
@@ -100,6 +104,9 @@ pub struct PageRecord {
     pub code_examples: Vec<crate::process::CodeExample>,
     /// The content came from Chromium rather than the HTTP response.
     pub rendered: bool,
+    /// Where the page leads, kept (PostgreSQL) for crawls that follow links,
+    /// so that another instance can resume the crawl from its stored pages.
+    pub links: Vec<String>,
 }
 
 /// A page as the pages listing shows it (CONTRACT.md), plus the cursor key.
@@ -135,12 +142,25 @@ pub struct StoredPage {
     pub depth: u32,
 }
 
+/// A stored page as a resumed crawl needs it: the walk goes on from here.
+#[derive(Debug, Clone)]
+pub struct StoredOutcome {
+    pub url: String,
+    pub final_url: Option<String>,
+    pub status: PageStatus,
+    pub links: Vec<String>,
+}
+
 /// A crawl row to create (status `queued`).
 #[derive(Debug, Clone)]
 pub struct NewCrawl {
     pub status: CrawlStatus,
     pub tenant: Option<String>,
     pub request_json: String,
+    /// The creating instance runs the crawl itself: with a shared queue
+    /// the row is inserted already claimed by it, so no other instance can
+    /// take it and no claim round trip delays its first event.
+    pub claimed: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -331,6 +351,24 @@ pub trait Store: Send + Sync + 'static {
     /// many it moved (0: nothing waits).
     async fn index_vectors(&self, _limit: u32) -> Result<u64, StoreError> {
         Ok(0)
+    }
+
+    /// Hands a running crawl of this instance back to the shared queue (its
+    /// instance is shutting down), with `status` as its row. Returns
+    /// whether it was handed over; stores without a queue never do.
+    async fn hand_over(&self, _status: &CrawlStatus) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    /// Records what `crawlType: auto` resolved to, so that a crawl resumed
+    /// elsewhere walks the same way without looking again.
+    async fn set_crawl_type(&self, _id: &str, _crawl_type: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// What a crawl stored of each page, for resuming it.
+    async fn stored_outcomes(&self, _id: &str) -> Result<Vec<StoredOutcome>, StoreError> {
+        Ok(Vec::new())
     }
 
     /// Marks crawls a dead process left `queued`/`running` as failed

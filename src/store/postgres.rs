@@ -29,9 +29,15 @@ use crate::progress::{CrawlState, CrawlStatus, Stage};
 
 pub struct PgStore {
     pool: PgPool,
+    /// This instance's id when crawls are claimed from the shared queue:
+    /// writes to a crawl another instance has taken over are refused.
+    owner: Option<String>,
     /// Rows indexed since the last `ANALYZE chunks`.
     indexed_since_analyze: std::sync::atomic::AtomicU64,
 }
+
+/// The `owner` prefix of crawls run by a process outside the cluster.
+pub const LOCAL_OWNER: &str = "local:";
 
 /// The advisory lock that serialises schema setup between instances
 /// starting at once.
@@ -75,7 +81,19 @@ impl PgStore {
         sqlx::query("SELECT pg_advisory_unlock($1)").bind(SETUP_LOCK).execute(&mut *conn).await?;
         setup?;
         drop(conn);
-        Ok(Self { pool, indexed_since_analyze: 0.into() })
+        Ok(Self { pool, owner: None, indexed_since_analyze: 0.into() })
+    }
+}
+
+impl PgStore {
+    /// Fences this store's crawl writes to crawls `owner` holds (or nobody does).
+    pub fn with_owner(mut self, owner: String) -> Self {
+        self.owner = Some(owner);
+        self
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 }
 
@@ -166,7 +184,7 @@ fn push_ts_queries(qb: &mut QueryBuilder<Postgres>, config: &str, [any, all, phr
     qb.push(format_args!(") qa, to_tsquery('{config}', ")).push_bind(phrase).push(") qp");
 }
 
-fn status_from_row(r: &PgRow) -> Result<CrawlStatus, StoreError> {
+pub(crate) fn status_from_row(r: &PgRow) -> Result<CrawlStatus, StoreError> {
     let status: String = r.try_get("status")?;
     let stage: String = r.try_get("stage")?;
     let n = |c: &str| -> Result<u64, StoreError> { Ok(r.try_get::<i64, _>(c)?.max(0) as u64) };
@@ -192,16 +210,22 @@ fn status_from_row(r: &PgRow) -> Result<CrawlStatus, StoreError> {
     })
 }
 
-async fn update_status<'e, E>(exec: E, s: &CrawlStatus) -> Result<(), sqlx::Error>
+async fn update_status<'e, E>(exec: E, s: &CrawlStatus, owner: Option<&str>) -> Result<(), sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = Postgres>,
 {
-    // A terminal crawl never changes again: the WHERE clause guarantees it.
+    // A terminal crawl never changes again, and a crawl another instance
+    // took over is not this one's to write: the WHERE clause guarantees both.
+    // A stop requested through the database stays requested until the
+    // owner ends the crawl.
     sqlx::query(
-        "UPDATE crawls SET status = $1, stage = $2, percentage = $3, pages_crawled = $4, pages_failed = $5,
+        "UPDATE crawls SET
+           status = CASE WHEN status = 'stopping' AND $1 IN ('queued', 'running') THEN 'stopping' ELSE $1 END,
+           stage = $2, percentage = $3, pages_crawled = $4, pages_failed = $5,
            pages_skipped = $6, pages_queued = $7, chunks_stored = $8, code_examples = $9, chunks_unembedded = $10,
            current_url = $11, message = $12, error = $13, started_at = $14, finished_at = $15, updated_at = now()
-         WHERE id = $16 AND status NOT IN ('completed', 'failed', 'cancelled')",
+         WHERE id = $16 AND status NOT IN ('completed', 'failed', 'cancelled')
+           AND ($17::text IS NULL OR owner IS NULL OR owner = $17)",
     )
     .bind(s.status.as_str())
     .bind(s.stage.as_str())
@@ -219,6 +243,7 @@ where
     .bind(s.started_at)
     .bind(s.finished_at)
     .bind(&s.progress_id)
+    .bind(owner)
     .execute(exec)
     .await?;
     Ok(())
@@ -308,12 +333,14 @@ async fn insert_pages(
     let code_counts: Vec<i32> = pages.iter().map(|p| p.code_examples.len() as i32).collect();
     let fetched: Vec<DateTime<Utc>> = pages.iter().map(|p| p.fetched_at).collect();
     let rendered: Vec<bool> = pages.iter().map(|p| p.rendered).collect();
+    let links: Vec<Option<String>> =
+        pages.iter().map(|p| (!p.links.is_empty()).then(|| clean(&p.links.join("\n")).into_owned())).collect();
     let rows = sqlx::query(
         "INSERT INTO pages (crawl_id, source_id, url, final_url, status, http_status, depth, title, description,
-           content_type, format, content, bytes, error, source, chunk_count, code_count, fetched_at, rendered)
+           content_type, format, content, bytes, error, source, chunk_count, code_count, fetched_at, rendered, links)
          SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::text[],
            $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[], $14::text[], $15::text[], $16::int[],
-           $17::int[], $18::timestamptz[], $19::bool[])
+           $17::int[], $18::timestamptz[], $19::bool[], $20::text[])
          RETURNING id, url",
     )
     .bind(crawl_id)
@@ -335,6 +362,7 @@ async fn insert_pages(
     .bind(code_counts)
     .bind(fetched)
     .bind(rendered)
+    .bind(links)
     .fetch_all(&mut **tx)
     .await?;
     rows.iter().map(|r| Ok((r.try_get::<String, _>("url")?, r.try_get::<i64, _>("id")?))).collect()
@@ -476,8 +504,9 @@ impl Store for PgStore {
         let request: serde_json::Value =
             serde_json::from_str(&c.request_json).map_err(|e| StoreError::Corrupt(format!("request: {e}")))?;
         sqlx::query(
-            "INSERT INTO crawls (id, tenant, url, request, status, stage, percentage, message, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+            "INSERT INTO crawls (id, tenant, url, request, status, stage, percentage, message, created_at, updated_at,
+               owner, attempts)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)",
         )
         .bind(&s.progress_id)
         .bind(&c.tenant)
@@ -488,20 +517,27 @@ impl Store for PgStore {
         .bind(s.percentage)
         .bind(s.message.as_deref().map(clean))
         .bind(s.created_at)
+        // A process outside the cluster (`trawl crawl`) runs its crawl
+        // itself: the queue must neither claim nor take it over.
+        .bind(match &self.owner {
+            None => Some(format!("{LOCAL_OWNER}{}", std::process::id())),
+            Some(me) => c.claimed.then(|| me.clone()),
+        })
+        .bind(i32::from(c.claimed))
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     async fn save_status(&self, s: &CrawlStatus) -> Result<(), StoreError> {
-        update_status(&self.pool, s).await?;
+        update_status(&self.pool, s, self.owner.as_deref()).await?;
         Ok(())
     }
 
     async fn save_pages(&self, s: &CrawlStatus, pages: &[PageRecord], model: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         // The row lock orders this batch with any status write of the crawl.
-        let crawl = sqlx::query("SELECT status, tenant FROM crawls WHERE id = $1 FOR UPDATE")
+        let crawl = sqlx::query("SELECT status, tenant, owner FROM crawls WHERE id = $1 FOR UPDATE")
             .bind(&s.progress_id)
             .fetch_optional(&mut *tx)
             .await?
@@ -509,6 +545,12 @@ impl Store for PgStore {
         let state: String = crawl.try_get("status")?;
         if CrawlState::parse(&state).is_some_and(CrawlState::is_terminal) {
             return Err(StoreError::Finished(s.progress_id.clone()));
+        }
+        let owner: Option<String> = crawl.try_get("owner")?;
+        if let (Some(me), Some(owner)) = (&self.owner, &owner)
+            && me != owner
+        {
+            return Err(StoreError::TakenOver(s.progress_id.clone()));
         }
         let tenant: Option<String> = crawl.try_get("tenant")?;
         // A retried batch (its commit may have landed before the connection
@@ -556,7 +598,7 @@ impl Store for PgStore {
             let ids = insert_pages(&mut tx, &s.progress_id, pages, &sources).await?;
             insert_content(&mut tx, &s.progress_id, model, pages, &ids).await?;
         }
-        update_status(&mut *tx, s).await?;
+        update_status(&mut *tx, s, self.owner.as_deref()).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -890,6 +932,56 @@ impl Store for PgStore {
             sqlx::query("ANALYZE chunks").execute(&self.pool).await?;
         }
         Ok(n)
+    }
+
+    async fn hand_over(&self, s: &CrawlStatus) -> Result<bool, StoreError> {
+        let Some(owner) = &self.owner else { return Ok(false) };
+        let moved = sqlx::query(
+            "WITH moved AS (
+               UPDATE crawls SET status = 'queued', owner = NULL, handoffs = handoffs + 1, message = $2,
+                 current_url = NULL, pages_queued = 0, updated_at = now()
+               WHERE id = $1 AND owner = $3 AND status = 'running' RETURNING id)
+             SELECT pg_notify('trawl_queue', id) FROM moved",
+        )
+        .bind(&s.progress_id)
+        .bind(s.message.as_deref().map(clean))
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(!moved.is_empty())
+    }
+
+    async fn set_crawl_type(&self, id: &str, crawl_type: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE crawls SET request = jsonb_set(request, '{crawlType}', to_jsonb($2::text)) WHERE id = $1")
+            .bind(id)
+            .bind(crawl_type)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn stored_outcomes(&self, id: &str) -> Result<Vec<super::StoredOutcome>, StoreError> {
+        let rows = sqlx::query("SELECT url, final_url, status, links FROM pages WHERE crawl_id = $1")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let status: String = r.try_get("status")?;
+                let links: Option<String> = r.try_get("links")?;
+                Ok(super::StoredOutcome {
+                    url: r.try_get("url")?,
+                    final_url: r.try_get("final_url")?,
+                    status: match status.as_str() {
+                        "crawled" => PageStatus::Crawled,
+                        "failed" => PageStatus::Failed,
+                        "skipped" => PageStatus::Skipped,
+                        other => return Err(StoreError::Corrupt(format!("page status '{other}'"))),
+                    },
+                    links: links.map(|l| l.lines().map(str::to_string).collect()).unwrap_or_default(),
+                })
+            })
+            .collect()
     }
 
     async fn mark_interrupted(&self) -> Result<u64, StoreError> {

@@ -267,16 +267,44 @@ pub async fn run_client(client: Client, scenario: &str, base: &str, args: &[&str
         }
     };
     cmd.arg(scenario).arg(base).args(args).kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
-        .await
-        .expect("client finished within 60 s")
-        .expect("client ran");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("client ran");
+    // Read while it runs, so a client that hangs still shows how far it got.
+    let drain = |pipe: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>| {
+        let buf = Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = buf.clone();
+        let task = tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let Some(pipe) = pipe else { return };
+            let mut lines = tokio::io::BufReader::new(pipe).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                let mut b = sink.lock().unwrap();
+                b.push_str(&l);
+                b.push('\n');
+            }
+        });
+        (buf, task)
+    };
+    let (stdout, out_task) = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let (stderr, err_task) = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let status = match tokio::time::timeout(Duration::from_secs(60), child.wait()).await {
+        Ok(status) => status.expect("client ran"),
+        Err(_) => {
+            let _ = child.kill().await;
+            panic!(
+                "{client:?} {scenario} did not finish within 60 s; it printed:\n{}\n{}",
+                stdout.lock().unwrap(),
+                stderr.lock().unwrap()
+            );
+        }
+    };
+    let _ = tokio::join!(out_task, err_task);
+    let stdout = stdout.lock().unwrap().clone();
     let lines: Vec<Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     assert!(
-        out.status.success() && lines.iter().any(|l| l["kind"] == "done"),
+        status.success() && lines.iter().any(|l| l["kind"] == "done"),
         "{client:?} {scenario} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr.lock().unwrap()
     );
     lines
 }

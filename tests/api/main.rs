@@ -3,6 +3,7 @@
 
 mod browser;
 mod cancellation;
+mod cluster;
 mod crawl_types;
 mod helpers;
 mod lifecycle;

@@ -61,6 +61,7 @@ fn new_crawl(tenant: Option<&str>) -> NewCrawl {
         status: CrawlStatus::new_queued(id, "https://docs.example.com/".into(), Utc::now()),
         tenant: tenant.map(str::to_string),
         request_json: r#"{"url":"https://docs.example.com/"}"#.into(),
+        claimed: false,
     }
 }
 

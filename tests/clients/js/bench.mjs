@@ -4,6 +4,10 @@
 //     crawl_progress events per second and emit-to-receipt latency.
 //   node bench.mjs idle BASE CLIENTS SECONDS
 //     CLIENTS connections held open; counts how many stay connected.
+//   node bench.mjs stops BASE SITE_URL STOPS
+//     STOPS times: starts a crawl through BASE, subscribes on BASE, stops it
+//     there once it runs, and times stop → crawl:stopping and
+//     stop → crawl:stopped as this client receives them.
 // Prints one JSON line with the figures.
 import { io } from "socket.io-client";
 
@@ -96,7 +100,57 @@ if (mode === "load") {
   console.log(JSON.stringify({ mode, clients, connected, connectErrors: errors, droppedWhileIdle: dropped, stillConnected: still, openSeconds }));
   for (const s of sockets) s.disconnect();
   process.exit(0);
+} else if (mode === "stops") {
+  const [siteUrl, stopsArg] = rest;
+  const stopping = [];
+  const stopped = [];
+  const s = io(base, { transports: ["websocket"], reconnection: false });
+  await new Promise((resolve, reject) => {
+    s.once("connect", resolve);
+    s.once("connect_error", reject);
+  });
+  for (let i = 0; i < Number(stopsArg); i++) {
+    const resp = await fetch(`${base}/api/crawls`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ url: siteUrl, crawlType: "recursive", maxDepth: 50, concurrency: 4 }),
+    });
+    const { progressId } = await resp.json();
+    let t0 = 0;
+    let onRunning;
+    const running = new Promise((r) => (onRunning = r));
+    const done = new Promise((resolve) => {
+      s.on("crawl_progress", (d) => {
+        if (d.progressId === progressId && d.status === "running" && d.pagesCrawled >= 20) onRunning();
+      });
+      s.on("crawl:stopping", (d) => {
+        if (d.progressId === progressId && t0) stopping.push(performance.now() - t0);
+      });
+      s.on("crawl:stopped", (d) => {
+        if (d.progressId === progressId) {
+          stopped.push(performance.now() - t0);
+          resolve();
+        }
+      });
+    });
+    await s.timeout(5000).emitWithAck("crawl_subscribe", { progress_id: progressId });
+    await running;
+    t0 = performance.now();
+    s.emit("crawl_stop", { progress_id: progressId });
+    await done;
+    s.off("crawl_progress");
+    s.off("crawl:stopping");
+    s.off("crawl:stopped");
+    await s.timeout(5000).emitWithAck("crawl_unsubscribe", { progress_id: progressId });
+  }
+  const pcts = (v) => {
+    v.sort((a, b) => a - b);
+    return { p50: percentile(v, 50), p99: percentile(v, 99), max: v.at(-1) ?? null };
+  };
+  console.log(JSON.stringify({ mode, stops: stopped.length, stoppingMs: pcts(stopping), stoppedMs: pcts(stopped) }));
+  s.disconnect();
+  process.exit(0);
 } else {
-  console.error("usage: node bench.mjs load|idle ...");
+  console.error("usage: node bench.mjs load|idle|stops ...");
   process.exit(2);
 }

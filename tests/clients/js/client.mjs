@@ -8,13 +8,15 @@ const t0 = Date.now();
 const out = (kind, fields) => console.log(JSON.stringify({ kind, t: Date.now() - t0, ...fields }));
 const EVENTS = ["crawl_progress", "crawl:stopping", "crawl:stopped", "crawls_update", "error"];
 
-function connect(token) {
-  const socket = io(base, {
+// `tag` names the socket in its output lines when a scenario has several.
+function connect(token, tag, url = base) {
+  const socket = io(url, {
     transports: ["websocket"],
     reconnection: false,
+    forceNew: true,
     auth: token ? { token } : {},
   });
-  for (const name of EVENTS) socket.on(name, (data) => out("event", { name, data }));
+  for (const name of EVENTS) socket.on(name, (data) => out("event", { name, data, ...(tag ? { socket: tag } : {}) }));
   return socket;
 }
 
@@ -74,6 +76,23 @@ const scenarios = {
     await stopped;
     await sleep(500);
     s.disconnect();
+  },
+  // Subscribe on this instance and on another; once the crawl runs, stop it
+  // here, and listen on both a while after crawl:stopped reached both.
+  async stop_across(id, otherBase) {
+    const a = connect(undefined, "a");
+    const b = connect(undefined, "b", otherBase);
+    if (!(await connected(a)) || !(await connected(b))) return;
+    const running = until(a, (n, d) => n === "crawl_progress" && d.status === "running" && d.pagesCrawled >= 3);
+    await ack(a, "subscribe_a", "crawl_subscribe", { progress_id: id });
+    await ack(b, "subscribe_b", "crawl_subscribe", { progress_id: id });
+    await running;
+    const stopped = Promise.all([a, b].map((s) => until(s, (n) => n === "crawl:stopped")));
+    await ack(a, "stop", "crawl_stop", { progress_id: id });
+    await stopped;
+    await sleep(500);
+    a.disconnect();
+    b.disconnect();
   },
   // Subscribe, drop the connection mid-crawl, come back and subscribe again.
   async reconnect(id) {

@@ -1,0 +1,332 @@
+//! Several instances on one PostgreSQL database.
+//!
+//! Crawls are a queue in the `crawls` table. `POST /api/crawls` on any
+//! instance inserts a `queued` row and notifies `trawl_queue`. Every instance
+//! runs a dispatcher (in the registry) that, while it has a free slot
+//! (`TRAWL_MAX_CRAWLS`), claims the oldest claimable crawl with
+//! `FOR UPDATE SKIP LOCKED`: each crawl is claimed by exactly one instance,
+//! which becomes its `owner`. Dispatchers wake on the notification and poll
+//! as a fallback, since a notification sent while a listener reconnects is
+//! lost.
+//!
+//! Each instance beats in `trawl_instances`. A crawl whose owner has not
+//! beaten within the TTL is claimable again, and the instance that claims it
+//! resumes it from its stored pages; the store refuses the old owner's
+//! writes from then on. Stops travel through the row (`stopping`, which the
+//! owner's status writes cannot undo) and a `trawl_stop` notification, which
+//! the owner's listener turns into a local stop at once.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sqlx::Row;
+use sqlx::postgres::{PgListener, PgPool};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ClusterConfig;
+use crate::progress::{CrawlState, CrawlStatus};
+use crate::store::StoreError;
+use crate::store::postgres::status_from_row;
+
+const QUEUE_CHANNEL: &str = "trawl_queue";
+const STOP_CHANNEL: &str = "trawl_stop";
+
+/// This instance's membership of the cluster.
+pub struct Cluster {
+    pool: PgPool,
+    id: String,
+    config: ClusterConfig,
+    /// Wakes the dispatcher: a crawl was enqueued (here or, through the
+    /// listener, anywhere).
+    wake: Notify,
+    /// Since when heartbeats have succeeded without a break. An instance
+    /// takes crawls over only after a whole TTL of them: after a database
+    /// outage every heartbeat is stale, and the instances must first show
+    /// each other they are alive.
+    healthy_since: Mutex<Option<Instant>>,
+}
+
+/// A crawl this instance has just claimed.
+#[derive(Debug)]
+pub struct Claimed {
+    pub status: CrawlStatus,
+    pub tenant: Option<String>,
+    /// The request as stored (JSON).
+    pub request: String,
+    /// How many times it was claimed, this time included: above 1 it ran
+    /// before and resumes.
+    pub attempts: u32,
+    /// How many of the earlier runs handed it back at a shutdown; the
+    /// others ended with their instance.
+    pub handoffs: u32,
+}
+
+/// What a stop asked through the database did.
+#[derive(Debug)]
+pub enum StopRequest {
+    /// The crawl had not started anywhere: it is cancelled now.
+    Cancelled {
+        before: Box<CrawlStatus>,
+        after: Box<CrawlStatus>,
+    },
+    /// The crawl runs on an instance, which was told to stop it.
+    Forwarded(CrawlStatus),
+    /// The crawl had ended already.
+    Ended(CrawlStatus),
+    NotFound,
+}
+
+/// What a heartbeat learnt about the crawls this instance runs.
+#[derive(Debug, Default)]
+pub struct Beat {
+    /// Crawls whose stop was asked through the database.
+    pub stopping: Vec<String>,
+    /// Crawls another instance has taken over (this one missed its beats).
+    pub lost: Vec<String>,
+}
+
+impl Cluster {
+    /// Registers this instance (a name plus a unique suffix per process).
+    pub async fn join(pool: PgPool, config: ClusterConfig) -> Result<Arc<Self>, StoreError> {
+        let suffix = uuid::Uuid::now_v7().simple().to_string();
+        let id = format!("{}-{}", config.instance_name, &suffix[suffix.len() - 8..]);
+        // Rows of instances gone for a day only clutter the table.
+        sqlx::query("DELETE FROM trawl_instances WHERE heartbeat_at < now() - interval '1 day'").execute(&pool).await?;
+        let cluster = Arc::new(Self { pool, id, config, wake: Notify::new(), healthy_since: Mutex::new(None) });
+        cluster.beat(&[]).await?;
+        tracing::info!(instance = %cluster.id, "joined the cluster");
+        Ok(cluster)
+    }
+
+    /// This instance's id, as the `owner` column holds it.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Heartbeats come five times per TTL.
+    pub fn heartbeat_every(&self) -> Duration {
+        self.config.instance_ttl / 5
+    }
+
+    /// How often an idle dispatcher looks at the queue without being woken:
+    /// the fallback for lost notifications, and how takeovers are found.
+    pub fn poll_every(&self) -> Duration {
+        self.config.instance_ttl / 4
+    }
+
+    pub fn max_attempts(&self) -> u32 {
+        self.config.max_attempts
+    }
+
+    /// Resolves when the dispatcher should look at the queue again.
+    pub async fn woken(&self) {
+        self.wake.notified().await
+    }
+
+    /// Tells every instance's dispatcher (this one's at once) that a crawl waits.
+    pub async fn enqueued(&self) {
+        self.wake.notify_one();
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')").bind(QUEUE_CHANNEL).execute(&self.pool).await {
+            // The others' polling finds it a little later.
+            tracing::warn!(error = %e, "could not notify the other instances of a new crawl");
+        }
+    }
+
+    fn takeovers_allowed(&self) -> bool {
+        let since = self.healthy_since.lock().unwrap_or_else(|e| e.into_inner());
+        since.is_some_and(|t| t.elapsed() >= self.config.instance_ttl)
+    }
+
+    /// Claims the oldest crawl waiting in the queue, or one whose owner
+    /// stopped beating; `None` when there is none.
+    pub async fn claim(&self) -> Result<Option<Claimed>, StoreError> {
+        let row = sqlx::query(
+            "WITH next AS (
+               SELECT id FROM crawls k
+               WHERE status IN ('queued', 'running', 'stopping')
+                 AND ((status = 'queued' AND owner IS NULL)
+                   OR ($3 AND owner IS NOT NULL AND owner <> $1 AND owner NOT LIKE 'local:%' AND NOT EXISTS (
+                         SELECT 1 FROM trawl_instances i
+                         WHERE i.id = k.owner AND i.heartbeat_at > now() - make_interval(secs => $2))))
+               ORDER BY id LIMIT 1
+               FOR UPDATE SKIP LOCKED)
+             UPDATE crawls c SET owner = $1, attempts = c.attempts + 1, updated_at = now()
+             FROM next WHERE c.id = next.id
+             RETURNING c.*, c.request::text AS request_text",
+        )
+        .bind(&self.id)
+        .bind(self.config.instance_ttl.as_secs_f64())
+        .bind(self.takeovers_allowed())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(Claimed {
+            status: status_from_row(&row)?,
+            tenant: row.try_get("tenant")?,
+            request: row.try_get("request_text")?,
+            attempts: row.try_get::<i32, _>("attempts")?.max(1) as u32,
+            handoffs: row.try_get::<i32, _>("handoffs")?.max(0) as u32,
+        }))
+    }
+
+    /// Beats, and reads the state of the crawls this instance runs.
+    pub async fn beat(&self, live: &[String]) -> Result<Beat, StoreError> {
+        let beat = async {
+            sqlx::query(
+                "INSERT INTO trawl_instances (id) VALUES ($1)
+                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
+            )
+            .bind(&self.id)
+            .execute(&self.pool)
+            .await?;
+            let rows = sqlx::query("SELECT id, status, owner FROM crawls WHERE id = ANY($1)")
+                .bind(live)
+                .fetch_all(&self.pool)
+                .await?;
+            let mut beat = Beat::default();
+            for r in rows {
+                let id: String = r.try_get("id")?;
+                let owner: Option<String> = r.try_get("owner")?;
+                let status: String = r.try_get("status")?;
+                if owner.as_deref().is_some_and(|o| o != self.id) {
+                    beat.lost.push(id);
+                } else if status == "stopping" {
+                    beat.stopping.push(id);
+                }
+            }
+            Ok::<_, StoreError>(beat)
+        }
+        .await;
+        let mut since = self.healthy_since.lock().unwrap_or_else(|e| e.into_inner());
+        match &beat {
+            Ok(_) => {
+                since.get_or_insert_with(Instant::now);
+            }
+            Err(_) => *since = None,
+        }
+        beat
+    }
+
+    /// Stops a crawl this instance does not run: cancels it outright while
+    /// nobody has claimed it, else tells its owner and marks it `stopping`.
+    /// The notification goes first and on its own: the row may be locked a
+    /// while by the owner's page writes, and the owner need not wait for
+    /// that to hear of the stop.
+    pub async fn request_stop(&self, id: &str) -> Result<StopRequest, StoreError> {
+        let Some(row) = sqlx::query("SELECT * FROM crawls WHERE id = $1").bind(id).fetch_optional(&self.pool).await?
+        else {
+            return Ok(StopRequest::NotFound);
+        };
+        let before = status_from_row(&row)?;
+        if before.status.is_terminal() {
+            return Ok(StopRequest::Ended(before));
+        }
+        if before.status == CrawlState::Queued {
+            let cancelled = sqlx::query(
+                "UPDATE crawls SET status = 'cancelled', stage = 'finalizing', message = 'stopped by request',
+                   current_url = NULL, pages_queued = 0, finished_at = now(), updated_at = now()
+                 WHERE id = $1 AND status = 'queued' AND owner IS NULL RETURNING *",
+            )
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(row) = cancelled {
+                return Ok(StopRequest::Cancelled {
+                    before: Box::new(before),
+                    after: Box::new(status_from_row(&row)?),
+                });
+            }
+            // Claimed meanwhile: its owner stops it.
+        }
+        sqlx::query("SELECT pg_notify($1, $2)").bind(STOP_CHANNEL).bind(id).execute(&self.pool).await?;
+        // Durable: an owner that missed the notification (or dies and is
+        // taken over) finds the stop in the row.
+        let row = sqlx::query(
+            "UPDATE crawls SET status = CASE WHEN status IN ('queued', 'running') THEN 'stopping' ELSE status END,
+               message = CASE WHEN status IN ('queued', 'running') THEN 'stop requested' ELSE message END,
+               updated_at = now()
+             WHERE id = $1 RETURNING *",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        let after = status_from_row(&row)?;
+        Ok(if after.status.is_terminal() { StopRequest::Ended(after) } else { StopRequest::Forwarded(after) })
+    }
+
+    /// Crawls not yet ended on any instance, of one tenant (or of nobody's), newest first.
+    pub async fn unfinished(&self, tenant: Option<&str>) -> Result<Vec<CrawlStatus>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM crawls WHERE status IN ('queued', 'running', 'stopping')
+               AND tenant IS NOT DISTINCT FROM $1 ORDER BY id DESC LIMIT 1000",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(status_from_row).collect()
+    }
+
+    /// Leaves at shutdown, once this instance's crawls have ended.
+    pub async fn leave(&self) {
+        if let Err(e) =
+            sqlx::query("DELETE FROM trawl_instances WHERE id = $1").bind(&self.id).execute(&self.pool).await
+        {
+            tracing::warn!(error = %e, "could not leave the cluster; the row ages out");
+        }
+    }
+
+    /// Listens for new crawls (waking the dispatcher) and for stops of
+    /// crawls (`on_stop` with the crawl's id) until `root` fires. A
+    /// reconnect wakes the dispatcher, since notifications may have been
+    /// lost meanwhile; stops are found by the heartbeat then.
+    pub async fn listen(self: Arc<Self>, on_stop: impl Fn(String), root: CancellationToken) {
+        let retry = || async {
+            tokio::select! {
+                _ = root.cancelled() => false,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => true,
+            }
+        };
+        loop {
+            let mut listener = match PgListener::connect_with(&self.pool).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster listener: could not connect; retrying");
+                    if !retry().await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            if let Err(e) = listener.listen_all([QUEUE_CHANNEL, STOP_CHANNEL]).await {
+                tracing::warn!(error = %e, "cluster listener: LISTEN failed; retrying");
+                if !retry().await {
+                    return;
+                }
+                continue;
+            }
+            self.wake.notify_one();
+            loop {
+                let next = tokio::select! {
+                    _ = root.cancelled() => return,
+                    n = listener.try_recv() => n,
+                };
+                match next {
+                    Ok(Some(n)) if n.channel() == STOP_CHANNEL => on_stop(n.payload().to_string()),
+                    Ok(Some(_)) => self.wake.notify_one(),
+                    Ok(None) => {
+                        tracing::debug!("cluster listener reconnected");
+                        self.wake.notify_one();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cluster listener failed; reconnecting");
+                        break;
+                    }
+                }
+            }
+            if !retry().await {
+                return;
+            }
+        }
+    }
+}
