@@ -1,7 +1,9 @@
 //! Several instances on one PostgreSQL database.
 //!
-//! Crawls are a queue in the `crawls` table. `POST /api/crawls` on any
-//! instance inserts a `queued` row and notifies `trawl_queue`. Every instance
+//! Crawls are a queue in the `crawls` table. `POST /api/crawls` on an
+//! instance with a free slot inserts the row already owned by it and runs
+//! the crawl; otherwise it inserts a `queued` row and notifies `trawl_queue`.
+//! Every instance
 //! runs a dispatcher (in the registry) that, while it has a free slot
 //! (`TRAWL_MAX_CRAWLS`), claims the oldest claimable crawl with
 //! `FOR UPDATE SKIP LOCKED`: each crawl is claimed by exactly one instance,

@@ -4,8 +4,9 @@
 //! after that it is served from the store. Every orchestrator runs on the
 //! registry's tracker, so shutdown can wait for all of them.
 //!
-//! With a [`Cluster`] (PostgreSQL), `start` only enqueues: the registry's
-//! dispatcher claims crawls from the shared queue while it has free slots,
+//! With a [`Cluster`] (PostgreSQL), `start` runs the crawl here when a slot
+//! is free and else enqueues it: the registry's dispatcher claims crawls
+//! from the shared queue while it has free slots,
 //! its heartbeat keeps them, and stops of crawls running elsewhere go
 //! through the database to their instance.
 

@@ -240,10 +240,13 @@ async fn a_stop_on_one_instance_stops_the_crawl_on_another_and_every_subscriber_
     let redis = Redis::start().await;
     let a = Instance::start("a", &url, Some(&redis), 0).await;
     let b = Instance::start("b", &url, Some(&redis), 4).await;
-    // Slow enough (≥ 7 s) that the crawl still runs when a client started
-    // on a loaded machine has subscribed.
-    let site = fixture_with(SiteOptions { latency: Duration::from_millis(50), ..Default::default() }).await;
-    let id = a.start_crawl(recursive(&site, 2)).await;
+    // Far too long to end before a client started on a loaded machine has
+    // subscribed (≥ 50 s); the stop ends it within seconds.
+    let site =
+        fixture_with(SiteOptions { pages: 2000, latency: Duration::from_millis(50), ..Default::default() }).await;
+    let mut body = recursive(&site, 2);
+    body["maxPages"] = json!(2000);
+    let id = a.start_crawl(body).await;
     let lines = run_client(Client::Js, "stop_across", &a.address, &[&id, &b.address]).await;
     assert_eq!(ack_of(&lines, "stop")["ok"], true, "{lines:?}");
     for tag in ["a", "b"] {
@@ -282,7 +285,7 @@ async fn a_stop_on_one_instance_stops_the_crawl_on_another_and_every_subscriber_
         .unwrap();
     let (crawled, failed, skipped) = counts(&fin);
     assert_eq!(rows as u64, crawled + failed + skipped, "{fin}");
-    assert!(rows < 300, "stopped before the end: {rows}");
+    assert!(rows < 2000, "stopped before the end: {rows}");
     assert!(last_fetch.is_none_or(|t| t <= finished), "a page fetched at {last_fetch:?} after {finished}");
 }
 
