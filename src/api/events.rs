@@ -22,6 +22,7 @@ use tokio::sync::broadcast;
 
 use super::AppState;
 use crate::auth::Tenant;
+use crate::cluster::follow::{Follower, Step};
 use crate::error::ApiError;
 use crate::progress::{CRAWL_PROGRESS, Event, Reporter, Resume, progress_payload};
 
@@ -56,7 +57,8 @@ pub(super) async fn events(
         }
         if !s.status.is_terminal() {
             // Queued, or running on another instance: follow its stored state.
-            let stream = Source::Remote(Remote::new(state.clone(), id, tenant.clone()))
+            let follower = Follower::new(state.registry.clone(), id, tenant.0.clone());
+            let stream = Source::Remote(Box::new(follower))
                 .stream()
                 .take_until(state.registry.shutdown_token().cancelled_owned());
             return Ok(Sse::new(stream).keep_alive(keep_alive).into_response());
@@ -79,7 +81,7 @@ pub(super) async fn events(
 /// and this instance claimed it) or ends.
 enum Source {
     Local(Follow),
-    Remote(Remote),
+    Remote(Box<Follower>),
 }
 
 impl Source {
@@ -89,8 +91,13 @@ impl Source {
                 match &mut src {
                     Source::Local(follow) => return follow.next().await.map(|ev| (Ok(ev), src)),
                     Source::Remote(remote) => match remote.next().await? {
-                        RemoteStep::Event(ev) => return Some((Ok(ev), src)),
-                        RemoteStep::Local(reporter) => src = Source::Local(Follow::start(reporter, None).await?),
+                        Step::Event(ev) => {
+                            // The owner's ids do not continue here: only the
+                            // final event has one, which ends reconnects.
+                            let out = SseEvent::default().event(ev.name).data(ev.data.get());
+                            return Some((Ok(if ev.last { out.id(FINAL_ID) } else { out }), src));
+                        }
+                        Step::Local(reporter) => src = Source::Local(Follow::start(reporter, None).await?),
                     },
                 }
             }
@@ -148,90 +155,6 @@ impl Follow {
                 },
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
-        }
-    }
-}
-
-/// How often the stored state of a crawl running elsewhere is read: the
-/// owner writes it at least this often while it changes.
-const REMOTE_POLL: Duration = Duration::from_millis(250);
-
-/// An SSE subscriber of a crawl this instance does not run (it runs on
-/// another instance, or waits in the queue): its stored status, read every
-/// [`REMOTE_POLL`], sent when it changes, with `crawl:stopping` and
-/// `crawl:stopped` as a local subscriber gets them. These events carry no
-/// id but the last (`final`): the ids of the events are the owner's.
-struct Remote {
-    state: AppState,
-    id: String,
-    tenant: Tenant,
-    last: Option<crate::progress::CrawlStatus>,
-    stopping_sent: bool,
-    pending: VecDeque<SseEvent>,
-    done: bool,
-}
-
-enum RemoteStep {
-    Event(SseEvent),
-    /// The crawl now runs here: follow its reporter from now on.
-    Local(Arc<Reporter>),
-}
-
-impl Remote {
-    fn new(state: AppState, id: String, tenant: Tenant) -> Self {
-        Self { state, id, tenant, last: None, stopping_sent: false, pending: VecDeque::new(), done: false }
-    }
-
-    async fn next(&mut self) -> Option<RemoteStep> {
-        use crate::progress::{CRAWL_STOPPED, CRAWL_STOPPING, CrawlState};
-        loop {
-            if let Some(ev) = self.pending.pop_front() {
-                self.done = self.last.as_ref().is_some_and(|s| s.status.is_terminal()) && self.pending.is_empty();
-                return Some(RemoteStep::Event(ev));
-            }
-            if self.done {
-                return None;
-            }
-            if self.last.is_some() {
-                tokio::time::sleep(REMOTE_POLL).await;
-            }
-            if let Some(reporter) = self.state.registry.reporter(&self.id, self.tenant.as_deref()) {
-                return Some(RemoteStep::Local(reporter));
-            }
-            let s = match self.state.registry.status(&self.id, self.tenant.as_deref()).await {
-                Ok(Some(s)) => s,
-                Ok(None) => return None,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not read a crawl's state for its SSE subscriber");
-                    continue;
-                }
-            };
-            if self.last.as_ref() == Some(&s) {
-                continue;
-            }
-            if matches!(s.status, CrawlState::Stopping | CrawlState::Cancelled) && !self.stopping_sent {
-                self.stopping_sent = true;
-                let data =
-                    serde_json::json!({"progressId": self.id, "status": "stopping", "message": "stop requested"});
-                self.pending.push_back(SseEvent::default().event(CRAWL_STOPPING).data(data.to_string()));
-            }
-            let progress = SseEvent::default().event(CRAWL_PROGRESS).data(progress_payload(&s, 0).to_string());
-            match s.status {
-                CrawlState::Cancelled => {
-                    self.pending.push_back(progress);
-                    let data = serde_json::json!({
-                        "progressId": self.id,
-                        "status": "cancelled",
-                        "message": s.message.clone().unwrap_or_else(|| "stopped".into()),
-                        "timestamp": s.finished_at.map(|t| crate::progress::format_time(&t)),
-                    });
-                    self.pending
-                        .push_back(SseEvent::default().id(FINAL_ID).event(CRAWL_STOPPED).data(data.to_string()));
-                }
-                t if t.is_terminal() => self.pending.push_back(progress.id(FINAL_ID)),
-                _ => self.pending.push_back(progress),
-            }
-            self.last = Some(s);
         }
     }
 }

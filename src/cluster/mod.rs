@@ -18,6 +18,8 @@
 //! owner's status writes cannot undo) and a `trawl_stop` notification, which
 //! the owner's listener turns into a local stop at once.
 
+pub mod follow;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

@@ -10,8 +10,14 @@
 //! own room; urgent events reach the other instances' sockets as one
 //! broadcast that leaves this instance's room out (they got theirs one by
 //! one), through the same channel as progress, so order is kept.
+//!
+//! When rooms do not span instances (no Redis) but crawls run on several,
+//! a room of a crawl running elsewhere is fed from the crawl's stored row
+//! instead (see [`crate::cluster::follow`]), so its subscribers still get
+//! its progress, its stop and its end.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
@@ -22,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::list_room;
+use crate::cluster::follow::{Follower, Step};
+use crate::crawl::Registry;
 use crate::progress::{CRAWLS_UPDATE, CrawlStatus, Event, Fanout};
 
 /// Retry interval and attempts for an urgent event to a full socket (10 s).
@@ -35,12 +43,59 @@ pub struct SocketFanout<A: Adapter> {
     root: CancellationToken,
     /// This instance's room, when rooms span instances.
     node_room: Option<String>,
+    /// Rooms fed from the store here (crawls running elsewhere, no Redis).
+    followed: Arc<Mutex<HashSet<String>>>,
 }
 
 impl<A: Adapter> SocketFanout<A> {
     /// `node_room` names this instance's room when rooms span instances.
     pub fn new(io: SocketIo<A>, root: CancellationToken, node_room: Option<String>) -> Self {
-        Self { io, tracker: TaskTracker::new(), root, node_room }
+        Self { io, tracker: TaskTracker::new(), root, node_room, followed: Arc::default() }
+    }
+
+    /// Feeds the room of a crawl this instance does not run from its stored
+    /// state, after `seen` (the snapshot its subscriber got), until the crawl
+    /// ends, runs here, or the room has no subscriber left here. Only needed
+    /// when rooms do not span instances; one feeder per room.
+    pub fn follow_remote(self: &Arc<Self>, registry: Arc<Registry>, seen: CrawlStatus) {
+        if self.node_room.is_some() || seen.status.is_terminal() {
+            return;
+        }
+        let id = seen.progress_id.clone();
+        if !self.followed.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone()) {
+            return;
+        }
+        let (this, root) = (self.clone(), self.root.clone());
+        let span = tracing::debug_span!("follow", progress_id = %id);
+        self.tracker.spawn(tracing::Instrument::instrument(
+            async move {
+                let mut follower = Follower::new(registry, id.clone(), None).after(seen);
+                loop {
+                    let step = tokio::select! {
+                        _ = root.cancelled() => break,
+                        step = follower.next() => step,
+                    };
+                    // A local crawl's reporter feeds the room itself.
+                    let Some(Step::Event(event)) = step else { break };
+                    // Checked under the lock a new subscriber takes to start
+                    // a feeder: it either is in the room now or starts one.
+                    let sockets = {
+                        let mut followed = this.followed.lock().unwrap_or_else(|e| e.into_inner());
+                        let sockets = this.io.to(id.clone()).sockets();
+                        if sockets.is_empty() {
+                            followed.remove(&id);
+                            return;
+                        }
+                        sockets
+                    };
+                    for socket in sockets {
+                        this.send(socket, event.clone());
+                    }
+                }
+                this.followed.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            },
+            span,
+        ));
     }
 
     /// The room every socket of this instance joins (rooms spanning instances).

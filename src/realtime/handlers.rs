@@ -173,7 +173,11 @@ async fn subscribe<A: Adapter>(
             socket.join(id.clone());
             let snap = Arc::new(Event::progress(&s, 0, true, s.status.is_terminal()));
             rt.fanout.send(socket.clone(), snap);
-            reply.ok(json!({ "ok": true, "progressId": id, "status": s.status }));
+            let status = s.status;
+            if rt.registry.cluster().is_some() {
+                rt.fanout.follow_remote(rt.registry.clone(), s);
+            }
+            reply.ok(json!({ "ok": true, "progressId": id, "status": status }));
         }
         Ok(None) => reply.err(event, "not_found", format!("no crawl with id '{id}'")),
         Err(e) => {

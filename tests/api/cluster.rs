@@ -1,4 +1,5 @@
-//! Several `trawl serve` processes on one PostgreSQL database and one Redis:
+//! Several `trawl serve` processes on one PostgreSQL database and one Redis
+//! (or none, where rooms then follow the store):
 //! progress crosses instances, a stop on one reaches the crawl on another,
 //! a killed instance's crawl is taken over, and every crawl runs once.
 //! Each test starts its own Redis (`redis-server` on a free port) and its
@@ -438,4 +439,41 @@ async fn an_instance_shutting_down_hands_its_crawl_to_another_which_resumes_it()
     assert_eq!(last["status"], "completed", "{last}");
     let ids: Vec<u64> = events.iter().filter_map(|(_, d)| d["eventId"].as_u64()).collect();
     assert!(ids.iter().any(|&i| i > 1_000_000_000), "C numbers its events above B's: {ids:?}");
+}
+
+#[tokio::test]
+async fn without_redis_a_socket_on_one_instance_still_follows_and_stops_a_crawl_on_another() {
+    let url = crate::pg::fresh_database_url().await;
+    let a = Instance::start("a", &url, None, 0).await;
+    let b = Instance::start("b", &url, None, 4).await;
+    let paced = fixture_with(paced_site()).await;
+    let long =
+        fixture_with(SiteOptions { pages: 2000, latency: Duration::from_millis(50), ..Default::default() }).await;
+    let watched = a.start_crawl(recursive(&paced, 4)).await;
+    let mut body = recursive(&long, 2);
+    body["maxPages"] = json!(2000);
+    let stopped = a.start_crawl(body).await;
+    let (watch_args, stop_args) = ([watched.as_str()], [stopped.as_str()]);
+    let (watch, stop) = tokio::join!(
+        run_client(Client::Js, "watch", &a.address, &watch_args),
+        run_client(Client::Js, "stop", &a.address, &stop_args),
+    );
+    // The watcher followed B's crawl to its end, its counts never going back.
+    let events = events_of(&watch);
+    let crawled: Vec<u64> = events.iter().filter_map(|(_, d)| d["pagesCrawled"].as_u64()).collect();
+    assert!(crawled.windows(2).all(|w| w[0] <= w[1]), "{crawled:?}");
+    assert!(events.iter().filter(|(_, d)| d["status"] == "running").count() >= 2, "{events:?}");
+    let (name, last) = events.last().unwrap();
+    assert_eq!(
+        (name.as_str(), last["status"].as_str(), last["pagesCrawled"].as_u64()),
+        ("crawl_progress", Some("completed"), Some(300))
+    );
+    // The stopper heard stopping, then stopped, then nothing.
+    assert_eq!(ack_of(&stop, "stop")["ok"], true, "{stop:?}");
+    let events = events_of(&stop);
+    let stopping = events.iter().position(|(n, _)| n == "crawl:stopping").expect("crawl:stopping");
+    let end = events.iter().position(|(n, _)| n == "crawl:stopped").expect("crawl:stopped");
+    assert!(stopping < end && end == events.len() - 1, "{events:?}");
+    assert_eq!(b.status(&stopped).await["status"], "cancelled");
+    assert_eq!(b.metric("trawl_crawls_claimed_total").await, 2.0);
 }
