@@ -183,7 +183,7 @@ struct Instance {
 /// then removes the profile: no process outlives it to write there again.
 struct Process {
     child: tokio::process::Child,
-    /// The group to kill; `None` once it is known to be gone.
+    /// The group to kill (its leader is Chromium itself).
     group: Option<i32>,
     profile: Option<tempfile::TempDir>,
 }
@@ -205,10 +205,33 @@ async fn discard(process: Process) {
     let _ = tokio::task::spawn_blocking(move || drop(process)).await;
 }
 
+/// Whether a process of group `group` still runs (zombies do not count:
+/// they hold no files and run nothing).
+fn group_alive(group: i32) -> bool {
+    std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|entry| {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { return false };
+        // `pid (comm) state ppid pgrp …`; comm may hold spaces and parentheses.
+        let mut fields = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("").split_whitespace();
+        let state = fields.next().unwrap_or("Z");
+        let pgrp = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
+        pgrp == Some(group) && state != "Z" && state != "X"
+    })
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         self.kill_group();
         let _ = self.child.try_wait();
+        // SIGKILL is not instant for a process busy in the kernel: wait
+        // (briefly) until none runs, so none outlives the service.
+        if let Some(group) = self.group {
+            for _ in 0..100 {
+                if !group_alive(group) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         if let Some(profile) = self.profile.take() {
             // A process killed a moment ago may still finish a write: a few
             // tries let the removal win.
@@ -478,8 +501,8 @@ impl Renderer {
             }
             // What is left of the group (renderers still exiting) goes now,
             // before the profile they write to is removed.
+            // Dropping the process waits until the group is gone.
             process.kill_group();
-            process.group = None;
             sup_dead.cancel();
             discard(process).await;
         });
