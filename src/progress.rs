@@ -404,6 +404,21 @@ impl Event {
     }
 }
 
+/// The contract's `crawl:stopping` payload.
+pub fn stopping_payload(crawl_id: &str) -> Value {
+    json!({ "progressId": crawl_id, "status": "stopping", "message": "stop requested" })
+}
+
+/// The contract's `crawl:stopped` payload of a cancelled crawl.
+pub fn stopped_payload(s: &CrawlStatus) -> Value {
+    json!({
+        "progressId": s.progress_id,
+        "status": "cancelled",
+        "message": s.message.clone().unwrap_or_else(|| "stopped".into()),
+        "timestamp": format_time(&s.finished_at.unwrap_or_else(chrono::Utc::now)),
+    })
+}
+
 /// The contract's `crawl_progress` payload: the status plus a short `log`
 /// line, and the event's id and emission time.
 pub fn progress_payload(s: &CrawlStatus, id: u64) -> Value {
@@ -531,9 +546,7 @@ impl Reporter {
             if changed || now >= next_at {
                 if matches!(s.status, CrawlState::Stopping | CrawlState::Cancelled) && !stopping_sent {
                     stopping_sent = true;
-                    let data =
-                        json!({ "progressId": self.crawl_id, "status": "stopping", "message": "stop requested" });
-                    self.publish(&*fanout, CRAWL_STOPPING, data, true, false).await;
+                    self.publish(&*fanout, CRAWL_STOPPING, stopping_payload(&self.crawl_id), true, false).await;
                 }
                 // Handed back to the queue at a shutdown: another instance
                 // goes on, and this one has said its last.
@@ -545,13 +558,7 @@ impl Reporter {
                 let cancelled = s.status == CrawlState::Cancelled;
                 self.publish(&*fanout, CRAWL_PROGRESS, Value::Null, terminal, terminal && !cancelled).await;
                 if cancelled {
-                    let data = json!({
-                        "progressId": self.crawl_id,
-                        "status": "cancelled",
-                        "message": s.message.clone().unwrap_or_else(|| "stopped".into()),
-                        "timestamp": format_time(&s.finished_at.unwrap_or_else(chrono::Utc::now)),
-                    });
-                    self.publish(&*fanout, CRAWL_STOPPED, data, true, true).await;
+                    self.publish(&*fanout, CRAWL_STOPPED, stopped_payload(&s), true, true).await;
                 }
                 if (changed && s.status == CrawlState::Running) || terminal {
                     let mut crawls = list(self.tenant.clone()).await;

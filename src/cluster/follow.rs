@@ -13,12 +13,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
-
 use crate::crawl::Registry;
 use crate::progress::{
-    CRAWL_PROGRESS, CRAWL_STOPPED, CRAWL_STOPPING, CrawlState, CrawlStatus, Event, Reporter, format_time,
-    progress_payload, raw,
+    CRAWL_PROGRESS, CRAWL_STOPPED, CRAWL_STOPPING, CrawlState, CrawlStatus, Event, Reporter, progress_payload, raw,
+    stopped_payload, stopping_payload,
 };
 
 /// How often the stored state is read.
@@ -92,20 +90,13 @@ impl Follower {
         };
         if matches!(s.status, CrawlState::Stopping | CrawlState::Cancelled) && !self.stopping_sent {
             self.stopping_sent = true;
-            let data = json!({"progressId": self.id, "status": "stopping", "message": "stop requested"});
-            self.pending.push_back(event(CRAWL_STOPPING, data, true, false));
+            self.pending.push_back(event(CRAWL_STOPPING, stopping_payload(&self.id), true, false));
         }
         let terminal = s.status.is_terminal();
         let cancelled = s.status == CrawlState::Cancelled;
         self.pending.push_back(event(CRAWL_PROGRESS, progress_payload(s, 0), terminal, terminal && !cancelled));
         if cancelled {
-            let data = json!({
-                "progressId": self.id,
-                "status": "cancelled",
-                "message": s.message.clone().unwrap_or_else(|| "stopped".into()),
-                "timestamp": format_time(&s.finished_at.unwrap_or_else(chrono::Utc::now)),
-            });
-            self.pending.push_back(event(CRAWL_STOPPED, data, true, true));
+            self.pending.push_back(event(CRAWL_STOPPED, stopped_payload(s), true, true));
         }
     }
 }
