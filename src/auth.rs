@@ -87,18 +87,61 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// axum middleware: resolves `Authorization: Bearer KEY` to a [`Tenant`]
 /// extension, or answers `401 unauthorized`.
 pub async fn require_key(State(keys): State<ApiKeys>, mut req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
-    match keys.authenticate(presented) {
+    let presented = bearer(&req).map(str::to_string);
+    match keys.authenticate(presented.as_deref()) {
         Ok(tenant) => {
             req.extensions_mut().insert(tenant);
             next.run(req).await
         }
         Err(why) => ApiError::Unauthorized(format!("{why}; send Authorization: Bearer KEY")).into_response(),
+    }
+}
+
+/// The key of whoever runs the service: with API keys set, `/metrics` and
+/// `/readyz` (which tell about every tenant's crawls) need it.
+#[derive(Debug, Clone, Default)]
+pub struct OperatorKey(Option<Arc<str>>);
+
+impl OperatorKey {
+    pub fn parse(key: Option<&str>) -> Result<Self, ConfigError> {
+        match key.map(str::trim).filter(|k| !k.is_empty()) {
+            None => Ok(Self(None)),
+            Some(k) if k.len() < 16 => Err(ConfigError("the operator key needs at least 16 characters".into())),
+            Some(k) => Ok(Self(Some(Arc::from(k)))),
+        }
+    }
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    req.headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+}
+
+/// axum middleware for operator routes: open when the service is open,
+/// else only for the operator key.
+pub async fn require_operator(
+    State((keys, operator)): State<(ApiKeys, OperatorKey)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if !keys.enabled() {
+        return next.run(req).await;
+    }
+    let allowed = match (&operator.0, bearer(&req)) {
+        (Some(key), Some(presented)) => constant_time_eq(key.as_bytes(), presented.as_bytes()),
+        _ => false,
+    };
+    if allowed {
+        next.run(req).await
+    } else if operator.0.is_none() {
+        ApiError::Unauthorized("with API keys set, this route needs the operator key (TRAWL_OPERATOR_KEY)".into())
+            .into_response()
+    } else {
+        ApiError::Unauthorized("this route needs the operator key; send Authorization: Bearer KEY".into())
+            .into_response()
     }
 }
 

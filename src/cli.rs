@@ -66,10 +66,20 @@ pub async fn shutdown_signal() {
 
 async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     init_tracing("info,sqlx=warn,tower_http=info");
+    let edge = args.edge().map_err(|e| e.to_string())?;
     let crawler = args.crawler.into_config().map_err(|e| e.to_string())?;
     let api_keys = crate::auth::ApiKeys::parse(args.api_keys.as_deref().unwrap_or("")).map_err(|e| e.to_string())?;
+    let operator_key = crate::auth::OperatorKey::parse(args.operator_key.as_deref()).map_err(|e| e.to_string())?;
     let cluster = args.cluster.into_config().map_err(|e| e.to_string())?;
-    let config = Config { bind: args.bind, database_url: args.database.database_url, crawler, api_keys, cluster };
+    let config = Config {
+        bind: args.bind,
+        database_url: args.database.database_url,
+        crawler,
+        api_keys,
+        operator_key,
+        edge,
+        cluster,
+    };
     let app = App::build(config).await.map_err(|e| e.to_string())?;
     let token = app.shutdown_token();
     let run = app.run_until_stopped();

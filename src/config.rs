@@ -19,6 +19,10 @@ pub struct Config {
     pub crawler: CrawlerConfig,
     /// API key → tenant; empty means an open service.
     pub api_keys: crate::auth::ApiKeys,
+    /// With API keys set, `/metrics` and `/readyz` need this key instead.
+    pub operator_key: crate::auth::OperatorKey,
+    /// Connection limits and the open mode's origin and host checks.
+    pub edge: crate::api::edge::EdgeSettings,
     /// Several instances on one PostgreSQL database (and Redis).
     pub cluster: ClusterConfig,
 }
@@ -124,6 +128,8 @@ impl Default for Config {
             database_url: "sqlite://trawl.db".into(),
             crawler: CrawlerConfig::default(),
             api_keys: crate::auth::ApiKeys::default(),
+            operator_key: crate::auth::OperatorKey::default(),
+            edge: crate::api::edge::EdgeSettings::default(),
             cluster: ClusterConfig::default(),
         }
     }
@@ -211,8 +217,42 @@ pub struct ServeArgs {
     /// socket needs one, and tenants see only their own crawls.
     #[arg(long, env = "TRAWL_API_KEYS", hide_env_values = true)]
     pub api_keys: Option<String>,
+    /// With API keys set, `/metrics` and `/readyz` answer only to
+    /// `Authorization: Bearer OPERATOR_KEY` (at least 16 characters).
+    #[arg(long, env = "TRAWL_OPERATOR_KEY", hide_env_values = true)]
+    pub operator_key: Option<String>,
+    /// Without API keys, web pages of these origins (`https://app.example`)
+    /// may start and stop crawls and open sockets, besides the service's own address.
+    #[arg(long, env = "TRAWL_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Request headers must arrive within this long, in milliseconds.
+    #[arg(long, env = "TRAWL_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+    /// Connections open at once (Socket.IO included); more are closed at accept.
+    #[arg(long, env = "TRAWL_MAX_CONNECTIONS", default_value_t = 20_000)]
+    pub max_connections: usize,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+}
+
+impl ServeArgs {
+    /// The edge's settings, checked.
+    pub fn edge(&self) -> Result<crate::api::edge::EdgeSettings, ConfigError> {
+        if self.header_read_timeout_ms == 0 || self.max_connections == 0 {
+            return Err(ConfigError("header read timeout and max connections must be greater than 0".into()));
+        }
+        for o in &self.allowed_origins {
+            let ok = url::Url::parse(o).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                return Err(ConfigError(format!("allowed origin '{o}' is not http(s)://host[:port]")));
+            }
+        }
+        Ok(crate::api::edge::EdgeSettings {
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            max_connections: self.max_connections,
+            allowed_origins: self.allowed_origins.clone(),
+        })
+    }
 }
 
 /// Running several instances side by side.
@@ -357,6 +397,9 @@ pub struct BrowserArgs {
     /// Run Chromium without its sandbox (always so when running as root).
     #[arg(long, env = "TRAWL_BROWSER_NO_SANDBOX", value_parser = BoolishValueParser::new())]
     pub browser_no_sandbox: bool,
+    /// Let rendered pages load images, media and fonts (refused by default).
+    #[arg(long, env = "TRAWL_BROWSER_LOAD_MEDIA", value_parser = BoolishValueParser::new())]
+    pub browser_load_media: bool,
 }
 
 impl BrowserArgs {
@@ -369,6 +412,7 @@ impl BrowserArgs {
             default_concurrency: self.browser_concurrency,
             settle: Duration::from_millis(self.browser_settle_ms),
             no_sandbox: self.browser_no_sandbox || defaults.no_sandbox,
+            load_media: self.browser_load_media,
             ..defaults
         }
     }

@@ -45,6 +45,8 @@ pub enum ApiError {
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     MethodNotAllowed(String),
     #[error("{0}")]
     Unsupported(String),
@@ -67,6 +69,7 @@ impl ApiError {
             ApiError::InvalidCursor(_) => "invalid_cursor",
             ApiError::NotFound(_) => "not_found",
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Unsupported(_) => "unsupported",
             ApiError::Unavailable(_) => "unavailable",
@@ -86,6 +89,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -80,17 +80,21 @@ fn assemble<A: socketioxide::adapter::Adapter + socketioxide_core::adapter::Defi
     store: store::DynStore,
     cluster: Option<Arc<cluster::Cluster>>,
     root: CancellationToken,
-    layer: socketioxide::layer::SocketIoLayer<A>,
-    io: socketioxide::SocketIo<A>,
+    (layer, io): (socketioxide::layer::SocketIoLayer<A>, socketioxide::SocketIo<A>),
     node_room: Option<String>,
+    bound: std::net::SocketAddr,
 ) -> Result<(axum::Router, Arc<Registry>, A::InitRes), AppError> {
     let fanout = Arc::new(realtime::SocketFanout::new(io.clone(), root.clone(), node_room));
     let registry = Registry::new(config.crawler, store, root, fanout.clone(), cluster)?;
     let rt = realtime::Realtime { registry: registry.clone(), keys: config.api_keys.clone(), fanout: fanout.clone() };
     let init = realtime::register(&io, rt);
     let connections = Arc::new(move || fanout.connections());
-    let state = api::AppState { registry: registry.clone(), keys: config.api_keys, connections };
-    Ok((api::router(state).layer(layer), registry, init))
+    let policy = Arc::new(api::edge::EdgePolicy::new(&config.edge, bound, !config.api_keys.enabled()));
+    let state =
+        api::AppState { registry: registry.clone(), keys: config.api_keys, operator: config.operator_key, connections };
+    // The edge checks wrap Socket.IO too: its handshake is a request like any other.
+    let router = api::router(state).layer(layer).layer(axum::middleware::from_fn_with_state(policy, api::edge::check));
+    Ok((router, registry, init))
 }
 
 /// The service, built and bound but not yet serving.
@@ -99,6 +103,9 @@ pub struct App {
     router: axum::Router,
     registry: Arc<Registry>,
     root: CancellationToken,
+    edge: api::edge::EdgeSettings,
+    /// The SQLite file's claim, released when the service has stopped.
+    _lock: Option<store::sqlite::ProcessLock>,
 }
 
 impl App {
@@ -108,12 +115,17 @@ impl App {
     pub async fn build(config: Config) -> Result<App, AppError> {
         install_crypto_provider();
         let dimensions = config.crawler.embedding.vector_dimensions();
+        let mut process_lock = None;
         let (store, cluster): (store::DynStore, _) = if store::is_postgres(&config.database_url) {
             let pg = store::postgres::PgStore::connect(&config.database_url, dimensions).await?;
             let cluster = cluster::Cluster::join(pg.pool().clone(), config.cluster.clone()).await?;
             (Arc::new(pg.with_owner(cluster.id().to_string())), Some(cluster))
         } else {
+            // Claimed before anything is marked: a second server on the same
+            // file stops here, leaving the first one's crawls alone.
+            let lock = store::sqlite::ProcessLock::acquire(&config.database_url)?;
             let store = store::connect(&config.database_url, dimensions).await?;
+            process_lock = lock;
             let interrupted = store.mark_interrupted().await?;
             if interrupted > 0 {
                 tracing::warn!(interrupted, "crawls left running by an earlier process were marked interrupted");
@@ -123,24 +135,27 @@ impl App {
         let root = CancellationToken::new();
         let listener =
             TcpListener::bind(config.bind).await.map_err(|source| AppError::Bind { addr: config.bind, source })?;
+        let bound = listener.local_addr().map_err(|source| AppError::Bind { addr: config.bind, source })?;
+        let edge = config.edge.clone();
         api::metrics::handle();
         let (router, registry) = match config.cluster.redis_url.clone() {
             Some(url) => {
                 let (layer, io) = realtime::redis_layer(&url).await?;
                 // Each instance's sockets also sit in a room of its own.
                 let node = format!("instance:{}", uuid::Uuid::now_v7());
-                let (router, registry, init) = assemble(config, store, cluster, root.clone(), layer, io, Some(node))?;
+                let (router, registry, init) =
+                    assemble(config, store, cluster, root.clone(), (layer, io), Some(node), bound)?;
                 init.await.map_err(|e| realtime::RealtimeError::new(e.to_string()))?;
                 tracing::info!("Socket.IO rooms span instances through Redis");
                 (router, registry)
             }
             None => {
                 let (layer, io) = realtime::layer();
-                let (router, registry, ()) = assemble(config, store, cluster, root.clone(), layer, io, None)?;
+                let (router, registry, ()) = assemble(config, store, cluster, root.clone(), (layer, io), None, bound)?;
                 (router, registry)
             }
         };
-        Ok(App { listener, router, registry, root })
+        Ok(App { listener, router, registry, root, edge, _lock: process_lock })
     }
 
     pub fn port(&self) -> u16 {
@@ -159,9 +174,9 @@ impl App {
     /// Serves until the shutdown token fires, then stops accepting, stops
     /// every crawl and returns within `SHUTDOWN_GRACE`.
     pub async fn run_until_stopped(self) -> Result<(), AppError> {
-        let App { listener, router, registry, root } = self;
+        let App { listener, router, registry, root, edge, _lock } = self;
         tracing::info!(addr = ?listener.local_addr().ok(), "trawl listening");
-        let server = axum::serve(listener, router).with_graceful_shutdown(root.clone().cancelled_owned());
+        let server = serve(listener, router, &edge, root.clone());
         let deadline = async {
             root.cancelled().await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -182,4 +197,54 @@ impl App {
         tracing::info!("trawl stopped");
         served.map_err(AppError::Serve)
     }
+}
+
+/// Accepts connections until `stop` fires, then waits for the open ones to
+/// finish. Unlike `axum::serve`, request headers must arrive within a
+/// deadline (a slowloris client is cut off) and connections are bounded.
+async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    edge: &api::edge::EdgeSettings,
+    stop: CancellationToken,
+) -> Result<(), std::io::Error> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(edge.header_read_timeout);
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(20)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(edge.max_connections));
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics::counter!("trawl_connections_refused_total").increment(1);
+            tracing::debug!("connection limit reached; closing a new connection");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }

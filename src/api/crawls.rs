@@ -1,7 +1,7 @@
 //! `/api/crawls`: start, read, list, stop, and the pages of a crawl.
 
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{ApiJson, ApiQuery, AppState};
+use super::{ApiJson, ApiPath, ApiQuery, AppState};
 use crate::auth::Tenant;
 use crate::crawl::request::RequestError;
 use crate::crawl::{CrawlRequest, StartError};
@@ -89,7 +89,7 @@ const POLL_INTERVAL_MS: u32 = 1000;
 pub(super) async fn status(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let s = state.registry.status(&id, tenant.as_deref()).await?.ok_or_else(|| ApiError::crawl_not_found(&id))?;
@@ -125,7 +125,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 pub(super) async fn stop(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let s = state.registry.stop(&id, tenant.as_deref()).await?.ok_or_else(|| ApiError::crawl_not_found(&id))?;
     let code = if s.status.is_terminal() { StatusCode::OK } else { StatusCode::ACCEPTED };
@@ -138,7 +138,7 @@ pub(super) async fn stop(
 pub(super) async fn delete(
     state: State<AppState>,
     tenant: Extension<Tenant>,
-    id: Path<String>,
+    id: ApiPath<String>,
 ) -> Result<Response, ApiError> {
     stop(state, tenant, id).await
 }
@@ -161,7 +161,9 @@ fn parse_limit(raw: Option<&str>, default: u32, max: u32) -> Result<u32, ApiErro
 }
 
 #[utoipa::path(get, path = "/api/crawls", tag = "crawls",
-    params(("status" = Option<String>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    params(("status" = Option<String>, Query, description = "queued, running, stopping, completed, failed or cancelled"),
+           ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Crawls per page (default 20)"),
+           ("cursor" = Option<String>, Query, description = "nextCursor of the previous page")),
     responses((status = 200, description = "{crawls: [CrawlStatus], nextCursor}, newest first"), (status = 400, body = crate::error::ErrorBody)))]
 pub(super) async fn list(
     State(state): State<AppState>,
@@ -202,12 +204,14 @@ pub(super) struct PagesParams {
 }
 
 #[utoipa::path(get, path = "/api/crawls/{id}/pages", tag = "crawls",
-    params(("id" = String, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, description = "{pages: [PageSummary], nextCursor}"), (status = 404, body = crate::error::ErrorBody)))]
+    params(("id" = String, Path), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Pages per page (default 100)"),
+           ("cursor" = Option<String>, Query, description = "nextCursor of the previous page")),
+    responses((status = 200, description = "{pages: [PageSummary], nextCursor}"), (status = 400, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody)))]
 pub(super) async fn pages(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(p): ApiQuery<PagesParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let limit = parse_limit(p.limit.as_deref(), 100, MAX_PAGES_LIMIT)?;

@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -20,7 +20,7 @@ use axum::{Extension, Router};
 use futures::{Stream, StreamExt};
 use tokio::sync::broadcast;
 
-use super::AppState;
+use super::{ApiPath, AppState};
 use crate::auth::Tenant;
 use crate::cluster::follow::{Follower, Step};
 use crate::error::ApiError;
@@ -45,7 +45,7 @@ fn sse(e: &Event) -> SseEvent {
 pub(super) async fn events(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::trim);

@@ -8,8 +8,14 @@ use serde_json::{Value, json};
 use super::AppState;
 use crate::error::ApiError;
 
+/// `/healthz`: open to all (it tells nothing but that the process answers).
 pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+    Router::new().route("/healthz", get(healthz))
+}
+
+/// `/readyz`: behind the operator key when API keys are set.
+pub fn ready_router() -> Router<AppState> {
+    Router::new().route("/readyz", get(readyz))
 }
 
 /// Up as long as the process answers.

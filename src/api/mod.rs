@@ -2,6 +2,7 @@
 //! that turn every kind of bad input into a clear `ApiError`.
 
 pub mod crawls;
+pub mod edge;
 pub mod events;
 pub mod health;
 pub mod metrics;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -28,6 +29,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct AppState {
     pub registry: Arc<Registry>,
     pub keys: crate::auth::ApiKeys,
+    pub operator: crate::auth::OperatorKey,
     /// Socket.IO connections to this instance, for `/metrics`.
     pub connections: Arc<dyn Fn() -> usize + Send + Sync>,
 }
@@ -37,10 +39,14 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(search::router())
         .route_layer(axum::middleware::from_fn_with_state(state.keys.clone(), crate::auth::require_key));
+    let operator = metrics::router().merge(health::ready_router()).route_layer(axum::middleware::from_fn_with_state(
+        (state.keys.clone(), state.operator.clone()),
+        crate::auth::require_operator,
+    ));
     Router::new()
         .merge(authed)
         .merge(health::router())
-        .merge(metrics::router())
+        .merge(operator)
         .merge(openapi::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed("method not allowed on this route".into()) })
@@ -62,13 +68,17 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(ct) = req.headers().get(CONTENT_TYPE) {
-            let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
-            if !(ct.starts_with("application/json") || ct.contains("+json")) {
-                return Err(ApiError::UnsupportedMediaType(format!(
-                    "content type '{ct}' is not JSON; send application/json"
-                )));
-            }
+        // A body without a JSON content type is refused even when it parses:
+        // a web page can send text/plain or no type at all across origins
+        // without a CORS preflight, never application/json.
+        let Some(ct) = req.headers().get(CONTENT_TYPE) else {
+            return Err(ApiError::UnsupportedMediaType("no content type; send Content-Type: application/json".into()));
+        };
+        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+        if !(ct.starts_with("application/json") || ct.contains("+json")) {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "content type '{ct}' is not JSON; send application/json"
+            )));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
@@ -80,10 +90,13 @@ where
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::InvalidRequest("request body is empty; send a JSON object".into()));
         }
-        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => ApiError::InvalidRequest(format!("invalid request: {e}")),
-            _ => ApiError::InvalidJson(format!("body is not valid JSON: {e}")),
-        })
+        // Syntax first, then shape: serde_json reports some shape errors of
+        // valid JSON (a number where an enum goes) as syntax errors.
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::InvalidJson(format!("body is not valid JSON: {e}")))?;
+        serde_json::from_value(value)
+            .map(ApiJson)
+            .map_err(|e| ApiError::InvalidRequest(format!("invalid request: {e}")))
     }
 }
 
@@ -102,5 +115,25 @@ where
             .await
             .map(|Query(t)| ApiQuery(t))
             .map_err(|e| ApiError::InvalidRequest(format!("invalid query string: {e}")))
+    }
+}
+
+/// Path-parameter extractor whose rejection is an `ApiError`: a segment
+/// that is not UTF-8 once percent-decoded (`/api/crawls/%ff%fe`) is bad
+/// input, answered in JSON like any other.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(t)| ApiPath(t))
+            .map_err(|e| ApiError::InvalidRequest(format!("invalid path: {e}")))
     }
 }

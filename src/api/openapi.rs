@@ -20,7 +20,7 @@ use super::AppState;
         crate::crawl::CrawlRequest, crate::progress::CrawlStatus, crate::store::PageSummary, crate::store::ChunkHit,
         crate::store::CodeHit, crate::error::ErrorBody
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &EdgeResponses),
 )]
 pub struct ApiDoc;
 
@@ -34,6 +34,42 @@ impl Modify for BearerAuth {
                 "apiKey",
                 SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
             );
+        }
+    }
+}
+
+/// Answers every route can give from the middleware in front of it: 401
+/// (API keys set, none or a wrong one sent) and 403 (an open service refusing
+/// a foreign `Origin` or `Host`); routes with a path parameter also answer
+/// 400 to a parameter that is not UTF-8.
+struct EdgeResponses;
+
+impl Modify for EdgeResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let error = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+                    )
+                    .build(),
+            )
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let ops = [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch];
+            for op in ops.into_iter().flatten() {
+                let r = &mut op.responses.responses;
+                r.entry("401".into()).or_insert_with(|| error("API keys are set and none, or a wrong one, was sent"));
+                r.entry("403".into()).or_insert_with(|| {
+                    error("Without API keys: a foreign Origin, or a Host that is not this service's")
+                });
+                if path.contains('{') {
+                    r.entry("400".into()).or_insert_with(|| error("A path parameter that is not valid"));
+                }
+            }
         }
     }
 }

@@ -22,8 +22,12 @@ pub fn router() -> Router<AppState> {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct SearchRequest {
+    /// What to look for; not blank.
+    #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
     query: String,
+    /// Results at most (default 10).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     limit: Option<u32>,
     #[serde(default, alias = "progress_id")]
     progress_id: Option<String>,
@@ -64,7 +68,9 @@ fn check_limit(limit: Option<u32>, default: u32) -> Result<u32, ApiError> {
 }
 
 #[utoipa::path(post, path = "/api/search", tag = "search", request_body = SearchRequest,
-    responses((status = 200, description = "{results: [ChunkHit]}, best first"), (status = 400, body = crate::error::ErrorBody)))]
+    responses((status = 200, description = "{results: [ChunkHit]}, best first"), (status = 400, body = crate::error::ErrorBody),
+              (status = 413, body = crate::error::ErrorBody), (status = 415, body = crate::error::ErrorBody),
+              (status = 503, description = "The embedder did not answer", body = crate::error::ErrorBody)))]
 pub(super) async fn search_chunks(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
@@ -89,7 +95,8 @@ pub(super) struct CodeParams {
 }
 
 #[utoipa::path(get, path = "/api/code-examples", tag = "search",
-    params(("query" = Option<String>, Query), ("language" = Option<String>, Query), ("progressId" = Option<String>, Query), ("limit" = Option<u32>, Query)),
+    params(("query" = Option<String>, Query, min_length = 1, max_length = 2000, pattern = r"\S"), ("language" = Option<String>, Query), ("progressId" = Option<String>, Query),
+           ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Results at most (default 20)")),
     responses((status = 200, description = "{results: [CodeHit]}"), (status = 400, body = crate::error::ErrorBody)))]
 pub(super) async fn code_examples(
     State(state): State<AppState>,

@@ -33,13 +33,40 @@ pub struct ForbiddenAddress {
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public_v4(v4);
-            }
-            is_public_v6(v6)
-        }
+        IpAddr::V6(v6) => match embedded_v4(v6) {
+            Some(v4s) => v4s.iter().all(|v4| is_public_v4(*v4)),
+            None => is_public_v6(v6),
+        },
     }
+}
+
+/// The IPv4 addresses an IPv6 address carries, where it is one of the forms
+/// that reach an IPv4 host: mapped `::ffff:a.b.c.d`, compatible `::a.b.c.d`,
+/// translated `::ffff:0:a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`, 6to4
+/// `2002:aabb:ccdd::/48`, Teredo `2001:0::/32` (its server and its
+/// obfuscated client). Such an address is as public as what it carries.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Vec<Ipv4Addr>> {
+    let s = ip.segments();
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return Some(vec![v4]);
+    }
+    if s[..6] == [0; 6] && !(s[6] == 0 && s[7] <= 1) {
+        return Some(vec![v4(s[6], s[7])]);
+    }
+    if s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0 {
+        return Some(vec![v4(s[6], s[7])]);
+    }
+    if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0; 4] {
+        return Some(vec![v4(s[6], s[7])]);
+    }
+    if s[0] == 0x2002 {
+        return Some(vec![v4(s[1], s[2])]);
+    }
+    if s[0] == 0x2001 && s[1] == 0 {
+        return Some(vec![v4(s[2], s[3]), v4(!s[6], !s[7])]);
+    }
+    None
 }
 
 fn is_public_v4(ip: Ipv4Addr) -> bool {
@@ -160,10 +187,28 @@ mod tests {
             "ff02::1",
             "::ffff:127.0.0.1",
             "::ffff:10.1.2.3",
+            // IPv6 forms that carry a private IPv4
+            "::127.0.0.1",
+            "::ffff:0:7f00:1",
+            "::a9fe:a9fe",
+            "64:ff9b::7f00:1",
+            "64:ff9b:1::1",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::",
+            "2001:0:4136:e378:8000:63bf:80ff:fffe", // Teredo, client 127.0.0.1
+            "2001:0:a00:1::1",                      // Teredo, server 10.0.0.1
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip} should be refused");
         }
-        for ip in ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111"] {
+        for ip in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "2606:4700:4700::1111",
+            "::ffff:1.1.1.1",
+            "64:ff9b::101:101",
+            "2002:101:101::1",
+            "2001:0:4136:e378:8000:63bf:fefe:fefe", // Teredo, client 1.1.1.1
+        ] {
             assert!(is_public(ip.parse().unwrap()), "{ip} should pass");
         }
     }

@@ -301,9 +301,14 @@ fn terminal_status(engine: &Engine, crawl: &Crawl, outcome: Outcome) -> CrawlSta
         fin.status = CrawlState::Failed;
         fin.message = Some(format!("failed: {reason}"));
         fin.error = Some(reason);
-    } else if fin.pages_crawled == 0 && fin.pages_failed > 0 {
-        let first = crawl.first_error.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
-        let reason = format!("no page could be crawled; first error: {first}");
+    } else if fin.pages_crawled == 0 {
+        // Nothing fetched is no success: an unreachable host, a start page
+        // that failed or was skipped, a sitemap that listed nothing.
+        let first = crawl.first_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let reason = match first {
+            Some(first) => format!("no page could be crawled; first error: {first}"),
+            None => "no page could be crawled: the start URL yielded no page to fetch".to_string(),
+        };
         fin.status = CrawlState::Failed;
         fin.message = Some(format!("failed: {reason}"));
         fin.error = Some(reason);
@@ -596,7 +601,7 @@ async fn run_level(ctx: &Arc<Ctx>, level: Vec<Url>, depth: u32, seed: bool, scop
 
 async fn page_task(ctx: &Ctx, url: Url, depth: u32, seed: bool, scope: &Scope) -> PageResult {
     let (record, result) = crawl_page(ctx, url, depth, seed, scope).await;
-    if record.status == PageStatus::Failed {
+    if matches!(record.status, PageStatus::Failed | PageStatus::Skipped) {
         let mut first = ctx.crawl.first_error.lock().unwrap_or_else(|e| e.into_inner());
         if first.is_none() {
             *first = record.error.clone();

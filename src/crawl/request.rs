@@ -39,36 +39,56 @@ pub enum Render {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CrawlRequest {
+    /// The http(s) URL to start from.
+    #[schema(min_length = 1, max_length = 4096)]
     pub url: String,
     #[serde(default, alias = "crawl_type")]
     pub crawl_type: CrawlType,
+    /// Link hops followed from the start page by `recursive` crawls (default 3).
     #[serde(default, alias = "max_depth")]
+    #[schema(minimum = 0, maximum = 100)]
     pub max_depth: Option<u32>,
+    /// Pages taken on at most (default 1000).
     #[serde(default, alias = "max_pages")]
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub max_pages: Option<u32>,
+    /// Path globs a URL must match one of (none: every path).
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub include: Vec<String>,
+    /// Path globs no URL may match.
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub exclude: Vec<String>,
+    /// Stay on the start URL's host (default true).
     #[serde(default, alias = "same_domain")]
     pub same_domain: Option<bool>,
+    /// Honour robots.txt (default true).
     #[serde(default, alias = "respect_robots")]
     pub respect_robots: Option<bool>,
+    /// `http` (default), `browser` or `auto`.
     #[serde(default)]
     pub render: Option<Render>,
+    /// Fetches in flight at once (default 16).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 256)]
     pub concurrency: Option<u32>,
-    /// Browser pages open at once for this crawl (default 4).
+    /// Browser pages open at once for this crawl (default 4, at most the
+    /// service's browser max pages, 8 by default).
     #[serde(default, alias = "browser_concurrency")]
+    #[schema(minimum = 1, maximum = 8)]
     pub browser_concurrency: Option<u32>,
     /// When a rendered page counts as loaded: `domcontentloaded` (default,
     /// plus a short settle), `load` or `networkidle`.
     #[serde(default, alias = "wait_until")]
     pub wait_until: Option<WaitUntil>,
+    /// Labels kept with the crawl: at most 32, each 1 to 100 characters.
     #[serde(default)]
+    #[schema(max_items = 32)]
     pub tags: Vec<String>,
     /// Largest chunk in characters (default 1200).
     #[serde(default, alias = "chunk_size")]
+    #[schema(minimum = 100, maximum = 20_000)]
     pub chunk_size: Option<u32>,
     /// Characters shared by consecutive chunks (default 150).
     #[serde(default, alias = "chunk_overlap")]

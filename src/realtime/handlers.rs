@@ -140,6 +140,15 @@ pub fn on_connect<A: Adapter>(socket: SocketRef<A>, rt: Realtime<A>) {
         s.leave(list_room(tenant_of(&s).as_deref()));
         reply.ok(json!({ "ok": true }));
     });
+    socket.on_fallback(unknown_event::<A>);
+}
+
+/// An event nobody handles still gets an answer: a client waiting on its
+/// ack must not wait for ever.
+async fn unknown_event<A: Adapter>(socketioxide::extract::Event(event): socketioxide::extract::Event, reply: Reply<A>) {
+    let name: String = event.chars().take(64).collect();
+    let known = "crawl_subscribe, crawl_unsubscribe, crawl_stop, subscribe_crawls, unsubscribe_crawls";
+    reply.err(&name, "unknown_event", format!("no event '{name}'; the events are {known}"));
 }
 
 async fn subscribe<A: Adapter>(

@@ -33,6 +33,9 @@ pub enum StoreError {
     TakenOver(String),
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The database is claimed by another serving process.
+    #[error("{0}")]
+    Locked(String),
 }
 
 impl StoreError {

@@ -16,9 +16,19 @@ use super::{
 };
 use crate::progress::{CrawlState, CrawlStatus, Stage, format_time};
 
+/// Reads go to a small pool; every write goes through `writer`, one
+/// connection. SQLite allows one writer at a time anyway: with several
+/// connections, concurrent crawls' batches collide on the file lock and a
+/// crawl can fail with `database is locked` once the busy timeout runs out.
+/// Queued on one connection they wait their turn in order instead.
 pub struct SqliteStore {
     pool: SqlitePool,
+    writer: SqlitePool,
 }
+
+/// How long a write may wait for the writer connection; longer than any
+/// queue of batches, so that load delays writes but never fails them.
+const WRITE_WAIT: Duration = Duration::from_secs(600);
 
 /// Rows per multi-row INSERT; 14 binds a row stays far below SQLite's limit.
 const PAGE_ROWS_PER_INSERT: usize = 200;
@@ -36,9 +46,65 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        let writer =
+            SqlitePoolOptions::new().max_connections(1).acquire_timeout(WRITE_WAIT).connect_with(opts.clone()).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, writer })
+    }
+}
+
+/// An exclusive claim on an SQLite database file by one serving process,
+/// held until dropped: a second `trawl serve` on the same file would
+/// otherwise mark the first one's running crawls interrupted and have their
+/// writes refused. An advisory `flock` on `<file>.lock` (not on the database
+/// file, whose POSIX locks SQLite owns); the kernel drops it when the
+/// process dies, so a killed server never blocks the next.
+#[derive(Debug)]
+pub struct ProcessLock {
+    _file: std::fs::File,
+}
+
+impl ProcessLock {
+    /// Claims the database `database_url` names, or says who holds it.
+    /// In-memory databases need no claim.
+    pub fn acquire(database_url: &str) -> Result<Option<ProcessLock>, StoreError> {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        let url = if database_url.starts_with("sqlite:") {
+            database_url.to_string()
+        } else {
+            format!("sqlite://{database_url}")
+        };
+        let opts = SqliteConnectOptions::from_str(&url)?;
+        let path = opts.get_filename();
+        if path.as_os_str().is_empty() || path.to_string_lossy().contains(":memory:") {
+            return Ok(None);
+        }
+        let lock_path = format!("{}.lock", path.display());
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| StoreError::Locked(format!("cannot open {lock_path}: {e}")))?;
+        // SAFETY: flock only takes a lock on a descriptor we own.
+        let taken = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if !taken {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let who = if holder.is_empty() { "another process".to_string() } else { format!("process {holder}") };
+            return Err(StoreError::Locked(format!(
+                "{} is in use by {who} (a running trawl serve?); stop it first or give this one another --database",
+                path.display()
+            )));
+        }
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = write!(file, "{}", std::process::id());
+        Ok(Some(ProcessLock { _file: file }))
     }
 }
 
@@ -244,18 +310,18 @@ impl Store for SqliteStore {
         .bind(&s.message)
         .bind(ts(&s.created_at))
         .bind(ts(&s.created_at))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
 
     async fn save_status(&self, s: &CrawlStatus) -> Result<(), StoreError> {
-        update_status(&self.pool, s).await?;
+        update_status(&self.writer, s).await?;
         Ok(())
     }
 
     async fn save_pages(&self, s: &CrawlStatus, pages: &[PageRecord], model: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let state: String = sqlx::query_scalar("SELECT status FROM crawls WHERE id = ?")
             .bind(&s.progress_id)
             .fetch_optional(&mut *tx)
@@ -629,7 +695,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_vectors(&self, rows: &[(Unembedded, Vec<f32>)], model: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         for (row, v) in rows {
             let sql = if row.code {
                 "UPDATE code_examples SET embedding = ?, model = ? WHERE id = ?"
@@ -644,7 +710,7 @@ impl Store for SqliteStore {
 
     async fn mark_interrupted(&self) -> Result<u64, StoreError> {
         let now = ts(&Utc::now());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let failed = sqlx::query(
             "UPDATE crawls SET status = 'failed', stage = 'finalizing', error = 'interrupted', message = 'interrupted',
                current_url = NULL, pages_queued = 0, finished_at = ?, updated_at = ?

@@ -120,6 +120,7 @@ async fn malformed_payloads_get_error_acks_on_a_connection_that_stays_up(client:
         ("numeric_id", "invalid_progress_id"),
         ("unknown_id", "not_found"),
         ("unknown_stop", "not_found"),
+        ("unknown_event", "unknown_event"),
         ("oversized", "payload_too_large"),
     ] {
         let a = ack_of(&lines, step);

@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
 
+use crate::crawl::fetch::proxy::{GUARD_HEADER, GuardedProxy};
 use crate::crawl::guard::{AddressGuard, ForbiddenAddress};
 
 /// How long a page may take to close, and the browser to exit, before it is
@@ -89,6 +90,9 @@ pub struct BrowserSettings {
     pub no_sandbox: bool,
     /// Where the temporary profile folders go.
     pub profile_root: PathBuf,
+    /// Let pages load images, media and fonts. Off by default: the text is
+    /// what is kept, and they are most of a page's bytes.
+    pub load_media: bool,
 }
 
 impl Default for BrowserSettings {
@@ -102,6 +106,7 @@ impl Default for BrowserSettings {
             settle: Duration::from_millis(250),
             no_sandbox: running_as_root(),
             profile_root: std::env::temp_dir(),
+            load_media: false,
         }
     }
 }
@@ -273,6 +278,8 @@ pub struct Renderer {
     tracker: TaskTracker,
     /// Fired at shutdown: no browser starts after it.
     closing: CancellationToken,
+    /// Every connection of the browser goes through it (see `proxy`).
+    proxy: tokio::sync::OnceCell<GuardedProxy>,
 }
 
 impl Renderer {
@@ -290,6 +297,7 @@ impl Renderer {
             open: Arc::new(OpenCount(watch::channel(0).0)),
             tracker: TaskTracker::new(),
             closing: CancellationToken::new(),
+            proxy: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -380,6 +388,12 @@ impl Renderer {
             let root = self.settings.profile_root.clone();
             let _ = tokio::task::spawn_blocking(move || sweep_stale_profiles(&root)).await;
         }
+        let proxy = self
+            .proxy
+            .get_or_try_init(|| GuardedProxy::start(self.guard, &self.tracker, self.closing.clone()))
+            .await
+            .map_err(|e| e.to_string())?
+            .url();
         let chrome = &self.settings.chrome;
         let profile = tempfile::Builder::new()
             .prefix("trawl-chromium-")
@@ -387,7 +401,7 @@ impl Renderer {
             .map_err(|e| format!("cannot make a profile folder: {e}"))?;
         let profile_path = profile.path().to_path_buf();
         let mut cmd = tokio::process::Command::new(chrome);
-        cmd.args(chrome_args(&self.settings, &self.user_agent))
+        cmd.args(chrome_args(&self.settings, &self.user_agent, &proxy))
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdin(std::process::Stdio::null())
@@ -536,7 +550,7 @@ impl Renderer {
             let started = Instant::now();
             let page = self.open_page(instance, closer, deadline).await?;
             let opened = started.elapsed();
-            let rendered = load(&page.page, url, wait, self.settings.settle).await;
+            let rendered = load(&page.page, url, wait, self.settings.settle, self.settings.load_media).await;
             let loaded = started.elapsed();
             page.close().await;
             tracing::debug!(
@@ -637,7 +651,10 @@ fn sweep_stale_profiles(root: &Path) {
 
 /// Flags for a headless Chromium on a closed network: no first-run UI, no
 /// background traffic to Google services, no GPU.
-fn chrome_args(settings: &BrowserSettings, user_agent: &str) -> Vec<String> {
+/// Every connection goes through the guarded proxy: `<-loopback>` removes
+/// Chromium's implicit bypass of loopback, and WebRTC may not send UDP
+/// around it.
+fn chrome_args(settings: &BrowserSettings, user_agent: &str, proxy: &str) -> Vec<String> {
     let mut args: Vec<String> = [
         "--headless",
         "--remote-debugging-port=0",
@@ -666,6 +683,11 @@ fn chrome_args(settings: &BrowserSettings, user_agent: &str) -> Vec<String> {
     .map(String::from)
     .collect();
     args.push(format!("--user-agent={user_agent}"));
+    args.push(format!("--proxy-server={proxy}"));
+    args.push("--proxy-bypass-list=<-loopback>".into());
+    args.push("--force-webrtc-ip-handling-policy=disable_non_proxied_udp".into());
+    args.push("--dns-prefetch-disable".into());
+    args.push("--disable-quic".into());
     if settings.no_sandbox {
         args.push("--no-sandbox".into());
     }
@@ -673,7 +695,41 @@ fn chrome_args(settings: &BrowserSettings, user_agent: &str) -> Vec<String> {
 }
 
 /// Navigates `page` to `url` and waits as `wait` says; then reads the DOM.
-async fn load(page: &Page, url: &Url, wait: WaitUntil, settle: Duration) -> Result<Rendered, RenderError> {
+/// Unless `load_media`, images, media and fonts are refused by Chromium's
+/// Fetch domain before any request for them leaves the page.
+async fn load(
+    page: &Page,
+    url: &Url,
+    wait: WaitUntil,
+    settle: Duration,
+    load_media: bool,
+) -> Result<Rendered, RenderError> {
+    if load_media {
+        return navigate(page, url, wait, settle).await;
+    }
+    use chromiumoxide::cdp::browser_protocol::fetch::{
+        EnableParams, EventRequestPaused, FailRequestParams, RequestPattern,
+    };
+    use chromiumoxide::cdp::browser_protocol::network::ErrorReason;
+    let mut paused = page.event_listener::<EventRequestPaused>().await.map_err(protocol)?;
+    let patterns = [ResourceType::Image, ResourceType::Media, ResourceType::Font]
+        .into_iter()
+        .map(|t| RequestPattern::builder().url_pattern("*").resource_type(t).build())
+        .collect::<Vec<_>>();
+    page.execute(EnableParams::builder().patterns(patterns).build()).await.map_err(protocol)?;
+    let refuse = async {
+        while let Some(ev) = paused.next().await {
+            let _ = page.execute(FailRequestParams::new(ev.request_id.clone(), ErrorReason::BlockedByClient)).await;
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        r = navigate(page, url, wait, settle) => r,
+        _ = refuse => Err(RenderError::Protocol("the page's request events ended".into())),
+    }
+}
+
+async fn navigate(page: &Page, url: &Url, wait: WaitUntil, settle: Duration) -> Result<Rendered, RenderError> {
     use chromiumoxide::cdp::browser_protocol::inspector::EventTargetCrashed;
     let mut lifecycle = page.event_listener::<EventLifecycleEvent>().await.map_err(protocol)?;
     let mut responses = page.event_listener::<EventResponseReceived>().await.map_err(protocol)?;
@@ -718,6 +774,9 @@ async fn load(page: &Page, url: &Url, wait: WaitUntil, settle: Duration) -> Resu
             }
             Some(ev) = responses.next() => {
                 if ev.r#type == ResourceType::Document && is_main(ev.frame_id.as_ref()) {
+                    if let Some(refusal) = guard_refusal(&ev.response) {
+                        return Err(RenderError::Forbidden(refusal));
+                    }
                     let status = u16::try_from(ev.response.status).unwrap_or(0);
                     document = Some((ev.response.url.clone(), status, ev.response.mime_type.clone()));
                 }
@@ -739,6 +798,16 @@ async fn load(page: &Page, url: &Url, wait: WaitUntil, settle: Duration) -> Resu
         None => (url.clone(), None, None),
     };
     Ok(Rendered { final_url, status, mime, html })
+}
+
+/// The guarded proxy's refusal of a response, if it is one: its header
+/// marks it, its body says which host and address were refused.
+fn guard_refusal(response: &chromiumoxide::cdp::browser_protocol::network::Response) -> Option<ForbiddenAddress> {
+    let headers = response.headers.inner().as_object()?;
+    let (_, value) = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(GUARD_HEADER))?;
+    let ip = value.as_str()?.trim().parse().ok()?;
+    let host = Url::parse(&response.url).ok()?.host_str()?.to_string();
+    Some(ForbiddenAddress { host, ip })
 }
 
 /// The document as markup, doctype included.

@@ -142,6 +142,9 @@ impl HttpFetcher {
         let mut builder = reqwest::Client::builder()
             .user_agent(config.user_agent.clone())
             .redirect(reqwest::redirect::Policy::none())
+            // An `HTTP_PROXY` in the environment would resolve host names
+            // itself, out of the guard's sight: environment proxies are ignored.
+            .no_proxy()
             .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(config.max_concurrency)
             .pool_idle_timeout(Duration::from_secs(30))

@@ -4,6 +4,7 @@
 pub mod browser;
 pub mod detect;
 pub mod http;
+pub mod proxy;
 
 pub use browser::{BrowserSettings, RenderError, Rendered, Renderer, WaitUntil};
 pub use http::{FetchError, Fetched, HttpFetcher};

@@ -155,6 +155,7 @@ const scenarios = {
     await ack(s, "numeric_id", "crawl_subscribe", { progress_id: 5 });
     await ack(s, "unknown_id", "crawl_subscribe", { progress_id: "no-such-crawl" });
     await ack(s, "unknown_stop", "crawl_stop", { progress_id: "no-such-crawl" });
+    await ack(s, "unknown_event", "crawl_explode", { progress_id: id });
     await ack(s, "oversized", "crawl_subscribe", { progress_id: "x".repeat(100 * 1024) });
     const errorEvent = until(s, (n) => n === "error", 5000);
     s.emit("crawl_subscribe", "no ack asked");

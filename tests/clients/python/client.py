@@ -135,6 +135,7 @@ def malformed(base, pid):
     c.ack("numeric_id", "crawl_subscribe", {"progress_id": 5})
     c.ack("unknown_id", "crawl_subscribe", {"progress_id": "no-such-crawl"})
     c.ack("unknown_stop", "crawl_stop", {"progress_id": "no-such-crawl"})
+    c.ack("unknown_event", "crawl_explode", {"progress_id": pid})
     c.ack("oversized", "crawl_subscribe", {"progress_id": "x" * (100 * 1024)})
     start = c.mark()
     c.sio.emit("crawl_subscribe", "no ack asked")
