@@ -48,6 +48,9 @@ impl From<StartError> for ApiError {
             StartError::Invalid(RequestError::Unsupported(m)) => ApiError::Unsupported(m),
             StartError::Forbidden(f) => ApiError::ForbiddenAddress(f.to_string()),
             StartError::ShuttingDown => ApiError::Unavailable("the service is shutting down".into()),
+            StartError::Store(crate::store::StoreError::Unwritable(why)) => {
+                ApiError::Unavailable(format!("the store cannot take a crawl now: {why}"))
+            }
             StartError::Store(s) => ApiError::from(s),
         }
     }
@@ -56,7 +59,8 @@ impl From<StartError> for ApiError {
 #[utoipa::path(post, path = "/api/crawls", tag = "crawls", request_body = CrawlRequest,
     responses((status = 202, description = "The crawl runs in the background", body = Started),
               (status = 400, description = "Bad input or a forbidden address", body = crate::error::ErrorBody),
-              (status = 413, body = crate::error::ErrorBody), (status = 415, body = crate::error::ErrorBody)))]
+              (status = 413, body = crate::error::ErrorBody), (status = 415, body = crate::error::ErrorBody),
+              (status = 503, description = "Shutting down, or the store cannot write", body = crate::error::ErrorBody)))]
 pub(super) async fn start(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,

@@ -24,12 +24,17 @@ pub(super) async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready when the store answers.
+/// Ready when the store answers and can write.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "The store answers"), (status = 503, body = crate::error::ErrorBody)))]
 pub(super) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    state.registry.store().ping().await.map_err(|e| {
+    state.registry.store().writable().await.map_err(|e| {
         tracing::warn!(error = %e, "store not ready");
-        ApiError::Unavailable("the store does not answer".into())
+        match e {
+            crate::store::StoreError::Unwritable(why) => {
+                ApiError::Unavailable(format!("the store cannot write: {why}"))
+            }
+            _ => ApiError::Unavailable("the store does not answer".into()),
+        }
     })?;
     Ok(Json(json!({ "status": "ready", "activeCrawls": state.registry.active_count() })))
 }

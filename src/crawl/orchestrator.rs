@@ -241,6 +241,26 @@ pub(crate) async fn run(engine: Arc<Engine>, crawl: Arc<Crawl>, slot: Slot) -> (
     (fin, saved.is_ok())
 }
 
+/// Writes a terminal status the store refused (a full disk) once it takes
+/// it, trying every few seconds until the service stops; meanwhile the
+/// crawl is served from memory. Whether it landed.
+pub(crate) async fn store_terminal_later(engine: &Engine, fin: &CrawlStatus) -> bool {
+    tracing::warn!("the terminal status is kept in memory until the store takes it");
+    loop {
+        tokio::select! {
+            _ = engine.root.cancelled() => return false,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+        match engine.store.save_status(fin).await {
+            Ok(()) => {
+                tracing::info!("the terminal status reached the store");
+                return true;
+            }
+            Err(e) => tracing::debug!(error = %e, "the store still refuses the terminal status"),
+        }
+    }
+}
+
 /// Whether the crawl is being stopped by a shutdown that will hand it over
 /// (see [`hand_over`]) rather than by a stop.
 fn handing_over(engine: &Engine, crawl: &Crawl) -> bool {

@@ -357,6 +357,8 @@ impl Registry {
             return Err(StartError::ShuttingDown);
         }
         let spec = req.validate(&self.engine.config)?;
+        // A crawl the store cannot keep is refused now, not failed later.
+        self.engine.store.can_write()?;
         self.engine.fetcher.guard().check_resolved(&spec.url).await?;
         let id = uuid::Uuid::now_v7().to_string();
         let status = CrawlStatus::new_queued(id.clone(), spec.url.to_string(), Utc::now());
@@ -413,7 +415,10 @@ impl Registry {
         let span = crawl.span.clone();
         self.tracker.spawn(
             async move {
-                let (_, saved) = orchestrator::run(engine, crawl, slot).await;
+                let (fin, mut saved) = orchestrator::run(engine.clone(), crawl, slot).await;
+                if !saved && fin.status.is_terminal() {
+                    saved = orchestrator::store_terminal_later(&engine, &fin).await;
+                }
                 // Served from the store from now on; kept in memory only if
                 // the store could not take the terminal status.
                 let ended = registry.upgrade().filter(|_| saved).and_then(|r| {

@@ -36,6 +36,9 @@ pub enum StoreError {
     /// The database is claimed by another serving process.
     #[error("{0}")]
     Locked(String),
+    /// Writes cannot land now (a full disk); reads still work.
+    #[error("the store cannot write: {0}")]
+    Unwritable(String),
 }
 
 impl StoreError {
@@ -253,8 +256,21 @@ pub fn fts_query(q: &str) -> Option<String> {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Answers when the database does (for `/readyz`).
+    /// Answers when the database does.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Whether writes can be expected to land, without asking the database
+    /// (cheap enough for every new crawl): the embedded store says no when
+    /// its disk is full or its last write failed.
+    fn can_write(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Whether the store answers and can write (for `/readyz`).
+    async fn writable(&self) -> Result<(), StoreError> {
+        self.ping().await?;
+        self.can_write()
+    }
 
     async fn create_crawl(&self, crawl: &NewCrawl) -> Result<(), StoreError>;
 

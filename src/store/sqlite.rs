@@ -24,7 +24,15 @@ use crate::progress::{CrawlState, CrawlStatus, Stage, format_time};
 pub struct SqliteStore {
     pool: SqlitePool,
     writer: SqlitePool,
+    /// The folder of the database file, whose free space readiness checks.
+    dir: Option<std::path::PathBuf>,
+    /// Why the last write failed, until one succeeds again.
+    write_error: std::sync::Mutex<Option<String>>,
 }
+
+/// Below this much free space on its disk the store says it cannot write:
+/// a page batch with its chunks and vectors takes about that much.
+const MIN_FREE_BYTES: u64 = 1024 * 1024;
 
 /// How long a write may wait for the writer connection; longer than any
 /// queue of batches, so that load delays writes but never fails them.
@@ -49,8 +57,33 @@ impl SqliteStore {
         let writer =
             SqlitePoolOptions::new().max_connections(1).acquire_timeout(WRITE_WAIT).connect_with(opts.clone()).await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        let dir = std::path::Path::new(opts.get_filename())
+            .parent()
+            .map(|d| if d.as_os_str().is_empty() { std::path::PathBuf::from(".") } else { d.to_path_buf() });
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
-        Ok(Self { pool, writer })
+        Ok(Self { pool, writer, dir, write_error: std::sync::Mutex::new(None) })
+    }
+
+    /// Keeps the outcome of a write for readiness: a failure is remembered
+    /// until a write succeeds.
+    fn noted<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut last = self.write_error.lock().unwrap_or_else(|e| e.into_inner());
+        match &r {
+            Ok(_) => *last = None,
+            Err(StoreError::Database(e)) => *last = Some(e.to_string()),
+            Err(_) => {}
+        }
+        r
+    }
+
+    /// Free bytes on the database's disk, if it can be told.
+    fn free_bytes(&self) -> Option<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = std::ffi::CString::new(self.dir.as_ref()?.as_os_str().as_bytes()).ok()?;
+        // SAFETY: statvfs writes only into the struct we hand it.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::statvfs(dir.as_ptr(), &mut st) };
+        (rc == 0).then(|| u64::from(st.f_bavail) * u64::from(st.f_frsize))
     }
 }
 
@@ -294,101 +327,139 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn can_write(&self) -> Result<(), StoreError> {
+        if let Some(free) = self.free_bytes().filter(|f| *f < MIN_FREE_BYTES) {
+            return Err(StoreError::Unwritable(format!("the database's disk is full ({free} bytes free)")));
+        }
+        match self.write_error.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            Some(e) => Err(StoreError::Unwritable(format!("the last write failed: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    async fn writable(&self) -> Result<(), StoreError> {
+        self.ping().await?;
+        if self.can_write().is_err() && self.free_bytes().is_none_or(|f| f >= MIN_FREE_BYTES) {
+            // Space came back since a write failed: one small write tells
+            // whether writes land again.
+            let probe =
+                sqlx::query("UPDATE crawls SET updated_at = updated_at WHERE id = (SELECT MAX(id) FROM crawls)")
+                    .execute(&self.writer)
+                    .await
+                    .map(|_| ())
+                    .map_err(StoreError::from);
+            let _ = self.noted(probe);
+        }
+        self.can_write()
+    }
+
     async fn create_crawl(&self, c: &NewCrawl) -> Result<(), StoreError> {
-        let s = &c.status;
-        sqlx::query(
-            "INSERT INTO crawls (id, tenant, url, request, status, stage, percentage, message, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&s.progress_id)
-        .bind(&c.tenant)
-        .bind(&s.url)
-        .bind(&c.request_json)
-        .bind(s.status.as_str())
-        .bind(s.stage.as_str())
-        .bind(s.percentage)
-        .bind(&s.message)
-        .bind(ts(&s.created_at))
-        .bind(ts(&s.created_at))
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        let r: Result<(), StoreError> = async {
+            let s = &c.status;
+            sqlx::query(
+                "INSERT INTO crawls (id, tenant, url, request, status, stage, percentage, message, created_at, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&s.progress_id)
+            .bind(&c.tenant)
+            .bind(&s.url)
+            .bind(&c.request_json)
+            .bind(s.status.as_str())
+            .bind(s.stage.as_str())
+            .bind(s.percentage)
+            .bind(&s.message)
+            .bind(ts(&s.created_at))
+            .bind(ts(&s.created_at))
+            .execute(&self.writer)
+            .await?;
+            Ok(())
+        }
+        .await;
+        self.noted(r)
     }
 
     async fn save_status(&self, s: &CrawlStatus) -> Result<(), StoreError> {
-        update_status(&self.writer, s).await?;
-        Ok(())
+        let r: Result<(), StoreError> = async {
+            update_status(&self.writer, s).await?;
+            Ok(())
+        }
+        .await;
+        self.noted(r)
     }
 
     async fn save_pages(&self, s: &CrawlStatus, pages: &[PageRecord], model: &str) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
-        let state: String = sqlx::query_scalar("SELECT status FROM crawls WHERE id = ?")
-            .bind(&s.progress_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("no crawl {}", s.progress_id)))?;
-        if CrawlState::parse(&state).is_some_and(CrawlState::is_terminal) {
-            return Err(StoreError::Finished(s.progress_id.clone()));
-        }
-        // A batch written again replaces its own rows (and by cascade their
-        // chunks and code examples) instead of adding to them.
-        let own = "crawl_id = (SELECT id FROM me)";
-        delete_pages(&mut tx, &s.progress_id, own, pages.iter()).await?;
-        // A crawled URL replaces what the tenant's earlier crawls stored for
-        // it: no duplicates in search. Another tenant's copy is theirs to
-        // keep; a failed fetch leaves an earlier good copy alone.
-        let same_tenant = "crawl_id <> (SELECT id FROM me)
-            AND crawl_id IN (SELECT id FROM crawls WHERE tenant IS (SELECT tenant FROM crawls WHERE id = (SELECT id FROM me)))";
-        let crawled = pages.iter().filter(|p| p.status == PageStatus::Crawled);
-        delete_pages(&mut tx, &s.progress_id, same_tenant, crawled).await?;
-        for chunk in pages.chunks(PAGE_ROWS_PER_INSERT) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO pages (crawl_id, url, final_url, status, http_status, depth, title, content_type, format,
-                   content, bytes, error, fetched_at, description, source, chunk_count, code_count, rendered) ",
-            );
-            qb.push_values(chunk, |mut b, p| {
-                b.push_bind(&s.progress_id)
-                    .push_bind(&p.url)
-                    .push_bind(&p.final_url)
-                    .push_bind(p.status.as_str())
-                    .push_bind(p.http_status.map(i64::from))
-                    .push_bind(i64::from(p.depth))
-                    .push_bind(&p.title)
-                    .push_bind(&p.content_type)
-                    .push_bind(p.format)
-                    .push_bind(&p.content)
-                    .push_bind(p.bytes.map(|b| b as i64))
-                    .push_bind(&p.error)
-                    .push_bind(ts(&p.fetched_at))
-                    .push_bind(&p.description)
-                    .push_bind(&p.source)
-                    .push_bind(p.chunks.len() as i64)
-                    .push_bind(p.code_examples.len() as i64)
-                    .push_bind(p.rendered);
-            });
-            qb.build().execute(&mut *tx).await?;
-        }
-        let with_content: Vec<&PageRecord> =
-            pages.iter().filter(|p| !p.chunks.is_empty() || !p.code_examples.is_empty()).collect();
-        if !with_content.is_empty() {
-            let mut ids = std::collections::HashMap::new();
-            for chunk in with_content.chunks(PAGE_ROWS_PER_INSERT) {
-                let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT id, url FROM pages WHERE crawl_id = ");
-                qb.push_bind(&s.progress_id).push(" AND url IN (");
-                let mut sep = qb.separated(", ");
-                for p in chunk {
-                    sep.push_bind(&p.url);
-                }
-                qb.push(")");
-                for row in qb.build().fetch_all(&mut *tx).await? {
-                    ids.insert(row.try_get::<String, _>("url")?, row.try_get::<i64, _>("id")?);
-                }
+        let r: Result<(), StoreError> = async {
+            let mut tx = self.writer.begin().await?;
+            let state: String = sqlx::query_scalar("SELECT status FROM crawls WHERE id = ?")
+                .bind(&s.progress_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt(format!("no crawl {}", s.progress_id)))?;
+            if CrawlState::parse(&state).is_some_and(CrawlState::is_terminal) {
+                return Err(StoreError::Finished(s.progress_id.clone()));
             }
-            insert_content(&mut tx, &s.progress_id, model, &with_content, &ids).await?;
+            // A batch written again replaces its own rows (and by cascade their
+            // chunks and code examples) instead of adding to them.
+            let own = "crawl_id = (SELECT id FROM me)";
+            delete_pages(&mut tx, &s.progress_id, own, pages.iter()).await?;
+            // A crawled URL replaces what the tenant's earlier crawls stored for
+            // it: no duplicates in search. Another tenant's copy is theirs to
+            // keep; a failed fetch leaves an earlier good copy alone.
+            let same_tenant = "crawl_id <> (SELECT id FROM me)
+                AND crawl_id IN (SELECT id FROM crawls WHERE tenant IS (SELECT tenant FROM crawls WHERE id = (SELECT id FROM me)))";
+            let crawled = pages.iter().filter(|p| p.status == PageStatus::Crawled);
+            delete_pages(&mut tx, &s.progress_id, same_tenant, crawled).await?;
+            for chunk in pages.chunks(PAGE_ROWS_PER_INSERT) {
+                let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                    "INSERT INTO pages (crawl_id, url, final_url, status, http_status, depth, title, content_type, format,
+                       content, bytes, error, fetched_at, description, source, chunk_count, code_count, rendered) ",
+                );
+                qb.push_values(chunk, |mut b, p| {
+                    b.push_bind(&s.progress_id)
+                        .push_bind(&p.url)
+                        .push_bind(&p.final_url)
+                        .push_bind(p.status.as_str())
+                        .push_bind(p.http_status.map(i64::from))
+                        .push_bind(i64::from(p.depth))
+                        .push_bind(&p.title)
+                        .push_bind(&p.content_type)
+                        .push_bind(p.format)
+                        .push_bind(&p.content)
+                        .push_bind(p.bytes.map(|b| b as i64))
+                        .push_bind(&p.error)
+                        .push_bind(ts(&p.fetched_at))
+                        .push_bind(&p.description)
+                        .push_bind(&p.source)
+                        .push_bind(p.chunks.len() as i64)
+                        .push_bind(p.code_examples.len() as i64)
+                        .push_bind(p.rendered);
+                });
+                qb.build().execute(&mut *tx).await?;
+            }
+            let with_content: Vec<&PageRecord> =
+                pages.iter().filter(|p| !p.chunks.is_empty() || !p.code_examples.is_empty()).collect();
+            if !with_content.is_empty() {
+                let mut ids = std::collections::HashMap::new();
+                for chunk in with_content.chunks(PAGE_ROWS_PER_INSERT) {
+                    let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT id, url FROM pages WHERE crawl_id = ");
+                    qb.push_bind(&s.progress_id).push(" AND url IN (");
+                    let mut sep = qb.separated(", ");
+                    for p in chunk {
+                        sep.push_bind(&p.url);
+                    }
+                    qb.push(")");
+                    for row in qb.build().fetch_all(&mut *tx).await? {
+                        ids.insert(row.try_get::<String, _>("url")?, row.try_get::<i64, _>("id")?);
+                    }
+                }
+                insert_content(&mut tx, &s.progress_id, model, &with_content, &ids).await?;
+            }
+            update_status(&mut *tx, s).await?;
+            tx.commit().await?;
+            Ok(())
         }
-        update_status(&mut *tx, s).await?;
-        tx.commit().await?;
-        Ok(())
+        .await;
+        self.noted(r)
     }
 
     async fn get_crawl(&self, id: &str) -> Result<Option<CrawlStatus>, StoreError> {
@@ -695,17 +766,21 @@ impl Store for SqliteStore {
     }
 
     async fn set_vectors(&self, rows: &[(Unembedded, Vec<f32>)], model: &str) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
-        for (row, v) in rows {
-            let sql = if row.code {
-                "UPDATE code_examples SET embedding = ?, model = ? WHERE id = ?"
-            } else {
-                "UPDATE chunks SET embedding = ?, model = ? WHERE id = ?"
-            };
-            sqlx::query(sql).bind(crate::embed::to_bytes(v)).bind(model).bind(row.id).execute(&mut *tx).await?;
+        let r: Result<(), StoreError> = async {
+            let mut tx = self.writer.begin().await?;
+            for (row, v) in rows {
+                let sql = if row.code {
+                    "UPDATE code_examples SET embedding = ?, model = ? WHERE id = ?"
+                } else {
+                    "UPDATE chunks SET embedding = ?, model = ? WHERE id = ?"
+                };
+                sqlx::query(sql).bind(crate::embed::to_bytes(v)).bind(model).bind(row.id).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(())
         }
-        tx.commit().await?;
-        Ok(())
+        .await;
+        self.noted(r)
     }
 
     async fn mark_interrupted(&self) -> Result<u64, StoreError> {

@@ -217,3 +217,85 @@ async fn many_crawls_at_once_on_the_embedded_store_all_complete() {
         assert_eq!(s["status"], "completed", "{s}");
     }
 }
+
+/// A small tmpfs at `dir`, unmounted when dropped; `None` where this
+/// machine cannot mount one (not root).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> Option<SmallDisk> {
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallDisk(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_makes_the_service_unready_and_the_crawls_end_reaches_the_store_once_space_returns() {
+    if on_postgres() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_disk) = SmallDisk::mount(dir.path(), "8m") else {
+        eprintln!("SKIPPED a_full_disk_…: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let db = dir.path().join("trawl.db");
+    let app = spawn_app_on(&db, |_| {}).await;
+    let site = fixture_with(slow_site()).await;
+    let id =
+        app.start_crawl(json!({"url": site.url("/"), "crawlType": "recursive", "maxDepth": 3, "concurrency": 2})).await;
+    app.wait_for(&id, |s| s["pagesCrawled"].as_u64().unwrap_or(0) >= 2).await;
+
+    // Fill the disk.
+    let filler = dir.path().join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let (code, v) = app.get("/readyz").await;
+    assert_eq!(code, 503, "a store that cannot write is not ready: {v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("cannot write"), "{v}");
+    let resp = app.post_crawl(json!({"url": site.url("/docs/1.html"), "crawlType": "page"})).await;
+    assert_eq!(resp.status(), 503, "no crawl is taken on that could not be kept");
+
+    app.stop(&id).await;
+    let fin = app.wait_terminal(&id).await;
+
+    std::fs::remove_file(&filler).unwrap();
+    let mut ready = false;
+    for _ in 0..100 {
+        if app.get("/readyz").await.0 == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "ready again once space is back");
+    let mut stored = None;
+    for _ in 0..100 {
+        let s = app.store().get_crawl(&id).await.unwrap().unwrap();
+        if s.status.is_terminal() {
+            stored = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stored = stored.expect("the terminal status reached the store");
+    assert_eq!(stored.status.as_str(), fin["status"].as_str().unwrap(), "{fin}");
+    let resp = app.post_crawl(json!({"url": site.url("/docs/1.html"), "crawlType": "page"})).await;
+    assert_eq!(resp.status(), 202);
+}
