@@ -83,7 +83,7 @@ impl SqliteStore {
         // SAFETY: statvfs writes only into the struct we hand it.
         let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
         let rc = unsafe { libc::statvfs(dir.as_ptr(), &mut st) };
-        (rc == 0).then(|| u64::from(st.f_bavail) * u64::from(st.f_frsize))
+        (rc == 0).then(|| st.f_bavail.saturating_mul(st.f_frsize))
     }
 }
 
