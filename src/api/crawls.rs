@@ -165,9 +165,9 @@ fn parse_limit(raw: Option<&str>, default: u32, max: u32) -> Result<u32, ApiErro
 }
 
 #[utoipa::path(get, path = "/api/crawls", tag = "crawls",
-    params(("status" = Option<String>, Query, description = "queued, running, stopping, completed, failed or cancelled"),
+    params(("status" = Option<CrawlState>, Query, description = "Only crawls in this state"),
            ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Crawls per page (default 20)"),
-           ("cursor" = Option<String>, Query, description = "nextCursor of the previous page")),
+           ("cursor" = Option<String>, Query, pattern = "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$", description = "nextCursor of the previous page")),
     responses((status = 200, description = "{crawls: [CrawlStatus], nextCursor}, newest first"), (status = 400, body = crate::error::ErrorBody)))]
 pub(super) async fn list(
     State(state): State<AppState>,
@@ -209,7 +209,7 @@ pub(super) struct PagesParams {
 
 #[utoipa::path(get, path = "/api/crawls/{id}/pages", tag = "crawls",
     params(("id" = String, Path), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Pages per page (default 100)"),
-           ("cursor" = Option<String>, Query, description = "nextCursor of the previous page")),
+           ("cursor" = Option<String>, Query, pattern = "^([1-9][0-9]{0,17})?$", description = "nextCursor of the previous page")),
     responses((status = 200, description = "{pages: [PageSummary], nextCursor}"), (status = 400, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody)))]
 pub(super) async fn pages(

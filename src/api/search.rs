@@ -26,7 +26,7 @@ pub(super) struct SearchRequest {
     #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
     query: String,
     /// Results at most (default 10).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::crawl::request::whole_number")]
     #[schema(minimum = 1, maximum = 100)]
     limit: Option<u32>,
     #[serde(default, alias = "progress_id")]

@@ -39,17 +39,18 @@ pub enum Render {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CrawlRequest {
-    /// The http(s) URL to start from.
+    /// The http(s) URL to start from. Its host must not resolve only to
+    /// private, loopback or link-local addresses (unless the service allows them).
     #[schema(min_length = 1, max_length = 4096)]
     pub url: String,
     #[serde(default, alias = "crawl_type")]
     pub crawl_type: CrawlType,
     /// Link hops followed from the start page by `recursive` crawls (default 3).
-    #[serde(default, alias = "max_depth")]
+    #[serde(default, alias = "max_depth", deserialize_with = "whole_number")]
     #[schema(minimum = 0, maximum = 100)]
     pub max_depth: Option<u32>,
     /// Pages taken on at most (default 1000).
-    #[serde(default, alias = "max_pages")]
+    #[serde(default, alias = "max_pages", deserialize_with = "whole_number")]
     #[schema(minimum = 1, maximum = 1_000_000)]
     pub max_pages: Option<u32>,
     /// Path globs a URL must match one of (none: every path).
@@ -70,12 +71,12 @@ pub struct CrawlRequest {
     #[serde(default)]
     pub render: Option<Render>,
     /// Fetches in flight at once (default 16).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = 1, maximum = 256)]
     pub concurrency: Option<u32>,
     /// Browser pages open at once for this crawl (default 4, at most the
     /// service's browser max pages, 8 by default).
-    #[serde(default, alias = "browser_concurrency")]
+    #[serde(default, alias = "browser_concurrency", deserialize_with = "whole_number")]
     #[schema(minimum = 1, maximum = 8)]
     pub browser_concurrency: Option<u32>,
     /// When a rendered page counts as loaded: `domcontentloaded` (default,
@@ -87,11 +88,12 @@ pub struct CrawlRequest {
     #[schema(max_items = 32)]
     pub tags: Vec<String>,
     /// Largest chunk in characters (default 1200).
-    #[serde(default, alias = "chunk_size")]
+    #[serde(default, alias = "chunk_size", deserialize_with = "whole_number")]
     #[schema(minimum = 100, maximum = 20_000)]
     pub chunk_size: Option<u32>,
-    /// Characters shared by consecutive chunks (default 150).
-    #[serde(default, alias = "chunk_overlap")]
+    /// Characters shared by consecutive chunks (default 150, or a quarter of
+    /// `chunkSize` when that is smaller); less than `chunkSize`.
+    #[serde(default, alias = "chunk_overlap", deserialize_with = "whole_number")]
     pub chunk_overlap: Option<u32>,
     /// `characters` (default) or `tokens` (tiktoken cl100k_base) for the two above.
     #[serde(default, alias = "chunk_unit")]
@@ -101,6 +103,23 @@ pub struct CrawlRequest {
 impl CrawlRequest {
     pub fn new(url: impl Into<String>) -> Self {
         Self { url: url.into(), ..Self::default() }
+    }
+}
+
+/// A whole number as JSON Schema has it: `28` and `28.0` alike (a schema's
+/// `integer` takes both), while `28.5`, negatives and numbers past `u32`
+/// are refused.
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(u) = n.as_u64() {
+        return u32::try_from(u).map(Some).map_err(|_| D::Error::custom(format!("{n} is larger than {}", u32::MAX)));
+    }
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f) => Ok(Some(f as u32)),
+        _ => Err(D::Error::custom(format!("{n} is not a whole number from 0 to {}", u32::MAX))),
     }
 }
 

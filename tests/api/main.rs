@@ -11,6 +11,7 @@ mod helpers;
 mod lifecycle;
 mod misbehaving;
 mod netns;
+mod openapi;
 mod pg;
 mod pipeline;
 mod postgres;
