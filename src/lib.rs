@@ -5,13 +5,16 @@
 //! # Layout
 //! - `config`: one `Config`, from flags and environment (clap).
 //! - `api`: axum routers, one file per resource (crawls, events, search,
-//!   health, metrics, openapi); `error`: the `ApiError` they answer with.
+//!   health, metrics, openapi), and `edge`, what every connection and request
+//!   meets first (header deadline, connection bound, the open mode's Origin
+//!   and Host checks); `error`: the `ApiError` they answer with.
 //! - `realtime`: Socket.IO (socketioxide): rooms, handlers, auth middleware.
 //! - `auth`: API keys and tenants.
 //! - `crawl`: the registry of live crawls, the orchestrator of one crawl, and
 //!   its parts: frontier, scope, address guard, robots.txt, discovery (sitemaps,
 //!   llms.txt), fetching (`fetch::http`; `fetch::browser`, the process's one
-//!   Chromium; `fetch::detect`, which pages `auto` sends to it).
+//!   Chromium; `fetch::proxy`, the guarded proxy that is Chromium's only way
+//!   out; `fetch::detect`, which pages `auto` sends to it).
 //! - `process`: CPU work on pages (main content, markdown, chunks, code
 //!   examples), on one rayon pool.
 //! - `embed`: the `Embedder` trait: local (hashed n-grams), openai (async-openai).
