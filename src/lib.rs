@@ -217,6 +217,7 @@ async fn serve(
     builder.http1().timer(TokioTimer::new()).header_read_timeout(edge.header_read_timeout);
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(20)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = tokio_util::task::TaskTracker::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(edge.max_connections));
     loop {
         let (stream, _) = tokio::select! {
@@ -240,7 +241,7 @@ async fn serve(
         let service = TowerToHyperService::new(router.clone());
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
         let conn = graceful.watch(conn);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(e) = conn.await {
                 tracing::trace!(error = %e, "connection ended with an error");
             }
@@ -249,5 +250,7 @@ async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+    connections.close();
+    connections.wait().await;
     Ok(())
 }

@@ -117,17 +117,23 @@ document.addEventListener("DOMContentLoaded", () => {
 }
 
 async fn start(client: &reqwest::Client, body: Value) -> String {
-    let resp = client.post("http://127.0.0.1:8080/api/crawls").json(&body).send().await.unwrap();
+    let resp = client.post(format!("{TRAWL}/api/crawls")).json(&body).send().await.unwrap();
     let status = resp.status();
     let v: Value = resp.json().await.unwrap();
     assert_eq!(status, 202, "{v}");
     v["progressId"].as_str().unwrap().to_string()
 }
 
+/// The JSON answer of a request to trawl in the namespace.
+async fn call(req: reqwest::RequestBuilder) -> Value {
+    req.send().await.expect("trawl answers").json().await.expect("a JSON answer")
+}
+
+const TRAWL: &str = "http://127.0.0.1:8080";
+
 async fn wait_terminal(client: &reqwest::Client, id: &str) -> Value {
     for _ in 0..1200 {
-        let s: Value =
-            client.get(format!("http://127.0.0.1:8080/api/crawls/{id}")).send().await.unwrap().json().await.unwrap();
+        let s = call(client.get(format!("{TRAWL}/api/crawls/{id}"))).await;
         if matches!(s["status"].as_str(), Some("completed" | "failed" | "cancelled")) {
             return s;
         }
@@ -137,28 +143,13 @@ async fn wait_terminal(client: &reqwest::Client, id: &str) -> Value {
 }
 
 async fn pages(client: &reqwest::Client, id: &str) -> Vec<Value> {
-    let v: Value = client
-        .get(format!("http://127.0.0.1:8080/api/crawls/{id}/pages?limit=100"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = call(client.get(format!("{TRAWL}/api/crawls/{id}/pages?limit=100"))).await;
     v["pages"].as_array().cloned().unwrap_or_default()
 }
 
 async fn search_finds_secret(client: &reqwest::Client) -> bool {
-    let v: Value = client
-        .post("http://127.0.0.1:8080/api/search")
-        .json(&json!({"query": SECRET, "mode": "text", "limit": 10}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v.to_string().contains(SECRET)
+    let query = json!({"query": SECRET, "mode": "text", "limit": 10});
+    call(client.post(format!("{TRAWL}/api/search")).json(&query)).await.to_string().contains(SECRET)
 }
 
 fn browser_page(url: &str) -> Value {

@@ -14,15 +14,21 @@ fn slow_site() -> SiteOptions {
     SiteOptions { pages: 200, fanout: 4, latency: Duration::from_millis(40), ..SiteOptions::default() }
 }
 
+/// A crawl of the slow site that runs for a while; returned once it has pages.
+async fn start_slow_crawl(app: &TestApp, site: &FixtureServer) -> String {
+    let body = json!({"url": site.url("/"), "crawlType": "recursive", "maxDepth": 3, "concurrency": 2});
+    let id = app.start_crawl(body).await;
+    app.wait_for(&id, |s| s["pagesCrawled"].as_u64().unwrap_or(0) >= 2).await;
+    id
+}
+
 #[tokio::test]
 async fn a_second_serve_on_the_same_sqlite_file_refuses_to_start_and_leaves_the_first_alone() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("trawl.db");
     let app = spawn_app_on(&db, |_| {}).await;
     let site = fixture_with(slow_site()).await;
-    let id =
-        app.start_crawl(json!({"url": site.url("/"), "crawlType": "recursive", "maxDepth": 3, "concurrency": 2})).await;
-    app.wait_for(&id, |s| s["pagesCrawled"].as_u64().unwrap_or(0) >= 2).await;
+    let id = start_slow_crawl(&app, &site).await;
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_trawl"))
         .args(["serve", "--bind", "127.0.0.1:0", "--database"])
         .arg(&db)
@@ -253,9 +259,7 @@ async fn a_full_disk_makes_the_service_unready_and_the_crawls_end_reaches_the_st
     let db = dir.path().join("trawl.db");
     let app = spawn_app_on(&db, |_| {}).await;
     let site = fixture_with(slow_site()).await;
-    let id =
-        app.start_crawl(json!({"url": site.url("/"), "crawlType": "recursive", "maxDepth": 3, "concurrency": 2})).await;
-    app.wait_for(&id, |s| s["pagesCrawled"].as_u64().unwrap_or(0) >= 2).await;
+    let id = start_slow_crawl(&app, &site).await;
 
     // Fill the disk.
     let filler = dir.path().join("filler");
