@@ -22,7 +22,7 @@ pub struct AddressGuard {
 /// chain to report `forbidden_address`.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "{host} resolves to a forbidden address ({ip}); private, loopback, link-local and multicast addresses are refused"
+    "{host} resolves to a forbidden address ({ip}); private, loopback, link-local and multicast addresses are refused (a service started with --allow-private-networks crawls them)"
 )]
 pub struct ForbiddenAddress {
     pub host: String,

@@ -87,6 +87,7 @@ async fn private_addresses_are_refused_without_the_flag() {
         assert_eq!(resp.status(), 400, "{url}");
         let v: Value = resp.json().await.unwrap();
         assert_eq!(v["error"]["code"], "forbidden_address", "{url}: {v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains("--allow-private-networks"), "names the flag: {v}");
     }
     let (_, list) = app.get("/api/crawls").await;
     assert_eq!(list["crawls"], json!([]));
