@@ -70,7 +70,9 @@ impl EdgePolicy {
         }
         if self.loopback {
             let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-            if !host.is_empty() && !is_loopback_host(host) && !self.origins.iter().any(|o| origin_host(o) == host) {
+            let name = host_name(host);
+            let allowed = self.origins.iter().any(|o| host_name(origin_host(o)) == name);
+            if !host.is_empty() && !is_loopback_host(host) && !allowed {
                 return Err(ApiError::Forbidden(format!(
                     "Host '{}' is not this service's: without API keys it answers only to localhost names",
                     truncate(host)
@@ -118,14 +120,19 @@ fn origin_host(origin: &str) -> &str {
     origin.split_once("://").map(|(_, rest)| rest).unwrap_or(origin)
 }
 
-/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
-fn is_loopback_host(host: &str) -> bool {
+/// The name of a `Host` value: without its port or brackets, lowercased.
+fn host_name(host: &str) -> String {
     let name = if let Some(rest) = host.strip_prefix('[') {
         rest.split_once(']').map(|(h, _)| h).unwrap_or(rest)
     } else {
         host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
     };
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = host_name(host);
     name == "localhost"
         || name.ends_with(".localhost")
         || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
@@ -167,6 +174,10 @@ mod tests {
         assert!(p.check(&Method::GET, "/api/crawls", &headers(&[("host", "[::1]:8080")])).is_ok());
         let null = headers(&[("host", "localhost:8080"), ("origin", "null")]);
         assert!(p.check(&Method::POST, "/api/crawls/x/stop", &null).is_err());
+        let proxied = EdgeSettings { allowed_origins: vec!["https://app.example".into()], ..Default::default() };
+        let behind = EdgePolicy::new(&proxied, "127.0.0.1:8080".parse().unwrap(), true);
+        let app = headers(&[("host", "app.example"), ("origin", "https://app.example")]);
+        assert!(behind.check(&Method::POST, "/api/crawls", &app).is_ok(), "an allowed origin's host is accepted");
         let keyed = EdgePolicy::new(&EdgeSettings::default(), "127.0.0.1:8080".parse().unwrap(), false);
         assert!(keyed.check(&Method::POST, "/api/crawls", &foreign).is_ok());
     }
