@@ -42,7 +42,9 @@ pub fn init_tracing(default_filter: &str) {
     let spec = if spec.contains("chromiumoxide") { spec } else { format!("{spec},chromiumoxide::handler=off") };
     let filter = tracing_subscriber::EnvFilter::try_new(&spec)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // Colour only on a terminal: a log file gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -298,6 +298,8 @@ pub enum CrawlTypeArg {
     Auto,
     Page,
     Sitemap,
+    /// Also `llms_txt`, as the API spells it.
+    #[value(alias = "llms_txt")]
     LlmsTxt,
     Recursive,
 }
@@ -521,5 +523,19 @@ impl CrawlerConfig {
             return Err(ConfigError("user agent must not be empty".into()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cli_takes_llms_txt_as_the_api_spells_it_too() {
+        for spelling in ["llms-txt", "llms_txt"] {
+            let cli = Cli::try_parse_from(["trawl", "crawl", "https://a.example/llms.txt", "--crawl-type", spelling]);
+            let Ok(Cli { command: Command::Crawl(args) }) = cli else { panic!("{spelling} is refused") };
+            assert!(matches!(args.crawl_type, CrawlTypeArg::LlmsTxt));
+        }
     }
 }

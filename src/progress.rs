@@ -419,6 +419,16 @@ pub fn stopped_payload(s: &CrawlStatus) -> Value {
     })
 }
 
+/// `payload` with the event's id and emission time, which every event of
+/// every surface carries (`crawl_progress` gets them in `progress_payload`).
+pub fn stamped(mut payload: Value, id: u64) -> Value {
+    if let Value::Object(m) = &mut payload {
+        m.insert("eventId".into(), json!(id));
+        m.insert("emittedAt".into(), Value::String(format_time(&chrono::Utc::now())));
+    }
+    payload
+}
+
 /// The contract's `crawl_progress` payload: the status plus a short `log`
 /// line, and the event's id and emission time.
 pub fn progress_payload(s: &CrawlStatus, id: u64) -> Value {
@@ -516,7 +526,9 @@ impl Reporter {
         r.next_id += 1;
         let event = Arc::new(match (name, data) {
             (CRAWL_PROGRESS, Value::Null) => Event::progress(&self.progress.snapshot(), id, urgent, last),
-            (_, d) => Event { id, name, data: raw(&d), status: self.progress.snapshot().status, urgent, last },
+            (_, d) => {
+                Event { id, name, data: raw(&stamped(d, id)), status: self.progress.snapshot().status, urgent, last }
+            }
         });
         if r.events.len() >= REPLAY_EVENTS {
             r.events.pop_front();

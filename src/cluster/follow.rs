@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::crawl::Registry;
 use crate::progress::{
     CRAWL_PROGRESS, CRAWL_STOPPED, CRAWL_STOPPING, CrawlState, CrawlStatus, Event, Reporter, progress_payload, raw,
-    stopped_payload, stopping_payload,
+    stamped, stopped_payload, stopping_payload,
 };
 
 /// How often the stored state is read.
@@ -86,7 +86,7 @@ impl Follower {
 
     fn push_changes(&mut self, s: &CrawlStatus) {
         let event = |name, data: serde_json::Value, urgent, last| {
-            Arc::new(Event { id: 0, name, data: raw(&data), status: s.status, urgent, last })
+            Arc::new(Event { id: 0, name, data: raw(&stamped(data, 0)), status: s.status, urgent, last })
         };
         if matches!(s.status, CrawlState::Stopping | CrawlState::Cancelled) && !self.stopping_sent {
             self.stopping_sent = true;

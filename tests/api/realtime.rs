@@ -57,6 +57,12 @@ async fn stop_gives_stopping_then_stopped_and_no_running_progress_after(client: 
     assert_eq!(events[stopping].1["status"], "stopping");
     assert_eq!(events[stopped].1["status"], "cancelled");
     assert!(events[stopped].1["timestamp"].is_string());
+    for i in [stopping, stopped] {
+        let (name, data) = &events[i];
+        assert!(data["eventId"].as_u64().is_some_and(|n| n > 0), "{name} carries its eventId: {data}");
+        assert!(data["emittedAt"].is_string(), "{name} carries emittedAt: {data}");
+    }
+    assert!(events[stopping].1["eventId"].as_u64() < events[stopped].1["eventId"].as_u64());
     assert!(
         events[stopping..].iter().all(|(n, d)| n != "crawl_progress" || d["status"] != "running"),
         "no running progress after stopping: {events:?}"
