@@ -80,9 +80,14 @@ const scenarios = {
   // Subscribe on this instance and on another; once the crawl runs, stop it
   // here, and listen on both a while after crawl:stopped reached both.
   async stop_across(id, otherBase) {
+    // One socket after the other: with both connecting at once, in about a
+    // third of the runs the second one's engine opened and its namespace
+    // CONNECT was never answered (seen before and after issue 13's change;
+    // cause not found yet).
     const a = connect(undefined, "a");
+    if (!(await connected(a))) return;
     const b = connect(undefined, "b", otherBase);
-    if (!(await connected(a)) || !(await connected(b))) return;
+    if (!(await connected(b))) return;
     const running = until(a, (n, d) => n === "crawl_progress" && d.status === "running" && d.pagesCrawled >= 3);
     await ack(a, "subscribe_a", "crawl_subscribe", { progress_id: id });
     await ack(b, "subscribe_b", "crawl_subscribe", { progress_id: id });
