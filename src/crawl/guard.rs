@@ -29,6 +29,21 @@ pub struct ForbiddenAddress {
     pub ip: IpAddr,
 }
 
+impl ForbiddenAddress {
+    /// The guard's refusal somewhere in an error's chain (a client error
+    /// that wraps what the resolver said).
+    pub fn in_chain<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a ForbiddenAddress> {
+        let mut source = Some(e);
+        while let Some(s) = source {
+            if let Some(f) = s.downcast_ref::<ForbiddenAddress>() {
+                return Some(f);
+            }
+            source = s.source();
+        }
+        None
+    }
+}
+
 /// Whether the ordinary internet can be reached at `ip`.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
@@ -44,27 +59,28 @@ pub fn is_public(ip: IpAddr) -> bool {
 /// that reach an IPv4 host: mapped `::ffff:a.b.c.d`, compatible `::a.b.c.d`,
 /// translated `::ffff:0:a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`, 6to4
 /// `2002:aabb:ccdd::/48`, Teredo `2001:0::/32` (its server and its
-/// obfuscated client). Such an address is as public as what it carries.
-fn embedded_v4(ip: Ipv6Addr) -> Option<Vec<Ipv4Addr>> {
+/// obfuscated client; the one address twice for the other forms). Such an
+/// address is as public as what it carries.
+fn embedded_v4(ip: Ipv6Addr) -> Option<[Ipv4Addr; 2]> {
     let s = ip.segments();
     let v4 = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return Some(vec![v4]);
+    if let Some(mapped) = ip.to_ipv4_mapped() {
+        return Some([mapped; 2]);
     }
     if s[..6] == [0; 6] && !(s[6] == 0 && s[7] <= 1) {
-        return Some(vec![v4(s[6], s[7])]);
+        return Some([v4(s[6], s[7]); 2]);
     }
     if s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0 {
-        return Some(vec![v4(s[6], s[7])]);
+        return Some([v4(s[6], s[7]); 2]);
     }
     if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0; 4] {
-        return Some(vec![v4(s[6], s[7])]);
+        return Some([v4(s[6], s[7]); 2]);
     }
     if s[0] == 0x2002 {
-        return Some(vec![v4(s[1], s[2])]);
+        return Some([v4(s[1], s[2]); 2]);
     }
     if s[0] == 0x2001 && s[1] == 0 {
-        return Some(vec![v4(s[2], s[3]), v4(!s[6], !s[7])]);
+        return Some([v4(s[2], s[3]), v4(!s[6], !s[7])]);
     }
     None
 }
@@ -138,6 +154,20 @@ impl AddressGuard {
         }
     }
 
+    /// The addresses of `host` that may be connected to. When there are
+    /// some and none may, the first refused one is the error.
+    pub fn allowed_addrs(&self, host: &str, addrs: Vec<SocketAddr>) -> Result<Vec<SocketAddr>, ForbiddenAddress> {
+        if self.allow_private {
+            return Ok(addrs);
+        }
+        let first = addrs.first().copied();
+        let public: Vec<SocketAddr> = addrs.into_iter().filter(|a| is_public(a.ip())).collect();
+        match first {
+            Some(a) if public.is_empty() => Err(ForbiddenAddress { host: host.to_string(), ip: a.ip() }),
+            _ => Ok(public),
+        }
+    }
+
     /// The resolver to install in the HTTP client, or `None` when the guard is off.
     pub fn resolver(&self) -> Option<Arc<GuardedResolver>> {
         (!self.allow_private).then(|| Arc::new(GuardedResolver))
@@ -153,12 +183,7 @@ impl Resolve for GuardedResolver {
         let host = name.as_str().to_string();
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let public: Vec<SocketAddr> = addrs.iter().copied().filter(|a| is_public(a.ip())).collect();
-            if public.is_empty()
-                && let Some(a) = addrs.first()
-            {
-                return Err(Box::new(ForbiddenAddress { host, ip: a.ip() }) as _);
-            }
+            let public = AddressGuard { allow_private: false }.allowed_addrs(&host, addrs)?;
             Ok(Box::new(public.into_iter()) as Addrs)
         })
     }

@@ -41,14 +41,18 @@ const WRITE_WAIT: Duration = Duration::from_secs(600);
 /// Rows per multi-row INSERT; 14 binds a row stays far below SQLite's limit.
 const PAGE_ROWS_PER_INSERT: usize = 200;
 
+/// A `sqlite:` URL, or a plain file path, as connect options.
+fn connect_options(database_url: &str) -> Result<SqliteConnectOptions, sqlx::Error> {
+    if database_url.starts_with("sqlite:") {
+        SqliteConnectOptions::from_str(database_url)
+    } else {
+        SqliteConnectOptions::from_str(&format!("sqlite://{database_url}"))
+    }
+}
+
 impl SqliteStore {
     pub async fn connect(database_url: &str) -> Result<Self, StoreError> {
-        let url = if database_url.starts_with("sqlite:") {
-            database_url.to_string()
-        } else {
-            format!("sqlite://{database_url}")
-        };
-        let opts = SqliteConnectOptions::from_str(&url)?
+        let opts = connect_options(database_url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
@@ -76,6 +80,18 @@ impl SqliteStore {
         r
     }
 
+    /// Whether writes can land, given the disk's free bytes: enough space,
+    /// and no failure since the last write that succeeded.
+    fn write_check(&self, free: Option<u64>) -> Result<(), StoreError> {
+        if let Some(free) = free.filter(|f| *f < MIN_FREE_BYTES) {
+            return Err(StoreError::Unwritable(format!("the database's disk is full ({free} bytes free)")));
+        }
+        match self.write_error.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            Some(e) => Err(StoreError::Unwritable(format!("the last write failed: {e}"))),
+            None => Ok(()),
+        }
+    }
+
     /// Free bytes on the database's disk, if it can be told.
     fn free_bytes(&self) -> Option<u64> {
         use std::os::unix::ffi::OsStrExt;
@@ -84,6 +100,120 @@ impl SqliteStore {
         let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
         let rc = unsafe { libc::statvfs(dir.as_ptr(), &mut st) };
         (rc == 0).then(|| st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
+    // The writes, each through the one writer connection; the `Store`
+    // methods note their outcome for readiness.
+
+    async fn insert_crawl(&self, c: &NewCrawl) -> Result<(), StoreError> {
+        let s = &c.status;
+        sqlx::query(
+            "INSERT INTO crawls (id, tenant, url, request, status, stage, percentage, message, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&s.progress_id)
+        .bind(&c.tenant)
+        .bind(&s.url)
+        .bind(&c.request_json)
+        .bind(s.status.as_str())
+        .bind(s.stage.as_str())
+        .bind(s.percentage)
+        .bind(&s.message)
+        .bind(ts(&s.created_at))
+        .bind(ts(&s.created_at))
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn update_crawl(&self, s: &CrawlStatus) -> Result<(), StoreError> {
+        update_status(&self.writer, s).await?;
+        Ok(())
+    }
+
+    async fn insert_pages(&self, s: &CrawlStatus, pages: &[PageRecord], model: &str) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let state: String = sqlx::query_scalar("SELECT status FROM crawls WHERE id = ?")
+            .bind(&s.progress_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("no crawl {}", s.progress_id)))?;
+        if CrawlState::parse(&state).is_some_and(CrawlState::is_terminal) {
+            return Err(StoreError::Finished(s.progress_id.clone()));
+        }
+        // A batch written again replaces its own rows (and by cascade their
+        // chunks and code examples) instead of adding to them.
+        let own = "crawl_id = (SELECT id FROM me)";
+        delete_pages(&mut tx, &s.progress_id, own, pages.iter()).await?;
+        // A crawled URL replaces what the tenant's earlier crawls stored for
+        // it: no duplicates in search. Another tenant's copy is theirs to
+        // keep; a failed fetch leaves an earlier good copy alone.
+        let same_tenant = "crawl_id <> (SELECT id FROM me)
+            AND crawl_id IN (SELECT id FROM crawls WHERE tenant IS (SELECT tenant FROM crawls WHERE id = (SELECT id FROM me)))";
+        let crawled = pages.iter().filter(|p| p.status == PageStatus::Crawled);
+        delete_pages(&mut tx, &s.progress_id, same_tenant, crawled).await?;
+        for chunk in pages.chunks(PAGE_ROWS_PER_INSERT) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO pages (crawl_id, url, final_url, status, http_status, depth, title, content_type, format,
+                   content, bytes, error, fetched_at, description, source, chunk_count, code_count, rendered) ",
+            );
+            qb.push_values(chunk, |mut b, p| {
+                b.push_bind(&s.progress_id)
+                    .push_bind(&p.url)
+                    .push_bind(&p.final_url)
+                    .push_bind(p.status.as_str())
+                    .push_bind(p.http_status.map(i64::from))
+                    .push_bind(i64::from(p.depth))
+                    .push_bind(&p.title)
+                    .push_bind(&p.content_type)
+                    .push_bind(p.format)
+                    .push_bind(&p.content)
+                    .push_bind(p.bytes.map(|b| b as i64))
+                    .push_bind(&p.error)
+                    .push_bind(ts(&p.fetched_at))
+                    .push_bind(&p.description)
+                    .push_bind(&p.source)
+                    .push_bind(p.chunks.len() as i64)
+                    .push_bind(p.code_examples.len() as i64)
+                    .push_bind(p.rendered);
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+        let with_content: Vec<&PageRecord> =
+            pages.iter().filter(|p| !p.chunks.is_empty() || !p.code_examples.is_empty()).collect();
+        if !with_content.is_empty() {
+            let mut ids = std::collections::HashMap::new();
+            for chunk in with_content.chunks(PAGE_ROWS_PER_INSERT) {
+                let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT id, url FROM pages WHERE crawl_id = ");
+                qb.push_bind(&s.progress_id).push(" AND url IN (");
+                let mut sep = qb.separated(", ");
+                for p in chunk {
+                    sep.push_bind(&p.url);
+                }
+                qb.push(")");
+                for row in qb.build().fetch_all(&mut *tx).await? {
+                    ids.insert(row.try_get::<String, _>("url")?, row.try_get::<i64, _>("id")?);
+                }
+            }
+            insert_content(&mut tx, &s.progress_id, model, &with_content, &ids).await?;
+        }
+        update_status(&mut *tx, s).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn update_vectors(&self, rows: &[(Unembedded, Vec<f32>)], model: &str) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        for (row, v) in rows {
+            let sql = if row.code {
+                "UPDATE code_examples SET embedding = ?, model = ? WHERE id = ?"
+            } else {
+                "UPDATE chunks SET embedding = ?, model = ? WHERE id = ?"
+            };
+            sqlx::query(sql).bind(crate::embed::to_bytes(v)).bind(model).bind(row.id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 }
 
@@ -104,12 +234,7 @@ impl ProcessLock {
     pub fn acquire(database_url: &str) -> Result<Option<ProcessLock>, StoreError> {
         use std::io::{Read, Seek, Write};
         use std::os::fd::AsRawFd;
-        let url = if database_url.starts_with("sqlite:") {
-            database_url.to_string()
-        } else {
-            format!("sqlite://{database_url}")
-        };
-        let opts = SqliteConnectOptions::from_str(&url)?;
+        let opts = connect_options(database_url)?;
         let path = opts.get_filename();
         if path.as_os_str().is_empty() || path.to_string_lossy().contains(":memory:") {
             return Ok(None);
@@ -328,18 +453,13 @@ impl Store for SqliteStore {
     }
 
     fn can_write(&self) -> Result<(), StoreError> {
-        if let Some(free) = self.free_bytes().filter(|f| *f < MIN_FREE_BYTES) {
-            return Err(StoreError::Unwritable(format!("the database's disk is full ({free} bytes free)")));
-        }
-        match self.write_error.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            Some(e) => Err(StoreError::Unwritable(format!("the last write failed: {e}"))),
-            None => Ok(()),
-        }
+        self.write_check(self.free_bytes())
     }
 
     async fn writable(&self) -> Result<(), StoreError> {
         self.ping().await?;
-        if self.can_write().is_err() && self.free_bytes().is_none_or(|f| f >= MIN_FREE_BYTES) {
+        let free = self.free_bytes();
+        if self.write_check(free).is_err() && free.is_none_or(|f| f >= MIN_FREE_BYTES) {
             // Space came back since a write failed: one small write tells
             // whether writes land again.
             let probe =
@@ -350,116 +470,19 @@ impl Store for SqliteStore {
                     .map_err(StoreError::from);
             let _ = self.noted(probe);
         }
-        self.can_write()
+        self.write_check(free)
     }
 
     async fn create_crawl(&self, c: &NewCrawl) -> Result<(), StoreError> {
-        let r: Result<(), StoreError> = async {
-            let s = &c.status;
-            sqlx::query(
-                "INSERT INTO crawls (id, tenant, url, request, status, stage, percentage, message, created_at, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&s.progress_id)
-            .bind(&c.tenant)
-            .bind(&s.url)
-            .bind(&c.request_json)
-            .bind(s.status.as_str())
-            .bind(s.stage.as_str())
-            .bind(s.percentage)
-            .bind(&s.message)
-            .bind(ts(&s.created_at))
-            .bind(ts(&s.created_at))
-            .execute(&self.writer)
-            .await?;
-            Ok(())
-        }
-        .await;
-        self.noted(r)
+        self.noted(self.insert_crawl(c).await)
     }
 
     async fn save_status(&self, s: &CrawlStatus) -> Result<(), StoreError> {
-        let r: Result<(), StoreError> = async {
-            update_status(&self.writer, s).await?;
-            Ok(())
-        }
-        .await;
-        self.noted(r)
+        self.noted(self.update_crawl(s).await)
     }
 
     async fn save_pages(&self, s: &CrawlStatus, pages: &[PageRecord], model: &str) -> Result<(), StoreError> {
-        let r: Result<(), StoreError> = async {
-            let mut tx = self.writer.begin().await?;
-            let state: String = sqlx::query_scalar("SELECT status FROM crawls WHERE id = ?")
-                .bind(&s.progress_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| StoreError::Corrupt(format!("no crawl {}", s.progress_id)))?;
-            if CrawlState::parse(&state).is_some_and(CrawlState::is_terminal) {
-                return Err(StoreError::Finished(s.progress_id.clone()));
-            }
-            // A batch written again replaces its own rows (and by cascade their
-            // chunks and code examples) instead of adding to them.
-            let own = "crawl_id = (SELECT id FROM me)";
-            delete_pages(&mut tx, &s.progress_id, own, pages.iter()).await?;
-            // A crawled URL replaces what the tenant's earlier crawls stored for
-            // it: no duplicates in search. Another tenant's copy is theirs to
-            // keep; a failed fetch leaves an earlier good copy alone.
-            let same_tenant = "crawl_id <> (SELECT id FROM me)
-                AND crawl_id IN (SELECT id FROM crawls WHERE tenant IS (SELECT tenant FROM crawls WHERE id = (SELECT id FROM me)))";
-            let crawled = pages.iter().filter(|p| p.status == PageStatus::Crawled);
-            delete_pages(&mut tx, &s.progress_id, same_tenant, crawled).await?;
-            for chunk in pages.chunks(PAGE_ROWS_PER_INSERT) {
-                let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-                    "INSERT INTO pages (crawl_id, url, final_url, status, http_status, depth, title, content_type, format,
-                       content, bytes, error, fetched_at, description, source, chunk_count, code_count, rendered) ",
-                );
-                qb.push_values(chunk, |mut b, p| {
-                    b.push_bind(&s.progress_id)
-                        .push_bind(&p.url)
-                        .push_bind(&p.final_url)
-                        .push_bind(p.status.as_str())
-                        .push_bind(p.http_status.map(i64::from))
-                        .push_bind(i64::from(p.depth))
-                        .push_bind(&p.title)
-                        .push_bind(&p.content_type)
-                        .push_bind(p.format)
-                        .push_bind(&p.content)
-                        .push_bind(p.bytes.map(|b| b as i64))
-                        .push_bind(&p.error)
-                        .push_bind(ts(&p.fetched_at))
-                        .push_bind(&p.description)
-                        .push_bind(&p.source)
-                        .push_bind(p.chunks.len() as i64)
-                        .push_bind(p.code_examples.len() as i64)
-                        .push_bind(p.rendered);
-                });
-                qb.build().execute(&mut *tx).await?;
-            }
-            let with_content: Vec<&PageRecord> =
-                pages.iter().filter(|p| !p.chunks.is_empty() || !p.code_examples.is_empty()).collect();
-            if !with_content.is_empty() {
-                let mut ids = std::collections::HashMap::new();
-                for chunk in with_content.chunks(PAGE_ROWS_PER_INSERT) {
-                    let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT id, url FROM pages WHERE crawl_id = ");
-                    qb.push_bind(&s.progress_id).push(" AND url IN (");
-                    let mut sep = qb.separated(", ");
-                    for p in chunk {
-                        sep.push_bind(&p.url);
-                    }
-                    qb.push(")");
-                    for row in qb.build().fetch_all(&mut *tx).await? {
-                        ids.insert(row.try_get::<String, _>("url")?, row.try_get::<i64, _>("id")?);
-                    }
-                }
-                insert_content(&mut tx, &s.progress_id, model, &with_content, &ids).await?;
-            }
-            update_status(&mut *tx, s).await?;
-            tx.commit().await?;
-            Ok(())
-        }
-        .await;
-        self.noted(r)
+        self.noted(self.insert_pages(s, pages, model).await)
     }
 
     async fn get_crawl(&self, id: &str) -> Result<Option<CrawlStatus>, StoreError> {
@@ -766,21 +789,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_vectors(&self, rows: &[(Unembedded, Vec<f32>)], model: &str) -> Result<(), StoreError> {
-        let r: Result<(), StoreError> = async {
-            let mut tx = self.writer.begin().await?;
-            for (row, v) in rows {
-                let sql = if row.code {
-                    "UPDATE code_examples SET embedding = ?, model = ? WHERE id = ?"
-                } else {
-                    "UPDATE chunks SET embedding = ?, model = ? WHERE id = ?"
-                };
-                sqlx::query(sql).bind(crate::embed::to_bytes(v)).bind(model).bind(row.id).execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-            Ok(())
-        }
-        .await;
-        self.noted(r)
+        self.noted(self.update_vectors(rows, model).await)
     }
 
     async fn mark_interrupted(&self) -> Result<u64, StoreError> {

@@ -59,12 +59,8 @@ impl FetchError {
     }
 
     fn from_reqwest(e: reqwest::Error, timeout: Duration) -> Self {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(s) = source {
-            if let Some(f) = s.downcast_ref::<ForbiddenAddress>() {
-                return FetchError::Forbidden(ForbiddenAddress { host: f.host.clone(), ip: f.ip });
-            }
-            source = s.source();
+        if let Some(f) = ForbiddenAddress::in_chain(&e) {
+            return FetchError::Forbidden(ForbiddenAddress { host: f.host.clone(), ip: f.ip });
         }
         if e.is_timeout() {
             return FetchError::Timeout(timeout);

@@ -31,7 +31,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::crawl::guard::{AddressGuard, ForbiddenAddress, is_public};
+use crate::crawl::guard::{AddressGuard, ForbiddenAddress};
 
 /// The header that marks an answer as the guard's refusal, not the site's.
 pub const GUARD_HEADER: &str = "x-trawl-guard";
@@ -90,9 +90,10 @@ impl GuardedProxy {
                 let _ = stream.set_nodelay(true);
                 let (shared, closing, tasks) = (shared.clone(), closing.clone(), conns.clone());
                 conns.spawn(async move {
+                    let stop = closing.clone();
                     let service = hyper::service::service_fn(move |req| {
-                        let (shared, tasks) = (shared.clone(), tasks.clone());
-                        async move { Ok::<_, Infallible>(shared.handle(req, &tasks).await) }
+                        let (shared, tasks, stop) = (shared.clone(), tasks.clone(), stop.clone());
+                        async move { Ok::<_, Infallible>(shared.handle(req, &tasks, &stop).await) }
                     });
                     let conn = hyper::server::conn::http1::Builder::new()
                         .preserve_header_case(true)
@@ -133,13 +134,27 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 impl Shared {
-    async fn handle(&self, req: Request<Incoming>, tasks: &TaskTracker) -> Response<ProxyBody> {
-        if req.method() == Method::CONNECT { self.tunnel(req, tasks).await } else { self.forward(req).await }
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        tasks: &TaskTracker,
+        closing: &CancellationToken,
+    ) -> Response<ProxyBody> {
+        if req.method() == Method::CONNECT {
+            self.tunnel(req, tasks, closing.clone()).await
+        } else {
+            self.forward(req).await
+        }
     }
 
     /// `CONNECT host:port`: resolve, keep only public addresses, connect to
     /// one, then splice bytes both ways once Chromium has the `200`.
-    async fn tunnel(&self, req: Request<Incoming>, tasks: &TaskTracker) -> Response<ProxyBody> {
+    async fn tunnel(
+        &self,
+        req: Request<Incoming>,
+        tasks: &TaskTracker,
+        closing: CancellationToken,
+    ) -> Response<ProxyBody> {
         let Some(authority) = req.uri().authority().cloned() else {
             return plain(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
         };
@@ -156,7 +171,10 @@ impl Shared {
                 Ok(upgraded) => {
                     let mut client = TokioIo::new(upgraded);
                     let mut upstream = upstream;
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    tokio::select! {
+                        _ = closing.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                    }
                 }
                 Err(e) => tracing::trace!(error = %e, "CONNECT upgrade failed"),
             }
@@ -173,14 +191,7 @@ impl Shared {
                 .map_err(TunnelError::Io)?
                 .collect(),
         };
-        let allowed: Vec<SocketAddr> =
-            addrs.iter().copied().filter(|a| self.guard.allow_private || is_public(a.ip())).collect();
-        if allowed.is_empty() {
-            return Err(match addrs.first() {
-                Some(a) => TunnelError::Forbidden(ForbiddenAddress { host: host.to_string(), ip: a.ip() }),
-                None => TunnelError::Io(std::io::Error::other("no address")),
-            });
-        }
+        let allowed = self.guard.allowed_addrs(host, addrs).map_err(TunnelError::Forbidden)?;
         let mut last = None;
         for addr in allowed {
             match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
@@ -208,47 +219,33 @@ impl Shared {
         if let Err(f) = self.guard.check_literal(&url) {
             return refused(&f);
         }
-        let (parts, body) = req.into_parts();
-        let Ok(method) = reqwest::Method::from_bytes(parts.method.as_str().as_bytes()) else {
-            return plain(StatusCode::BAD_REQUEST, "unknown method");
-        };
-        let mut headers = reqwest::header::HeaderMap::new();
-        for (name, value) in &parts.headers {
-            let n = name.as_str();
-            if HOP_BY_HOP.contains(&n) || n == "host" {
-                continue;
-            }
-            if let (Ok(n), Ok(v)) = (
-                reqwest::header::HeaderName::from_bytes(n.as_bytes()),
-                reqwest::header::HeaderValue::from_bytes(value.as_bytes()),
-            ) {
-                headers.append(n, v);
-            }
-        }
+        // reqwest and hyper share the `http` crate: headers pass as they are.
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(hyper::header::HOST);
         let body = reqwest::Body::wrap_stream(body.into_data_stream());
-        let sent = self.client.request(method, url).headers(headers).body(body).send().await;
+        let sent = self.client.request(parts.method, url).headers(parts.headers).body(body).send().await;
         let resp = match sent {
             Ok(r) => r,
-            Err(e) => {
-                let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-                while let Some(s) = source {
-                    if let Some(f) = s.downcast_ref::<ForbiddenAddress>() {
-                        return refused(f);
-                    }
-                    source = s.source();
-                }
-                return plain(StatusCode::BAD_GATEWAY, &format!("upstream request failed: {e}"));
-            }
+            Err(e) => match ForbiddenAddress::in_chain(&e) {
+                Some(f) => return refused(f),
+                None => return plain(StatusCode::BAD_GATEWAY, &format!("upstream request failed: {e}")),
+            },
         };
-        let mut out = Response::builder().status(resp.status().as_u16());
-        for (name, value) in resp.headers() {
-            if !HOP_BY_HOP.contains(&name.as_str()) {
-                out = out.header(name.as_str(), value.as_bytes());
-            }
-        }
+        let status = resp.status();
+        let mut headers = resp.headers().clone();
+        strip_hop_by_hop(&mut headers);
         let stream = resp.bytes_stream().map_ok(Frame::data).map_err(std::io::Error::other);
-        out.body(BodyExt::boxed(StreamBody::new(stream)))
-            .unwrap_or_else(|_| plain(StatusCode::BAD_GATEWAY, "the site's answer could not be relayed"))
+        let mut out = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+        *out.status_mut() = status;
+        *out.headers_mut() = headers;
+        out
+    }
+}
+
+fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
+    for name in HOP_BY_HOP {
+        headers.remove(name);
     }
 }
 
