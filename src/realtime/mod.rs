@@ -25,6 +25,10 @@ use crate::crawl::Registry;
 
 /// Largest WebSocket message and polling payload accepted (1 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// Packets a socket's send buffer holds (engineioxide's default is 128). An
+/// urgent event that finds it full is retried on its own task, which can let
+/// a later event overtake it; a deeper buffer makes that rarer under load.
+pub const SOCKET_BUFFER: usize = 1024;
 /// Largest event payload a handler accepts; above it, an error ack.
 pub const MAX_EVENT_BYTES: usize = 16 * 1024;
 
@@ -43,7 +47,11 @@ impl RealtimeError {
 
 /// Builds the Socket.IO layer and its handle, rooms in this process only.
 pub fn layer() -> (SocketIoLayer, SocketIo) {
-    SocketIo::builder().ws_max_message_size(MAX_MESSAGE_BYTES).max_payload(MAX_MESSAGE_BYTES as u64).build_layer()
+    SocketIo::builder()
+        .ws_max_message_size(MAX_MESSAGE_BYTES)
+        .max_payload(MAX_MESSAGE_BYTES as u64)
+        .max_buffer_size(SOCKET_BUFFER)
+        .build_layer()
 }
 
 /// Builds the Socket.IO layer and its handle with rooms spanning every
@@ -59,6 +67,7 @@ pub async fn redis_layer(url: &str) -> Result<(SocketIoLayer<Redis>, SocketIo<Re
     Ok(SocketIo::builder()
         .ws_max_message_size(MAX_MESSAGE_BYTES)
         .max_payload(MAX_MESSAGE_BYTES as u64)
+        .max_buffer_size(SOCKET_BUFFER)
         .with_adapter::<Redis>(adapter)
         .build_layer())
 }
