@@ -61,6 +61,9 @@ pub enum Stage {
     Embedding,
     Storing,
     Finalizing,
+    /// A completed crawl: nothing is left to do. A cancelled or failed crawl
+    /// keeps the stage it ended in.
+    Done,
 }
 
 impl Stage {
@@ -73,6 +76,7 @@ impl Stage {
             Self::Embedding => "embedding",
             Self::Storing => "storing",
             Self::Finalizing => "finalizing",
+            Self::Done => "done",
         }
     }
 
@@ -85,6 +89,34 @@ impl Stage {
             "embedding" => Self::Embedding,
             "storing" => Self::Storing,
             "finalizing" => Self::Finalizing,
+            "done" => Self::Done,
+            _ => return None,
+        })
+    }
+}
+
+/// The budget that cut a crawl short: links were left that it did not follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Limit {
+    /// `maxPages` URLs were taken on and more were in scope.
+    MaxPages,
+    /// Pages at `maxDepth` linked to in-scope pages not crawled.
+    MaxDepth,
+}
+
+impl Limit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MaxPages => "maxPages",
+            Self::MaxDepth => "maxDepth",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "maxPages" => Self::MaxPages,
+            "maxDepth" => Self::MaxDepth,
             _ => return None,
         })
     }
@@ -97,11 +129,20 @@ pub struct CrawlStatus {
     pub progress_id: String,
     pub url: String,
     pub status: CrawlState,
+    /// What the crawl is doing; `done` once completed (a cancelled or failed
+    /// crawl keeps the stage it ended in).
     pub stage: Stage,
+    /// An estimate from what is known (pages done, pages waiting, links found
+    /// and not yet taken on, depth against `maxDepth`, the `maxPages` budget):
+    /// it moves with every page, never decreases, and reaches 100 only when
+    /// the crawl completes. Sent rounded down to 0.1.
+    #[serde(serialize_with = "tenths")]
     pub percentage: f64,
     pub pages_crawled: u64,
     pub pages_failed: u64,
     pub pages_skipped: u64,
+    /// Pages known and still to crawl: taken on and not done, plus links found
+    /// that the crawl will follow (within `maxDepth` and `maxPages`).
     pub pages_queued: u64,
     pub chunks_stored: u64,
     pub code_examples: u64,
@@ -109,8 +150,12 @@ pub struct CrawlStatus {
     /// `trawl embed --missing` fills them in.
     pub chunks_unembedded: u64,
     pub current_url: Option<String>,
+    /// What is happening now, e.g. "42 pages crawled, 310 waiting, depth 3 of 5";
+    /// for an ended crawl, how it ended.
     pub message: Option<String>,
     pub error: Option<String>,
+    /// Set when a budget cut the crawl short (`maxPages` or `maxDepth`).
+    pub limit_reached: Option<Limit>,
     #[serde(serialize_with = "rfc3339")]
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "rfc3339_opt")]
@@ -137,6 +182,7 @@ impl CrawlStatus {
             current_url: None,
             message: Some("queued".into()),
             error: None,
+            limit_reached: None,
             created_at,
             started_at: None,
             finished_at: None,
@@ -148,9 +194,16 @@ impl CrawlStatus {
         self.pages_crawled + self.pages_failed + self.pages_skipped
     }
 
-    /// Sets the page counters and derives `pagesQueued` and `percentage`
-    /// (done over admitted, held below 100 until the crawl really ends).
-    pub fn apply_counts(&mut self, admitted: u64, counts: PageCounts) {
+    /// Sets the page counters and derives `pagesQueued`, `percentage` and,
+    /// while crawling, the message.
+    ///
+    /// The percentage spreads what is left of 100 over the work estimated to
+    /// remain: each page done moves it by its share of that work, so it
+    /// moves with every page whatever the estimate does, never goes back,
+    /// and equals done / total whenever the estimate was right from the start.
+    /// It stays below 100 until the crawl really ends.
+    pub fn apply_counts(&mut self, outlook: Outlook, counts: PageCounts) {
+        let done_before = self.pages_done();
         self.pages_crawled = counts.crawled;
         self.pages_failed = counts.failed;
         self.pages_skipped = counts.skipped;
@@ -158,12 +211,57 @@ impl CrawlStatus {
         self.code_examples = counts.code_examples;
         self.chunks_unembedded = counts.unembedded;
         let done = counts.done();
-        self.pages_queued = admitted.saturating_sub(done);
-        if admitted > 0 {
-            let p = (done as f64 * 100.0 / admitted as f64).min(99.0);
-            self.percentage = self.percentage.max((p * 10.0).floor() / 10.0);
+        let waiting = outlook.admitted.saturating_sub(done);
+        self.pages_queued = waiting + outlook.found;
+        let remaining_before = (outlook.admitted + outlook.ahead).max(done).saturating_sub(done_before);
+        if done > done_before && remaining_before > 0 {
+            let f = self.percentage / 100.0;
+            let step = (done - done_before) as f64 / remaining_before as f64;
+            self.percentage = ((f + (1.0 - f) * step) * 100.0).min(99.0).max(self.percentage);
+        }
+        if self.status == CrawlState::Running && self.stage == Stage::Crawling {
+            let mut m = format!("{} pages crawled", self.pages_crawled);
+            if self.pages_failed + self.pages_skipped > 0 {
+                m += &format!(" ({} failed, {} skipped)", self.pages_failed, self.pages_skipped);
+            }
+            m += &format!(", {} waiting", self.pages_queued);
+            if let Some((depth, max)) = outlook.depth {
+                m += &format!(", depth {depth} of {max}");
+            }
+            self.message = Some(m);
         }
     }
+
+    /// This status as the crawl's last: `state` (terminal), how it ended,
+    /// and nothing left waiting. A completed crawl is at 100 % and stage
+    /// `done`; the others keep the stage they ended in.
+    pub fn end(&mut self, state: CrawlState, message: String, error: Option<String>) {
+        debug_assert!(state.is_terminal());
+        self.status = state;
+        self.message = Some(message);
+        self.error = error;
+        self.current_url = None;
+        self.pages_queued = 0;
+        self.finished_at = Some(chrono::Utc::now());
+        if state == CrawlState::Completed {
+            self.stage = Stage::Done;
+            self.percentage = 100.0;
+        }
+    }
+}
+
+/// What a crawl knows of its work, for its percentage and log line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outlook {
+    /// URLs taken on so far: done or waiting.
+    pub admitted: u64,
+    /// Links found that the crawl will follow and has not taken on yet.
+    pub found: u64,
+    /// Pages expected beyond those taken on (`found` extrapolated to the
+    /// rest of the level and the levels below), within the budget.
+    pub ahead: u64,
+    /// The level being crawled and `maxDepth`, for crawls that follow links.
+    pub depth: Option<(u32, u32)>,
 }
 
 /// Stored page outcomes of one crawl.
@@ -188,6 +286,10 @@ impl PageCounts {
 /// Millisecond RFC 3339 with `Z`: what clients parse most easily.
 pub fn format_time(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn tenths<S: Serializer>(p: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((p * 10.0).floor() / 10.0)
 }
 
 fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
@@ -235,8 +337,8 @@ impl Progress {
         })
     }
 
-    pub fn set_counts(&self, admitted: u64, counts: PageCounts) {
-        self.update(|s| s.apply_counts(admitted, counts));
+    pub fn set_counts(&self, outlook: Outlook, counts: PageCounts) {
+        self.update(|s| s.apply_counts(outlook, counts));
     }
 }
 
@@ -249,15 +351,43 @@ mod tests {
     }
 
     #[test]
-    fn percentage_never_decreases() {
+    fn percentage_is_done_over_total_when_the_estimate_holds() {
         let p = Progress::new(status());
         let c = |crawled| PageCounts { crawled, ..PageCounts::default() };
-        p.set_counts(10, c(5));
-        assert_eq!(p.snapshot().percentage, 50.0);
-        p.set_counts(100, c(6));
-        assert_eq!(p.snapshot().percentage, 50.0);
-        p.set_counts(100, c(80));
-        assert_eq!(p.snapshot().percentage, 80.0);
+        let o = |admitted, ahead| Outlook { admitted, ahead, ..Outlook::default() };
+        p.set_counts(o(10, 0), c(5));
+        assert!((p.snapshot().percentage - 50.0).abs() < 1e-9);
+        p.set_counts(o(10, 0), c(10));
+        assert_eq!(p.snapshot().percentage, 99.0, "100 only when the crawl ends");
+        let p = Progress::new(status());
+        p.set_counts(o(20, 80), c(25));
+        assert!((p.snapshot().percentage - 25.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn percentage_moves_with_every_page_when_the_estimate_grows() {
+        let p = Progress::new(status());
+        let c = |crawled| PageCounts { crawled, ..PageCounts::default() };
+        let o = |admitted| Outlook { admitted, ..Outlook::default() };
+        p.set_counts(o(10), c(5));
+        let half = p.snapshot().percentage;
+        // Ten times the work turns up: the percentage slows down, and still moves.
+        p.set_counts(o(100), c(6));
+        let next = p.snapshot().percentage;
+        assert!(next > half && next < half + 1.0, "{next}");
+        for done in 7..=100 {
+            let before = p.snapshot().percentage;
+            p.set_counts(o(100), c(done));
+            assert!(p.snapshot().percentage > before || before == 99.0);
+        }
+        assert_eq!(p.snapshot().percentage, 99.0);
+    }
+
+    #[test]
+    fn percentage_is_sent_in_tenths() {
+        let mut s = status();
+        s.percentage = 33.3399;
+        assert_eq!(serde_json::to_value(&s).unwrap()["percentage"], 33.3);
     }
 
     #[test]
@@ -289,6 +419,7 @@ mod tests {
             "createdAt",
             "startedAt",
             "finishedAt",
+            "limitReached",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }
@@ -404,19 +535,60 @@ impl Event {
     }
 }
 
+/// `crawl:stopping`: sent once, the moment a stop is asked, before the
+/// crawl's in-flight work has ended.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoppingEvent {
+    pub progress_id: String,
+    /// Always `stopping`.
+    pub status: String,
+    /// Always `stop requested`.
+    pub message: String,
+}
+
+/// `crawl:stopped`: sent once, after every task of a stopped crawl has
+/// ended; nothing about the crawl changes after it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoppedEvent {
+    pub progress_id: String,
+    /// Always `cancelled`.
+    pub status: String,
+    /// How it ended, e.g. `stopped by request`.
+    pub message: String,
+    /// When it ended (RFC 3339, milliseconds, UTC); kept beside `emittedAt`.
+    pub timestamp: String,
+}
+
+/// What every event of a crawl carries besides its payload, on every
+/// surface (Socket.IO and SSE alike).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventStamp {
+    /// Monotonic per crawl, from 1; also the SSE `id`. A snapshot carries the
+    /// id of the newest event it includes, and a finished crawl read back
+    /// from the store carries its final event's id.
+    pub event_id: u64,
+    /// When the event was sent (RFC 3339, milliseconds, UTC).
+    pub emitted_at: String,
+}
+
 /// The contract's `crawl:stopping` payload.
 pub fn stopping_payload(crawl_id: &str) -> Value {
-    json!({ "progressId": crawl_id, "status": "stopping", "message": "stop requested" })
+    let e = StoppingEvent { progress_id: crawl_id.into(), status: "stopping".into(), message: "stop requested".into() };
+    serde_json::to_value(e).unwrap_or(Value::Null)
 }
 
 /// The contract's `crawl:stopped` payload of a cancelled crawl.
 pub fn stopped_payload(s: &CrawlStatus) -> Value {
-    json!({
-        "progressId": s.progress_id,
-        "status": "cancelled",
-        "message": s.message.clone().unwrap_or_else(|| "stopped".into()),
-        "timestamp": format_time(&s.finished_at.unwrap_or_else(chrono::Utc::now)),
-    })
+    let e = StoppedEvent {
+        progress_id: s.progress_id.clone(),
+        status: "cancelled".into(),
+        message: s.message.clone().unwrap_or_else(|| "stopped".into()),
+        timestamp: format_time(&s.finished_at.unwrap_or_else(chrono::Utc::now)),
+    };
+    serde_json::to_value(e).unwrap_or(Value::Null)
 }
 
 /// `payload` with the event's id and emission time, which every event of
@@ -517,9 +689,17 @@ impl Reporter {
         drop(r);
     }
 
-    async fn publish(&self, fanout: &dyn Fanout, name: &'static str, data: Value, urgent: bool, last: bool) {
+    /// Numbers and sends one event; its id, unless the reporter is muted.
+    async fn publish(
+        &self,
+        fanout: &dyn Fanout,
+        name: &'static str,
+        data: Value,
+        urgent: bool,
+        last: bool,
+    ) -> Option<u64> {
         if self.muted.load(std::sync::atomic::Ordering::Relaxed) {
-            return;
+            return None;
         }
         let mut r = self.replay.lock().await;
         let id = r.next_id;
@@ -540,12 +720,19 @@ impl Reporter {
         let _ = self.tx.send(event.clone());
         fanout.crawl_event(&self.crawl_id, event).await;
         drop(r);
+        Some(id)
     }
 
     /// The emitter: turns state changes into events. Coalesces and throttles
     /// progress to one per [`PROGRESS_INTERVAL`], always ending on the latest
-    /// state; status changes go out at once. Ends after the final event.
-    pub async fn run(self: Arc<Self>, fanout: Arc<dyn Fanout>, list: ActiveList, root: CancellationToken) {
+    /// state; status changes go out at once. Ends after the final event, and
+    /// returns its id when the crawl ended (not when it was handed over).
+    pub async fn run(
+        self: Arc<Self>,
+        fanout: Arc<dyn Fanout>,
+        list: ActiveList,
+        root: CancellationToken,
+    ) -> Option<u64> {
         let mut rx = self.progress.subscribe();
         let mut last_status: Option<CrawlState> = None;
         let mut stopping_sent = false;
@@ -564,13 +751,14 @@ impl Reporter {
                 // goes on, and this one has said its last.
                 if changed && s.status == CrawlState::Queued && last_status.is_some() {
                     self.publish(&*fanout, CRAWL_PROGRESS, Value::Null, true, true).await;
-                    return;
+                    return None;
                 }
                 let terminal = s.status.is_terminal();
                 let cancelled = s.status == CrawlState::Cancelled;
-                self.publish(&*fanout, CRAWL_PROGRESS, Value::Null, terminal, terminal && !cancelled).await;
+                let mut last_id =
+                    self.publish(&*fanout, CRAWL_PROGRESS, Value::Null, terminal, terminal && !cancelled).await;
                 if cancelled {
-                    self.publish(&*fanout, CRAWL_STOPPED, stopped_payload(&s), true, true).await;
+                    last_id = self.publish(&*fanout, CRAWL_STOPPED, stopped_payload(&s), true, true).await;
                 }
                 if (changed && s.status == CrawlState::Running) || terminal {
                     let mut crawls = list(self.tenant.clone()).await;
@@ -581,7 +769,7 @@ impl Reporter {
                     fanout.crawls_update(self.tenant.as_deref(), crawls).await;
                 }
                 if terminal {
-                    return;
+                    return last_id;
                 }
                 last_status = Some(s.status);
                 next_at = now + PROGRESS_INTERVAL;
@@ -590,11 +778,11 @@ impl Reporter {
                 pending = true;
             }
             tokio::select! {
-                r = rx.changed() => if r.is_err() { return },
+                r = rx.changed() => if r.is_err() { return None },
                 _ = tokio::time::sleep_until(next_at), if pending => {}
                 // A crawl always reaches a terminal state after shutdown; this
                 // only bounds an emitter whose crawl task died.
-                _ = async { root.cancelled().await; tokio::time::sleep(Duration::from_secs(10)).await } => return,
+                _ = async { root.cancelled().await; tokio::time::sleep(Duration::from_secs(10)).await } => return None,
             }
         }
     }

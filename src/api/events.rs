@@ -52,7 +52,11 @@ pub(super) async fn events(
     let keep_alive = KeepAlive::new().interval(Duration::from_secs(15)).text("keep-alive");
     let Some(reporter) = state.registry.reporter(&id, tenant.as_deref()) else {
         let s = state.registry.status(&id, tenant.as_deref()).await?.ok_or_else(|| ApiError::crawl_not_found(&id))?;
-        if last_event_id == Some(FINAL_ID) {
+        let final_id = state.registry.last_event_id(&s).await;
+        let seen = last_event_id
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|v| s.status.is_terminal() && final_id > 0 && v >= final_id);
+        if last_event_id == Some(FINAL_ID) || seen {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
         if !s.status.is_terminal() {
@@ -63,8 +67,11 @@ pub(super) async fn events(
                 .take_until(state.registry.shutdown_token().cancelled_owned());
             return Ok(Sse::new(stream).keep_alive(keep_alive).into_response());
         }
-        // Ended before this process kept its events: one final snapshot.
-        let ev = SseEvent::default().id(FINAL_ID).event(CRAWL_PROGRESS).data(progress_payload(&s, 0).to_string());
+        // Ended before this process kept its events: one final snapshot,
+        // numbered as its final event was (`final` for crawls from before
+        // ids were kept).
+        let ev = SseEvent::default().event(CRAWL_PROGRESS).data(progress_payload(&s, final_id).to_string());
+        let ev = if final_id > 0 { ev.id(final_id.to_string()) } else { ev.id(FINAL_ID) };
         let stream = futures::stream::iter([Ok::<_, Infallible>(ev)]);
         return Ok(Sse::new(stream).keep_alive(keep_alive).into_response());
     };

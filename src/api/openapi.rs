@@ -18,7 +18,8 @@ use super::AppState;
     ),
     components(schemas(
         crate::crawl::CrawlRequest, crate::progress::CrawlStatus, crate::store::PageSummary, crate::store::ChunkHit,
-        crate::store::CodeHit, crate::error::ErrorBody
+        crate::store::CodeHit, crate::error::ErrorBody, crate::progress::StoppingEvent, crate::progress::StoppedEvent,
+        crate::progress::EventStamp
     )),
     modifiers(&BearerAuth, &EdgeResponses),
 )]

@@ -228,7 +228,7 @@ impl Cluster {
         }
         if before.status == CrawlState::Queued {
             let cancelled = sqlx::query(
-                "UPDATE crawls SET status = 'cancelled', stage = 'finalizing', message = 'stopped by request',
+                "UPDATE crawls SET status = 'cancelled', message = 'stopped by request',
                    current_url = NULL, pages_queued = 0, finished_at = now(), updated_at = now()
                  WHERE id = $1 AND status = 'queued' AND owner IS NULL RETURNING *",
             )

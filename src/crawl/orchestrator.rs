@@ -11,7 +11,7 @@
 //! stored after that.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,7 @@ use crate::crawl::robots::Robots;
 use crate::crawl::scope::Scope;
 use crate::crawl::urls;
 use crate::process::{self, Pool};
-use crate::progress::{CrawlState, CrawlStatus, PageCounts, Progress, Reporter, Stage};
+use crate::progress::{CrawlState, CrawlStatus, Limit, Outlook, PageCounts, Progress, Reporter, Stage};
 use crate::store::{DynStore, PageRecord, PageStatus, StoredOutcome};
 
 /// Page outcomes buffered between page tasks and the writer.
@@ -80,8 +80,15 @@ pub(crate) struct Crawl {
     /// Numbers and fans out this crawl's events.
     pub reporter: Arc<Reporter>,
     pub span: tracing::Span,
-    /// URLs taken on so far; each ends as one stored page.
-    admitted: AtomicU64,
+    /// What the walk knows of the work ahead; the writer turns it into
+    /// the percentage.
+    outlook: Mutex<Outlook>,
+    /// The budget that cut the walk short, if one did.
+    limit: Mutex<Option<Limit>>,
+    /// Pages kept so far, by canonical URL and by content: a later page
+    /// with either is recorded as a duplicate of the first.
+    kept: Mutex<HashMap<u64, String>>,
+    hasher: std::hash::RandomState,
     /// Set when the crawl cannot go on (the store refused writes for good).
     fatal: Mutex<Option<String>>,
     /// The first page error, to explain a crawl in which nothing succeeded.
@@ -151,7 +158,10 @@ impl Crawl {
             progress,
             reporter,
             span,
-            admitted: AtomicU64::new(0),
+            outlook: Mutex::new(Outlook::default()),
+            limit: Mutex::new(None),
+            kept: Mutex::new(HashMap::new()),
+            hasher: Default::default(),
             fatal: Mutex::new(None),
             first_error: Mutex::new(None),
             resume,
@@ -171,6 +181,33 @@ impl Crawl {
         let mut f = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
         f.get_or_insert(reason);
         self.token.cancel();
+    }
+
+    fn outlook(&self) -> Outlook {
+        *self.outlook.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_outlook(&self, o: Outlook) {
+        *self.outlook.lock().unwrap_or_else(|e| e.into_inner()) = o;
+    }
+
+    /// The page kept earlier that this one repeats (the same canonical
+    /// URL, or the same content); `None` keeps this one, under both keys.
+    fn duplicate_of(&self, url: &str, canonical: Option<&Url>, content: &str) -> Option<String> {
+        use std::hash::BuildHasher;
+        let by_url = self.hasher.hash_one(("url", canonical.map(Url::as_str).unwrap_or(url)));
+        let by_content = self.hasher.hash_one(("content", content));
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(first) = kept.get(&by_url).or_else(|| kept.get(&by_content)) {
+            return Some(first.clone());
+        }
+        kept.insert(by_url, url.to_string());
+        kept.insert(by_content, url.to_string());
+        None
+    }
+
+    fn limit(&self) -> Option<Limit> {
+        *self.limit.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn stage(&self, stage: Stage, message: impl Into<String>) {
@@ -212,11 +249,15 @@ pub(crate) async fn run(engine: Arc<Engine>, crawl: Arc<Crawl>, slot: Slot) -> (
             }
             let (tx, rx) = mpsc::channel(PAGE_CHANNEL);
             crawl.tracker.spawn(writer(engine.clone(), crawl.clone(), rx).instrument(crawl.span.clone()));
-            tokio::select! {
+            let outcome = tokio::select! {
                 biased;
                 _ = crawl.token.cancelled() => Outcome::Stopped,
                 o = body(&engine, &crawl, tx) => o,
+            };
+            if matches!(outcome, Outcome::Finished) {
+                crawl.stage(Stage::Finalizing, "finalizing: storing the last pages");
             }
+            outcome
         }
     };
     crawl.tracker.close();
@@ -298,29 +339,27 @@ async fn hand_over(engine: &Engine, crawl: &Crawl, outcome: &Outcome) -> Option<
     Some(s)
 }
 
+/// The one place a run's outcome becomes its final status.
 fn terminal_status(engine: &Engine, crawl: &Crawl, outcome: Outcome) -> CrawlStatus {
     let mut fin = crawl.progress.snapshot();
-    fin.finished_at = Some(Utc::now());
-    fin.stage = Stage::Finalizing;
-    fin.current_url = None;
-    fin.pages_queued = 0;
+    fin.limit_reached = crawl.limit();
     let fatal = crawl.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let stopped = matches!(outcome, Outcome::Stopped) || fin.status == CrawlState::Stopping;
+    // A stop asked by a user is one even when a shutdown overlaps it.
+    let stop_requested = fin.status == CrawlState::Stopping;
+    let failed = |fin: &mut CrawlStatus, reason: String| {
+        fin.end(CrawlState::Failed, format!("failed: {reason}"), Some(reason));
+    };
     if let Some(reason) = fatal {
-        fin.status = CrawlState::Failed;
-        fin.message = Some(format!("failed: {reason}"));
-        fin.error = Some(reason);
-    } else if stopped {
-        fin.status = CrawlState::Cancelled;
-        fin.message = Some(if engine.root.is_cancelled() && fin.status != CrawlState::Stopping {
-            "stopped: the service is shutting down".into()
+        failed(&mut fin, reason);
+    } else if matches!(outcome, Outcome::Stopped) || stop_requested {
+        let why = if engine.root.is_cancelled() && !stop_requested {
+            "stopped: the service is shutting down"
         } else {
-            "stopped by request".into()
-        });
+            "stopped by request"
+        };
+        fin.end(CrawlState::Cancelled, why.into(), None);
     } else if let Outcome::Failed(reason) = outcome {
-        fin.status = CrawlState::Failed;
-        fin.message = Some(format!("failed: {reason}"));
-        fin.error = Some(reason);
+        failed(&mut fin, reason);
     } else if fin.pages_crawled == 0 {
         // Nothing fetched is no success: an unreachable host, a start page
         // that failed or was skipped, a sitemap that listed nothing.
@@ -329,16 +368,23 @@ fn terminal_status(engine: &Engine, crawl: &Crawl, outcome: Outcome) -> CrawlSta
             Some(first) => format!("no page could be crawled; first error: {first}"),
             None => "no page could be crawled: the start URL yielded no page to fetch".to_string(),
         };
-        fin.status = CrawlState::Failed;
-        fin.message = Some(format!("failed: {reason}"));
-        fin.error = Some(reason);
+        failed(&mut fin, reason);
     } else {
-        fin.status = CrawlState::Completed;
-        fin.percentage = 100.0;
-        fin.message = Some(format!(
+        let mut message = format!(
             "completed: {} crawled, {} failed, {} skipped",
             fin.pages_crawled, fin.pages_failed, fin.pages_skipped
-        ));
+        );
+        match fin.limit_reached {
+            Some(Limit::MaxPages) => {
+                message +=
+                    &format!("; stopped at the maxPages budget ({}): more pages were in scope", crawl.spec.max_pages)
+            }
+            Some(Limit::MaxDepth) => {
+                message += &format!("; links beyond maxDepth ({}) were not followed", crawl.spec.max_depth)
+            }
+            None => {}
+        }
+        fin.end(CrawlState::Completed, message, None);
     }
     fin
 }
@@ -399,15 +445,84 @@ struct PageResult {
 struct Frontier {
     seen: HashSet<String>,
     max_pages: u64,
+    /// A new URL was refused for the budget.
+    cut: bool,
 }
 
 impl Frontier {
     fn admit(&mut self, url: &Url) -> bool {
-        if self.seen.len() as u64 >= self.max_pages || self.seen.contains(url.as_str()) {
+        if self.seen.contains(url.as_str()) {
+            return false;
+        }
+        if self.seen.len() as u64 >= self.max_pages {
+            self.cut = true;
             return false;
         }
         self.seen.insert(url.as_str().to_string());
         true
+    }
+
+    fn room(&self) -> u64 {
+        self.max_pages.saturating_sub(self.seen.len() as u64)
+    }
+}
+
+/// New in-scope links found by the pages of the level being crawled, for
+/// the estimate of the work ahead (hashes: the URLs are admitted, in page
+/// order, only when the level ends).
+struct Found {
+    links: HashSet<u64>,
+    hasher: std::hash::RandomState,
+    level: u64,
+    finished: u64,
+    /// New links per page lately (a moving average): pages later in a
+    /// level find fewer new links, their neighbours' being known already.
+    rate: f64,
+}
+
+impl Found {
+    /// The weight of each page in `rate`: about the last twenty pages count.
+    const ALPHA: f64 = 0.05;
+
+    fn new(level: usize) -> Self {
+        Found { links: HashSet::new(), hasher: Default::default(), level: level as u64, finished: 0, rate: 0.0 }
+    }
+
+    fn add(&mut self, r: &PageResult, scope: &Scope, frontier: &Frontier) {
+        use std::hash::BuildHasher;
+        let before = self.links.len();
+        for u in &r.links {
+            if !frontier.seen.contains(u.as_str()) && scope.allows(u) {
+                self.links.insert(self.hasher.hash_one(u.as_str()));
+            }
+        }
+        let new = (self.links.len() - before) as f64;
+        self.rate = if self.finished == 0 { new } else { self.rate + Self::ALPHA * (new - self.rate) };
+        self.finished += 1;
+    }
+
+    /// The outlook at level `depth` of `max_depth`: the links found so far,
+    /// plus what the rest of the level should find at the recent rate, grown
+    /// level by level at the same rate down to `maxDepth`, within the budget
+    /// left.
+    fn outlook(&self, frontier: &Frontier, depth: u32, max_depth: u32) -> Outlook {
+        let room = frontier.room();
+        let found = (self.links.len() as u64).min(room);
+        let mut ahead = 0;
+        if depth < max_depth && self.finished > 0 {
+            let next = self.links.len() as f64 + self.rate * self.level.saturating_sub(self.finished) as f64;
+            let growth = next / self.level.max(1) as f64;
+            let (mut level, mut total) = (next, next);
+            for _ in depth + 1..max_depth {
+                level *= growth;
+                total += level;
+                if total >= room as f64 {
+                    break;
+                }
+            }
+            ahead = (total.min(room as f64) as u64).max(found);
+        }
+        Outlook { admitted: frontier.seen.len() as u64, found, ahead, depth: Some((depth, max_depth)) }
     }
 }
 
@@ -449,15 +564,33 @@ async fn body(engine: &Arc<Engine>, crawl: &Arc<Crawl>, pages: mpsc::Sender<Page
     };
     ctx.follow.store(follow, Ordering::Relaxed);
     let mut scope = spec.scope.clone();
-    let mut frontier = Frontier { seen: HashSet::new(), max_pages: u64::from(spec.max_pages) };
+    let mut frontier = Frontier { seen: HashSet::new(), max_pages: u64::from(spec.max_pages), cut: false };
     let mut level: Vec<Url> =
         seeds.into_iter().filter(|u| (seeds_are_start || scope.allows(u)) && frontier.admit(u)).collect();
-    crawl.admitted.store(frontier.seen.len() as u64, Ordering::Relaxed);
+    let depth_of = |d: u32| follow.then_some((d, spec.max_depth));
+    crawl.set_outlook(Outlook { admitted: frontier.seen.len() as u64, depth: depth_of(0), ..Outlook::default() });
     crawl.stage(Stage::Crawling, format!("crawling {} URLs", level.len()));
     let mut depth = 0u32;
     while !level.is_empty() {
-        let results = run_level(&ctx, level, depth, seeds_are_start && depth == 0, Arc::new(scope.clone())).await;
-        if !follow || depth >= spec.max_depth {
+        let level_scope = Arc::new(scope.clone());
+        let mut found = Found::new(level.len());
+        let following = follow && depth < spec.max_depth;
+        let on_result = |r: &PageResult| {
+            if following {
+                found.add(r, &level_scope, &frontier);
+                crawl.set_outlook(found.outlook(&frontier, depth, spec.max_depth));
+            }
+        };
+        let results =
+            run_level(&ctx, level, depth, seeds_are_start && depth == 0, level_scope.clone(), on_result).await;
+        if follow && depth >= spec.max_depth {
+            let beyond =
+                results.iter().flat_map(|r| &r.links).any(|u| !frontier.seen.contains(u.as_str()) && scope.allows(u));
+            if beyond {
+                crawl.limit.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(Limit::MaxDepth);
+            }
+        }
+        if !following {
             break;
         }
         if depth == 0 {
@@ -471,9 +604,19 @@ async fn body(engine: &Arc<Engine>, crawl: &Arc<Crawl>, pages: mpsc::Sender<Page
         }
         let next: Vec<Url> =
             results.into_iter().flat_map(|r| r.links).filter(|u| scope.allows(u) && frontier.admit(u)).collect();
-        crawl.admitted.store(frontier.seen.len() as u64, Ordering::Relaxed);
         level = next;
         depth += 1;
+        // Until the new level's pages report, the growth seen so far goes on.
+        crawl.set_outlook(Outlook {
+            admitted: frontier.seen.len() as u64,
+            found: 0,
+            ahead: crawl.outlook().ahead.saturating_sub(level.len() as u64).min(frontier.room()),
+            depth: depth_of(depth),
+        });
+    }
+    if frontier.cut {
+        // The budget outranks maxDepth: it is what stopped the walk first.
+        *crawl.limit.lock().unwrap_or_else(|e| e.into_inner()) = Some(Limit::MaxPages);
     }
     Outcome::Finished
 }
@@ -585,7 +728,15 @@ async fn link_list(ctx: &Ctx, url: &Url) -> Result<Vec<Url>, String> {
 
 /// Crawls one level with bounded concurrency; results come back in the
 /// level's order.
-async fn run_level(ctx: &Arc<Ctx>, level: Vec<Url>, depth: u32, seed: bool, scope: Arc<Scope>) -> Vec<PageResult> {
+/// `on_result` sees each page's result as it comes.
+async fn run_level(
+    ctx: &Arc<Ctx>,
+    level: Vec<Url>,
+    depth: u32,
+    seed: bool,
+    scope: Arc<Scope>,
+    mut on_result: impl FnMut(&PageResult),
+) -> Vec<PageResult> {
     let n = level.len();
     let slots = Arc::new(Semaphore::new(ctx.crawl.spec.concurrency));
     let (tx, mut rx) = mpsc::channel::<(usize, PageResult)>(n.max(1));
@@ -596,7 +747,18 @@ async fn run_level(ctx: &Arc<Ctx>, level: Vec<Url>, depth: u32, seed: bool, scop
             results[i] = r;
             continue;
         }
-        let Ok(permit) = slots.clone().acquire_owned().await else {
+        // Results are taken as they come, while later pages wait for a slot.
+        let permit = loop {
+            tokio::select! {
+                biased;
+                Some((j, r)) = rx.recv() => {
+                    on_result(&r);
+                    results[j] = r;
+                }
+                p = slots.clone().acquire_owned() => break p,
+            }
+        };
+        let Ok(permit) = permit else {
             break;
         };
         ctx.crawl.progress.update(|s| s.current_url = Some(url.to_string()));
@@ -614,6 +776,7 @@ async fn run_level(ctx: &Arc<Ctx>, level: Vec<Url>, depth: u32, seed: bool, scop
     }
     drop(tx);
     while let Some((i, r)) = rx.recv().await {
+        on_result(&r);
         results[i] = r;
     }
     results
@@ -853,16 +1016,35 @@ async fn process_body(
         Ok(Processed::Cancelled) => failed(r, "cancelled: the crawl was stopped".into()),
         Ok(Processed::Page(p, format)) => {
             let p = *p;
+            let follow = ctx.follow.load(Ordering::Relaxed);
+            let mut links = p.links;
+            let here = urls::normalize(&body.final_url).unwrap_or_else(|| body.final_url.clone());
+            let canonical = p.canonical.filter(|c| *c != here);
+            if let Some(c) = canonical.as_ref().filter(|c| follow && !links.contains(c)) {
+                links.push(c.clone());
+            }
+            if let Some(first) = ctx.crawl.duplicate_of(here.as_str(), canonical.as_ref(), &p.markdown) {
+                r.status = PageStatus::Skipped;
+                r.title = p.title;
+                r.error = Some(match &canonical {
+                    Some(c) => format!("duplicate: a copy of {first} (rel=canonical {c})"),
+                    None => format!("duplicate: the same content as {first}"),
+                });
+                if follow {
+                    r.links = links.iter().map(|u| u.to_string()).collect();
+                }
+                return Ok((r, PageResult { final_url: Some(body.final_url), links }));
+            }
             r.title = p.title;
             r.description = p.description;
             r.content = Some(p.markdown);
             r.format = Some(format);
             r.chunks = p.chunks;
             r.code_examples = p.code_examples;
-            if ctx.follow.load(Ordering::Relaxed) {
-                r.links = p.links.iter().map(|u| u.to_string()).collect();
+            if follow {
+                r.links = links.iter().map(|u| u.to_string()).collect();
             }
-            (r, PageResult { final_url: Some(body.final_url), links: p.links })
+            (r, PageResult { final_url: Some(body.final_url), links })
         }
         Err(e) => failed(r, format!("processing_failed: {e}")),
     })
@@ -963,7 +1145,7 @@ async fn flush(
     if !embed_missing(engine, crawl, batch).await {
         return; // stopped while embedding: the batch is abandoned
     }
-    let admitted = crawl.admitted.load(Ordering::Relaxed);
+    let outlook = crawl.outlook();
     let mut next = *counts;
     for r in batch.iter() {
         match r.status {
@@ -976,7 +1158,7 @@ async fn flush(
         next.unembedded += r.chunks.iter().filter(|c| c.embedding.is_none()).count() as u64;
     }
     let mut snapshot = crawl.progress.snapshot();
-    snapshot.apply_counts(admitted, next);
+    snapshot.apply_counts(outlook, next);
     let fresh = last_saved.as_ref().is_some_and(|(saved, at)| *saved == snapshot && at.elapsed() < HEARTBEAT);
     if batch.is_empty() && fresh {
         return;
@@ -998,7 +1180,7 @@ async fn flush(
             metrics::counter!("trawl_chunks_stored_total").increment(next.chunks - counts.chunks);
             metrics::counter!("trawl_code_examples_stored_total").increment(next.code_examples - counts.code_examples);
             *counts = next;
-            crawl.progress.set_counts(admitted, next);
+            crawl.progress.set_counts(outlook, next);
             *last_saved = Some((snapshot, Instant::now()));
         }
         Err(crate::store::StoreError::Abandoned) => {}

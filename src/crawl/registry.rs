@@ -29,7 +29,7 @@ use crate::crawl::guard::ForbiddenAddress;
 use crate::crawl::orchestrator::{self, Crawl, Engine, Resume, Slot};
 use crate::crawl::request::{CrawlRequest, RequestError};
 use crate::process::{Pool, PoolError};
-use crate::progress::{ActiveList, CrawlState, CrawlStatus, Fanout, Progress, Reporter, Stage};
+use crate::progress::{ActiveList, CrawlState, CrawlStatus, Fanout, Progress, Reporter};
 use crate::store::{CrawlFilter, DynStore, NewCrawl, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -267,17 +267,11 @@ impl Registry {
         reason: String,
     ) {
         let mut fin = before.clone();
-        fin.status = state;
-        fin.stage = Stage::Finalizing;
-        fin.current_url = None;
-        fin.pages_queued = 0;
-        fin.finished_at = Some(Utc::now());
         if state == CrawlState::Failed {
             tracing::error!(%reason, "crawl cannot run");
-            fin.message = Some(format!("failed: {reason}"));
-            fin.error = Some(reason);
+            fin.end(state, format!("failed: {reason}"), Some(reason));
         } else {
-            fin.message = Some(reason);
+            fin.end(state, reason, None);
         }
         if let Err(e) = self.engine.store.save_status(&fin).await {
             tracing::error!(error = %e, "could not store the terminal status");
@@ -292,9 +286,27 @@ impl Registry {
         let id = before.progress_id.clone();
         let progress = Progress::new(before);
         let reporter = Reporter::new(id.clone(), tenant, progress.clone());
-        self.tracker.spawn(reporter.clone().run(self.fanout.clone(), self.active_list(), self.engine.root.clone()));
+        self.spawn_reporter(reporter.clone(), tracing::Span::current());
         progress.update(|s| *s = after);
         self.remember(id, reporter);
+    }
+
+    /// Runs a crawl's event emitter; once the crawl has ended, records the
+    /// id of its final event, which a status read from the store carries.
+    fn spawn_reporter(self: &Arc<Self>, reporter: Arc<Reporter>, span: tracing::Span) {
+        let (fanout, list, root) = (self.fanout.clone(), self.active_list(), self.engine.root.clone());
+        let store = self.engine.store.clone();
+        self.tracker.spawn(
+            async move {
+                let id = reporter.crawl_id.clone();
+                if let Some(last) = reporter.run(fanout, list, root).await
+                    && let Err(e) = store.set_last_event_id(&id, last).await
+                {
+                    tracing::warn!(error = %e, "could not record the crawl's last event id");
+                }
+            }
+            .instrument(span),
+        );
     }
 
     /// What a reporter lists in `crawls_update`.
@@ -405,12 +417,7 @@ impl Registry {
     fn spawn_crawl(self: &Arc<Self>, crawl: Arc<Crawl>, slot: Slot) {
         let id = crawl.reporter.crawl_id.clone();
         self.live_map().insert(id.clone(), crawl.clone());
-        let reporter = crawl.reporter.clone();
-        self.tracker.spawn(
-            reporter
-                .run(self.fanout.clone(), self.active_list(), self.engine.root.clone())
-                .instrument(crawl.span.clone()),
-        );
+        self.spawn_reporter(crawl.reporter.clone(), crawl.span.clone());
         let (engine, registry) = (self.engine.clone(), Arc::downgrade(self));
         let span = crawl.span.clone();
         self.tracker.spawn(
@@ -449,6 +456,22 @@ impl Registry {
             }
         }
         self.engine.store.get_crawl(id).await
+    }
+
+    /// The event id a status read from the store is numbered as: its final
+    /// event's for an ended crawl (0 when unknown: crawls from before ids
+    /// were kept, and unfinished crawls of other instances).
+    pub async fn last_event_id(&self, s: &CrawlStatus) -> u64 {
+        if !s.status.is_terminal() {
+            return 0;
+        }
+        match self.engine.store.last_event_id(&s.progress_id).await {
+            Ok(id) => id.unwrap_or(0),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the crawl's last event id");
+                0
+            }
+        }
     }
 
     fn remember(&self, id: String, reporter: Arc<Reporter>) {

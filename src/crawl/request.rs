@@ -43,15 +43,20 @@ pub struct CrawlRequest {
     /// private, loopback or link-local addresses (unless the service allows them).
     #[schema(min_length = 1, max_length = 4096)]
     pub url: String,
+    /// `auto` (default: from the URL's name, else from what it serves),
+    /// `page`, `sitemap`, `llms_txt` or `recursive`.
     #[serde(default, alias = "crawl_type")]
+    #[schema(default = "auto")]
     pub crawl_type: CrawlType,
     /// Link hops followed from the start page by `recursive` crawls (default 3).
+    /// A crawl it cuts short ends with `limitReached: "maxDepth"`.
     #[serde(default, alias = "max_depth", deserialize_with = "whole_number")]
-    #[schema(minimum = 0, maximum = 100)]
+    #[schema(minimum = 0, maximum = 100, default = 3)]
     pub max_depth: Option<u32>,
-    /// Pages taken on at most (default 1000).
+    /// Pages taken on at most (default 1000). A crawl it cuts short ends
+    /// with `limitReached: "maxPages"`.
     #[serde(default, alias = "max_pages", deserialize_with = "whole_number")]
-    #[schema(minimum = 1, maximum = 1_000_000)]
+    #[schema(minimum = 1, maximum = 1_000_000, default = 1000)]
     pub max_pages: Option<u32>,
     /// Path globs a URL must match one of (none: every path).
     #[serde(default)]
@@ -63,25 +68,30 @@ pub struct CrawlRequest {
     pub exclude: Vec<String>,
     /// Stay on the start URL's host (default true).
     #[serde(default, alias = "same_domain")]
+    #[schema(default = true)]
     pub same_domain: Option<bool>,
     /// Honour robots.txt (default true).
     #[serde(default, alias = "respect_robots")]
+    #[schema(default = true)]
     pub respect_robots: Option<bool>,
     /// `http` (default), `browser` or `auto`.
     #[serde(default)]
+    #[schema(default = "http")]
     pub render: Option<Render>,
-    /// Fetches in flight at once (default 16).
+    /// Fetches in flight at once (default 16, the service's
+    /// `--default-concurrency`).
     #[serde(default, deserialize_with = "whole_number")]
-    #[schema(minimum = 1, maximum = 256)]
+    #[schema(minimum = 1, maximum = 256, default = 16)]
     pub concurrency: Option<u32>,
     /// Browser pages open at once for this crawl (default 4, at most the
     /// service's browser max pages, 8 by default).
     #[serde(default, alias = "browser_concurrency", deserialize_with = "whole_number")]
-    #[schema(minimum = 1, maximum = 8)]
+    #[schema(minimum = 1, maximum = 8, default = 4)]
     pub browser_concurrency: Option<u32>,
     /// When a rendered page counts as loaded: `domcontentloaded` (default,
     /// plus a short settle), `load` or `networkidle`.
     #[serde(default, alias = "wait_until")]
+    #[schema(default = "domcontentloaded")]
     pub wait_until: Option<WaitUntil>,
     /// Labels kept with the crawl: at most 32, each 1 to 100 characters.
     #[serde(default)]
@@ -89,14 +99,16 @@ pub struct CrawlRequest {
     pub tags: Vec<String>,
     /// Largest chunk in characters (default 1200).
     #[serde(default, alias = "chunk_size", deserialize_with = "whole_number")]
-    #[schema(minimum = 100, maximum = 20_000)]
+    #[schema(minimum = 100, maximum = 20_000, default = 1200)]
     pub chunk_size: Option<u32>,
     /// Characters shared by consecutive chunks (default 150, or a quarter of
     /// `chunkSize` when that is smaller); less than `chunkSize`.
     #[serde(default, alias = "chunk_overlap", deserialize_with = "whole_number")]
+    #[schema(default = 150)]
     pub chunk_overlap: Option<u32>,
     /// `characters` (default) or `tokens` (tiktoken cl100k_base) for the two above.
     #[serde(default, alias = "chunk_unit")]
+    #[schema(default = "characters")]
     pub chunk_unit: Option<ChunkUnit>,
 }
 

@@ -34,6 +34,8 @@ pub struct Processed {
     pub markdown: String,
     /// Crawlable links in document order, normalised, without repeats.
     pub links: Vec<Url>,
+    /// The page's `<link rel=canonical>`, normalised.
+    pub canonical: Option<Url>,
     pub chunks: Vec<Chunk>,
     pub code_examples: Vec<CodeExample>,
 }
@@ -45,6 +47,7 @@ struct Scan {
     in_title: bool,
     description: Option<String>,
     base: Option<Url>,
+    canonical: Option<String>,
     hrefs: Vec<String>,
     blocks: Vec<RawBlock>,
     /// The `<pre>` being read: its language and text so far.
@@ -65,6 +68,13 @@ fn scan(html: &str, page_url: &Url) -> Scan {
                     element!("base[href]", |el| {
                         if let Some(h) = el.get_attribute("href") {
                             st.borrow_mut().base = page_url.join(&decode(&h)).ok();
+                        }
+                        Ok(())
+                    }),
+                    element!("link[rel~=canonical][href]", |el| {
+                        let mut s = st.borrow_mut();
+                        if s.canonical.is_none() {
+                            s.canonical = el.get_attribute("href").map(|h| decode(&h));
                         }
                         Ok(())
                     }),
@@ -168,6 +178,7 @@ fn main_markdown(html: &str, page_url: &Url) -> (Option<String>, String) {
 pub fn process_html(html: &str, page_url: &Url, opts: &ProcessOptions) -> Processed {
     let scan = scan(html, page_url);
     let links = links(&scan, page_url);
+    let canonical = scan.canonical.as_deref().and_then(|h| urls::resolve_link(page_url, h));
     let (article_title, markdown) = main_markdown(html, page_url);
     let markdown = code::label_fences(&markdown, &scan.blocks);
     let page_title = decode(&scan.title).split_whitespace().collect::<Vec<_>>().join(" ");
@@ -180,7 +191,8 @@ pub fn process_html(html: &str, page_url: &Url, opts: &ProcessOptions) -> Proces
     };
     let chunks = chunk_markdown(&markdown, opts.chunks);
     let code_examples = code::examples(scan.blocks, &markdown, opts.min_code_chars);
-    Processed { title, description: scan.description.filter(|d| !d.is_empty()), markdown, links, chunks, code_examples }
+    let description = scan.description.filter(|d| !d.is_empty());
+    Processed { title, description, markdown, links, canonical, chunks, code_examples }
 }
 
 impl Processed {
@@ -215,6 +227,7 @@ pub fn process_text(text: &str, opts: &ProcessOptions) -> Processed {
         description: None,
         markdown: text.to_string(),
         links: Vec::new(),
+        canonical: None,
         chunks,
         code_examples,
     }
@@ -236,6 +249,14 @@ mod tests {
         let links: Vec<&str> = p.links.iter().map(Url::as_str).collect();
         assert_eq!(links, vec!["http://e.com/docs/a.html", "http://e.com/b", "http://e.com/c?x=1"]);
         assert!(p.markdown.contains("Para"), "{}", p.markdown);
+        assert!(p.canonical.is_none());
+    }
+
+    #[test]
+    fn reads_the_canonical_link() {
+        let html = r#"<html><head><link rel="alternate canonical" href="/Docs/?utm_source=x#top"></head><body>x</body></html>"#;
+        let p = process_html(html, &Url::parse("http://e.com/docs/index.html").unwrap(), &ProcessOptions::default());
+        assert_eq!(p.canonical.as_ref().map(Url::as_str), Some("http://e.com/Docs/"));
     }
 
     #[test]

@@ -147,7 +147,7 @@ pub fn on_connect<A: Adapter>(socket: SocketRef<A>, rt: Realtime<A>) {
 /// ack must not wait for ever.
 async fn unknown_event<A: Adapter>(socketioxide::extract::Event(event): socketioxide::extract::Event, reply: Reply<A>) {
     let name: String = event.chars().take(64).collect();
-    let known = "crawl_subscribe, crawl_unsubscribe, crawl_stop, subscribe_crawls, unsubscribe_crawls";
+    let known = super::docs::client_event_names();
     reply.err(&name, "unknown_event", format!("no event '{name}'; the events are {known}"));
 }
 
@@ -180,7 +180,8 @@ async fn subscribe<A: Adapter>(
     match rt.registry.status(&id, tenant.as_deref()).await {
         Ok(Some(s)) => {
             socket.join(id.clone());
-            let snap = Arc::new(Event::progress(&s, 0, true, s.status.is_terminal()));
+            let event_id = rt.registry.last_event_id(&s).await;
+            let snap = Arc::new(Event::progress(&s, event_id, true, s.status.is_terminal()));
             rt.fanout.send(socket.clone(), snap);
             let status = s.status;
             if rt.registry.cluster().is_some() {

@@ -9,6 +9,7 @@
 //! adapter: a client on one instance gets the events of a crawl running on
 //! another. Everything here is generic over the adapter for that reason.
 
+pub mod docs;
 mod fanout;
 mod handlers;
 

@@ -25,7 +25,7 @@ use super::{
     ChunkHit, CodeHit, CrawlFilter, NewCrawl, PageRecord, PageStatus, PageSummary, SearchFilter, Store, StoreError,
     StoredPage, Unembedded,
 };
-use crate::progress::{CrawlState, CrawlStatus, Stage};
+use crate::progress::{CrawlState, CrawlStatus, Limit, Stage};
 
 pub struct PgStore {
     pool: PgPool,
@@ -204,6 +204,7 @@ pub(crate) fn status_from_row(r: &PgRow) -> Result<CrawlStatus, StoreError> {
         current_url: r.try_get("current_url")?,
         message: r.try_get("message")?,
         error: r.try_get("error")?,
+        limit_reached: r.try_get::<Option<String>, _>("limit_reached")?.as_deref().and_then(Limit::parse),
         created_at: r.try_get("created_at")?,
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
@@ -223,7 +224,8 @@ where
            status = CASE WHEN status = 'stopping' AND $1 IN ('queued', 'running') THEN 'stopping' ELSE $1 END,
            stage = $2, percentage = $3, pages_crawled = $4, pages_failed = $5,
            pages_skipped = $6, pages_queued = $7, chunks_stored = $8, code_examples = $9, chunks_unembedded = $10,
-           current_url = $11, message = $12, error = $13, started_at = $14, finished_at = $15, updated_at = now()
+           current_url = $11, message = $12, error = $13, started_at = $14, finished_at = $15, updated_at = now(),
+           limit_reached = $18
          WHERE id = $16 AND status NOT IN ('completed', 'failed', 'cancelled')
            AND ($17::text IS NULL OR owner IS NULL OR owner = $17)",
     )
@@ -244,6 +246,7 @@ where
     .bind(s.finished_at)
     .bind(&s.progress_id)
     .bind(owner)
+    .bind(s.limit_reached.map(Limit::as_str))
     .execute(exec)
     .await?;
     Ok(())
@@ -951,6 +954,23 @@ impl Store for PgStore {
         Ok(!moved.is_empty())
     }
 
+    async fn set_last_event_id(&self, id: &str, event_id: u64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE crawls SET last_event_id = $2 WHERE id = $1")
+            .bind(id)
+            .bind(event_id as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn last_event_id(&self, id: &str) -> Result<Option<u64>, StoreError> {
+        let v: Option<Option<i64>> = sqlx::query_scalar("SELECT last_event_id FROM crawls WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(v.flatten().map(|v| v.max(0) as u64))
+    }
+
     async fn set_crawl_type(&self, id: &str, crawl_type: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE crawls SET request = jsonb_set(request, '{crawlType}', to_jsonb($2::text)) WHERE id = $1")
             .bind(id)
@@ -987,7 +1007,7 @@ impl Store for PgStore {
     async fn mark_interrupted(&self) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let failed = sqlx::query(
-            "UPDATE crawls SET status = 'failed', stage = 'finalizing', error = 'interrupted', message = 'interrupted',
+            "UPDATE crawls SET status = 'failed', error = 'interrupted', message = 'interrupted',
                current_url = NULL, pages_queued = 0, finished_at = now(), updated_at = now()
              WHERE status IN ('queued', 'running')",
         )
@@ -995,7 +1015,7 @@ impl Store for PgStore {
         .await?
         .rows_affected();
         let cancelled = sqlx::query(
-            "UPDATE crawls SET status = 'cancelled', stage = 'finalizing', message = 'stopped (interrupted while stopping)',
+            "UPDATE crawls SET status = 'cancelled', message = 'stopped (interrupted while stopping)',
                current_url = NULL, pages_queued = 0, finished_at = now(), updated_at = now()
              WHERE status = 'stopping'",
         )

@@ -14,7 +14,7 @@ use super::{
     ChunkHit, CodeHit, CrawlFilter, NewCrawl, PageRecord, PageStatus, PageSummary, SearchFilter, Store, StoreError,
     StoredPage, Unembedded,
 };
-use crate::progress::{CrawlState, CrawlStatus, Stage, format_time};
+use crate::progress::{CrawlState, CrawlStatus, Limit, Stage, format_time};
 
 /// Reads go to a small pool; every write goes through `writer`, one
 /// connection. SQLite allows one writer at a time anyway: with several
@@ -299,6 +299,7 @@ fn status_from_row(r: &SqliteRow) -> Result<CrawlStatus, StoreError> {
         current_url: r.try_get("current_url")?,
         message: r.try_get("message")?,
         error: r.try_get("error")?,
+        limit_reached: r.try_get::<Option<String>, _>("limit_reached")?.as_deref().and_then(Limit::parse),
         created_at: parse_ts(r.try_get("created_at")?)?.unwrap_or_default(),
         started_at: parse_ts(r.try_get("started_at")?)?,
         finished_at: parse_ts(r.try_get("finished_at")?)?,
@@ -313,7 +314,7 @@ where
     sqlx::query(
         "UPDATE crawls SET status = ?, stage = ?, percentage = ?, pages_crawled = ?, pages_failed = ?,
            pages_skipped = ?, pages_queued = ?, chunks_stored = ?, code_examples = ?, chunks_unembedded = ?, current_url = ?,
-           message = ?, error = ?, started_at = ?, finished_at = ?, updated_at = ?
+           message = ?, error = ?, limit_reached = ?, started_at = ?, finished_at = ?, updated_at = ?
          WHERE id = ? AND status NOT IN ('completed', 'failed', 'cancelled')",
     )
     .bind(s.status.as_str())
@@ -329,6 +330,7 @@ where
     .bind(&s.current_url)
     .bind(&s.message)
     .bind(&s.error)
+    .bind(s.limit_reached.map(Limit::as_str))
     .bind(s.started_at.as_ref().map(ts))
     .bind(s.finished_at.as_ref().map(ts))
     .bind(ts(&Utc::now()))
@@ -483,6 +485,23 @@ impl Store for SqliteStore {
 
     async fn save_pages(&self, s: &CrawlStatus, pages: &[PageRecord], model: &str) -> Result<(), StoreError> {
         self.noted(self.insert_pages(s, pages, model).await)
+    }
+
+    async fn set_last_event_id(&self, id: &str, event_id: u64) -> Result<(), StoreError> {
+        let r = sqlx::query("UPDATE crawls SET last_event_id = ? WHERE id = ?")
+            .bind(event_id as i64)
+            .bind(id)
+            .execute(&self.writer)
+            .await;
+        self.noted(r.map(|_| ()).map_err(StoreError::from))
+    }
+
+    async fn last_event_id(&self, id: &str) -> Result<Option<u64>, StoreError> {
+        let v: Option<Option<i64>> = sqlx::query_scalar("SELECT last_event_id FROM crawls WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(v.flatten().map(|v| v.max(0) as u64))
     }
 
     async fn get_crawl(&self, id: &str) -> Result<Option<CrawlStatus>, StoreError> {
@@ -796,7 +815,7 @@ impl Store for SqliteStore {
         let now = ts(&Utc::now());
         let mut tx = self.writer.begin().await?;
         let failed = sqlx::query(
-            "UPDATE crawls SET status = 'failed', stage = 'finalizing', error = 'interrupted', message = 'interrupted',
+            "UPDATE crawls SET status = 'failed', error = 'interrupted', message = 'interrupted',
                current_url = NULL, pages_queued = 0, finished_at = ?, updated_at = ?
              WHERE status IN ('queued', 'running')",
         )
@@ -806,7 +825,7 @@ impl Store for SqliteStore {
         .await?
         .rows_affected();
         let cancelled = sqlx::query(
-            "UPDATE crawls SET status = 'cancelled', stage = 'finalizing', message = 'stopped (interrupted while stopping)',
+            "UPDATE crawls SET status = 'cancelled', message = 'stopped (interrupted while stopping)',
                current_url = NULL, pages_queued = 0, finished_at = ?, updated_at = ?
              WHERE status = 'stopping'",
         )

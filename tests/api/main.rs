@@ -15,6 +15,7 @@ mod openapi;
 mod pg;
 mod pipeline;
 mod postgres;
+mod progress;
 mod realtime;
 mod scope;
 mod search;
