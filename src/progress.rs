@@ -126,8 +126,11 @@ impl Limit {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CrawlStatus {
+    /// The crawl's id: its Socket.IO room and its URLs' last segment.
     pub progress_id: String,
+    /// The start URL.
     pub url: String,
+    /// Where the crawl is in its life; a terminal state never changes again.
     pub status: CrawlState,
     /// What the crawl is doing; `done` once completed (a cancelled or failed
     /// crawl keeps the stage it ended in).
@@ -138,28 +141,39 @@ pub struct CrawlStatus {
     /// the crawl completes. Sent rounded down to 0.1.
     #[serde(serialize_with = "tenths")]
     pub percentage: f64,
+    /// Pages fetched and stored with their content.
     pub pages_crawled: u64,
+    /// Pages that could not be had (HTTP errors, timeouts, refused addresses, ...).
     pub pages_failed: u64,
+    /// Pages left out on purpose: robots.txt, an unsupported type, a
+    /// duplicate of a page kept (`GET .../pages` says why for each).
     pub pages_skipped: u64,
     /// Pages known and still to crawl: taken on and not done, plus links found
     /// that the crawl will follow (within `maxDepth` and `maxPages`).
     pub pages_queued: u64,
+    /// Chunks of markdown stored, each searchable.
     pub chunks_stored: u64,
+    /// Code examples stored.
     pub code_examples: u64,
     /// Chunks stored without a vector because the embedder failed for good;
     /// `trawl embed --missing` fills them in.
     pub chunks_unembedded: u64,
+    /// A page being fetched now, while the crawl runs.
     pub current_url: Option<String>,
     /// What is happening now, e.g. "42 pages crawled, 310 waiting, depth 3 of 5";
     /// for an ended crawl, how it ended.
     pub message: Option<String>,
+    /// Why a failed crawl failed.
     pub error: Option<String>,
     /// Set when a budget cut the crawl short (`maxPages` or `maxDepth`).
     pub limit_reached: Option<Limit>,
+    /// When it was asked for.
     #[serde(serialize_with = "rfc3339")]
     pub created_at: DateTime<Utc>,
+    /// When it started running.
     #[serde(serialize_with = "rfc3339_opt")]
     pub started_at: Option<DateTime<Utc>>,
+    /// When it reached its terminal state.
     #[serde(serialize_with = "rfc3339_opt")]
     pub finished_at: Option<DateTime<Utc>>,
 }

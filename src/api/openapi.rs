@@ -78,3 +78,21 @@ impl Modify for EdgeResponses {
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `docs/openapi.json` is the document the service serves, for readers
+    /// without a running service; `TRAWL_BLESS=1 cargo test --lib docs_` rewrites it.
+    #[test]
+    fn docs_openapi_json_is_the_served_document() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json");
+        let want = ApiDoc::openapi().to_pretty_json().expect("the document serializes") + "\n";
+        if std::env::var("TRAWL_BLESS").is_ok() {
+            std::fs::write(&path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(have == want, "docs/openapi.json is out of date: run `TRAWL_BLESS=1 cargo test --lib docs_`");
+    }
+}

@@ -31,7 +31,10 @@ pub(super) struct SearchRequest {
     limit: Option<u32>,
     #[serde(default, alias = "progress_id")]
     progress_id: Option<String>,
+    /// Only pages of this host. A URL or `host:port` is taken as its host
+    /// (the port does not narrow it: pages are kept by host).
     #[serde(default)]
+    #[schema(max_length = 2048)]
     source: Option<String>,
     #[serde(default)]
     mode: Mode,
@@ -59,6 +62,24 @@ fn check_query(q: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The host a `source` filter names: a bare host, `host:port` or a URL.
+fn source_host(source: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(raw) = source else { return Ok(None) };
+    let s = raw.trim();
+    let bad = || {
+        ApiError::InvalidRequest(format!(
+            "source must be a host, host:port or URL; '{}' is none",
+            s.chars().take(100).collect::<String>()
+        ))
+    };
+    if s.is_empty() {
+        return Err(bad());
+    }
+    let url = if s.contains("://") { url::Url::parse(s) } else { url::Url::parse(&format!("http://{s}")) };
+    let host = url.ok().and_then(|u| u.host_str().map(str::to_ascii_lowercase)).ok_or_else(bad)?;
+    Ok(Some(host))
+}
+
 fn check_limit(limit: Option<u32>, default: u32) -> Result<u32, ApiError> {
     match limit {
         None => Ok(default),
@@ -78,7 +99,7 @@ pub(super) async fn search_chunks(
 ) -> Result<Json<Value>, ApiError> {
     check_query(&req.query)?;
     let limit = check_limit(req.limit, 10)?;
-    let filter = SearchFilter { crawl_id: req.progress_id, source: req.source, tenant: tenant.0 };
+    let filter = SearchFilter { crawl_id: req.progress_id, source: source_host(req.source)?, tenant: tenant.0 };
     let store = state.registry.store();
     let hits = search::search(&**store, &**state.registry.embedder(), &req.query, req.mode, &filter, limit).await?;
     Ok(Json(json!({ "results": hits })))

@@ -16,6 +16,7 @@ mod pg;
 mod pipeline;
 mod postgres;
 mod progress;
+mod readme;
 mod realtime;
 mod scope;
 mod search;

@@ -55,7 +55,16 @@ async fn search_filters_by_crawl_and_source_and_refuses_bad_input() {
     assert!(v["results"].as_array().unwrap().iter().all(|r| r["url"] == site.url("/code/examples.html")));
     let (_, v) = search(&app, json!({"query": "count words", "source": "elsewhere.invalid"})).await;
     assert_eq!(v["results"], json!([]));
+    // The host, written as host:port or as a URL, matches the pages of the host.
+    let authority = site.url("/").trim_start_matches("http://").trim_end_matches('/').to_string();
+    for source in ["127.0.0.1".to_string(), authority.clone(), site.url("/docs/")] {
+        let (code, v) = search(&app, json!({"query": "count words", "source": source, "mode": "text"})).await;
+        assert_eq!(code, 200, "{v}");
+        assert!(!v["results"].as_array().unwrap().is_empty(), "source {source} matches: {v}");
+    }
     for bad in [
+        json!({"query": "x", "source": ""}),
+        json!({"query": "x", "source": "http://"}),
         json!({"query": ""}),
         json!({"query": "x", "limit": 0}),
         json!({"query": "x", "mode": "psychic"}),
