@@ -2,6 +2,7 @@
 //! (embedded default) and PostgreSQL (production) are two implementations of
 //! one contract.
 
+mod migrations;
 pub mod postgres;
 pub mod sqlite;
 

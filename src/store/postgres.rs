@@ -74,7 +74,7 @@ impl PgStore {
         let mut conn = pool.acquire().await?;
         sqlx::query("SELECT pg_advisory_lock($1)").bind(SETUP_LOCK).execute(&mut *conn).await?;
         let setup = async {
-            sqlx::migrate!("./migrations/postgres").run(&mut *conn).await?;
+            super::migrations::migrator(super::migrations::POSTGRES).run(&mut *conn).await?;
             ensure_dimensions(&mut conn, dimensions).await
         }
         .await;

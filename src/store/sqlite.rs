@@ -60,7 +60,7 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let writer =
             SqlitePoolOptions::new().max_connections(1).acquire_timeout(WRITE_WAIT).connect_with(opts.clone()).await?;
-        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        super::migrations::migrator(super::migrations::SQLITE).run(&writer).await?;
         let dir = std::path::Path::new(opts.get_filename())
             .parent()
             .map(|d| if d.as_os_str().is_empty() { std::path::PathBuf::from(".") } else { d.to_path_buf() });
