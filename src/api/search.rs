@@ -62,6 +62,9 @@ fn check_query(q: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The longest `source` filter (the schema's `maxLength`).
+const MAX_SOURCE_CHARS: usize = 2048;
+
 /// The host a `source` filter names: a bare host, `host:port` or a URL.
 fn source_host(source: Option<String>) -> Result<Option<String>, ApiError> {
     let Some(raw) = source else { return Ok(None) };
@@ -72,7 +75,7 @@ fn source_host(source: Option<String>) -> Result<Option<String>, ApiError> {
             s.chars().take(100).collect::<String>()
         ))
     };
-    if s.is_empty() {
+    if s.is_empty() || raw.chars().count() > MAX_SOURCE_CHARS {
         return Err(bad());
     }
     let url = if s.contains("://") { url::Url::parse(s) } else { url::Url::parse(&format!("http://{s}")) };
