@@ -176,6 +176,13 @@ pub struct CrawlStatus {
     /// When it reached its terminal state.
     #[serde(serialize_with = "rfc3339_opt")]
     pub finished_at: Option<DateTime<Utc>>,
+    /// The newest event id this state includes. The store keeps it with the
+    /// state, so a state read back from it (on another instance, or after
+    /// the crawl ended) is numbered as the crawl's own events were. Sent as
+    /// the events' `eventId`, not as a field of its own.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub event_id: u64,
 }
 
 impl CrawlStatus {
@@ -200,6 +207,7 @@ impl CrawlStatus {
             created_at,
             started_at: None,
             finished_at: None,
+            event_id: 0,
         }
     }
 
@@ -535,6 +543,8 @@ pub struct Reporter {
     /// Set when another instance took the crawl over: its events are that
     /// instance's to send.
     muted: std::sync::atomic::AtomicBool,
+    /// The id of the newest event published (0: none yet).
+    newest: std::sync::atomic::AtomicU64,
 }
 
 /// Serializes an event payload once.
@@ -647,7 +657,13 @@ impl Reporter {
             replay: Mutex::new(Replay { next_id: first_id.max(1), events: VecDeque::new(), last_id: None }),
             tx,
             muted: std::sync::atomic::AtomicBool::new(false),
+            newest: std::sync::atomic::AtomicU64::new(first_id.max(1) - 1),
         })
+    }
+
+    /// The id of the newest event published: what a state stored now includes.
+    pub fn newest_id(&self) -> u64 {
+        self.newest.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Publishes nothing more.
@@ -731,6 +747,7 @@ impl Reporter {
         if last {
             r.last_id = Some(id);
         }
+        self.newest.store(id, std::sync::atomic::Ordering::Relaxed);
         let _ = self.tx.send(event.clone());
         fanout.crawl_event(&self.crawl_id, event).await;
         drop(r);

@@ -52,7 +52,7 @@ pub(super) async fn events(
     let keep_alive = KeepAlive::new().interval(Duration::from_secs(15)).text("keep-alive");
     let Some(reporter) = state.registry.reporter(&id, tenant.as_deref()) else {
         let s = state.registry.status(&id, tenant.as_deref()).await?.ok_or_else(|| ApiError::crawl_not_found(&id))?;
-        let final_id = state.registry.last_event_id(&s).await;
+        let final_id = s.event_id;
         let seen = last_event_id
             .and_then(|v| v.parse::<u64>().ok())
             .is_some_and(|v| s.status.is_terminal() && final_id > 0 && v >= final_id);
@@ -99,8 +99,9 @@ impl Source {
                     Source::Local(follow) => return follow.next().await.map(|ev| (Ok(ev), src)),
                     Source::Remote(remote) => match remote.next().await? {
                         Step::Event(ev) => {
-                            // The owner's ids do not continue here: only the
-                            // final event has one, which ends reconnects.
+                            // The payload's eventId is the owner's; the SSE id is
+                            // left out (a reconnect here cannot replay the owner's
+                            // buffer) but for the final event's, which ends reconnects.
                             let out = SseEvent::default().event(ev.name).data(ev.data.get());
                             return Some((Ok(if ev.last { out.id(FINAL_ID) } else { out }), src));
                         }

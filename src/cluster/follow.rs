@@ -6,8 +6,9 @@
 //! The owner rewrites the row at least every [`POLL`] while it changes; the
 //! follower reads it that often and turns each change into the events a
 //! local subscriber gets: `crawl_progress`, and `crawl:stopping` then
-//! `crawl:stopped` for a stop. They carry no event id (the ids are the
-//! owner's); the final one is marked `last`.
+//! `crawl:stopped` for a stop. Each carries the id of the owner's newest
+//! event the stored state includes (stored with it), so they are numbered
+//! as the owner's own events; the final one is marked `last`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use crate::progress::{
 pub const POLL: Duration = Duration::from_millis(250);
 
 pub enum Step {
-    /// The next event, as a local subscriber would get it (id 0).
+    /// The next event, as a local subscriber would get it.
     Event(Arc<Event>),
     /// The crawl now runs on this instance: its reporter takes over.
     Local(Arc<Reporter>),
@@ -86,7 +87,14 @@ impl Follower {
 
     fn push_changes(&mut self, s: &CrawlStatus) {
         let event = |name, data: serde_json::Value, urgent, last| {
-            Arc::new(Event { id: 0, name, data: raw(&stamped(data, 0)), status: s.status, urgent, last })
+            Arc::new(Event {
+                id: s.event_id,
+                name,
+                data: raw(&stamped(data, s.event_id)),
+                status: s.status,
+                urgent,
+                last,
+            })
         };
         if matches!(s.status, CrawlState::Stopping | CrawlState::Cancelled) && !self.stopping_sent {
             self.stopping_sent = true;
@@ -94,7 +102,12 @@ impl Follower {
         }
         let terminal = s.status.is_terminal();
         let cancelled = s.status == CrawlState::Cancelled;
-        self.pending.push_back(event(CRAWL_PROGRESS, progress_payload(s, 0), terminal, terminal && !cancelled));
+        self.pending.push_back(event(
+            CRAWL_PROGRESS,
+            progress_payload(s, s.event_id),
+            terminal,
+            terminal && !cancelled,
+        ));
         if cancelled {
             self.pending.push_back(event(CRAWL_STOPPED, stopped_payload(s), true, true));
         }

@@ -1159,6 +1159,7 @@ async fn flush(
     }
     let mut snapshot = crawl.progress.snapshot();
     snapshot.apply_counts(outlook, next);
+    snapshot.event_id = crawl.reporter.newest_id();
     let fresh = last_saved.as_ref().is_some_and(|(saved, at)| *saved == snapshot && at.elapsed() < HEARTBEAT);
     if batch.is_empty() && fresh {
         return;

@@ -458,22 +458,6 @@ impl Registry {
         self.engine.store.get_crawl(id).await
     }
 
-    /// The event id a status read from the store is numbered as: its final
-    /// event's for an ended crawl (0 when unknown: crawls from before ids
-    /// were kept, and unfinished crawls of other instances).
-    pub async fn last_event_id(&self, s: &CrawlStatus) -> u64 {
-        if !s.status.is_terminal() {
-            return 0;
-        }
-        match self.engine.store.last_event_id(&s.progress_id).await {
-            Ok(id) => id.unwrap_or(0),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read the crawl's last event id");
-                0
-            }
-        }
-    }
-
     fn remember(&self, id: String, reporter: Arc<Reporter>) {
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();

@@ -180,8 +180,7 @@ async fn subscribe<A: Adapter>(
     match rt.registry.status(&id, tenant.as_deref()).await {
         Ok(Some(s)) => {
             socket.join(id.clone());
-            let event_id = rt.registry.last_event_id(&s).await;
-            let snap = Arc::new(Event::progress(&s, event_id, true, s.status.is_terminal()));
+            let snap = Arc::new(Event::progress(&s, s.event_id, true, s.status.is_terminal()));
             rt.fanout.send(socket.clone(), snap);
             let status = s.status;
             if rt.registry.cluster().is_some() {

@@ -389,10 +389,6 @@ pub trait Store: Send + Sync + 'static {
     /// Records the id of a crawl's final event (after its terminal status).
     async fn set_last_event_id(&self, id: &str, event_id: u64) -> Result<(), StoreError>;
 
-    /// The id of a crawl's final event, when it was recorded: what a status
-    /// read from the store is numbered as, on every surface.
-    async fn last_event_id(&self, id: &str) -> Result<Option<u64>, StoreError>;
-
     /// What a crawl stored of each page, for resuming it.
     async fn stored_outcomes(&self, _id: &str) -> Result<Vec<StoredOutcome>, StoreError> {
         Ok(Vec::new())

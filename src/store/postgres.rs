@@ -205,6 +205,7 @@ pub(crate) fn status_from_row(r: &PgRow) -> Result<CrawlStatus, StoreError> {
         message: r.try_get("message")?,
         error: r.try_get("error")?,
         limit_reached: r.try_get::<Option<String>, _>("limit_reached")?.as_deref().and_then(Limit::parse),
+        event_id: r.try_get::<Option<i64>, _>("last_event_id")?.unwrap_or(0).max(0) as u64,
         created_at: r.try_get("created_at")?,
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
@@ -225,7 +226,7 @@ where
            stage = $2, percentage = $3, pages_crawled = $4, pages_failed = $5,
            pages_skipped = $6, pages_queued = $7, chunks_stored = $8, code_examples = $9, chunks_unembedded = $10,
            current_url = $11, message = $12, error = $13, started_at = $14, finished_at = $15, updated_at = now(),
-           limit_reached = $18
+           limit_reached = $18, last_event_id = GREATEST(COALESCE(last_event_id, 0), $19)
          WHERE id = $16 AND status NOT IN ('completed', 'failed', 'cancelled')
            AND ($17::text IS NULL OR owner IS NULL OR owner = $17)",
     )
@@ -247,6 +248,7 @@ where
     .bind(&s.progress_id)
     .bind(owner)
     .bind(s.limit_reached.map(Limit::as_str))
+    .bind(s.event_id as i64)
     .execute(exec)
     .await?;
     Ok(())
@@ -961,14 +963,6 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(())
-    }
-
-    async fn last_event_id(&self, id: &str) -> Result<Option<u64>, StoreError> {
-        let v: Option<Option<i64>> = sqlx::query_scalar("SELECT last_event_id FROM crawls WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(v.flatten().map(|v| v.max(0) as u64))
     }
 
     async fn set_crawl_type(&self, id: &str, crawl_type: &str) -> Result<(), StoreError> {

@@ -300,6 +300,7 @@ fn status_from_row(r: &SqliteRow) -> Result<CrawlStatus, StoreError> {
         message: r.try_get("message")?,
         error: r.try_get("error")?,
         limit_reached: r.try_get::<Option<String>, _>("limit_reached")?.as_deref().and_then(Limit::parse),
+        event_id: r.try_get::<Option<i64>, _>("last_event_id")?.unwrap_or(0).max(0) as u64,
         created_at: parse_ts(r.try_get("created_at")?)?.unwrap_or_default(),
         started_at: parse_ts(r.try_get("started_at")?)?,
         finished_at: parse_ts(r.try_get("finished_at")?)?,
@@ -314,7 +315,8 @@ where
     sqlx::query(
         "UPDATE crawls SET status = ?, stage = ?, percentage = ?, pages_crawled = ?, pages_failed = ?,
            pages_skipped = ?, pages_queued = ?, chunks_stored = ?, code_examples = ?, chunks_unembedded = ?, current_url = ?,
-           message = ?, error = ?, limit_reached = ?, started_at = ?, finished_at = ?, updated_at = ?
+           message = ?, error = ?, limit_reached = ?, started_at = ?, finished_at = ?, updated_at = ?,
+           last_event_id = MAX(COALESCE(last_event_id, 0), ?)
          WHERE id = ? AND status NOT IN ('completed', 'failed', 'cancelled')",
     )
     .bind(s.status.as_str())
@@ -334,6 +336,7 @@ where
     .bind(s.started_at.as_ref().map(ts))
     .bind(s.finished_at.as_ref().map(ts))
     .bind(ts(&Utc::now()))
+    .bind(s.event_id as i64)
     .bind(&s.progress_id)
     .execute(exec)
     .await?;
@@ -494,14 +497,6 @@ impl Store for SqliteStore {
             .execute(&self.writer)
             .await;
         self.noted(r.map(|_| ()).map_err(StoreError::from))
-    }
-
-    async fn last_event_id(&self, id: &str) -> Result<Option<u64>, StoreError> {
-        let v: Option<Option<i64>> = sqlx::query_scalar("SELECT last_event_id FROM crawls WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(v.flatten().map(|v| v.max(0) as u64))
     }
 
     async fn get_crawl(&self, id: &str) -> Result<Option<CrawlStatus>, StoreError> {

@@ -229,6 +229,10 @@ async fn progress_of_a_crawl_on_one_instance_reaches_subscribers_and_readers_on_
     let frames = tokio::time::timeout(Duration::from_secs(10), sse).await.expect("the SSE stream ends").unwrap();
     let states: Vec<Value> = frames.iter().map(|f| serde_json::from_str(&f.data).unwrap()).collect();
     assert!(states.iter().filter(|s| s["status"] == "running").count() >= 3, "{} SSE frames", frames.len());
+    // Numbered as B numbered them: the ids B's stored states include.
+    let ids: Vec<u64> = states.iter().map(|s| s["eventId"].as_u64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] <= w[1]), "{ids:?}");
+    assert!(states.iter().filter(|s| s["status"] == "running").all(|s| s["eventId"].as_u64() > Some(0)), "{ids:?}");
     let last = frames.last().unwrap();
     assert_eq!((last.id.as_deref(), states.last().unwrap()["status"].as_str()), (Some("final"), Some("completed")));
     assert_eq!(b.metric("trawl_crawls_claimed_total").await, 1.0);
@@ -463,6 +467,9 @@ async fn without_redis_a_socket_on_one_instance_still_follows_and_stops_a_crawl_
     let crawled: Vec<u64> = events.iter().filter_map(|(_, d)| d["pagesCrawled"].as_u64()).collect();
     assert!(crawled.windows(2).all(|w| w[0] <= w[1]), "{crawled:?}");
     assert!(events.iter().filter(|(_, d)| d["status"] == "running").count() >= 2, "{events:?}");
+    let ids: Vec<u64> = events.iter().map(|(_, d)| d["eventId"].as_u64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] <= w[1]), "numbered as B numbered them: {ids:?}");
+    assert!(events.iter().filter(|(_, d)| d["status"] == "running").all(|(_, d)| d["eventId"].as_u64() > Some(0)));
     let (name, last) = events.last().unwrap();
     assert_eq!(
         (name.as_str(), last["status"].as_str(), last["pagesCrawled"].as_u64()),
