@@ -193,6 +193,13 @@ struct Process {
     profile: Option<tempfile::TempDir>,
 }
 
+/// The process group a spawned Chromium leads: its pid, when the pid is one
+/// that may be signalled. `killpg(0, …)` would signal trawl's own group and
+/// `killpg(1, …)` init's, so a missing or odd pid gives no group at all.
+fn group_of(pid: Option<u32>) -> Option<i32> {
+    pid.and_then(|p| i32::try_from(p).ok()).filter(|&p| p > 1)
+}
+
 impl Process {
     fn kill_group(&mut self) {
         if let Some(group) = self.group {
@@ -422,8 +429,13 @@ impl Renderer {
             });
         }
         let child = cmd.spawn().map_err(|e| format!("{}: {e}", chrome.display()))?;
-        let pid = child.id().unwrap_or(0);
-        let mut process = Process { child, group: i32::try_from(pid).ok(), profile: Some(profile) };
+        let pid = child.id();
+        let group = group_of(pid);
+        let mut process = Process { child, group, profile: Some(profile) };
+        let (Some(pid), Some(_)) = (pid, group) else {
+            discard(process).await;
+            return Err(format!("Chromium has no process id to watch and signal ({pid:?}); it is not used"));
+        };
         let Some(stderr) = process.child.stderr.take() else {
             return Err("no stderr from Chromium".into());
         };
@@ -911,4 +923,17 @@ async fn close_page(instance: Arc<Instance>, page: Page, open: Arc<OpenCount>) {
         },
     }
     open.add(-1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::group_of;
+
+    #[test]
+    fn only_a_real_pid_names_a_process_group_to_kill() {
+        assert_eq!(group_of(Some(4242)), Some(4242));
+        for pid in [None, Some(0), Some(1), Some(u32::MAX)] {
+            assert_eq!(group_of(pid), None, "{pid:?} must never reach killpg");
+        }
+    }
 }
