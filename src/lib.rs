@@ -4,11 +4,12 @@
 //!
 //! # Layout
 //! - `config`: one `Config`, from flags and environment (clap).
-//! - `api`: axum routers, one file per resource (crawls, events, search,
-//!   health, metrics, openapi), and `edge`, what every connection and request
+//! - `api`: axum routers, one file per resource (crawls, pages, events,
+//!   search, health, metrics, openapi), and `edge`, what every connection and request
 //!   meets first (header deadline, connection bound, the open mode's Origin
 //!   and Host checks); `error`: the `ApiError` they answer with.
-//! - `realtime`: Socket.IO (socketioxide): rooms, handlers, auth middleware.
+//! - `realtime`: Socket.IO (socketioxide): rooms, handlers, auth middleware;
+//!   `docs`, which writes `docs/events.md` from the event types.
 //! - `auth`: API keys and tenants.
 //! - `crawl`: the registry of live crawls, the orchestrator of one crawl, and
 //!   its parts: frontier, scope, address guard, robots.txt, discovery (sitemaps,
@@ -20,7 +21,8 @@
 //! - `embed`: the `Embedder` trait: local (hashed n-grams), openai (async-openai).
 //! - `search`: text, vector and hybrid search over the store.
 //! - `store`: the `Store` trait; SQLite (embedded default) and PostgreSQL +
-//!   pgvector (production, with its background vector indexer).
+//!   pgvector (production, with its background vector indexer); the schema
+//!   migrations embedded from `migrations/`.
 //! - `progress`: `CrawlStatus`, the shape of a crawl's state on every surface,
 //!   and the `Reporter` that numbers, throttles and fans out a crawl's events.
 //! - `cluster`: several instances on one PostgreSQL database: the shared

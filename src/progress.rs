@@ -314,6 +314,11 @@ fn tenths<S: Serializer>(p: &f64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64((p * 10.0).floor() / 10.0)
 }
 
+/// Serializes a time as [`format_time`] writes it.
+pub fn serialize_time<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    rfc3339(t, s)
+}
+
 fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format_time(t))
 }

@@ -205,11 +205,13 @@ pub(super) async fn list(
 pub(super) struct PagesParams {
     limit: Option<String>,
     cursor: Option<String>,
+    include: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/crawls/{id}/pages", tag = "crawls",
     params(("id" = String, Path), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Pages per page (default 100)"),
-           ("cursor" = Option<String>, Query, pattern = "^([1-9][0-9]{0,17})?$", description = "nextCursor of the previous page")),
+           ("cursor" = Option<String>, Query, pattern = "^([1-9][0-9]{0,17})?$", description = "nextCursor of the previous page"),
+           ("include" = Option<String>, Query, pattern = "^(markdown)?$", description = "`markdown`: each page with its markdown")),
     responses((status = 200, description = "{pages: [PageSummary], nextCursor}"), (status = 400, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody)))]
 pub(super) async fn pages(
@@ -228,10 +230,18 @@ pub(super) async fn pages(
                 .ok_or_else(|| ApiError::InvalidCursor(format!("cursor '{c}' was not issued by this service")))?,
         ),
     };
+    let markdown = match p.include.as_deref() {
+        None | Some("") => false,
+        Some("markdown") => true,
+        Some(other) => {
+            let other: String = other.chars().take(40).collect();
+            return Err(ApiError::InvalidRequest(format!("include takes `markdown`, not '{other}'")));
+        }
+    };
     if state.registry.status(&id, tenant.as_deref()).await?.is_none() {
         return Err(ApiError::crawl_not_found(&id));
     }
-    let mut pages: Vec<PageSummary> = state.registry.store().list_pages(&id, after, limit + 1).await?;
+    let mut pages: Vec<PageSummary> = state.registry.store().list_pages(&id, after, limit + 1, markdown).await?;
     let next = if pages.len() > limit as usize {
         pages.truncate(limit as usize);
         pages.last().map(|p| p.row_id.to_string())

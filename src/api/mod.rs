@@ -7,6 +7,7 @@ pub mod events;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
+pub mod pages;
 pub mod search;
 
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     let authed = crawls::router()
+        .merge(pages::router())
         .merge(events::router())
         .merge(search::router())
         .route_layer(axum::middleware::from_fn_with_state(state.keys.clone(), crate::auth::require_key));

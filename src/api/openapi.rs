@@ -13,13 +13,13 @@ use super::AppState;
     info(title = "trawl", description = "Crawl orchestration: start crawls, watch them live (Socket.IO at /socket.io, SSE, polling), stop them, search what was crawled."),
     paths(
         super::crawls::start, super::crawls::list, super::crawls::status, super::crawls::stop, super::crawls::delete,
-        super::crawls::pages, super::events::events, super::search::search_chunks, super::search::code_examples,
+        super::crawls::pages, super::pages::page, super::events::events, super::search::search_chunks, super::search::code_examples,
         super::health::healthz, super::health::readyz, super::metrics::metrics,
     ),
     components(schemas(
         crate::crawl::CrawlRequest, crate::progress::CrawlStatus, crate::store::PageSummary, crate::store::ChunkHit,
         crate::store::CodeHit, crate::error::ErrorBody, crate::progress::StoppingEvent, crate::progress::StoppedEvent,
-        crate::progress::EventStamp
+        crate::progress::EventStamp, crate::store::PageContent
     )),
     modifiers(&BearerAuth, &EdgeResponses),
 )]

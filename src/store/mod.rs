@@ -120,7 +120,8 @@ pub struct PageRecord {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PageSummary {
-    #[serde(skip)]
+    /// The page's id: `GET /api/pages/{id}` reads its content.
+    #[serde(rename = "id")]
     pub row_id: i64,
     pub url: String,
     pub final_url: Option<String>,
@@ -133,6 +134,63 @@ pub struct PageSummary {
     pub error: Option<String>,
     /// Whether the content was rendered in Chromium (`render` `browser`, or `auto` for a page that needed scripts).
     pub rendered: bool,
+    /// The page's markdown, with `?include=markdown`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub markdown: Option<String>,
+}
+
+/// A stored page with what was made of it: `GET /api/pages/{id}`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PageContent {
+    pub id: i64,
+    /// The crawl that stored it.
+    pub crawl_id: String,
+    /// The crawl's tenant, for the caller's check; never sent.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub tenant: Option<String>,
+    pub url: String,
+    /// Where redirects ended, when elsewhere.
+    pub final_url: Option<String>,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    /// `crawled`, `failed` or `skipped`.
+    pub status: String,
+    pub http_status: Option<u16>,
+    /// `markdown` (HTML and markdown pages) or `text`.
+    pub format: Option<String>,
+    /// The page's main content as stored (none for failed and skipped pages).
+    pub markdown: Option<String>,
+    pub error: Option<String>,
+    #[serde(serialize_with = "crate::progress::serialize_time")]
+    #[schema(value_type = String, format = DateTime)]
+    pub fetched_at: chrono::DateTime<chrono::Utc>,
+    /// Its chunks in order: what search finds.
+    pub chunks: Vec<ChunkText>,
+    pub code_examples: Vec<CodeText>,
+}
+
+/// One chunk of a page.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChunkText {
+    /// Its place in the page, from 0.
+    pub index: u32,
+    /// The headings above it, `H1 > H2`.
+    pub heading_path: String,
+    pub content: String,
+}
+
+/// One code example of a page.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CodeText {
+    pub id: i64,
+    pub language: String,
+    pub code: String,
+    pub context_before: String,
+    pub context_after: String,
 }
 
 /// A stored page with its content, for tools and tests.
@@ -294,7 +352,18 @@ pub trait Store: Send + Sync + 'static {
     async fn list_crawls(&self, filter: &CrawlFilter) -> Result<Vec<CrawlStatus>, StoreError>;
 
     /// In insertion order, after the row id `after`.
-    async fn list_pages(&self, crawl_id: &str, after: Option<i64>, limit: u32) -> Result<Vec<PageSummary>, StoreError>;
+    /// A crawl's pages in the order they were stored, after row `after`;
+    /// with their markdown when `markdown`.
+    async fn list_pages(
+        &self,
+        crawl_id: &str,
+        after: Option<i64>,
+        limit: u32,
+        markdown: bool,
+    ) -> Result<Vec<PageSummary>, StoreError>;
+
+    /// A page with its chunks and code examples.
+    async fn page_content(&self, page_id: i64) -> Result<Option<PageContent>, StoreError>;
 
     async fn get_page(&self, crawl_id: &str, url: &str) -> Result<Option<StoredPage>, StoreError>;
 

@@ -22,8 +22,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Executor, Postgres, QueryBuilder, Row};
 
 use super::{
-    ChunkHit, CodeHit, CrawlFilter, NewCrawl, PageRecord, PageStatus, PageSummary, SearchFilter, Store, StoreError,
-    StoredPage, Unembedded,
+    ChunkHit, ChunkText, CodeHit, CodeText, CrawlFilter, NewCrawl, PageContent, PageRecord, PageStatus, PageSummary,
+    SearchFilter, Store, StoreError, StoredPage, Unembedded,
 };
 use crate::progress::{CrawlState, CrawlStatus, Limit, Stage};
 
@@ -634,14 +634,22 @@ impl Store for PgStore {
         rows.iter().map(status_from_row).collect()
     }
 
-    async fn list_pages(&self, crawl_id: &str, after: Option<i64>, limit: u32) -> Result<Vec<PageSummary>, StoreError> {
+    async fn list_pages(
+        &self,
+        crawl_id: &str,
+        after: Option<i64>,
+        limit: u32,
+        markdown: bool,
+    ) -> Result<Vec<PageSummary>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, url, final_url, title, status, http_status, depth, error, chunk_count, code_count, rendered
+            "SELECT id, url, final_url, title, status, http_status, depth, error, chunk_count, code_count, rendered,
+               CASE WHEN $4 THEN content END AS content
              FROM pages WHERE crawl_id = $1 AND id > $2 ORDER BY id LIMIT $3",
         )
         .bind(crawl_id)
         .bind(after.unwrap_or(0))
         .bind(i64::from(limit))
+        .bind(markdown)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -658,9 +666,73 @@ impl Store for PgStore {
                     code_examples: r.try_get::<i32, _>("code_count")?.max(0) as u64,
                     error: r.try_get("error")?,
                     rendered: r.try_get("rendered")?,
+                    markdown: r.try_get("content")?,
                 })
             })
             .collect()
+    }
+
+    async fn page_content(&self, page_id: i64) -> Result<Option<PageContent>, StoreError> {
+        let Some(r) = sqlx::query(
+            "SELECT p.id, p.crawl_id, c.tenant, p.url, p.final_url, p.title, p.description, p.status, p.http_status,
+               p.format, p.content, p.error, p.fetched_at
+             FROM pages p JOIN crawls c ON c.id = p.crawl_id WHERE p.id = $1",
+        )
+        .bind(page_id)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let chunks = sqlx::query(
+            "SELECT chunk_index, heading_path, content FROM chunks WHERE page_id = $1 ORDER BY chunk_index",
+        )
+        .bind(page_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|c| {
+            Ok(ChunkText {
+                index: c.try_get::<i32, _>("chunk_index")?.max(0) as u32,
+                heading_path: c.try_get("heading_path")?,
+                content: c.try_get("content")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        let code_examples = sqlx::query(
+            "SELECT id, language, code, context_before, context_after FROM code_examples WHERE page_id = $1 ORDER BY id",
+        )
+        .bind(page_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|e| {
+            Ok(CodeText {
+                id: e.try_get("id")?,
+                language: e.try_get("language")?,
+                code: e.try_get("code")?,
+                context_before: e.try_get("context_before")?,
+                context_after: e.try_get("context_after")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Some(PageContent {
+            id: r.try_get("id")?,
+            crawl_id: r.try_get("crawl_id")?,
+            tenant: r.try_get("tenant")?,
+            url: r.try_get("url")?,
+            final_url: r.try_get("final_url")?,
+            title: r.try_get("title")?,
+            description: r.try_get("description")?,
+            status: r.try_get("status")?,
+            http_status: r.try_get::<Option<i32>, _>("http_status")?.map(|s| s as u16),
+            format: r.try_get("format")?,
+            markdown: r.try_get("content")?,
+            error: r.try_get("error")?,
+            fetched_at: r.try_get("fetched_at")?,
+            chunks,
+            code_examples,
+        }))
     }
 
     async fn get_page(&self, crawl_id: &str, url: &str) -> Result<Option<StoredPage>, StoreError> {

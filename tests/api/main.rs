@@ -4,6 +4,7 @@
 mod browser;
 mod cancellation;
 mod cluster;
+mod content;
 mod crawl_types;
 mod guard;
 mod hardening;

@@ -195,10 +195,10 @@ async fn pages_are_listed_in_order_with_cursor_and_content(store: DynStore) {
     let got = store.get_crawl(id).await.unwrap().unwrap();
     assert_eq!((got.pages_crawled, got.pages_failed), (149, 1), "the status counts what the same write stored");
 
-    let first = store.list_pages(id, None, 100).await.unwrap();
+    let first = store.list_pages(id, None, 100, false).await.unwrap();
     assert_eq!(first.len(), 100);
     assert_eq!(first[0].url, "https://docs.example.com/p0");
-    let rest = store.list_pages(id, Some(first[99].row_id), 100).await.unwrap();
+    let rest = store.list_pages(id, Some(first[99].row_id), 100, false).await.unwrap();
     assert_eq!(rest.len(), 50);
     assert_eq!(rest[0].url, "https://docs.example.com/p100");
     assert_eq!(first[4].status, "failed");
