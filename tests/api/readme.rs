@@ -183,6 +183,18 @@ async fn every_example_in_the_readme_runs_as_written() {
         .unwrap();
     assert_eq!(resp.status(), 202);
     let id = resp.json::<serde_json::Value>().await.unwrap()["progressId"].as_str().unwrap().to_string();
+    // Finished before the examples read it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let s: serde_json::Value =
+            client.get(format!("{base}/api/crawls/{id}")).send().await.unwrap().json().await.unwrap();
+        if s["status"] == "completed" {
+            break;
+        }
+        assert!(s["status"] == "queued" || s["status"] == "running", "{s}");
+        assert!(tokio::time::Instant::now() < deadline, "the crawl did not end: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let mut ran = 0;
     for b in runnable {
