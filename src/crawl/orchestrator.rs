@@ -192,11 +192,12 @@ impl Crawl {
     }
 
     /// The page kept earlier that this one repeats (the same canonical
-    /// URL, or the same content); `None` keeps this one, under both keys.
-    fn duplicate_of(&self, url: &str, canonical: Option<&Url>, content: &str) -> Option<String> {
+    /// URL, or the same content: `content_hash` is [`Crawl::hasher`]'s hash
+    /// of its markdown); `None` keeps this one, under both keys.
+    fn duplicate_of(&self, url: &str, canonical: Option<&Url>, content_hash: u64) -> Option<String> {
         use std::hash::BuildHasher;
         let by_url = self.hasher.hash_one(("url", canonical.map(Url::as_str).unwrap_or(url)));
-        let by_content = self.hasher.hash_one(("content", content));
+        let by_content = self.hasher.hash_one(("content", content_hash));
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(first) = kept.get(&by_url).or_else(|| kept.get(&by_content)) {
             return Some(first.clone());
@@ -857,7 +858,8 @@ impl Body {
 
 /// What the pool made of a page.
 enum Processed {
-    Page(Box<process::Processed>, &'static str),
+    /// The page, its format, and the hash of its content (for duplicates).
+    Page(Box<process::Processed>, &'static str, u64),
     /// `auto` mode: the HTML is a shell for scripts, for this reason.
     NeedsBrowser(&'static str),
     Cancelled,
@@ -983,6 +985,7 @@ async fn process_body(
     let options = ctx.crawl.spec.process;
     let token = ctx.crawl.token.clone();
     let embedder = engine.embedder.clone();
+    let hasher = ctx.crawl.hasher.clone();
     let detect = detect && matches!(kind, Kind::Html);
     let processed = engine
         .pool
@@ -1008,13 +1011,15 @@ async fn process_body(
                 p.chunks.iter_mut().zip(vectors).for_each(|(c, v)| c.embedding = Some(v));
                 p.code_examples.iter_mut().zip(code_vectors).for_each(|(c, v)| c.embedding = Some(v));
             }
-            Processed::Page(Box::new(p), format)
+            // Hashing a large page is CPU work too: here, not on the async threads.
+            let content_hash = std::hash::BuildHasher::hash_one(&hasher, &p.markdown);
+            Processed::Page(Box::new(p), format, content_hash)
         })
         .await;
     Ok(match processed {
         Ok(Processed::NeedsBrowser(reason)) => return Err(NeedsBrowser(reason)),
         Ok(Processed::Cancelled) => failed(r, "cancelled: the crawl was stopped".into()),
-        Ok(Processed::Page(p, format)) => {
+        Ok(Processed::Page(p, format, content_hash)) => {
             let p = *p;
             let follow = ctx.follow.load(Ordering::Relaxed);
             let mut links = p.links;
@@ -1023,7 +1028,7 @@ async fn process_body(
             if let Some(c) = canonical.as_ref().filter(|c| follow && !links.contains(c)) {
                 links.push(c.clone());
             }
-            if let Some(first) = ctx.crawl.duplicate_of(here.as_str(), canonical.as_ref(), &p.markdown) {
+            if let Some(first) = ctx.crawl.duplicate_of(here.as_str(), canonical.as_ref(), content_hash) {
                 r.status = PageStatus::Skipped;
                 r.title = p.title;
                 r.error = Some(match &canonical {
