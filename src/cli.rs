@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Cli, Command, Config, CrawlArgs, CrawlTypeArg, EmbedCmdArgs, SearchArgs, ServeArgs};
+use crate::config::{
+    Cli, Command, Config, CrawlArgs, CrawlTypeArg, EmbedCmdArgs, ExportArgs, SearchArgs, ServeArgs, SourcesArgs,
+};
 use crate::crawl::{CrawlRequest, CrawlType, Registry};
 use crate::progress::CrawlState;
 use crate::{App, store};
@@ -19,6 +21,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Migrate(args) => migrate(args).await,
         Command::Search(args) => search(args).await,
         Command::Embed(args) => embed(args).await,
+        Command::Sources(args) => sources(args).await,
+        Command::Export(args) => export(args).await,
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e}");
@@ -229,6 +233,67 @@ async fn search(args: SearchArgs) -> Result<ExitCode, String> {
             );
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn open_store(
+    database: &crate::config::DatabaseArgs,
+    embedding: crate::config::EmbedArgs,
+) -> Result<store::DynStore, String> {
+    let embed_config = embedding.into_config().map_err(|e| e.to_string())?;
+    store::connect(&database.database_url, embed_config.vector_dimensions()).await.map_err(|e| e.to_string())
+}
+
+async fn sources(args: SourcesArgs) -> Result<ExitCode, String> {
+    init_tracing("warn");
+    let store = open_store(&args.database, args.embedding).await?;
+    let filter = store::SourceFilter { tenant: None, before_id: None, limit: args.limit.clamp(1, 10_000) };
+    let sources = store.list_sources(&filter).await.map_err(|e| e.to_string())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "sources": sources })).unwrap_or_default());
+    } else if sources.is_empty() {
+        println!("no sources yet: crawl a site first");
+    } else {
+        for s in &sources {
+            let last = s.last_crawl.as_ref().map(|c| format!("last crawl {} ({})", c.id, c.status.as_str()));
+            println!(
+                "{}  {}\n   {}: {} pages, {} chunks, {} code examples; {}",
+                s.id,
+                s.name,
+                s.url,
+                s.pages,
+                s.chunks,
+                s.code_examples,
+                last.unwrap_or_else(|| "never crawled".into())
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn export(args: ExportArgs) -> Result<ExitCode, String> {
+    use futures::StreamExt;
+    use std::io::Write;
+    init_tracing("warn");
+    let format = crate::sources::export::Format::parse(&args.format)
+        .ok_or_else(|| format!("format '{}' is not jsonl or markdown", args.format))?;
+    let store = open_store(&args.database, args.embedding).await?;
+    let source = store.get_source(&args.id).await.map_err(|e| e.to_string())?;
+    let source = source.ok_or_else(|| format!("no source with id '{}' (`trawl sources` lists them)", args.id))?;
+    let crawls = store.source_crawls(&source.id).await.map_err(|e| e.to_string())?;
+    let crawls = crawls.into_iter().map(|(id, _)| id).collect();
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let mut stream = std::pin::pin!(crate::sources::export::stream(store, &source, crawls, format));
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| e.to_string())?;
+        out.write_all(&batch).map_err(|e| e.to_string())?;
+    }
+    out.flush().map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -154,6 +154,39 @@ pub enum Command {
     Search(SearchArgs),
     /// Fill in vectors: `--missing` embeds chunks and code examples stored without one.
     Embed(EmbedCmdArgs),
+    /// List the sources: what each site's crawls kept.
+    Sources(SourcesArgs),
+    /// Write a source's pages out: JSON lines or one markdown document.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SourcesArgs {
+    /// At most this many, newest first.
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub embedding: EmbedArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The source's id (`trawl sources` lists them).
+    pub id: String,
+    /// `jsonl` (one page a line) or `markdown` (one document).
+    #[arg(long, default_value = "jsonl")]
+    pub format: String,
+    /// Write here instead of to standard output.
+    #[arg(long, short)]
+    pub output: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub embedding: EmbedArgs,
 }
 
 #[derive(Debug, Args)]

@@ -52,6 +52,9 @@ pub enum ApiError {
     Unsupported(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The request collides with the resource's state; the code says how.
+    #[error("{1}")]
+    Conflict(&'static str, String),
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -73,6 +76,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Unsupported(_) => "unsupported",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Conflict(code, _) => code,
             ApiError::Internal(_) => "internal",
         }
     }
@@ -92,6 +96,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Conflict(..) => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

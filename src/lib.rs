@@ -20,6 +20,8 @@
 //!   examples), on one rayon pool.
 //! - `embed`: the `Embedder` trait: local (hashed n-grams), openai (async-openai).
 //! - `search`: text, vector and hybrid search over the store.
+//! - `sources`: what a tenant keeps from one site (a source per start URL):
+//!   naming, changes, deleting it whole, exporting it as a stream.
 //! - `store`: the `Store` trait; SQLite (embedded default) and PostgreSQL +
 //!   pgvector (production, with its background vector indexer); the schema
 //!   migrations embedded from `migrations/`.
@@ -44,6 +46,7 @@ pub mod process;
 pub mod progress;
 pub mod realtime;
 pub mod search;
+pub mod sources;
 pub mod store;
 
 use std::sync::Arc;

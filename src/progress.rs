@@ -130,6 +130,10 @@ pub struct CrawlStatus {
     pub progress_id: String,
     /// The start URL.
     pub url: String,
+    /// The source the crawl is filed under (`GET /api/sources/{id}`): one per
+    /// start URL per tenant. None for crawls from before sources.
+    #[serde(default)]
+    pub source_id: Option<String>,
     /// Where the crawl is in its life; a terminal state never changes again.
     pub status: CrawlState,
     /// What the crawl is doing; `done` once completed (a cancelled or failed
@@ -190,6 +194,7 @@ impl CrawlStatus {
         Self {
             progress_id,
             url,
+            source_id: None,
             status: CrawlState::Queued,
             stage: Stage::Analyzing,
             percentage: 0.0,
@@ -321,6 +326,11 @@ pub fn serialize_time<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S
 
 fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format_time(t))
+}
+
+/// An optional time as RFC 3339 UTC, for other modules' types.
+pub fn serialize_opt_time<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    rfc3339_opt(t, s)
 }
 
 fn rfc3339_opt<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {

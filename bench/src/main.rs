@@ -549,7 +549,13 @@ async fn insert_and_index(
     let id = uuid_v7();
     let mut status = CrawlStatus::new_queued(id.clone(), "https://bench.example/".into(), chrono::Utc::now());
     store
-        .create_crawl(&NewCrawl { status: status.clone(), tenant: None, request_json: "{}".into(), claimed: false })
+        .create_crawl(&NewCrawl {
+            status: status.clone(),
+            tenant: None,
+            request_json: "{}".into(),
+            claimed: false,
+            source: Default::default(),
+        })
         .await
         .expect("crawl row");
     status.status = CrawlState::Running;

@@ -34,6 +34,8 @@ pub fn router() -> Router<AppState> {
 #[serde(rename_all = "camelCase")]
 struct Started {
     progress_id: String,
+    /// The source the crawl is filed under.
+    source_id: Option<String>,
     status: CrawlState,
     status_url: String,
     events_url: String,
@@ -73,6 +75,7 @@ pub(super) async fn start(
         events_url: format!("/api/crawls/{id}/events"),
         room: id.clone(),
         status: status.status,
+        source_id: status.source_id,
         progress_id: id.clone(),
     };
     let mut headers = HeaderMap::new();
@@ -154,7 +157,7 @@ pub(super) struct ListParams {
     cursor: Option<String>,
 }
 
-fn parse_limit(raw: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
+pub(super) fn parse_limit(raw: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
     match raw {
         None | Some("") => Ok(default),
         Some(s) => match s.parse::<u32>() {

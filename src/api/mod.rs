@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod pages;
 pub mod search;
+pub mod sources;
 
 use std::sync::Arc;
 
@@ -40,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .merge(pages::router())
         .merge(events::router())
         .merge(search::router())
+        .merge(sources::router())
         .route_layer(axum::middleware::from_fn_with_state(state.keys.clone(), crate::auth::require_key));
     let operator = metrics::router().merge(health::ready_router()).route_layer(axum::middleware::from_fn_with_state(
         (state.keys.clone(), state.operator.clone()),

@@ -14,12 +14,14 @@ use super::AppState;
     paths(
         super::crawls::start, super::crawls::list, super::crawls::status, super::crawls::stop, super::crawls::delete,
         super::crawls::pages, super::pages::page, super::events::events, super::search::search_chunks, super::search::code_examples,
+        super::sources::list, super::sources::one, super::sources::update, super::sources::delete, super::sources::export,
         super::health::healthz, super::health::readyz, super::metrics::metrics,
     ),
     components(schemas(
         crate::crawl::CrawlRequest, crate::progress::CrawlStatus, crate::store::PageSummary, crate::store::ChunkHit,
         crate::store::CodeHit, crate::error::ErrorBody, crate::progress::StoppingEvent, crate::progress::StoppedEvent,
-        crate::progress::EventStamp, crate::store::PageContent
+        crate::progress::EventStamp, crate::store::PageContent, crate::store::Source, crate::store::LastCrawl,
+        crate::store::Removed, crate::sources::SourceUpdate
     )),
     modifiers(&BearerAuth, &EdgeResponses),
 )]

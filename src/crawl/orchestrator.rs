@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use sha2::Digest;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -858,8 +859,9 @@ impl Body {
 
 /// What the pool made of a page.
 enum Processed {
-    /// The page, its format, and the hash of its content (for duplicates).
-    Page(Box<process::Processed>, &'static str, u64),
+    /// The page, its format, the crawl's keyed hash of its content, and the
+    /// content's SHA-256 (hex).
+    Page(Box<process::Processed>, &'static str, u64, String),
     /// `auto` mode: the HTML is a shell for scripts, for this reason.
     NeedsBrowser(&'static str),
     Cancelled,
@@ -1011,15 +1013,18 @@ async fn process_body(
                 p.chunks.iter_mut().zip(vectors).for_each(|(c, v)| c.embedding = Some(v));
                 p.code_examples.iter_mut().zip(code_vectors).for_each(|(c, v)| c.embedding = Some(v));
             }
-            // Hashing a large page is CPU work too: here, not on the async threads.
-            let content_hash = std::hash::BuildHasher::hash_one(&hasher, &p.markdown);
-            Processed::Page(Box::new(p), format, content_hash)
+            // Hashing a large page is CPU work too: here, not on the async
+            // threads. The SHA-256 is stored (what a refresh compares); the
+            // crawl's own keyed hash of it finds duplicates within the crawl.
+            let digest = format!("{:x}", sha2::Sha256::digest(p.markdown.as_bytes()));
+            let content_hash = std::hash::BuildHasher::hash_one(&hasher, &digest);
+            Processed::Page(Box::new(p), format, content_hash, digest)
         })
         .await;
     Ok(match processed {
         Ok(Processed::NeedsBrowser(reason)) => return Err(NeedsBrowser(reason)),
         Ok(Processed::Cancelled) => failed(r, "cancelled: the crawl was stopped".into()),
-        Ok(Processed::Page(p, format, content_hash)) => {
+        Ok(Processed::Page(p, format, content_hash, digest)) => {
             let p = *p;
             let follow = ctx.follow.load(Ordering::Relaxed);
             let mut links = p.links;
@@ -1043,6 +1048,7 @@ async fn process_body(
             r.title = p.title;
             r.description = p.description;
             r.content = Some(p.markdown);
+            r.content_hash = Some(digest);
             r.format = Some(format);
             r.chunks = p.chunks;
             r.code_examples = p.code_examples;

@@ -30,7 +30,7 @@ use crate::crawl::orchestrator::{self, Crawl, Engine, Resume, Slot};
 use crate::crawl::request::{CrawlRequest, RequestError};
 use crate::process::{Pool, PoolError};
 use crate::progress::{ActiveList, CrawlState, CrawlStatus, Fanout, Progress, Reporter};
-use crate::store::{CrawlFilter, DynStore, NewCrawl, StoreError};
+use crate::store::{CrawlFilter, DynStore, NewCrawl, NewSource, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -385,8 +385,10 @@ impl Registry {
             None => None,
         };
         let claimed = self.cluster.is_none() || permit.is_some();
-        let new = NewCrawl { status: status.clone(), tenant: tenant.clone(), request_json, claimed };
-        self.engine.store.create_crawl(&new).await?;
+        let source = NewSource { name: crate::sources::default_name(&spec.url), tags: spec.request.tags.clone() };
+        let mut new = NewCrawl { status, tenant: tenant.clone(), request_json, claimed, source };
+        new.status.source_id = Some(self.engine.store.create_crawl(&new).await?);
+        let status = new.status.clone();
         metrics::counter!("trawl_crawls_started_total").increment(1);
         if let Some(cluster) = &self.cluster {
             match permit {

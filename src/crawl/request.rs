@@ -168,8 +168,8 @@ pub enum RequestError {
 
 const MAX_URL_LEN: usize = 4096;
 const MAX_GLOBS: usize = 100;
-const MAX_TAGS: usize = 32;
-const MAX_TAG_LEN: usize = 100;
+pub(crate) const MAX_TAGS: usize = 32;
+pub(crate) const MAX_TAG_LEN: usize = 100;
 
 /// Parses and checks a URL a user asked to crawl.
 pub fn parse_start_url(raw: &str) -> Result<Url, RequestError> {

@@ -23,6 +23,7 @@ pub const SQLITE: Files = files!("sqlite":
     "0003_rendered_pages.sql",
     "0004_limit_reached.sql",
     "0005_last_event_id.sql",
+    "0006_sources.sql",
 );
 
 pub const POSTGRES: Files = files!("postgres":
@@ -31,6 +32,7 @@ pub const POSTGRES: Files = files!("postgres":
     "0003_cluster.sql",
     "0004_limit_reached.sql",
     "0005_last_event_id.sql",
+    "0006_sources.sql",
 );
 
 /// The migrator `sqlx::migrate!` would build from the same files: version

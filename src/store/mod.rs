@@ -40,6 +40,9 @@ pub enum StoreError {
     /// Writes cannot land now (a full disk); reads still work.
     #[error("the store cannot write: {0}")]
     Unwritable(String),
+    /// A source cannot be deleted while one of its crawls runs.
+    #[error("source {0} has a crawl that has not ended")]
+    SourceBusy(String),
 }
 
 impl StoreError {
@@ -111,6 +114,8 @@ pub struct PageRecord {
     pub code_examples: Vec<crate::process::CodeExample>,
     /// The content came from Chromium rather than the HTTP response.
     pub rendered: bool,
+    /// The SHA-256 of `content`, hex.
+    pub content_hash: Option<String>,
     /// Where the page leads, kept (PostgreSQL) for crawls that follow links,
     /// so that another instance can resume the crawl from its stored pages.
     pub links: Vec<String>,
@@ -162,6 +167,8 @@ pub struct PageContent {
     pub format: Option<String>,
     /// The page's main content as stored (none for failed and skipped pages).
     pub markdown: Option<String>,
+    /// The SHA-256 of `markdown`, hex.
+    pub content_hash: Option<String>,
     pub error: Option<String>,
     #[serde(serialize_with = "crate::progress::serialize_time")]
     #[schema(value_type = String, format = DateTime)]
@@ -219,13 +226,108 @@ pub struct StoredOutcome {
 /// A crawl row to create (status `queued`).
 #[derive(Debug, Clone)]
 pub struct NewCrawl {
+    /// Its `url` is the source's key; its `source_id` is ignored (the store
+    /// files the crawl and answers the id).
     pub status: CrawlStatus,
     pub tenant: Option<String>,
     pub request_json: String,
+    /// What the tenant's source for this URL is made with, when this crawl
+    /// is its first.
+    pub source: NewSource,
     /// The creating instance runs the crawl itself: with a shared queue
     /// the row is inserted already claimed by it, so no other instance can
     /// take it and no claim round trip delays its first event.
     pub claimed: bool,
+}
+
+/// A source's name and tags when a crawl creates it.
+#[derive(Debug, Clone, Default)]
+pub struct NewSource {
+    pub name: String,
+    pub tags: Vec<String>,
+}
+
+/// What one tenant keeps from one site (`GET /api/sources/{id}`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Source {
+    pub id: String,
+    /// Whose it is; never sent.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub tenant: Option<String>,
+    pub name: String,
+    /// The start URL: one source per URL per tenant.
+    pub url: String,
+    pub tags: Vec<String>,
+    /// The crawl settings (a `CrawlRequest`) of its latest crawl, or as patched.
+    #[schema(value_type = Object)]
+    pub settings: serde_json::Value,
+    /// Pages it keeps with their content (crawled pages of its crawls).
+    pub pages: u64,
+    pub chunks: u64,
+    pub code_examples: u64,
+    pub last_crawl: Option<LastCrawl>,
+    #[serde(serialize_with = "crate::progress::serialize_time")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::progress::serialize_time")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A source's newest crawl.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastCrawl {
+    pub id: String,
+    pub status: CrawlState,
+    #[serde(serialize_with = "crate::progress::serialize_opt_time")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Changes to a source; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct SourcePatch {
+    pub name: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub request_json: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SourceFilter {
+    /// Only this tenant's sources (`None`: everyone's).
+    pub tenant: Option<String>,
+    /// Only sources with an id below this one.
+    pub before_id: Option<String>,
+    pub limit: u32,
+}
+
+/// What deleting a source removed.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Removed {
+    pub crawls: u64,
+    pub pages: u64,
+    pub chunks: u64,
+    pub code_examples: u64,
+}
+
+/// A crawled page with its markdown, as an export writes it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportPage {
+    pub id: i64,
+    pub crawl_id: String,
+    pub url: String,
+    pub final_url: Option<String>,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub markdown: String,
+    pub content_hash: Option<String>,
+    #[serde(serialize_with = "crate::progress::serialize_time")]
+    pub fetched_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -331,7 +433,30 @@ pub trait Store: Send + Sync + 'static {
         self.can_write()
     }
 
-    async fn create_crawl(&self, crawl: &NewCrawl) -> Result<(), StoreError>;
+    /// Creates the crawl row, filed under its tenant's source for its start
+    /// URL: created on first use, else given this crawl's settings. Answers
+    /// the source's id.
+    async fn create_crawl(&self, crawl: &NewCrawl) -> Result<String, StoreError>;
+
+    /// Newest first, with their counts and last crawl.
+    async fn list_sources(&self, filter: &SourceFilter) -> Result<Vec<Source>, StoreError>;
+
+    async fn get_source(&self, id: &str) -> Result<Option<Source>, StoreError>;
+
+    /// Applies `patch`; `None` when there is no such source.
+    async fn update_source(&self, id: &str, patch: &SourcePatch) -> Result<Option<Source>, StoreError>;
+
+    /// A source's crawls, oldest first, with whether each has ended.
+    async fn source_crawls(&self, id: &str) -> Result<Vec<(String, CrawlState)>, StoreError>;
+
+    /// Removes a source with its crawls, pages, chunks, vectors and code
+    /// examples in one transaction; [`StoreError::SourceBusy`] while one of
+    /// its crawls has not ended. `None` when there is no such source.
+    async fn delete_source(&self, id: &str) -> Result<Option<Removed>, StoreError>;
+
+    /// A crawl's crawled pages with their markdown, in the order they were
+    /// stored, after row `after`.
+    async fn export_pages(&self, crawl_id: &str, after: i64, limit: u32) -> Result<Vec<ExportPage>, StoreError>;
 
     /// Writes the status row, unless the stored crawl is already terminal:
     /// a terminal crawl never changes again.

@@ -22,8 +22,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Executor, Postgres, QueryBuilder, Row};
 
 use super::{
-    ChunkHit, ChunkText, CodeHit, CodeText, CrawlFilter, NewCrawl, PageContent, PageRecord, PageStatus, PageSummary,
-    SearchFilter, Store, StoreError, StoredPage, Unembedded,
+    ChunkHit, ChunkText, CodeHit, CodeText, CrawlFilter, ExportPage, LastCrawl, NewCrawl, PageContent, PageRecord,
+    PageStatus, PageSummary, Removed, SearchFilter, Source, SourceFilter, SourcePatch, Store, StoreError, StoredPage,
+    Unembedded,
 };
 use crate::progress::{CrawlState, CrawlStatus, Limit, Stage};
 
@@ -184,6 +185,45 @@ fn push_ts_queries(qb: &mut QueryBuilder<Postgres>, config: &str, [any, all, phr
     qb.push(format_args!(") qa, to_tsquery('{config}', ")).push_bind(phrase).push(") qp");
 }
 
+/// A source with its counts and its newest crawl; a `WHERE` follows.
+const SOURCE_SELECT: &str = "SELECT s.id, s.tenant, s.url, s.name, s.tags, s.request, s.created_at, s.updated_at,
+   agg.pages, agg.chunks, agg.code_examples, k.id AS last_id, k.status AS last_status, k.finished_at AS last_finished
+ FROM sources s
+ CROSS JOIN LATERAL (SELECT COUNT(*) AS pages, COALESCE(SUM(p.chunk_count), 0)::bigint AS chunks,
+     COALESCE(SUM(p.code_count), 0)::bigint AS code_examples
+   FROM pages p WHERE p.status = 'crawled' AND p.crawl_id IN (SELECT id FROM crawls WHERE source_id = s.id)) agg
+ LEFT JOIN crawls k ON k.id = (SELECT MAX(id) FROM crawls WHERE source_id = s.id)";
+
+fn source_from_row(r: &PgRow) -> Result<Source, StoreError> {
+    let n = |c: &str| -> Result<u64, StoreError> { Ok(r.try_get::<i64, _>(c)?.max(0) as u64) };
+    let tenant: String = r.try_get("tenant")?;
+    let last_crawl = match r.try_get::<Option<String>, _>("last_id")? {
+        None => None,
+        Some(id) => {
+            let status: String = r.try_get("last_status")?;
+            Some(LastCrawl {
+                id,
+                status: CrawlState::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status '{status}'")))?,
+                finished_at: r.try_get("last_finished")?,
+            })
+        }
+    };
+    Ok(Source {
+        id: r.try_get("id")?,
+        tenant: (!tenant.is_empty()).then_some(tenant),
+        name: r.try_get("name")?,
+        url: r.try_get("url")?,
+        tags: r.try_get::<sqlx::types::Json<Vec<String>>, _>("tags")?.0,
+        settings: r.try_get::<sqlx::types::Json<serde_json::Value>, _>("request")?.0,
+        pages: n("pages")?,
+        chunks: n("chunks")?,
+        code_examples: n("code_examples")?,
+        last_crawl,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
 pub(crate) fn status_from_row(r: &PgRow) -> Result<CrawlStatus, StoreError> {
     let status: String = r.try_get("status")?;
     let stage: String = r.try_get("stage")?;
@@ -191,6 +231,7 @@ pub(crate) fn status_from_row(r: &PgRow) -> Result<CrawlStatus, StoreError> {
     Ok(CrawlStatus {
         progress_id: r.try_get("id")?,
         url: r.try_get("url")?,
+        source_id: r.try_get("source_id")?,
         status: CrawlState::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status '{status}'")))?,
         stage: Stage::parse(&stage).ok_or_else(|| StoreError::Corrupt(format!("stage '{stage}'")))?,
         percentage: r.try_get("percentage")?,
@@ -317,10 +358,7 @@ async fn insert_pages(
     tx: &mut sqlx::Transaction<'_, Postgres>,
     crawl_id: &str,
     pages: &[PageRecord],
-    sources: &HashMap<String, i64>,
 ) -> Result<HashMap<String, i64>, StoreError> {
-    let source_ids: Vec<Option<i64>> =
-        pages.iter().map(|p| p.source.as_ref().and_then(|s| sources.get(s).copied())).collect();
     let urls: Vec<Cow<str>> = pages.iter().map(|p| clean(&p.url)).collect();
     let final_urls: Vec<Option<Cow<str>>> = pages.iter().map(|p| clean_opt(&p.final_url)).collect();
     let statuses: Vec<&str> = pages.iter().map(|p| p.status.as_str()).collect();
@@ -338,18 +376,19 @@ async fn insert_pages(
     let code_counts: Vec<i32> = pages.iter().map(|p| p.code_examples.len() as i32).collect();
     let fetched: Vec<DateTime<Utc>> = pages.iter().map(|p| p.fetched_at).collect();
     let rendered: Vec<bool> = pages.iter().map(|p| p.rendered).collect();
+    let hashes: Vec<Option<&str>> = pages.iter().map(|p| p.content_hash.as_deref()).collect();
     let links: Vec<Option<String>> =
         pages.iter().map(|p| (!p.links.is_empty()).then(|| clean(&p.links.join("\n")).into_owned())).collect();
     let rows = sqlx::query(
-        "INSERT INTO pages (crawl_id, source_id, url, final_url, status, http_status, depth, title, description,
+        "INSERT INTO pages (crawl_id, content_hash, url, final_url, status, http_status, depth, title, description,
            content_type, format, content, bytes, error, source, chunk_count, code_count, fetched_at, rendered, links)
-         SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::text[],
+         SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::text[],
            $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[], $14::text[], $15::text[], $16::int[],
            $17::int[], $18::timestamptz[], $19::bool[], $20::text[])
          RETURNING id, url",
     )
     .bind(crawl_id)
-    .bind(source_ids)
+    .bind(hashes)
     .bind(strs(&urls))
     .bind(opt_strs(&final_urls))
     .bind(statuses)
@@ -504,14 +543,30 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn create_crawl(&self, c: &NewCrawl) -> Result<(), StoreError> {
+    async fn create_crawl(&self, c: &NewCrawl) -> Result<String, StoreError> {
         let s = &c.status;
         let request: serde_json::Value =
             serde_json::from_str(&c.request_json).map_err(|e| StoreError::Corrupt(format!("request: {e}")))?;
+        let mut tx = self.pool.begin().await?;
+        let source_id: String = sqlx::query_scalar(
+            "INSERT INTO sources (id, tenant, url, name, tags, request, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+             ON CONFLICT (tenant, url) DO UPDATE SET request = excluded.request, updated_at = excluded.updated_at
+             RETURNING id",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(clean(c.tenant.as_deref().unwrap_or_default()))
+        .bind(clean(&s.url))
+        .bind(clean(&c.source.name))
+        .bind(sqlx::types::Json(c.source.tags.iter().map(|t| clean(t)).collect::<Vec<_>>()))
+        .bind(sqlx::types::Json(&request))
+        .bind(s.created_at)
+        .fetch_one(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO crawls (id, tenant, url, request, status, stage, percentage, message, created_at, updated_at,
-               owner, attempts)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)",
+               owner, attempts, source_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12)",
         )
         .bind(&s.progress_id)
         .bind(&c.tenant)
@@ -529,9 +584,136 @@ impl Store for PgStore {
             Some(me) => c.claimed.then(|| me.clone()),
         })
         .bind(i32::from(c.claimed))
+        .bind(&source_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(source_id)
+    }
+
+    async fn list_sources(&self, f: &SourceFilter) -> Result<Vec<Source>, StoreError> {
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(SOURCE_SELECT);
+        qb.push(" WHERE true");
+        if let Some(t) = &f.tenant {
+            qb.push(" AND s.tenant = ").push_bind(t.clone());
+        }
+        if let Some(b) = &f.before_id {
+            qb.push(" AND s.id < ").push_bind(b.clone());
+        }
+        qb.push(" ORDER BY s.id DESC LIMIT ").push_bind(i64::from(f.limit));
+        qb.build().fetch_all(&self.pool).await?.iter().map(source_from_row).collect()
+    }
+
+    async fn get_source(&self, id: &str) -> Result<Option<Source>, StoreError> {
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(SOURCE_SELECT);
+        qb.push(" WHERE s.id = ").push_bind(clean(id).into_owned());
+        qb.build().fetch_optional(&self.pool).await?.as_ref().map(source_from_row).transpose()
+    }
+
+    async fn update_source(&self, id: &str, patch: &SourcePatch) -> Result<Option<Source>, StoreError> {
+        let request = patch
+            .request_json
+            .as_deref()
+            .map(serde_json::from_str::<serde_json::Value>)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("request: {e}")))?;
+        let tags = patch.tags.as_ref().map(|t| sqlx::types::Json(t.iter().map(|t| clean(t)).collect::<Vec<_>>()));
+        let done = sqlx::query(
+            "UPDATE sources SET name = COALESCE($1, name), tags = COALESCE($2, tags), request = COALESCE($3, request),
+               updated_at = now()
+             WHERE id = $4",
+        )
+        .bind(patch.name.as_deref().map(clean))
+        .bind(tags)
+        .bind(request.map(sqlx::types::Json))
+        .bind(clean(id))
         .execute(&self.pool)
         .await?;
-        Ok(())
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.get_source(id).await
+    }
+
+    async fn source_crawls(&self, id: &str) -> Result<Vec<(String, CrawlState)>, StoreError> {
+        let rows = sqlx::query("SELECT id, status FROM crawls WHERE source_id = $1 ORDER BY id")
+            .bind(clean(id))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let status: String = r.try_get("status")?;
+                let state =
+                    CrawlState::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status '{status}'")))?;
+                Ok((r.try_get("id")?, state))
+            })
+            .collect()
+    }
+
+    async fn delete_source(&self, id: &str) -> Result<Option<Removed>, StoreError> {
+        let id = clean(id);
+        let mut tx = self.pool.begin().await?;
+        // The lock keeps a crawl of this source from being filed meanwhile
+        // (its upsert waits for this transaction).
+        let exists: Option<String> = sqlx::query_scalar("SELECT id FROM sources WHERE id = $1 FOR UPDATE")
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let running: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM crawls WHERE source_id = $1 AND status NOT IN ('completed', 'failed', 'cancelled')",
+        )
+        .bind(&id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if running > 0 {
+            return Err(StoreError::SourceBusy(id.into_owned()));
+        }
+        let mut removed = Removed::default();
+        for (sql, n) in [
+            ("DELETE FROM chunks WHERE crawl_id IN (SELECT id FROM crawls WHERE source_id = $1)", &mut removed.chunks),
+            (
+                "DELETE FROM code_examples WHERE crawl_id IN (SELECT id FROM crawls WHERE source_id = $1)",
+                &mut removed.code_examples,
+            ),
+            ("DELETE FROM pages WHERE crawl_id IN (SELECT id FROM crawls WHERE source_id = $1)", &mut removed.pages),
+        ] {
+            *n = sqlx::query(sql).bind(&id).execute(&mut *tx).await?.rows_affected();
+        }
+        removed.crawls =
+            sqlx::query("DELETE FROM crawls WHERE source_id = $1").bind(&id).execute(&mut *tx).await?.rows_affected();
+        sqlx::query("DELETE FROM sources WHERE id = $1").bind(&id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Some(removed))
+    }
+
+    async fn export_pages(&self, crawl_id: &str, after: i64, limit: u32) -> Result<Vec<ExportPage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, crawl_id, url, final_url, title, description, content, content_hash, fetched_at FROM pages
+             WHERE crawl_id = $1 AND id > $2 AND status = 'crawled' ORDER BY id LIMIT $3",
+        )
+        .bind(clean(crawl_id))
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ExportPage {
+                    id: r.try_get("id")?,
+                    crawl_id: r.try_get("crawl_id")?,
+                    url: r.try_get("url")?,
+                    final_url: r.try_get("final_url")?,
+                    title: r.try_get("title")?,
+                    description: r.try_get("description")?,
+                    markdown: r.try_get::<Option<String>, _>("content")?.unwrap_or_default(),
+                    content_hash: r.try_get("content_hash")?,
+                    fetched_at: r.try_get("fetched_at")?,
+                })
+            })
+            .collect()
     }
 
     async fn save_status(&self, s: &CrawlStatus) -> Result<(), StoreError> {
@@ -582,25 +764,8 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         }
-        let mut hosts: Vec<String> = pages.iter().filter_map(|p| p.source.as_deref()).map(|s| s.to_string()).collect();
-        hosts.sort();
-        hosts.dedup();
-        let mut sources = HashMap::new();
-        if !hosts.is_empty() {
-            let rows = sqlx::query(
-                "INSERT INTO sources (tenant, host) SELECT $1, h FROM UNNEST($2::text[]) h
-                 ON CONFLICT (tenant, host) DO UPDATE SET updated_at = now() RETURNING id, host",
-            )
-            .bind(tenant.clone().unwrap_or_default())
-            .bind(hosts.iter().map(|h| clean(h).into_owned()).collect::<Vec<_>>())
-            .fetch_all(&mut *tx)
-            .await?;
-            for r in rows {
-                sources.insert(r.try_get::<String, _>("host")?, r.try_get::<i64, _>("id")?);
-            }
-        }
         if !pages.is_empty() {
-            let ids = insert_pages(&mut tx, &s.progress_id, pages, &sources).await?;
+            let ids = insert_pages(&mut tx, &s.progress_id, pages).await?;
             insert_content(&mut tx, &s.progress_id, model, pages, &ids).await?;
         }
         update_status(&mut *tx, s, self.owner.as_deref()).await?;
@@ -675,7 +840,7 @@ impl Store for PgStore {
     async fn page_content(&self, page_id: i64) -> Result<Option<PageContent>, StoreError> {
         let Some(r) = sqlx::query(
             "SELECT p.id, p.crawl_id, c.tenant, p.url, p.final_url, p.title, p.description, p.status, p.http_status,
-               p.format, p.content, p.error, p.fetched_at
+               p.format, p.content, p.content_hash, p.error, p.fetched_at
              FROM pages p JOIN crawls c ON c.id = p.crawl_id WHERE p.id = $1",
         )
         .bind(page_id)
@@ -728,6 +893,7 @@ impl Store for PgStore {
             http_status: r.try_get::<Option<i32>, _>("http_status")?.map(|s| s as u16),
             format: r.try_get("format")?,
             markdown: r.try_get("content")?,
+            content_hash: r.try_get("content_hash")?,
             error: r.try_get("error")?,
             fetched_at: r.try_get("fetched_at")?,
             chunks,

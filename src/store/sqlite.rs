@@ -11,8 +11,9 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{
-    ChunkHit, ChunkText, CodeHit, CodeText, CrawlFilter, NewCrawl, PageContent, PageRecord, PageStatus, PageSummary,
-    SearchFilter, Store, StoreError, StoredPage, Unembedded,
+    ChunkHit, ChunkText, CodeHit, CodeText, CrawlFilter, ExportPage, LastCrawl, NewCrawl, PageContent, PageRecord,
+    PageStatus, PageSummary, Removed, SearchFilter, Source, SourceFilter, SourcePatch, Store, StoreError, StoredPage,
+    Unembedded,
 };
 use crate::progress::{CrawlState, CrawlStatus, Limit, Stage, format_time};
 
@@ -105,11 +106,28 @@ impl SqliteStore {
     // The writes, each through the one writer connection; the `Store`
     // methods note their outcome for readiness.
 
-    async fn insert_crawl(&self, c: &NewCrawl) -> Result<(), StoreError> {
+    async fn insert_crawl(&self, c: &NewCrawl) -> Result<String, StoreError> {
         let s = &c.status;
+        let mut tx = self.writer.begin().await?;
+        let source_id: String = sqlx::query_scalar(
+            "INSERT INTO sources (id, tenant, url, name, tags, request, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+             ON CONFLICT (tenant, url) DO UPDATE SET request = excluded.request, updated_at = excluded.updated_at
+             RETURNING id",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(c.tenant.as_deref().unwrap_or_default())
+        .bind(&s.url)
+        .bind(&c.source.name)
+        .bind(serde_json::to_string(&c.source.tags).unwrap_or_else(|_| "[]".into()))
+        .bind(&c.request_json)
+        .bind(ts(&s.created_at))
+        .fetch_one(&mut *tx)
+        .await?;
         sqlx::query(
-            "INSERT INTO crawls (id, tenant, url, request, status, stage, percentage, message, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO crawls (id, tenant, url, request, status, stage, percentage, message, created_at, updated_at,
+               source_id)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&s.progress_id)
         .bind(&c.tenant)
@@ -121,9 +139,64 @@ impl SqliteStore {
         .bind(&s.message)
         .bind(ts(&s.created_at))
         .bind(ts(&s.created_at))
+        .bind(&source_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(source_id)
+    }
+
+    async fn patch_source(&self, id: &str, patch: &SourcePatch) -> Result<bool, StoreError> {
+        let tags = patch.tags.as_ref().map(|t| serde_json::to_string(t).unwrap_or_else(|_| "[]".into()));
+        let done = sqlx::query(
+            "UPDATE sources SET name = COALESCE(?1, name), tags = COALESCE(?2, tags), request = COALESCE(?3, request),
+               updated_at = ?4
+             WHERE id = ?5",
+        )
+        .bind(&patch.name)
+        .bind(tags)
+        .bind(&patch.request_json)
+        .bind(ts(&Utc::now()))
+        .bind(id)
         .execute(&self.writer)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn remove_source(&self, id: &str) -> Result<Option<Removed>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT id FROM sources WHERE id = ?").bind(id).fetch_optional(&mut *tx).await?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let running: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM crawls WHERE source_id = ? AND status NOT IN ('completed', 'failed', 'cancelled')",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if running > 0 {
+            return Err(StoreError::SourceBusy(id.to_string()));
+        }
+        // Content first, explicitly: the FTS indexes follow through their
+        // delete triggers, whatever the cascade would do.
+        let mut removed = Removed::default();
+        for (sql, n) in [
+            ("DELETE FROM chunks WHERE crawl_id IN (SELECT id FROM crawls WHERE source_id = ?)", &mut removed.chunks),
+            (
+                "DELETE FROM code_examples WHERE crawl_id IN (SELECT id FROM crawls WHERE source_id = ?)",
+                &mut removed.code_examples,
+            ),
+            ("DELETE FROM pages WHERE crawl_id IN (SELECT id FROM crawls WHERE source_id = ?)", &mut removed.pages),
+        ] {
+            *n = sqlx::query(sql).bind(id).execute(&mut *tx).await?.rows_affected();
+        }
+        removed.crawls =
+            sqlx::query("DELETE FROM crawls WHERE source_id = ?").bind(id).execute(&mut *tx).await?.rows_affected();
+        sqlx::query("DELETE FROM sources WHERE id = ?").bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Some(removed))
     }
 
     async fn update_crawl(&self, s: &CrawlStatus) -> Result<(), StoreError> {
@@ -155,7 +228,8 @@ impl SqliteStore {
         for chunk in pages.chunks(PAGE_ROWS_PER_INSERT) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO pages (crawl_id, url, final_url, status, http_status, depth, title, content_type, format,
-                   content, bytes, error, fetched_at, description, source, chunk_count, code_count, rendered) ",
+                   content, bytes, error, fetched_at, description, source, chunk_count, code_count, rendered,
+                   content_hash) ",
             );
             qb.push_values(chunk, |mut b, p| {
                 b.push_bind(&s.progress_id)
@@ -175,7 +249,8 @@ impl SqliteStore {
                     .push_bind(&p.source)
                     .push_bind(p.chunks.len() as i64)
                     .push_bind(p.code_examples.len() as i64)
-                    .push_bind(p.rendered);
+                    .push_bind(p.rendered)
+                    .push_bind(&p.content_hash);
             });
             qb.build().execute(&mut *tx).await?;
         }
@@ -279,6 +354,49 @@ fn parse_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
     .transpose()
 }
 
+/// A source with its counts and its newest crawl; a `WHERE` follows.
+const SOURCE_SELECT: &str = "SELECT s.id, s.tenant, s.url, s.name, s.tags, s.request, s.created_at, s.updated_at,
+   (SELECT COUNT(*) FROM pages p WHERE p.status = 'crawled'
+      AND p.crawl_id IN (SELECT id FROM crawls WHERE source_id = s.id)) AS pages,
+   (SELECT COALESCE(SUM(p.chunk_count), 0) FROM pages p WHERE p.status = 'crawled'
+      AND p.crawl_id IN (SELECT id FROM crawls WHERE source_id = s.id)) AS chunks,
+   (SELECT COALESCE(SUM(p.code_count), 0) FROM pages p WHERE p.status = 'crawled'
+      AND p.crawl_id IN (SELECT id FROM crawls WHERE source_id = s.id)) AS code_examples,
+   k.id AS last_id, k.status AS last_status, k.finished_at AS last_finished
+ FROM sources s LEFT JOIN crawls k ON k.id = (SELECT MAX(id) FROM crawls WHERE source_id = s.id)";
+
+fn source_from_row(r: &SqliteRow) -> Result<Source, StoreError> {
+    let n = |c: &str| -> Result<u64, StoreError> { Ok(r.try_get::<i64, _>(c)?.max(0) as u64) };
+    let tags: String = r.try_get("tags")?;
+    let request: String = r.try_get("request")?;
+    let tenant: String = r.try_get("tenant")?;
+    let last_crawl = match r.try_get::<Option<String>, _>("last_id")? {
+        None => None,
+        Some(id) => {
+            let status: String = r.try_get("last_status")?;
+            Some(LastCrawl {
+                id,
+                status: CrawlState::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status '{status}'")))?,
+                finished_at: parse_ts(r.try_get("last_finished")?)?,
+            })
+        }
+    };
+    Ok(Source {
+        id: r.try_get("id")?,
+        tenant: (!tenant.is_empty()).then_some(tenant),
+        name: r.try_get("name")?,
+        url: r.try_get("url")?,
+        tags: serde_json::from_str(&tags).map_err(|e| StoreError::Corrupt(format!("tags: {e}")))?,
+        settings: serde_json::from_str(&request).map_err(|e| StoreError::Corrupt(format!("request: {e}")))?,
+        pages: n("pages")?,
+        chunks: n("chunks")?,
+        code_examples: n("code_examples")?,
+        last_crawl,
+        created_at: parse_ts(r.try_get("created_at")?)?.unwrap_or_default(),
+        updated_at: parse_ts(r.try_get("updated_at")?)?.unwrap_or_default(),
+    })
+}
+
 fn status_from_row(r: &SqliteRow) -> Result<CrawlStatus, StoreError> {
     let status: String = r.try_get("status")?;
     let stage: String = r.try_get("stage")?;
@@ -286,6 +404,7 @@ fn status_from_row(r: &SqliteRow) -> Result<CrawlStatus, StoreError> {
     Ok(CrawlStatus {
         progress_id: r.try_get("id")?,
         url: r.try_get("url")?,
+        source_id: r.try_get("source_id")?,
         status: CrawlState::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status '{status}'")))?,
         stage: Stage::parse(&stage).ok_or_else(|| StoreError::Corrupt(format!("stage '{stage}'")))?,
         percentage: r.try_get("percentage")?,
@@ -478,8 +597,80 @@ impl Store for SqliteStore {
         self.write_check(free)
     }
 
-    async fn create_crawl(&self, c: &NewCrawl) -> Result<(), StoreError> {
+    async fn create_crawl(&self, c: &NewCrawl) -> Result<String, StoreError> {
         self.noted(self.insert_crawl(c).await)
+    }
+
+    async fn list_sources(&self, f: &SourceFilter) -> Result<Vec<Source>, StoreError> {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(SOURCE_SELECT);
+        qb.push(" WHERE true");
+        if let Some(t) = &f.tenant {
+            qb.push(" AND s.tenant = ").push_bind(t.clone());
+        }
+        if let Some(b) = &f.before_id {
+            qb.push(" AND s.id < ").push_bind(b.clone());
+        }
+        qb.push(" ORDER BY s.id DESC LIMIT ").push_bind(i64::from(f.limit));
+        qb.build().fetch_all(&self.pool).await?.iter().map(source_from_row).collect()
+    }
+
+    async fn get_source(&self, id: &str) -> Result<Option<Source>, StoreError> {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(SOURCE_SELECT);
+        qb.push(" WHERE s.id = ").push_bind(id);
+        qb.build().fetch_optional(&self.pool).await?.as_ref().map(source_from_row).transpose()
+    }
+
+    async fn update_source(&self, id: &str, patch: &SourcePatch) -> Result<Option<Source>, StoreError> {
+        if !self.noted(self.patch_source(id, patch).await)? {
+            return Ok(None);
+        }
+        self.get_source(id).await
+    }
+
+    async fn source_crawls(&self, id: &str) -> Result<Vec<(String, CrawlState)>, StoreError> {
+        let rows = sqlx::query("SELECT id, status FROM crawls WHERE source_id = ? ORDER BY id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let status: String = r.try_get("status")?;
+                let state =
+                    CrawlState::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status '{status}'")))?;
+                Ok((r.try_get("id")?, state))
+            })
+            .collect()
+    }
+
+    async fn delete_source(&self, id: &str) -> Result<Option<Removed>, StoreError> {
+        self.noted(self.remove_source(id).await)
+    }
+
+    async fn export_pages(&self, crawl_id: &str, after: i64, limit: u32) -> Result<Vec<ExportPage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, crawl_id, url, final_url, title, description, content, content_hash, fetched_at FROM pages
+             WHERE crawl_id = ? AND id > ? AND status = 'crawled' ORDER BY id LIMIT ?",
+        )
+        .bind(crawl_id)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ExportPage {
+                    id: r.try_get("id")?,
+                    crawl_id: r.try_get("crawl_id")?,
+                    url: r.try_get("url")?,
+                    final_url: r.try_get("final_url")?,
+                    title: r.try_get("title")?,
+                    description: r.try_get("description")?,
+                    markdown: r.try_get::<Option<String>, _>("content")?.unwrap_or_default(),
+                    content_hash: r.try_get("content_hash")?,
+                    fetched_at: parse_ts(r.try_get("fetched_at")?)?.unwrap_or_default(),
+                })
+            })
+            .collect()
     }
 
     async fn save_status(&self, s: &CrawlStatus) -> Result<(), StoreError> {
@@ -566,7 +757,7 @@ impl Store for SqliteStore {
     async fn page_content(&self, page_id: i64) -> Result<Option<PageContent>, StoreError> {
         let Some(r) = sqlx::query(
             "SELECT p.id, p.crawl_id, c.tenant, p.url, p.final_url, p.title, p.description, p.status, p.http_status,
-               p.format, p.content, p.error, p.fetched_at
+               p.format, p.content, p.content_hash, p.error, p.fetched_at
              FROM pages p JOIN crawls c ON c.id = p.crawl_id WHERE p.id = ?",
         )
         .bind(page_id)
@@ -618,6 +809,7 @@ impl Store for SqliteStore {
             http_status: r.try_get::<Option<i64>, _>("http_status")?.map(|s| s as u16),
             format: r.try_get("format")?,
             markdown: r.try_get("content")?,
+            content_hash: r.try_get("content_hash")?,
             error: r.try_get("error")?,
             fetched_at: parse_ts(r.try_get("fetched_at")?)?.unwrap_or_default(),
             chunks,

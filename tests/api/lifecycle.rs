@@ -33,7 +33,13 @@ async fn restart_marks_a_crawl_left_running_as_failed_interrupted() {
         let mut s =
             CrawlStatus::new_queued("01a1f000-0000-7000-8000-000000000001".into(), "http://a.com/".into(), Utc::now());
         store
-            .create_crawl(&NewCrawl { status: s.clone(), tenant: None, request_json: "{}".into(), claimed: false })
+            .create_crawl(&NewCrawl {
+                status: s.clone(),
+                tenant: None,
+                request_json: "{}".into(),
+                claimed: false,
+                source: Default::default(),
+            })
             .await
             .unwrap();
         s.status = CrawlState::Running;

@@ -21,5 +21,6 @@ mod readme;
 mod realtime;
 mod scope;
 mod search;
+mod sources;
 mod store_contract;
 mod validation;

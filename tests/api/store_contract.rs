@@ -62,6 +62,7 @@ fn new_crawl(tenant: Option<&str>) -> NewCrawl {
         tenant: tenant.map(str::to_string),
         request_json: r#"{"url":"https://docs.example.com/"}"#.into(),
         claimed: false,
+        source: Default::default(),
     }
 }
 

@@ -1,0 +1,29 @@
+-- The host-keyed `sources` of the first schema were written and never read.
+-- A source is now what one tenant keeps from one site: its start URL, its
+-- crawl settings, and its crawls over time (whose pages are its content).
+-- The tenant is '' for an open service, so that (tenant, url) is one key.
+ALTER TABLE pages DROP COLUMN source_id;
+DROP TABLE sources;
+
+CREATE TABLE sources (
+    id         TEXT PRIMARY KEY,
+    tenant     TEXT NOT NULL DEFAULT '',
+    url        TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    tags       JSONB NOT NULL DEFAULT '[]',
+    request    JSONB NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL,
+    UNIQUE (tenant, url)
+);
+CREATE INDEX sources_by_tenant ON sources (tenant, id);
+
+-- Crawls from before sources have none.
+ALTER TABLE crawls ADD COLUMN source_id TEXT REFERENCES sources (id) ON DELETE CASCADE;
+CREATE INDEX crawls_by_source ON crawls (source_id, id);
+
+-- The SHA-256 of the stored markdown, hex: what a refresh compares.
+ALTER TABLE pages ADD COLUMN content_hash TEXT;
+
+-- A crawl's pages in the order they were stored: listings and exports walk it.
+CREATE INDEX pages_by_crawl ON pages (crawl_id, id);

@@ -1,0 +1,148 @@
+//! Sources: what one tenant keeps from one site. A crawl is filed under its
+//! tenant's source for its start URL (the store creates it on first use);
+//! the source's content is the crawled pages of its crawls, one row per URL
+//! (a later crawl's page replaces an earlier one). Here: the name a source
+//! gets, changes to it, deleting it whole, and exporting it.
+
+pub mod export;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::crawl::request::{MAX_TAG_LEN, MAX_TAGS, RequestError};
+use crate::crawl::{CrawlRequest, Registry};
+use crate::store::{Removed, Source, SourcePatch, StoreError};
+
+/// Longest source name, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// A source's name until its owner gives it one: the host, and the path
+/// when the site does not start at the root (`docs.example.com/guide`).
+pub fn default_name(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    let host = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    };
+    let path = url.path().trim_end_matches('/');
+    let name = if path.is_empty() { host } else { format!("{host}{path}") };
+    name.chars().take(MAX_NAME_CHARS).collect()
+}
+
+/// `PATCH /api/sources/{id}`: any of these; the rest stays.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SourceUpdate {
+    /// 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
+    pub name: Option<String>,
+    /// Replaces the tags: at most 32, each 1 to 100 characters.
+    #[schema(max_items = 32)]
+    pub tags: Option<Vec<String>>,
+    /// The crawl settings its refreshes use: a `CrawlRequest` whose `url`,
+    /// when given, is the source's own (a source's URL never changes).
+    #[schema(value_type = Option<Object>)]
+    pub settings: Option<serde_json::Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Request(#[from] RequestError),
+}
+
+impl SourceUpdate {
+    /// Checks the update against `source` and the service's crawl limits.
+    pub fn into_patch(self, source: &Source, cfg: &crate::config::CrawlerConfig) -> Result<SourcePatch, UpdateError> {
+        let name = self
+            .name
+            .map(|n| {
+                let n = n.trim().to_string();
+                if n.is_empty() || n.chars().count() > MAX_NAME_CHARS || n.chars().any(char::is_control) {
+                    return Err(UpdateError::Invalid(format!(
+                        "name must be 1 to {MAX_NAME_CHARS} characters, without control characters"
+                    )));
+                }
+                Ok(n)
+            })
+            .transpose()?;
+        if let Some(tags) = &self.tags
+            && (tags.len() > MAX_TAGS || tags.iter().any(|t| t.is_empty() || t.chars().count() > MAX_TAG_LEN))
+        {
+            return Err(UpdateError::Invalid(format!("at most {MAX_TAGS} tags, each 1 to {MAX_TAG_LEN} characters")));
+        }
+        let request_json = self
+            .settings
+            .map(|settings| {
+                let serde_json::Value::Object(mut settings) = settings else {
+                    return Err(UpdateError::Invalid("settings must be an object of crawl settings".into()));
+                };
+                match settings.get("url") {
+                    None => {}
+                    Some(serde_json::Value::String(u)) if same_url(u, &source.url) => {}
+                    Some(_) => {
+                        return Err(UpdateError::Invalid(format!(
+                            "a source's url cannot change (it is {}); crawl another URL to make another source",
+                            source.url
+                        )));
+                    }
+                }
+                settings.insert("url".into(), source.url.clone().into());
+                let request: CrawlRequest = serde_json::from_value(serde_json::Value::Object(settings))
+                    .map_err(|e| UpdateError::Invalid(format!("invalid settings: {e}")))?;
+                let spec = request.validate(cfg)?;
+                serde_json::to_string(&spec.request).map_err(|e| UpdateError::Invalid(e.to_string()))
+            })
+            .transpose()?;
+        Ok(SourcePatch { name, tags: self.tags, request_json })
+    }
+}
+
+/// Whether a URL a client sent names the source's URL (as normalized).
+fn same_url(given: &str, source: &str) -> bool {
+    given == source || crate::crawl::request::parse_start_url(given).is_ok_and(|u| u.as_str() == source)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A crawl of the source did not end in time (or new ones kept starting).
+    #[error("source {0} still has a crawl running after {1:?}; try again")]
+    StillRunning(String, Duration),
+}
+
+/// How long a delete waits for the source's crawls to end.
+pub const DELETE_WAIT: Duration = Duration::from_secs(60);
+
+/// Deletes a source whole: stops its crawls, waits for each to end, then
+/// removes its crawls, pages, chunks, vectors and code examples in one
+/// transaction. `None` when there is no such source.
+pub async fn delete(
+    registry: &Arc<Registry>,
+    id: &str,
+    tenant: Option<&str>,
+    wait: Duration,
+) -> Result<Option<Removed>, DeleteError> {
+    let store = registry.store().clone();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        for (crawl, state) in store.source_crawls(id).await? {
+            if !state.is_terminal() {
+                registry.stop(&crawl, tenant).await?;
+            }
+        }
+        match store.delete_source(id).await {
+            Err(StoreError::SourceBusy(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(StoreError::SourceBusy(_)) => return Err(DeleteError::StillRunning(id.to_string(), wait)),
+            other => return Ok(other?),
+        }
+    }
+}
