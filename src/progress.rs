@@ -162,6 +162,28 @@ pub struct CrawlStatus {
     /// Chunks stored without a vector because the embedder failed for good;
     /// `trawl embed --missing` fills them in.
     pub chunks_unembedded: u64,
+    /// A refresh of its source (`POST /api/sources/{id}/refresh`): when it
+    /// completes, the source's pages the site no longer has are removed.
+    #[serde(default)]
+    pub refresh: bool,
+    /// Crawled pages the source did not have before.
+    #[serde(default)]
+    pub pages_new: u64,
+    /// Crawled pages whose content differs from what the source kept.
+    #[serde(default)]
+    pub pages_changed: u64,
+    /// Crawled pages whose content is what the source kept (a `304`, or the
+    /// same content hash): kept as they were, nothing embedded again.
+    #[serde(default)]
+    pub pages_unchanged: u64,
+    /// Pages a completed refresh removed: gone from the site (404, 410) or no
+    /// longer reached.
+    #[serde(default)]
+    pub pages_removed: u64,
+    /// Chunks and code examples this crawl had to embed; identical texts of a
+    /// changed page reuse their vectors.
+    #[serde(default)]
+    pub chunks_embedded: u64,
     /// A page being fetched now, while the crawl runs.
     pub current_url: Option<String>,
     /// What is happening now, e.g. "42 pages crawled, 310 waiting, depth 3 of 5";
@@ -205,6 +227,12 @@ impl CrawlStatus {
             chunks_stored: 0,
             code_examples: 0,
             chunks_unembedded: 0,
+            refresh: false,
+            pages_new: 0,
+            pages_changed: 0,
+            pages_unchanged: 0,
+            pages_removed: 0,
+            chunks_embedded: 0,
             current_url: None,
             message: Some("queued".into()),
             error: None,
@@ -237,6 +265,10 @@ impl CrawlStatus {
         self.chunks_stored = counts.chunks;
         self.code_examples = counts.code_examples;
         self.chunks_unembedded = counts.unembedded;
+        self.pages_new = counts.new;
+        self.pages_changed = counts.changed;
+        self.pages_unchanged = counts.unchanged;
+        self.chunks_embedded = counts.embedded;
         let done = counts.done();
         let waiting = outlook.admitted.saturating_sub(done);
         self.pages_queued = waiting + outlook.found;
@@ -302,6 +334,12 @@ pub struct PageCounts {
     pub code_examples: u64,
     /// Chunks stored without a vector.
     pub unembedded: u64,
+    /// Crawled pages by what they were to the source.
+    pub new: u64,
+    pub changed: u64,
+    pub unchanged: u64,
+    /// Vectors made by the embedder.
+    pub embedded: u64,
 }
 
 impl PageCounts {

@@ -27,3 +27,18 @@ ALTER TABLE pages ADD COLUMN content_hash TEXT;
 
 -- A crawl's pages in the order they were stored: listings and exports walk it.
 CREATE INDEX pages_by_crawl ON pages (crawl_id, id);
+
+-- A refresh is a crawl of a source with its settings that, when it
+-- completes, removes what the site no longer has. Every crawl of a source
+-- counts its pages against what the source kept: new, changed, unchanged
+-- (kept with their chunks and vectors), and the vectors it had to make.
+ALTER TABLE crawls ADD COLUMN refresh BOOLEAN NOT NULL DEFAULT false;
+ALTER TABLE crawls ADD COLUMN pages_new BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE crawls ADD COLUMN pages_changed BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE crawls ADD COLUMN pages_unchanged BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE crawls ADD COLUMN pages_removed BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE crawls ADD COLUMN chunks_embedded BIGINT NOT NULL DEFAULT 0;
+
+-- The validators a page was served with, for a conditional GET next time.
+ALTER TABLE pages ADD COLUMN etag TEXT;
+ALTER TABLE pages ADD COLUMN last_modified TEXT;

@@ -20,3 +20,21 @@ CREATE INDEX crawls_by_source ON crawls (source_id, id);
 
 -- The SHA-256 of the stored markdown, hex: what a refresh compares.
 ALTER TABLE pages ADD COLUMN content_hash TEXT;
+
+-- A refresh is a crawl of a source with its settings that, when it
+-- completes, removes what the site no longer has. Every crawl of a source
+-- counts its pages against what the source kept: new, changed, unchanged
+-- (kept with their chunks and vectors), and the vectors it had to make.
+ALTER TABLE crawls ADD COLUMN refresh INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE crawls ADD COLUMN pages_new INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE crawls ADD COLUMN pages_changed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE crawls ADD COLUMN pages_unchanged INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE crawls ADD COLUMN pages_removed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE crawls ADD COLUMN chunks_embedded INTEGER NOT NULL DEFAULT 0;
+
+-- The validators a page was served with, for a conditional GET next time.
+ALTER TABLE pages ADD COLUMN etag TEXT;
+ALTER TABLE pages ADD COLUMN last_modified TEXT;
+-- Where a page leads (one URL a line), so that a page a refresh finds
+-- unchanged (304) still leads on without being fetched whole.
+ALTER TABLE pages ADD COLUMN links TEXT;

@@ -32,7 +32,7 @@ pub fn router() -> Router<AppState> {
 /// The 202 answer to a started crawl.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Started {
+pub(super) struct Started {
     progress_id: String,
     /// The source the crawl is filed under.
     source_id: Option<String>,
@@ -53,6 +53,10 @@ impl From<StartError> for ApiError {
             StartError::Store(crate::store::StoreError::Unwritable(why)) => {
                 ApiError::Unavailable(format!("the store cannot take a crawl now: {why}"))
             }
+            StartError::Store(crate::store::StoreError::SourceBusy(id)) => ApiError::Conflict(
+                "refresh_running",
+                format!("source {id} has a crawl that has not ended; a refresh starts once it has"),
+            ),
             StartError::Store(s) => ApiError::from(s),
         }
     }
@@ -69,6 +73,11 @@ pub(super) async fn start(
     ApiJson(req): ApiJson<CrawlRequest>,
 ) -> Result<Response, ApiError> {
     let status = state.registry.start(req, tenant.0).await?;
+    Ok(started(status))
+}
+
+/// `202` with where to follow a crawl that was just started.
+pub(super) fn started(status: CrawlStatus) -> Response {
     let id = status.progress_id;
     let body = Started {
         status_url: format!("/api/crawls/{id}"),
@@ -82,7 +91,7 @@ pub(super) async fn start(
     if let Ok(v) = HeaderValue::from_str(&body.status_url) {
         headers.insert(header::LOCATION, v);
     }
-    Ok((StatusCode::ACCEPTED, headers, Json(body)).into_response())
+    (StatusCode::ACCEPTED, headers, Json(body)).into_response()
 }
 
 /// Poll interval suggested to clients, in milliseconds, while a crawl is active.
@@ -159,7 +168,7 @@ pub(super) struct ListParams {
 
 pub(super) fn parse_limit(raw: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
     match raw {
-        None | Some("") => Ok(default),
+        None => Ok(default),
         Some(s) => match s.parse::<u32>() {
             Ok(n) if (1..=max).contains(&n) => Ok(n),
             _ => Err(ApiError::InvalidRequest(format!("limit must be a whole number from 1 to {max}"))),

@@ -14,7 +14,7 @@ use super::AppState;
     paths(
         super::crawls::start, super::crawls::list, super::crawls::status, super::crawls::stop, super::crawls::delete,
         super::crawls::pages, super::pages::page, super::events::events, super::search::search_chunks, super::search::code_examples,
-        super::sources::list, super::sources::one, super::sources::update, super::sources::delete, super::sources::export,
+        super::sources::list, super::sources::one, super::sources::update, super::sources::delete, super::sources::export, super::sources::refresh,
         super::health::healthz, super::health::readyz, super::metrics::metrics,
     ),
     components(schemas(

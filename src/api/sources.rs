@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -24,6 +24,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/sources", get(list))
         .route("/api/sources/{id}", get(one).patch(update).delete(delete))
         .route("/api/sources/{id}/export", get(export))
+        .route("/api/sources/{id}/refresh", post(refresh))
 }
 
 fn not_found(id: &str) -> ApiError {
@@ -145,6 +146,27 @@ pub(super) async fn delete(
         };
     tracing::info!(source_id = %id, crawls = removed.crawls, pages = removed.pages, "source deleted");
     Ok(Json(json!({ "deleted": id, "removed": removed })))
+}
+
+/// Starts a refresh: a crawl with the source's settings, on every surface
+/// like any other (progress, rooms, SSE, stop). Pages whose content did not
+/// change are kept with their vectors; only new text is embedded; when it
+/// completes, pages the site no longer has are removed.
+#[utoipa::path(post, path = "/api/sources/{id}/refresh", tag = "sources", params(("id" = String, Path)),
+    responses((status = 202, description = "The refresh runs in the background", body = super::crawls::Started),
+              (status = 404, body = crate::error::ErrorBody),
+              (status = 409, description = "A crawl of the source has not ended (refresh_running)", body = crate::error::ErrorBody),
+              (status = 503, body = crate::error::ErrorBody)))]
+pub(super) async fn refresh(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let source = visible(&state, &id, &tenant).await?;
+    // The source's owner, not the caller, owns the crawl: they are the same
+    // with keys, and the open service has no tenants.
+    let status = state.registry.refresh(&source, source.tenant.clone()).await?;
+    Ok(super::crawls::started(status))
 }
 
 #[derive(Deserialize)]

@@ -25,7 +25,7 @@ use url::Url;
 
 use crate::config::CrawlerConfig;
 use crate::crawl::discover::{self, Sitemap};
-use crate::crawl::fetch::{Fetched, HttpFetcher, Rendered, Renderer, http::decode};
+use crate::crawl::fetch::{Fetched, HttpFetcher, Rendered, Renderer, Validators, http::decode};
 use crate::crawl::hosts::Hosts;
 use crate::crawl::request::{CrawlSpec, CrawlType, Render};
 use crate::crawl::robots::Robots;
@@ -33,7 +33,7 @@ use crate::crawl::scope::Scope;
 use crate::crawl::urls;
 use crate::process::{self, Pool};
 use crate::progress::{CrawlState, CrawlStatus, Limit, Outlook, PageCounts, Progress, Reporter, Stage};
-use crate::store::{DynStore, PageRecord, PageStatus, StoredOutcome};
+use crate::store::{Change, DynStore, Kept, PageRecord, PageStatus, PriorPage, StoredOutcome};
 
 /// Page outcomes buffered between page tasks and the writer.
 const PAGE_CHANNEL: usize = 512;
@@ -96,6 +96,9 @@ pub(crate) struct Crawl {
     first_error: Mutex<Option<String>>,
     /// What an earlier run of this crawl (on an instance that died) stored.
     resume: Option<Resume>,
+    /// The pages the crawl's source keeps, by URL, loaded as the crawl
+    /// starts: each page crawled is compared with its earlier copy.
+    prior: std::sync::OnceLock<HashMap<String, PriorPage>>,
 }
 
 /// A crawl taken over from a dead instance goes on from what it stored:
@@ -115,6 +118,10 @@ impl Resume {
             chunks: status.chunks_stored,
             code_examples: status.code_examples,
             unembedded: status.chunks_unembedded,
+            new: status.pages_new,
+            changed: status.pages_changed,
+            unchanged: status.pages_unchanged,
+            embedded: status.chunks_embedded,
         };
         Self { pages: outcomes.into_iter().map(|o| (o.url.clone(), o)).collect(), counts }
     }
@@ -166,7 +173,13 @@ impl Crawl {
             fatal: Mutex::new(None),
             first_error: Mutex::new(None),
             resume,
+            prior: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The source's copy of a page, if it keeps one.
+    fn prior(&self, url: &str) -> Option<&PriorPage> {
+        self.prior.get().and_then(|p| p.get(url))
     }
 
     /// Another instance has taken this crawl over: it ends here silently,
@@ -249,6 +262,7 @@ pub(crate) async fn run(engine: Arc<Engine>, crawl: Arc<Crawl>, slot: Slot) -> (
             if let Err(e) = engine.store.save_status(&crawl.progress.snapshot()).await {
                 tracing::warn!(error = %e, "could not persist the running status");
             }
+            load_prior(&engine, &crawl).await;
             let (tx, rx) = mpsc::channel(PAGE_CHANNEL);
             crawl.tracker.spawn(writer(engine.clone(), crawl.clone(), rx).instrument(crawl.span.clone()));
             let outcome = tokio::select! {
@@ -267,8 +281,24 @@ pub(crate) async fn run(engine: Arc<Engine>, crawl: Arc<Crawl>, slot: Slot) -> (
     if let Some(queued) = hand_over(&engine, &crawl, &outcome).await {
         return (queued, true);
     }
-    let fin = terminal_status(&engine, &crawl, outcome);
-    let saved = with_retry(None, || engine.store.save_status(&fin)).await;
+    let mut fin = terminal_status(&engine, &crawl, outcome);
+    let saved = match fin.source_id.clone().filter(|_| fin.refresh && fin.status == CrawlState::Completed) {
+        Some(source) => {
+            let written = Mutex::new(None);
+            let (store, status, source, out) = (&engine.store, &fin, &source, &written);
+            let saved = with_retry(None, move || async move {
+                let s = store.complete_refresh(status, source, count_removed).await?;
+                *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+                Ok(())
+            })
+            .await;
+            if let Some(s) = written.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                fin = s;
+            }
+            saved
+        }
+        None => with_retry(None, || engine.store.save_status(&fin)).await,
+    };
     if let Err(e) = &saved {
         tracing::error!(error = %e, "could not store the terminal status");
     }
@@ -282,6 +312,29 @@ pub(crate) async fn run(engine: Arc<Engine>, crawl: Arc<Crawl>, slot: Slot) -> (
         "crawl ended"
     );
     (fin, saved.is_ok())
+}
+
+/// A completed refresh's status with the pages it removed.
+fn count_removed(status: &mut CrawlStatus, removed: u64) {
+    status.pages_removed = removed;
+    if removed > 0
+        && let Some(m) = status.message.as_mut()
+    {
+        *m += &format!("; {removed} page(s) the site no longer has removed");
+    }
+}
+
+/// Loads what the crawl's source keeps, to compare each page with. Without
+/// it every page counts as new and is stored whole: slower, never wrong.
+async fn load_prior(engine: &Engine, crawl: &Crawl) {
+    let Some(source) = crawl.progress.snapshot().source_id else { return };
+    match engine.store.source_pages(&source, &crawl.reporter.crawl_id).await {
+        Ok(pages) => {
+            tracing::debug!(pages = pages.len(), "the source's pages loaded for comparison");
+            let _ = crawl.prior.set(pages.into_iter().map(|p| (p.url.clone(), p)).collect());
+        }
+        Err(e) => tracing::warn!(error = %e, "could not load the source's pages; every page is stored anew"),
+    }
 }
 
 /// Writes a terminal status the store refused (a full disk) once it takes
@@ -833,11 +886,19 @@ struct Body {
     content_type: Option<String>,
     bytes: Option<bytes::Bytes>,
     rendered: bool,
+    validators: Validators,
 }
 
 impl Body {
     fn fetched(f: Fetched) -> Self {
-        Body { final_url: f.final_url, status: f.status, content_type: f.content_type, bytes: f.body, rendered: false }
+        Body {
+            final_url: f.final_url,
+            status: f.status,
+            content_type: f.content_type,
+            bytes: f.body,
+            rendered: false,
+            validators: f.validators,
+        }
     }
 
     fn rendered(r: Rendered) -> Self {
@@ -849,6 +910,7 @@ impl Body {
             content_type: Some(format!("{mime}; charset=utf-8")),
             bytes: Some(bytes::Bytes::from(r.html)),
             rendered: true,
+            validators: Validators::default(),
         }
     }
 
@@ -859,9 +921,20 @@ impl Body {
 
 /// What the pool made of a page.
 enum Processed {
-    /// The page, its format, the crawl's keyed hash of its content, and the
-    /// content's SHA-256 (hex).
-    Page(Box<process::Processed>, &'static str, u64, String),
+    Page {
+        page: Box<process::Processed>,
+        /// `markdown` or `text`.
+        format: &'static str,
+        /// The crawl's keyed hash of `digest`, for duplicates within the crawl.
+        content_hash: u64,
+        /// The SHA-256 of the markdown (hex), stored: what the next crawl of
+        /// the source compares.
+        digest: String,
+        /// Vectors made on the pool.
+        embedded: u64,
+        /// The source keeps this very content: nothing was chunked or embedded.
+        unchanged: bool,
+    },
     /// `auto` mode: the HTML is a shell for scripts, for this reason.
     NeedsBrowser(&'static str),
     Cancelled,
@@ -926,7 +999,20 @@ async fn fetch(ctx: &Ctx, url: &Url, seed: bool, scope: &Scope) -> Result<Body, 
     // The start URL may redirect anywhere the guard allows; other pages stay in scope.
     let in_scope = |u: &Url| seed || scope.allows(u);
     let want = |status: u16, mime: Option<&str>| (200..300).contains(&status) && Kind::of(mime).is_some();
-    ctx.engine.fetcher.fetch(url, &in_scope, &want).await.map(Body::fetched).map_err(|e| format!("{}: {e}", e.code()))
+    // The source's copy is asked after by its validators: a 304 keeps it as
+    // it is. A crawl that follows links needs the copy's stored links then.
+    let validators = match ctx.crawl.prior(url.as_str()) {
+        Some(p) if p.content_hash.is_some() && (p.has_links || !ctx.follow.load(Ordering::Relaxed)) => {
+            Validators { etag: p.etag.clone(), last_modified: p.last_modified.clone() }
+        }
+        _ => Validators::default(),
+    };
+    ctx.engine
+        .fetcher
+        .fetch_if_changed(url, &in_scope, &want, &validators)
+        .await
+        .map(Body::fetched)
+        .map_err(|e| format!("{}: {e}", e.code()))
 }
 
 /// In Chromium, at most `browserConcurrency` pages of this crawl at once. The
@@ -970,6 +1056,13 @@ async fn process_body(
     if body.final_url.as_str() != r.url {
         r.final_url = Some(body.final_url.to_string());
     }
+    r.etag = body.validators.etag.clone();
+    r.last_modified = body.validators.last_modified.clone();
+    if body.status == 304
+        && let Some(prior) = ctx.crawl.prior(&r.url).cloned()
+    {
+        return Ok(not_modified(ctx, r, prior, body.final_url).await);
+    }
     if !(200..300).contains(&body.status) {
         let reason = reqwest::StatusCode::from_u16(body.status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
         return Ok(failed(r, format!("http_status: HTTP {} {reason}", body.status).trim_end().to_string()));
@@ -989,6 +1082,9 @@ async fn process_body(
     let embedder = engine.embedder.clone();
     let hasher = ctx.crawl.hasher.clone();
     let detect = detect && matches!(kind, Kind::Html);
+    let prior = ctx.crawl.prior(&r.url).cloned();
+    let prior_hash = prior.as_ref().and_then(|p| p.content_hash.clone());
+    let has_prior = prior.is_some();
     let processed = engine
         .pool
         .run(&ctx.crawl.tracker, move || {
@@ -1000,31 +1096,38 @@ async fn process_body(
             if detect && let Some(reason) = crate::crawl::fetch::detect::needs_browser(&text) {
                 return Processed::NeedsBrowser(reason);
             }
-            let (mut p, format) = match kind {
-                Kind::Html => (process::process_html(&text, &page_url, &options), "markdown"),
-                Kind::Markdown => (process::process_text(&text, &options), "markdown"),
-                Kind::Text => (process::process_text(&text, &options), "text"),
+            let (extracted, format) = match kind {
+                Kind::Html => (process::extract_html(&text, &page_url), "markdown"),
+                Kind::Markdown => (process::extract_text(&text), "markdown"),
+                Kind::Text => (process::extract_text(&text), "text"),
             };
-            // A CPU embedder works here, on the pool; remote ones in the writer.
+            // Hashing a large page is CPU work too: here, not on the async threads.
+            let digest = format!("{:x}", sha2::Sha256::digest(extracted.markdown.as_bytes()));
+            let content_hash = std::hash::BuildHasher::hash_one(&hasher, &digest);
+            if prior_hash.as_deref() == Some(digest.as_str()) {
+                let page = Box::new(extracted.unchunked());
+                return Processed::Page { page, format, content_hash, digest, embedded: 0, unchanged: true };
+            }
+            let mut p = extracted.finish(&options);
+            // A CPU embedder works here, on the pool; remote ones in the
+            // writer, and so do changed pages, whose texts that did not
+            // change reuse their vectors there.
+            let mut embedded = 0;
             let (chunk_inputs, code_inputs) = p.embedding_inputs();
             let refs: Vec<&str> = chunk_inputs.iter().chain(&code_inputs).map(String::as_str).collect();
-            if let Some(mut vectors) = embedder.embed_sync(&refs) {
+            if !has_prior && let Some(mut vectors) = embedder.embed_sync(&refs) {
+                embedded = vectors.len() as u64;
                 let code_vectors = vectors.split_off(chunk_inputs.len());
                 p.chunks.iter_mut().zip(vectors).for_each(|(c, v)| c.embedding = Some(v));
                 p.code_examples.iter_mut().zip(code_vectors).for_each(|(c, v)| c.embedding = Some(v));
             }
-            // Hashing a large page is CPU work too: here, not on the async
-            // threads. The SHA-256 is stored (what a refresh compares); the
-            // crawl's own keyed hash of it finds duplicates within the crawl.
-            let digest = format!("{:x}", sha2::Sha256::digest(p.markdown.as_bytes()));
-            let content_hash = std::hash::BuildHasher::hash_one(&hasher, &digest);
-            Processed::Page(Box::new(p), format, content_hash, digest)
+            Processed::Page { page: Box::new(p), format, content_hash, digest, embedded, unchanged: false }
         })
         .await;
     Ok(match processed {
         Ok(Processed::NeedsBrowser(reason)) => return Err(NeedsBrowser(reason)),
         Ok(Processed::Cancelled) => failed(r, "cancelled: the crawl was stopped".into()),
-        Ok(Processed::Page(p, format, content_hash, digest)) => {
+        Ok(Processed::Page { page: p, format, content_hash, digest, embedded, unchanged }) => {
             let p = *p;
             let follow = ctx.follow.load(Ordering::Relaxed);
             let mut links = p.links;
@@ -1047,11 +1150,26 @@ async fn process_body(
             }
             r.title = p.title;
             r.description = p.description;
-            r.content = Some(p.markdown);
             r.content_hash = Some(digest);
             r.format = Some(format);
-            r.chunks = p.chunks;
-            r.code_examples = p.code_examples;
+            r.embedded = embedded;
+            match prior {
+                Some(prior) if unchanged => {
+                    // The source's row stays, with its chunks and vectors.
+                    r.change = Some(Change::Unchanged);
+                    r.kept = Some(Kept { row: prior.row, chunks: prior.chunks, code_examples: prior.code_examples });
+                }
+                Some(prior) => {
+                    r.change = Some(Change::Changed);
+                    r.earlier_row = Some(prior.row);
+                }
+                None => r.change = Some(Change::New),
+            }
+            if r.kept.is_none() {
+                r.content = Some(p.markdown);
+                r.chunks = p.chunks;
+                r.code_examples = p.code_examples;
+            }
             if follow {
                 r.links = links.iter().map(|u| u.to_string()).collect();
             }
@@ -1059,6 +1177,35 @@ async fn process_body(
         }
         Err(e) => failed(r, format!("processing_failed: {e}")),
     })
+}
+
+/// A page the server says has not changed since the source's copy (`304`):
+/// the copy is kept, and leads where it led (its stored links).
+async fn not_modified(ctx: &Ctx, mut r: PageRecord, prior: PriorPage, final_url: Url) -> (PageRecord, PageResult) {
+    let follow = ctx.follow.load(Ordering::Relaxed);
+    let links: Vec<Url> = if follow {
+        match ctx.engine.store.page_links(prior.row).await {
+            Ok(links) => links.iter().filter_map(|l| Url::parse(l).ok()).collect(),
+            Err(e) => return failed(r, format!("store_error: the kept copy's links could not be read: {e}")),
+        }
+    } else {
+        Vec::new()
+    };
+    let digest = prior.content_hash.clone().unwrap_or_default();
+    let content_hash = std::hash::BuildHasher::hash_one(&ctx.crawl.hasher, &digest);
+    let here = urls::normalize(&final_url).unwrap_or_else(|| final_url.clone());
+    if let Some(first) = ctx.crawl.duplicate_of(here.as_str(), None, content_hash) {
+        r.status = PageStatus::Skipped;
+        r.error = Some(format!("duplicate: the same content as {first}"));
+        return (r, PageResult { final_url: Some(final_url), links });
+    }
+    r.content_hash = prior.content_hash.clone();
+    r.change = Some(Change::Unchanged);
+    r.kept = Some(Kept { row: prior.row, chunks: prior.chunks, code_examples: prior.code_examples });
+    if follow {
+        r.links = links.iter().map(|u| u.to_string()).collect();
+    }
+    (r, PageResult { final_url: Some(final_url), links })
 }
 
 /// Stores page outcomes in batches, each batch in one transaction with the
@@ -1103,17 +1250,44 @@ async fn writer(engine: Arc<Engine>, crawl: Arc<Crawl>, mut rx: mpsc::Receiver<P
     flush(&engine, &crawl, &mut batch, &mut counts, &mut last_saved).await;
 }
 
+/// Gives the chunks and code examples of changed pages the vectors their
+/// earlier copies have for the very same text, so that only new text is
+/// embedded. Without them (the store cannot say) everything is embedded.
+async fn reuse_vectors(engine: &Engine, batch: &mut [PageRecord]) {
+    let rows: Vec<i64> = batch.iter().filter_map(|r| r.earlier_row).collect();
+    if rows.is_empty() {
+        return;
+    }
+    let known: HashMap<String, Vec<f32>> = match engine.store.page_vectors(&rows, engine.embedder.model()).await {
+        Ok(v) => v.into_iter().collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the earlier vectors; embedding the changed pages whole");
+            return;
+        }
+    };
+    for r in batch.iter_mut().filter(|r| r.earlier_row.is_some()) {
+        let (c, e) = process::embedding_inputs(r.title.as_deref(), &r.chunks, &r.code_examples);
+        for (chunk, text) in r.chunks.iter_mut().zip(c) {
+            chunk.embedding = chunk.embedding.take().or_else(|| known.get(&text).cloned());
+        }
+        for (example, text) in r.code_examples.iter_mut().zip(e) {
+            example.embedding = example.embedding.take().or_else(|| known.get(&text).cloned());
+        }
+    }
+}
+
 /// Embeds the chunks and code examples of a batch that have no vector yet
-/// (remote embedders). A batch the embedder refuses for good is stored
-/// without vectors, to be filled in by `trawl embed --missing`. Returns
-/// false when the crawl was stopped meanwhile.
-async fn embed_missing(engine: &Engine, crawl: &Crawl, batch: &mut [PageRecord]) -> bool {
+/// (remote embedders, changed pages). A batch the embedder refuses for good
+/// is stored without vectors, to be filled in by `trawl embed --missing`.
+/// Answers how many vectors it made, or `None` when the crawl was stopped
+/// meanwhile.
+async fn embed_missing(engine: &Engine, crawl: &Crawl, batch: &mut [PageRecord]) -> Option<u64> {
     let complete = |r: &PageRecord| {
         r.chunks.iter().all(|c| c.embedding.is_some()) && r.code_examples.iter().all(|e| e.embedding.is_some())
     };
-    // With a CPU embedder every vector was made on the pool already.
+    // With a CPU embedder every vector of a new page was made on the pool already.
     if batch.iter().all(complete) {
-        return true;
+        return Some(0);
     }
     let mut inputs = Vec::new();
     for r in batch.iter() {
@@ -1123,14 +1297,15 @@ async fn embed_missing(engine: &Engine, crawl: &Crawl, batch: &mut [PageRecord])
         inputs.extend(c.into_iter().chain(e).zip(missing_c.chain(missing_e)).filter(|(_, m)| *m).map(|(t, _)| t));
     }
     if inputs.is_empty() {
-        return true;
+        return Some(0);
     }
     let embedded = tokio::select! {
-        _ = crawl.token.cancelled() => return false,
+        _ = crawl.token.cancelled() => return None,
         r = engine.embedder.embed(&inputs) => r,
     };
     match embedded {
         Ok(vectors) => {
+            let made = vectors.len() as u64;
             let mut vectors = vectors.into_iter();
             for r in batch.iter_mut() {
                 for c in r.chunks.iter_mut().filter(|c| c.embedding.is_none()) {
@@ -1140,10 +1315,13 @@ async fn embed_missing(engine: &Engine, crawl: &Crawl, batch: &mut [PageRecord])
                     e.embedding = vectors.next();
                 }
             }
+            Some(made)
         }
-        Err(e) => tracing::warn!(error = %e, inputs = inputs.len(), "embedding failed; storing without vectors"),
+        Err(e) => {
+            tracing::warn!(error = %e, inputs = inputs.len(), "embedding failed; storing without vectors");
+            Some(0)
+        }
     }
-    true
 }
 
 async fn flush(
@@ -1153,19 +1331,28 @@ async fn flush(
     counts: &mut PageCounts,
     last_saved: &mut Option<(CrawlStatus, Instant)>,
 ) {
-    if !embed_missing(engine, crawl, batch).await {
+    reuse_vectors(engine, batch).await;
+    let Some(embedded) = embed_missing(engine, crawl, batch).await else {
         return; // stopped while embedding: the batch is abandoned
-    }
+    };
     let outlook = crawl.outlook();
     let mut next = *counts;
+    next.embedded += embedded;
     for r in batch.iter() {
         match r.status {
             PageStatus::Crawled => next.crawled += 1,
             PageStatus::Failed => next.failed += 1,
             PageStatus::Skipped => next.skipped += 1,
         }
-        next.chunks += r.chunks.len() as u64;
-        next.code_examples += r.code_examples.len() as u64;
+        match r.change {
+            Some(Change::New) => next.new += 1,
+            Some(Change::Changed) => next.changed += 1,
+            Some(Change::Unchanged) => next.unchanged += 1,
+            None => {}
+        }
+        next.embedded += r.embedded;
+        next.chunks += r.chunks.len() as u64 + r.kept.map_or(0, |k| k.chunks);
+        next.code_examples += r.code_examples.len() as u64 + r.kept.map_or(0, |k| k.code_examples);
         next.unembedded += r.chunks.iter().filter(|c| c.embedding.is_none()).count() as u64;
     }
     let mut snapshot = crawl.progress.snapshot();

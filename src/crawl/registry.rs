@@ -365,6 +365,28 @@ impl Registry {
 
     /// Validates, records the crawl as `queued` and starts it in the background.
     pub async fn start(self: &Arc<Self>, req: CrawlRequest, tenant: Option<String>) -> Result<CrawlStatus, StartError> {
+        self.begin(req, tenant, false).await
+    }
+
+    /// Starts a refresh of a source: a crawl with the source's settings
+    /// that, when it completes, removes the pages the site no longer has.
+    /// Refused while a crawl of the source has not ended.
+    pub async fn refresh(
+        self: &Arc<Self>,
+        source: &crate::store::Source,
+        tenant: Option<String>,
+    ) -> Result<CrawlStatus, StartError> {
+        let req: CrawlRequest = serde_json::from_value(source.settings.clone())
+            .map_err(|e| RequestError::Invalid(format!("the source's stored settings no longer parse: {e}")))?;
+        self.begin(req, tenant, true).await
+    }
+
+    async fn begin(
+        self: &Arc<Self>,
+        req: CrawlRequest,
+        tenant: Option<String>,
+        refresh: bool,
+    ) -> Result<CrawlStatus, StartError> {
         if self.engine.root.is_cancelled() {
             return Err(StartError::ShuttingDown);
         }
@@ -373,7 +395,8 @@ impl Registry {
         self.engine.store.can_write()?;
         self.engine.fetcher.guard().check_resolved(&spec.url).await?;
         let id = uuid::Uuid::now_v7().to_string();
-        let status = CrawlStatus::new_queued(id.clone(), spec.url.to_string(), Utc::now());
+        let mut status = CrawlStatus::new_queued(id.clone(), spec.url.to_string(), Utc::now());
+        status.refresh = refresh;
         let request_json = serde_json::to_string(&spec.request).unwrap_or_else(|_| "{}".into());
         // With a shared queue, a crawl posted to an instance with a free
         // slot runs there at once, like a lone instance's; the others wait

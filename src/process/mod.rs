@@ -19,7 +19,9 @@ use tokio_util::task::TaskTracker;
 pub use chunk::{Chunk, ChunkOptions, ChunkUnit};
 pub use code::CodeExample;
 pub use html::text_title;
-pub use page::{ProcessOptions, Processed, embedding_inputs, process_html, process_text};
+pub use page::{
+    Extracted, ProcessOptions, Processed, embedding_inputs, extract_html, extract_text, process_html, process_text,
+};
 
 /// The process-wide rayon pool. Work enters it from a tracked blocking task, so
 /// a crawl's tracker also waits for its CPU work, and the async threads never

@@ -175,7 +175,35 @@ fn main_markdown(html: &str, page_url: &Url) -> (Option<String>, String) {
     }
 }
 
-pub fn process_html(html: &str, page_url: &Url, opts: &ProcessOptions) -> Processed {
+/// A page's main content and what surrounds it, before chunking: enough
+/// to tell whether it changed (its markdown) and where it leads.
+pub struct Extracted {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub markdown: String,
+    pub links: Vec<Url>,
+    pub canonical: Option<Url>,
+    blocks: Vec<code::RawBlock>,
+}
+
+impl Extracted {
+    /// Chunks and code examples: the rest of the work on a page.
+    pub fn finish(self, opts: &ProcessOptions) -> Processed {
+        let chunks = chunk_markdown(&self.markdown, opts.chunks);
+        let code_examples = code::examples(self.blocks, &self.markdown, opts.min_code_chars);
+        let Extracted { title, description, markdown, links, canonical, .. } = self;
+        Processed { title, description, markdown, links, canonical, chunks, code_examples }
+    }
+
+    /// The page without chunks or code examples: what an unchanged page
+    /// needs (its earlier chunks are kept).
+    pub fn unchunked(self) -> Processed {
+        let Extracted { title, description, markdown, links, canonical, .. } = self;
+        Processed { title, description, markdown, links, canonical, chunks: Vec::new(), code_examples: Vec::new() }
+    }
+}
+
+pub fn extract_html(html: &str, page_url: &Url) -> Extracted {
     let scan = scan(html, page_url);
     let links = links(&scan, page_url);
     let canonical = scan.canonical.as_deref().and_then(|h| urls::resolve_link(page_url, h));
@@ -189,10 +217,12 @@ pub fn process_html(html: &str, page_url: &Url, opts: &ProcessOptions) -> Proces
         Some(t) if !markdown.trim_start().starts_with("# ") => format!("# {t}\n\n{markdown}"),
         _ => markdown,
     };
-    let chunks = chunk_markdown(&markdown, opts.chunks);
-    let code_examples = code::examples(scan.blocks, &markdown, opts.min_code_chars);
     let description = scan.description.filter(|d| !d.is_empty());
-    Processed { title, description, markdown, links, canonical, chunks, code_examples }
+    Extracted { title, description, markdown, links, canonical, blocks: scan.blocks }
+}
+
+pub fn process_html(html: &str, page_url: &Url, opts: &ProcessOptions) -> Processed {
+    extract_html(html, page_url).finish(opts)
 }
 
 impl Processed {
@@ -218,19 +248,20 @@ pub fn embedding_inputs(title: Option<&str>, chunks: &[Chunk], code: &[CodeExamp
     (c, e)
 }
 
-/// A text or markdown page: kept as is, chunked, its fences read as code.
-pub fn process_text(text: &str, opts: &ProcessOptions) -> Processed {
-    let chunks = chunk_markdown(text, opts.chunks);
-    let code_examples = code::examples(code::blocks_from_markdown(text), text, opts.min_code_chars);
-    Processed {
+/// A text or markdown page: kept as is, its fences read as code.
+pub fn extract_text(text: &str) -> Extracted {
+    Extracted {
         title: super::html::text_title(text),
         description: None,
         markdown: text.to_string(),
         links: Vec::new(),
         canonical: None,
-        chunks,
-        code_examples,
+        blocks: code::blocks_from_markdown(text),
     }
+}
+
+pub fn process_text(text: &str, opts: &ProcessOptions) -> Processed {
+    extract_text(text).finish(opts)
 }
 
 #[cfg(test)]

@@ -116,9 +116,52 @@ pub struct PageRecord {
     pub rendered: bool,
     /// The SHA-256 of `content`, hex.
     pub content_hash: Option<String>,
+    /// The validators the page was served with (`ETag`, `Last-Modified`).
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// What a crawled page is to the crawl's source.
+    pub change: Option<Change>,
+    /// An unchanged page: the source's row for it is kept, with its chunks
+    /// and vectors, and becomes this crawl's (no new row is written).
+    pub kept: Option<Kept>,
+    /// A changed page: the source's earlier row, whose vectors identical
+    /// texts reuse.
+    pub earlier_row: Option<i64>,
+    /// Vectors the embedder made for this page so far.
+    pub embedded: u64,
     /// Where the page leads, kept (PostgreSQL) for crawls that follow links,
     /// so that another instance can resume the crawl from its stored pages.
     pub links: Vec<String>,
+}
+
+/// What a crawled page is to its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    New,
+    Changed,
+    Unchanged,
+}
+
+/// The source's row an unchanged page keeps, and what it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kept {
+    pub row: i64,
+    pub chunks: u64,
+    pub code_examples: u64,
+}
+
+/// A page its source keeps, as the next crawl of the source compares with it.
+#[derive(Debug, Clone)]
+pub struct PriorPage {
+    pub row: i64,
+    pub url: String,
+    pub content_hash: Option<String>,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub chunks: u64,
+    pub code_examples: u64,
+    /// Whether its links were stored (what a `304` needs to lead on).
+    pub has_links: bool,
 }
 
 /// A page as the pages listing shows it (CONTRACT.md), plus the cursor key.
@@ -453,6 +496,31 @@ pub trait Store: Send + Sync + 'static {
     /// examples in one transaction; [`StoreError::SourceBusy`] while one of
     /// its crawls has not ended. `None` when there is no such source.
     async fn delete_source(&self, id: &str) -> Result<Option<Removed>, StoreError>;
+
+    /// The crawled pages a source keeps, but those of crawl `except` (a
+    /// resumed crawl's own).
+    async fn source_pages(&self, source_id: &str, except: &str) -> Result<Vec<PriorPage>, StoreError>;
+
+    /// The stored links of a page row.
+    async fn page_links(&self, row: i64) -> Result<Vec<String>, StoreError>;
+
+    /// The vectors of `model` stored for these page rows' chunks and code
+    /// examples, by the text they were made from.
+    async fn page_vectors(&self, rows: &[i64], model: &str) -> Result<Vec<(String, Vec<f32>)>, StoreError>;
+
+    /// Stores a completed refresh's terminal status and, in the same
+    /// transaction, removes the source's pages the refresh did not keep:
+    /// those its site answered 404 or 410 for and, unless a budget cut the
+    /// refresh short, those it did not reach. A page whose fetch failed
+    /// otherwise (a timeout, a 500) keeps its earlier copy. `finish` puts
+    /// the number removed into the status before it is written; answers the
+    /// status as written.
+    async fn complete_refresh(
+        &self,
+        status: &CrawlStatus,
+        source_id: &str,
+        finish: for<'s> fn(&'s mut CrawlStatus, u64),
+    ) -> Result<CrawlStatus, StoreError>;
 
     /// A crawl's crawled pages with their markdown, in the order they were
     /// stored, after row `after`.

@@ -23,8 +23,8 @@ use sqlx::{Executor, Postgres, QueryBuilder, Row};
 
 use super::{
     ChunkHit, ChunkText, CodeHit, CodeText, CrawlFilter, ExportPage, LastCrawl, NewCrawl, PageContent, PageRecord,
-    PageStatus, PageSummary, Removed, SearchFilter, Source, SourceFilter, SourcePatch, Store, StoreError, StoredPage,
-    Unembedded,
+    PageStatus, PageSummary, PriorPage, Removed, SearchFilter, Source, SourceFilter, SourcePatch, Store, StoreError,
+    StoredPage, Unembedded,
 };
 use crate::progress::{CrawlState, CrawlStatus, Limit, Stage};
 
@@ -242,6 +242,12 @@ pub(crate) fn status_from_row(r: &PgRow) -> Result<CrawlStatus, StoreError> {
         chunks_stored: n("chunks_stored")?,
         code_examples: n("code_examples")?,
         chunks_unembedded: n("chunks_unembedded")?,
+        refresh: r.try_get("refresh")?,
+        pages_new: n("pages_new")?,
+        pages_changed: n("pages_changed")?,
+        pages_unchanged: n("pages_unchanged")?,
+        pages_removed: n("pages_removed")?,
+        chunks_embedded: n("chunks_embedded")?,
         current_url: r.try_get("current_url")?,
         message: r.try_get("message")?,
         error: r.try_get("error")?,
@@ -267,7 +273,8 @@ where
            stage = $2, percentage = $3, pages_crawled = $4, pages_failed = $5,
            pages_skipped = $6, pages_queued = $7, chunks_stored = $8, code_examples = $9, chunks_unembedded = $10,
            current_url = $11, message = $12, error = $13, started_at = $14, finished_at = $15, updated_at = now(),
-           limit_reached = $18, last_event_id = GREATEST(COALESCE(last_event_id, 0), $19)
+           limit_reached = $18, last_event_id = GREATEST(COALESCE(last_event_id, 0), $19),
+           pages_new = $20, pages_changed = $21, pages_unchanged = $22, pages_removed = $23, chunks_embedded = $24
          WHERE id = $16 AND status NOT IN ('completed', 'failed', 'cancelled')
            AND ($17::text IS NULL OR owner IS NULL OR owner = $17)",
     )
@@ -290,6 +297,11 @@ where
     .bind(owner)
     .bind(s.limit_reached.map(Limit::as_str))
     .bind(s.event_id as i64)
+    .bind(s.pages_new as i64)
+    .bind(s.pages_changed as i64)
+    .bind(s.pages_unchanged as i64)
+    .bind(s.pages_removed as i64)
+    .bind(s.chunks_embedded as i64)
     .execute(exec)
     .await?;
     Ok(())
@@ -357,7 +369,7 @@ fn vector_of(v: &Option<Vec<f32>>) -> Option<Vector> {
 async fn insert_pages(
     tx: &mut sqlx::Transaction<'_, Postgres>,
     crawl_id: &str,
-    pages: &[PageRecord],
+    pages: &[&PageRecord],
 ) -> Result<HashMap<String, i64>, StoreError> {
     let urls: Vec<Cow<str>> = pages.iter().map(|p| clean(&p.url)).collect();
     let final_urls: Vec<Option<Cow<str>>> = pages.iter().map(|p| clean_opt(&p.final_url)).collect();
@@ -377,14 +389,17 @@ async fn insert_pages(
     let fetched: Vec<DateTime<Utc>> = pages.iter().map(|p| p.fetched_at).collect();
     let rendered: Vec<bool> = pages.iter().map(|p| p.rendered).collect();
     let hashes: Vec<Option<&str>> = pages.iter().map(|p| p.content_hash.as_deref()).collect();
+    let etags: Vec<Option<Cow<str>>> = pages.iter().map(|p| clean_opt(&p.etag)).collect();
+    let modified: Vec<Option<Cow<str>>> = pages.iter().map(|p| clean_opt(&p.last_modified)).collect();
     let links: Vec<Option<String>> =
         pages.iter().map(|p| (!p.links.is_empty()).then(|| clean(&p.links.join("\n")).into_owned())).collect();
     let rows = sqlx::query(
         "INSERT INTO pages (crawl_id, content_hash, url, final_url, status, http_status, depth, title, description,
-           content_type, format, content, bytes, error, source, chunk_count, code_count, fetched_at, rendered, links)
+           content_type, format, content, bytes, error, source, chunk_count, code_count, fetched_at, rendered, links,
+           etag, last_modified)
          SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::text[],
            $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[], $14::text[], $15::text[], $16::int[],
-           $17::int[], $18::timestamptz[], $19::bool[], $20::text[])
+           $17::int[], $18::timestamptz[], $19::bool[], $20::text[], $21::text[], $22::text[])
          RETURNING id, url",
     )
     .bind(crawl_id)
@@ -407,10 +422,54 @@ async fn insert_pages(
     .bind(fetched)
     .bind(rendered)
     .bind(links)
+    .bind(opt_strs(&etags))
+    .bind(opt_strs(&modified))
     .fetch_all(&mut **tx)
     .await?;
     rows.iter().map(|r| Ok((r.try_get::<String, _>("url")?, r.try_get::<i64, _>("id")?))).collect()
 }
+
+/// Makes the source's row of an unchanged page this crawl's, with its
+/// chunks and code examples (and their vectors) as they are.
+async fn keep_page(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    crawl_id: &str,
+    p: &PageRecord,
+    row: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE pages SET crawl_id = $1, depth = $2, http_status = COALESCE($3, http_status), fetched_at = $4,
+           etag = COALESCE($5, etag), last_modified = COALESCE($6, last_modified), links = COALESCE($7, links)
+         WHERE id = $8",
+    )
+    .bind(crawl_id)
+    .bind(p.depth.min(i32::MAX as u32) as i32)
+    .bind(p.http_status.map(i32::from))
+    .bind(p.fetched_at)
+    .bind(p.etag.as_deref().map(clean))
+    .bind(p.last_modified.as_deref().map(clean))
+    .bind((!p.links.is_empty()).then(|| clean(&p.links.join("\n")).into_owned()))
+    .bind(row)
+    .execute(&mut **tx)
+    .await?;
+    for sql in [
+        "UPDATE chunks SET crawl_id = $1 WHERE page_id = $2",
+        "UPDATE code_examples SET crawl_id = $1 WHERE page_id = $2",
+    ] {
+        sqlx::query(sql).bind(crawl_id).bind(row).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// The source's pages a completed refresh (`$2`) did not keep: the crawled
+/// rows of its other crawls, but for URLs the refresh failed to fetch for a
+/// reason other than 404 or 410 (their copies stay), and, when a budget cut
+/// the refresh short (`$3`), for URLs it did not reach.
+const REMOVE_VANISHED_PG: &str = "DELETE FROM pages WHERE status = 'crawled'
+   AND crawl_id IN (SELECT id FROM crawls WHERE source_id = $1 AND id <> $2)
+   AND url NOT IN (SELECT url FROM pages WHERE crawl_id = $2 AND status = 'failed'
+                     AND COALESCE(http_status, 0) NOT IN (404, 410))
+   AND (NOT $3 OR url IN (SELECT url FROM pages WHERE crawl_id = $2))";
 
 fn strs<'a>(v: &'a [Cow<'a, str>]) -> Vec<&'a str> {
     v.iter().map(|s| s.as_ref()).collect()
@@ -424,7 +483,7 @@ async fn insert_content(
     tx: &mut sqlx::Transaction<'_, Postgres>,
     crawl_id: &str,
     model: &str,
-    pages: &[PageRecord],
+    pages: &[&PageRecord],
     ids: &HashMap<String, i64>,
 ) -> Result<(), StoreError> {
     let mut page_ids = Vec::new();
@@ -563,10 +622,23 @@ impl Store for PgStore {
         .bind(s.created_at)
         .fetch_one(&mut *tx)
         .await?;
+        // Never two refreshes of a source at once, nor a refresh beside a
+        // crawl of it: the source's row, just written, orders them.
+        if s.refresh {
+            let running: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM crawls WHERE source_id = $1 AND status NOT IN ('completed', 'failed', 'cancelled')",
+            )
+            .bind(&source_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if running > 0 {
+                return Err(StoreError::SourceBusy(source_id));
+            }
+        }
         sqlx::query(
             "INSERT INTO crawls (id, tenant, url, request, status, stage, percentage, message, created_at, updated_at,
-               owner, attempts, source_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12)",
+               owner, attempts, source_id, refresh)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13)",
         )
         .bind(&s.progress_id)
         .bind(&c.tenant)
@@ -585,6 +657,7 @@ impl Store for PgStore {
         })
         .bind(i32::from(c.claimed))
         .bind(&source_id)
+        .bind(s.refresh)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -689,6 +762,92 @@ impl Store for PgStore {
         Ok(Some(removed))
     }
 
+    async fn source_pages(&self, source_id: &str, except: &str) -> Result<Vec<PriorPage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, url, content_hash, etag, last_modified, chunk_count, code_count, links IS NOT NULL AS has_links
+             FROM pages WHERE status = 'crawled' AND crawl_id IN (SELECT id FROM crawls WHERE source_id = $1 AND id <> $2)",
+        )
+        .bind(clean(source_id))
+        .bind(clean(except))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PriorPage {
+                    row: r.try_get("id")?,
+                    url: r.try_get("url")?,
+                    content_hash: r.try_get("content_hash")?,
+                    etag: r.try_get("etag")?,
+                    last_modified: r.try_get("last_modified")?,
+                    chunks: r.try_get::<i32, _>("chunk_count")?.max(0) as u64,
+                    code_examples: r.try_get::<i32, _>("code_count")?.max(0) as u64,
+                    has_links: r.try_get("has_links")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn page_links(&self, row: i64) -> Result<Vec<String>, StoreError> {
+        let links: Option<String> = sqlx::query_scalar("SELECT links FROM pages WHERE id = $1")
+            .bind(row)
+            .fetch_optional(&self.pool)
+            .await?
+            .flatten();
+        Ok(links.map(|l| l.lines().map(str::to_string).collect()).unwrap_or_default())
+    }
+
+    async fn page_vectors(&self, rows: &[i64], model: &str) -> Result<Vec<(String, Vec<f32>)>, StoreError> {
+        let mut out = Vec::new();
+        let chunks = sqlx::query(
+            "SELECT title, heading_path, content, embedding FROM chunks
+             WHERE page_id = ANY($1) AND model = $2 AND embedding IS NOT NULL",
+        )
+        .bind(rows)
+        .bind(model)
+        .fetch_all(&self.pool)
+        .await?;
+        for r in chunks {
+            let title: Option<String> = r.try_get("title")?;
+            let text = Unembedded::chunk(0, title.as_deref(), r.try_get("heading_path")?, r.try_get("content")?).text;
+            out.push((text, r.try_get::<Vector, _>("embedding")?.to_vec()));
+        }
+        let code = sqlx::query(
+            "SELECT language, code, context_before, embedding FROM code_examples
+             WHERE page_id = ANY($1) AND model = $2 AND embedding IS NOT NULL",
+        )
+        .bind(rows)
+        .bind(model)
+        .fetch_all(&self.pool)
+        .await?;
+        for r in code {
+            let text =
+                Unembedded::code(0, r.try_get("language")?, r.try_get("code")?, r.try_get("context_before")?).text;
+            out.push((text, r.try_get::<Vector, _>("embedding")?.to_vec()));
+        }
+        Ok(out)
+    }
+
+    async fn complete_refresh(
+        &self,
+        status: &CrawlStatus,
+        source_id: &str,
+        finish: for<'s> fn(&'s mut CrawlStatus, u64),
+    ) -> Result<CrawlStatus, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let removed = sqlx::query(REMOVE_VANISHED_PG)
+            .bind(clean(source_id))
+            .bind(&status.progress_id)
+            .bind(status.limit_reached.is_some())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let mut fin = status.clone();
+        finish(&mut fin, removed);
+        update_status(&mut *tx, &fin, self.owner.as_deref()).await?;
+        tx.commit().await?;
+        Ok(fin)
+    }
+
     async fn export_pages(&self, crawl_id: &str, after: i64, limit: u32) -> Result<Vec<ExportPage>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, crawl_id, url, final_url, title, description, content, content_hash, fetched_at FROM pages
@@ -742,7 +901,8 @@ impl Store for PgStore {
         let tenant: Option<String> = crawl.try_get("tenant")?;
         // A retried batch (its commit may have landed before the connection
         // broke) replaces its own rows instead of colliding with them.
-        let urls: Vec<String> = pages.iter().map(|p| clean(&p.url).into_owned()).collect();
+        // A kept row is moved, not written: moving it again is harmless.
+        let urls: Vec<String> = pages.iter().filter(|p| p.kept.is_none()).map(|p| clean(&p.url).into_owned()).collect();
         sqlx::query("DELETE FROM pages WHERE crawl_id = $1 AND url = ANY($2)")
             .bind(&s.progress_id)
             .bind(&urls)
@@ -751,8 +911,11 @@ impl Store for PgStore {
         // A crawled URL replaces what the tenant's earlier crawls stored for
         // it (and by cascade their chunks and code examples): no duplicates
         // in search. A failed fetch leaves an earlier good copy alone.
-        let crawled: Vec<String> =
-            pages.iter().filter(|p| p.status == PageStatus::Crawled).map(|p| clean(&p.url).into_owned()).collect();
+        let crawled: Vec<String> = pages
+            .iter()
+            .filter(|p| p.status == PageStatus::Crawled && p.kept.is_none())
+            .map(|p| clean(&p.url).into_owned())
+            .collect();
         if !crawled.is_empty() {
             sqlx::query(
                 "DELETE FROM pages p USING crawls k WHERE k.id = p.crawl_id AND p.crawl_id <> $1 AND p.url = ANY($2)
@@ -764,9 +927,14 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         }
+        for p in pages {
+            let Some(kept) = p.kept else { continue };
+            keep_page(&mut tx, &s.progress_id, p, kept.row).await?;
+        }
+        let pages: Vec<&PageRecord> = pages.iter().filter(|p| p.kept.is_none()).collect();
         if !pages.is_empty() {
-            let ids = insert_pages(&mut tx, &s.progress_id, pages).await?;
-            insert_content(&mut tx, &s.progress_id, model, pages, &ids).await?;
+            let ids = insert_pages(&mut tx, &s.progress_id, &pages).await?;
+            insert_content(&mut tx, &s.progress_id, model, &pages, &ids).await?;
         }
         update_status(&mut *tx, s, self.owner.as_deref()).await?;
         tx.commit().await?;

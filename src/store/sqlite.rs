@@ -12,8 +12,8 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{
     ChunkHit, ChunkText, CodeHit, CodeText, CrawlFilter, ExportPage, LastCrawl, NewCrawl, PageContent, PageRecord,
-    PageStatus, PageSummary, Removed, SearchFilter, Source, SourceFilter, SourcePatch, Store, StoreError, StoredPage,
-    Unembedded,
+    PageStatus, PageSummary, PriorPage, Removed, SearchFilter, Source, SourceFilter, SourcePatch, Store, StoreError,
+    StoredPage, Unembedded,
 };
 use crate::progress::{CrawlState, CrawlStatus, Limit, Stage, format_time};
 
@@ -124,10 +124,23 @@ impl SqliteStore {
         .bind(ts(&s.created_at))
         .fetch_one(&mut *tx)
         .await?;
+        // Never two refreshes of a source at once, nor a refresh beside a
+        // crawl of it: the source's row, just written, orders them.
+        if s.refresh {
+            let running: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM crawls WHERE source_id = ? AND status NOT IN ('completed', 'failed', 'cancelled')",
+            )
+            .bind(&source_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if running > 0 {
+                return Err(StoreError::SourceBusy(source_id));
+            }
+        }
         sqlx::query(
             "INSERT INTO crawls (id, tenant, url, request, status, stage, percentage, message, created_at, updated_at,
-               source_id)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               source_id, refresh)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&s.progress_id)
         .bind(&c.tenant)
@@ -140,6 +153,7 @@ impl SqliteStore {
         .bind(ts(&s.created_at))
         .bind(ts(&s.created_at))
         .bind(&source_id)
+        .bind(s.refresh)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -215,21 +229,27 @@ impl SqliteStore {
             return Err(StoreError::Finished(s.progress_id.clone()));
         }
         // A batch written again replaces its own rows (and by cascade their
-        // chunks and code examples) instead of adding to them.
+        // chunks and code examples) instead of adding to them. A kept row is
+        // moved, not written: moving it again is harmless.
         let own = "crawl_id = (SELECT id FROM me)";
-        delete_pages(&mut tx, &s.progress_id, own, pages.iter()).await?;
+        delete_pages(&mut tx, &s.progress_id, own, pages.iter().filter(|p| p.kept.is_none())).await?;
         // A crawled URL replaces what the tenant's earlier crawls stored for
         // it: no duplicates in search. Another tenant's copy is theirs to
         // keep; a failed fetch leaves an earlier good copy alone.
         let same_tenant = "crawl_id <> (SELECT id FROM me)
             AND crawl_id IN (SELECT id FROM crawls WHERE tenant IS (SELECT tenant FROM crawls WHERE id = (SELECT id FROM me)))";
-        let crawled = pages.iter().filter(|p| p.status == PageStatus::Crawled);
+        let crawled = pages.iter().filter(|p| p.status == PageStatus::Crawled && p.kept.is_none());
         delete_pages(&mut tx, &s.progress_id, same_tenant, crawled).await?;
+        for p in pages {
+            let Some(kept) = p.kept else { continue };
+            keep_page(&mut tx, &s.progress_id, p, kept.row).await?;
+        }
+        let pages: Vec<&PageRecord> = pages.iter().filter(|p| p.kept.is_none()).collect();
         for chunk in pages.chunks(PAGE_ROWS_PER_INSERT) {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO pages (crawl_id, url, final_url, status, http_status, depth, title, content_type, format,
                    content, bytes, error, fetched_at, description, source, chunk_count, code_count, rendered,
-                   content_hash) ",
+                   content_hash, etag, last_modified, links) ",
             );
             qb.push_values(chunk, |mut b, p| {
                 b.push_bind(&s.progress_id)
@@ -250,12 +270,15 @@ impl SqliteStore {
                     .push_bind(p.chunks.len() as i64)
                     .push_bind(p.code_examples.len() as i64)
                     .push_bind(p.rendered)
-                    .push_bind(&p.content_hash);
+                    .push_bind(&p.content_hash)
+                    .push_bind(&p.etag)
+                    .push_bind(&p.last_modified)
+                    .push_bind((!p.links.is_empty()).then(|| p.links.join("\n")));
             });
             qb.build().execute(&mut *tx).await?;
         }
         let with_content: Vec<&PageRecord> =
-            pages.iter().filter(|p| !p.chunks.is_empty() || !p.code_examples.is_empty()).collect();
+            pages.iter().copied().filter(|p| !p.chunks.is_empty() || !p.code_examples.is_empty()).collect();
         if !with_content.is_empty() {
             let mut ids = std::collections::HashMap::new();
             for chunk in with_content.chunks(PAGE_ROWS_PER_INSERT) {
@@ -354,6 +377,16 @@ fn parse_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
     .transpose()
 }
 
+/// The source's pages a completed refresh (`?2`) did not keep: the crawled
+/// rows of its other crawls, but for URLs the refresh failed to fetch for a
+/// reason other than 404 or 410 (their copies stay), and, when a budget cut
+/// the refresh short (`?3`), for URLs it did not reach.
+const REMOVE_VANISHED_SQLITE: &str = "DELETE FROM pages WHERE status = 'crawled'
+   AND crawl_id IN (SELECT id FROM crawls WHERE source_id = ?1 AND id <> ?2)
+   AND url NOT IN (SELECT url FROM pages WHERE crawl_id = ?2 AND status = 'failed'
+                     AND COALESCE(http_status, 0) NOT IN (404, 410))
+   AND (NOT ?3 OR url IN (SELECT url FROM pages WHERE crawl_id = ?2))";
+
 /// A source with its counts and its newest crawl; a `WHERE` follows.
 const SOURCE_SELECT: &str = "SELECT s.id, s.tenant, s.url, s.name, s.tags, s.request, s.created_at, s.updated_at,
    (SELECT COUNT(*) FROM pages p WHERE p.status = 'crawled'
@@ -415,6 +448,12 @@ fn status_from_row(r: &SqliteRow) -> Result<CrawlStatus, StoreError> {
         chunks_stored: n("chunks_stored")?,
         code_examples: n("code_examples")?,
         chunks_unembedded: n("chunks_unembedded")?,
+        refresh: r.try_get("refresh")?,
+        pages_new: n("pages_new")?,
+        pages_changed: n("pages_changed")?,
+        pages_unchanged: n("pages_unchanged")?,
+        pages_removed: n("pages_removed")?,
+        chunks_embedded: n("chunks_embedded")?,
         current_url: r.try_get("current_url")?,
         message: r.try_get("message")?,
         error: r.try_get("error")?,
@@ -435,7 +474,8 @@ where
         "UPDATE crawls SET status = ?, stage = ?, percentage = ?, pages_crawled = ?, pages_failed = ?,
            pages_skipped = ?, pages_queued = ?, chunks_stored = ?, code_examples = ?, chunks_unembedded = ?, current_url = ?,
            message = ?, error = ?, limit_reached = ?, started_at = ?, finished_at = ?, updated_at = ?,
-           last_event_id = MAX(COALESCE(last_event_id, 0), ?)
+           last_event_id = MAX(COALESCE(last_event_id, 0), ?), pages_new = ?, pages_changed = ?, pages_unchanged = ?,
+           pages_removed = ?, chunks_embedded = ?
          WHERE id = ? AND status NOT IN ('completed', 'failed', 'cancelled')",
     )
     .bind(s.status.as_str())
@@ -456,6 +496,11 @@ where
     .bind(s.finished_at.as_ref().map(ts))
     .bind(ts(&Utc::now()))
     .bind(s.event_id as i64)
+    .bind(s.pages_new as i64)
+    .bind(s.pages_changed as i64)
+    .bind(s.pages_unchanged as i64)
+    .bind(s.pages_removed as i64)
+    .bind(s.chunks_embedded as i64)
     .bind(&s.progress_id)
     .execute(exec)
     .await?;
@@ -476,6 +521,38 @@ fn push_filter(qb: &mut QueryBuilder<Sqlite>, f: &SearchFilter, t: &str) {
     if let Some(tenant) = &f.tenant {
         qb.push(" AND k.tenant = ").push_bind(tenant.clone());
     }
+}
+
+/// Makes the source's row of an unchanged page this crawl's, with its
+/// chunks and code examples (and their vectors) as they are.
+async fn keep_page(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    crawl_id: &str,
+    p: &PageRecord,
+    row: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE pages SET crawl_id = ?1, depth = ?2, http_status = COALESCE(?3, http_status), fetched_at = ?4,
+           etag = COALESCE(?5, etag), last_modified = COALESCE(?6, last_modified), links = COALESCE(?7, links)
+         WHERE id = ?8",
+    )
+    .bind(crawl_id)
+    .bind(i64::from(p.depth))
+    .bind(p.http_status.map(i64::from))
+    .bind(ts(&p.fetched_at))
+    .bind(&p.etag)
+    .bind(&p.last_modified)
+    .bind((!p.links.is_empty()).then(|| p.links.join("\n")))
+    .bind(row)
+    .execute(&mut **tx)
+    .await?;
+    for sql in [
+        "UPDATE chunks SET crawl_id = ?1 WHERE page_id = ?2",
+        "UPDATE code_examples SET crawl_id = ?1 WHERE page_id = ?2",
+    ] {
+        sqlx::query(sql).bind(crawl_id).bind(row).execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// Deletes the pages (and by cascade their content) whose URL is one of
@@ -644,6 +721,98 @@ impl Store for SqliteStore {
 
     async fn delete_source(&self, id: &str) -> Result<Option<Removed>, StoreError> {
         self.noted(self.remove_source(id).await)
+    }
+
+    async fn source_pages(&self, source_id: &str, except: &str) -> Result<Vec<PriorPage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, url, content_hash, etag, last_modified, chunk_count, code_count, links IS NOT NULL AS has_links
+             FROM pages WHERE status = 'crawled' AND crawl_id IN (SELECT id FROM crawls WHERE source_id = ?1 AND id <> ?2)",
+        )
+        .bind(source_id)
+        .bind(except)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PriorPage {
+                    row: r.try_get("id")?,
+                    url: r.try_get("url")?,
+                    content_hash: r.try_get("content_hash")?,
+                    etag: r.try_get("etag")?,
+                    last_modified: r.try_get("last_modified")?,
+                    chunks: r.try_get::<i64, _>("chunk_count")?.max(0) as u64,
+                    code_examples: r.try_get::<i64, _>("code_count")?.max(0) as u64,
+                    has_links: r.try_get("has_links")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn page_links(&self, row: i64) -> Result<Vec<String>, StoreError> {
+        let links: Option<String> = sqlx::query_scalar("SELECT links FROM pages WHERE id = ?")
+            .bind(row)
+            .fetch_optional(&self.pool)
+            .await?
+            .flatten();
+        Ok(links.map(|l| l.lines().map(str::to_string).collect()).unwrap_or_default())
+    }
+
+    async fn page_vectors(&self, rows: &[i64], model: &str) -> Result<Vec<(String, Vec<f32>)>, StoreError> {
+        let mut out = Vec::new();
+        for ids in rows.chunks(500) {
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("SELECT title, heading_path, content, embedding FROM chunks WHERE model = ");
+            qb.push_bind(model).push(" AND embedding IS NOT NULL AND page_id IN (");
+            let mut sep = qb.separated(", ");
+            for id in ids {
+                sep.push_bind(*id);
+            }
+            qb.push(")");
+            for r in qb.build().fetch_all(&self.pool).await? {
+                let title: Option<String> = r.try_get("title")?;
+                let text =
+                    Unembedded::chunk(0, title.as_deref(), r.try_get("heading_path")?, r.try_get("content")?).text;
+                out.push((text, crate::embed::from_bytes(&r.try_get::<Vec<u8>, _>("embedding")?)));
+            }
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("SELECT language, code, context_before, embedding FROM code_examples WHERE model = ");
+            qb.push_bind(model).push(" AND embedding IS NOT NULL AND page_id IN (");
+            let mut sep = qb.separated(", ");
+            for id in ids {
+                sep.push_bind(*id);
+            }
+            qb.push(")");
+            for r in qb.build().fetch_all(&self.pool).await? {
+                let text =
+                    Unembedded::code(0, r.try_get("language")?, r.try_get("code")?, r.try_get("context_before")?).text;
+                out.push((text, crate::embed::from_bytes(&r.try_get::<Vec<u8>, _>("embedding")?)));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn complete_refresh(
+        &self,
+        status: &CrawlStatus,
+        source_id: &str,
+        finish: for<'s> fn(&'s mut CrawlStatus, u64),
+    ) -> Result<CrawlStatus, StoreError> {
+        let run = async {
+            let mut tx = self.writer.begin().await?;
+            let removed = sqlx::query(REMOVE_VANISHED_SQLITE)
+                .bind(source_id)
+                .bind(&status.progress_id)
+                .bind(status.limit_reached.is_some())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            let mut fin = status.clone();
+            finish(&mut fin, removed);
+            update_status(&mut *tx, &fin).await?;
+            tx.commit().await?;
+            Ok(fin)
+        };
+        self.noted(run.await)
     }
 
     async fn export_pages(&self, crawl_id: &str, after: i64, limit: u32) -> Result<Vec<ExportPage>, StoreError> {

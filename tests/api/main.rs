@@ -19,6 +19,7 @@ mod postgres;
 mod progress;
 mod readme;
 mod realtime;
+mod refresh;
 mod scope;
 mod search;
 mod sources;

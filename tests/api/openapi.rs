@@ -17,6 +17,8 @@ async fn schemathesis_finds_no_failure_in_the_openapi_document() {
     let app = spawn_app_with(|c| c.crawler.allow_private_networks = false).await;
     let id = app.start_crawl(json!({"url": "http://nothing.invalid/", "crawlType": "page"})).await;
     app.wait_terminal(&id).await;
+    let other = app.start_crawl(json!({"url": "http://nothing.invalid/other", "crawlType": "page"})).await;
+    let source = app.wait_terminal(&other).await["sourceId"].as_str().expect("a source").to_string();
     let work = tempfile::tempdir().unwrap();
     let out = tokio::process::Command::new(&bin)
         .arg("--config-file")
@@ -24,6 +26,7 @@ async fn schemathesis_finds_no_failure_in_the_openapi_document() {
         .args(["run", &app.url("/api/openapi.json"), "--max-examples", "40", "--seed", "1"])
         .args(["--workers", "1", "--no-color", "--generation-database", "none", "--request-timeout", "20"])
         .env("TRAWL_CRAWL_ID", &id)
+        .env("TRAWL_SOURCE_ID", &source)
         .current_dir(work.path())
         .output()
         .await

@@ -238,6 +238,7 @@ async fn another_tenant_s_sources_answer_as_missing() {
         (reqwest::Method::GET, format!("/api/sources/{source}")),
         (reqwest::Method::GET, format!("/api/sources/{source}/export")),
         (reqwest::Method::DELETE, format!("/api/sources/{source}")),
+        (reqwest::Method::POST, format!("/api/sources/{source}/refresh")),
     ] {
         let resp = app.request_as("key-of-tenant-b", method.clone(), &path).send().await.unwrap();
         assert_eq!(resp.status(), 404, "{method} {path}");

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION};
 use url::Url;
 
 use crate::config::CrawlerConfig;
@@ -81,6 +81,34 @@ pub struct Fetched {
     pub status: u16,
     pub content_type: Option<String>,
     pub body: Option<Bytes>,
+    /// The validators it was served with, for a conditional GET next time.
+    pub validators: Validators,
+}
+
+/// `ETag` and `Last-Modified` as a server sent them; sent back as
+/// `If-None-Match` and `If-Modified-Since`, they let it answer `304`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+impl Validators {
+    pub fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.last_modified.is_none()
+    }
+
+    fn of(headers: &reqwest::header::HeaderMap) -> Self {
+        // Only what fits in a header line again, and not absurdly long.
+        let get = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+                .filter(|v| !v.is_empty() && v.len() <= 512)
+                .map(str::to_string)
+        };
+        Self { etag: get(ETAG), last_modified: get(LAST_MODIFIED) }
+    }
 }
 
 impl Fetched {
@@ -173,7 +201,19 @@ impl HttpFetcher {
         in_scope: &(dyn Fn(&Url) -> bool + Sync),
         want_body: &(dyn Fn(u16, Option<&str>) -> bool + Sync),
     ) -> Result<Fetched, FetchError> {
-        match tokio::time::timeout(self.timeout, self.fetch_inner(url, in_scope, want_body)).await {
+        self.fetch_if_changed(url, in_scope, want_body, &Validators::default()).await
+    }
+
+    /// As [`HttpFetcher::fetch`], asking with `validators`: a server whose
+    /// copy matches answers `304` (with no body).
+    pub async fn fetch_if_changed(
+        &self,
+        url: &Url,
+        in_scope: &(dyn Fn(&Url) -> bool + Sync),
+        want_body: &(dyn Fn(u16, Option<&str>) -> bool + Sync),
+        validators: &Validators,
+    ) -> Result<Fetched, FetchError> {
+        match tokio::time::timeout(self.timeout, self.fetch_inner(url, in_scope, want_body, validators)).await {
             Ok(r) => r,
             Err(_) => Err(FetchError::Timeout(self.timeout)),
         }
@@ -184,13 +224,20 @@ impl HttpFetcher {
         url: &Url,
         in_scope: &(dyn Fn(&Url) -> bool + Sync),
         want_body: &(dyn Fn(u16, Option<&str>) -> bool + Sync),
+        validators: &Validators,
     ) -> Result<Fetched, FetchError> {
         let mut current = url.clone();
         let mut chain: Vec<Url> = vec![current.clone()];
         loop {
             self.guard.check_literal(&current)?;
-            let mut resp =
-                self.client.get(current.clone()).send().await.map_err(|e| FetchError::from_reqwest(e, self.timeout))?;
+            let mut request = self.client.get(current.clone());
+            if let Some(etag) = &validators.etag {
+                request = request.header(IF_NONE_MATCH, etag);
+            }
+            if let Some(modified) = &validators.last_modified {
+                request = request.header(IF_MODIFIED_SINCE, modified);
+            }
+            let mut resp = request.send().await.map_err(|e| FetchError::from_reqwest(e, self.timeout))?;
             let status = resp.status();
             if status.is_redirection() && status != reqwest::StatusCode::NOT_MODIFIED {
                 let next = resp
@@ -214,10 +261,11 @@ impl HttpFetcher {
                 continue;
             }
             let content_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let validators = Validators::of(resp.headers());
             let mime = content_type.as_deref().map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
             let body =
                 if want_body(status.as_u16(), mime.as_deref()) { Some(self.read_body(&mut resp).await?) } else { None };
-            return Ok(Fetched { final_url: current, status: status.as_u16(), content_type, body });
+            return Ok(Fetched { final_url: current, status: status.as_u16(), content_type, body, validators });
         }
     }
 

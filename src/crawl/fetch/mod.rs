@@ -7,4 +7,4 @@ pub mod http;
 pub mod proxy;
 
 pub use browser::{BrowserSettings, RenderError, Rendered, Renderer, WaitUntil};
-pub use http::{FetchError, Fetched, HttpFetcher};
+pub use http::{FetchError, Fetched, HttpFetcher, Validators};
