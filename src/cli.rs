@@ -85,6 +85,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         operator_key,
         edge,
         cluster,
+        schedule: Default::default(),
     };
     let app = App::build(config).await.map_err(|e| e.to_string())?;
     let token = app.shutdown_token();

@@ -25,6 +25,8 @@ pub struct Config {
     pub edge: crate::api::edge::EdgeSettings,
     /// Several instances on one PostgreSQL database (and Redis).
     pub cluster: ClusterConfig,
+    /// How due source refreshes are looked for.
+    pub schedule: crate::sources::schedule::ScheduleSettings,
 }
 
 /// How an instance shares work with others: crawls are a queue in
@@ -131,6 +133,7 @@ impl Default for Config {
             operator_key: crate::auth::OperatorKey::default(),
             edge: crate::api::edge::EdgeSettings::default(),
             cluster: ClusterConfig::default(),
+            schedule: Default::default(),
         }
     }
 }

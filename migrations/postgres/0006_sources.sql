@@ -42,3 +42,10 @@ ALTER TABLE crawls ADD COLUMN chunks_embedded BIGINT NOT NULL DEFAULT 0;
 -- The validators a page was served with, for a conditional GET next time.
 ALTER TABLE pages ADD COLUMN etag TEXT;
 ALTER TABLE pages ADD COLUMN last_modified TEXT;
+
+-- A source's refresh schedule: an interval ("6h") or a cron expression, and
+-- when it is next due (what every instance's scheduler looks for).
+ALTER TABLE sources ADD COLUMN refresh_every TEXT;
+ALTER TABLE sources ADD COLUMN cron TEXT;
+ALTER TABLE sources ADD COLUMN next_refresh_at TIMESTAMPTZ;
+CREATE INDEX sources_due ON sources (next_refresh_at) WHERE next_refresh_at IS NOT NULL;

@@ -38,3 +38,10 @@ ALTER TABLE pages ADD COLUMN last_modified TEXT;
 -- Where a page leads (one URL a line), so that a page a refresh finds
 -- unchanged (304) still leads on without being fetched whole.
 ALTER TABLE pages ADD COLUMN links TEXT;
+
+-- A source's refresh schedule: an interval ("6h") or a cron expression, and
+-- when it is next due (what every instance's scheduler looks for).
+ALTER TABLE sources ADD COLUMN refresh_every TEXT;
+ALTER TABLE sources ADD COLUMN cron TEXT;
+ALTER TABLE sources ADD COLUMN next_refresh_at TEXT;
+CREATE INDEX sources_due ON sources (next_refresh_at) WHERE next_refresh_at IS NOT NULL;

@@ -136,6 +136,15 @@ impl Registry {
         Ok(registry)
     }
 
+    /// Runs a background loop on the registry's tracker, so that shutdown
+    /// waits for it; it must end when the root token is cancelled.
+    pub fn track<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tracker.spawn(task);
+    }
+
     /// This instance's cluster membership, when instances share a queue.
     pub fn cluster(&self) -> Option<&Arc<Cluster>> {
         self.cluster.as_ref()

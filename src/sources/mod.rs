@@ -5,6 +5,7 @@
 //! gets, changes to it, deleting it whole, and exporting it.
 
 pub mod export;
+pub mod schedule;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,8 @@ use url::Url;
 
 use crate::crawl::request::{MAX_TAG_LEN, MAX_TAGS, RequestError};
 use crate::crawl::{CrawlRequest, Registry};
-use crate::store::{Removed, Source, SourcePatch, StoreError};
+use crate::store::{Removed, ScheduleState, Source, SourcePatch, StoreError};
+use schedule::Schedule;
 
 /// Longest source name, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
@@ -46,6 +48,31 @@ pub struct SourceUpdate {
     /// when given, is the source's own (a source's URL never changes).
     #[schema(value_type = Option<Object>)]
     pub settings: Option<serde_json::Value>,
+    /// Refresh this often: `"6h"`, `"1d"`, `"90m"` (at least a minute);
+    /// replaces a cron schedule; `null` removes it.
+    #[serde(default, rename = "refreshEvery", alias = "refresh_every", deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub refresh_every: Option<Option<String>>,
+    /// Refresh at the times of this cron expression (five fields, UTC), e.g.
+    /// `"0 3 * * *"`; replaces an interval; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub cron: Option<Option<String>>,
+    /// When the next scheduled refresh starts (by default the schedule's
+    /// next time from now); `null` pauses the schedule.
+    #[serde(default, rename = "nextRefreshAt", alias = "next_refresh_at", deserialize_with = "present")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_refresh_at: Option<Option<chrono::DateTime<chrono::Utc>>>,
+}
+
+/// A field that is present, even as `null` (`Some(None)`), as opposed to
+/// absent (`None`, by `#[serde(default)]`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,8 +126,62 @@ impl SourceUpdate {
                 serde_json::to_string(&spec.request).map_err(|e| UpdateError::Invalid(e.to_string()))
             })
             .transpose()?;
-        Ok(SourcePatch { name, tags: self.tags, request_json })
+        let schedule = schedule_change(source, self.refresh_every, self.cron, self.next_refresh_at)?;
+        Ok(SourcePatch { name, tags: self.tags, request_json, schedule })
     }
+}
+
+/// The schedule a source has after an update, if the update touches it.
+fn schedule_change(
+    source: &Source,
+    every: Option<Option<String>>,
+    cron: Option<Option<String>>,
+    next_at: Option<Option<chrono::DateTime<chrono::Utc>>>,
+) -> Result<Option<ScheduleState>, UpdateError> {
+    if every.is_none() && cron.is_none() && next_at.is_none() {
+        return Ok(None);
+    }
+    if let (Some(Some(_)), Some(Some(_))) = (&every, &cron) {
+        return Err(UpdateError::Invalid("give refreshEvery or cron, not both".into()));
+    }
+    let mut state = ScheduleState {
+        refresh_every: source.refresh_every.clone(),
+        cron: source.cron.clone(),
+        next_refresh_at: source.next_refresh_at,
+    };
+    let mut parsed = None;
+    match every {
+        Some(Some(e)) => {
+            parsed = Some(Schedule::every(&e).map_err(UpdateError::Invalid)?);
+            state.refresh_every = Some(e.trim().to_string());
+            state.cron = None;
+        }
+        Some(None) => state.refresh_every = None,
+        None => {}
+    }
+    match cron {
+        Some(Some(c)) => {
+            parsed = Some(Schedule::cron(&c).map_err(UpdateError::Invalid)?);
+            state.cron = Some(c.trim().to_string());
+            state.refresh_every = None;
+        }
+        Some(None) => state.cron = None,
+        None => {}
+    }
+    let has_schedule = state.refresh_every.is_some() || state.cron.is_some();
+    state.next_refresh_at = match next_at {
+        Some(Some(_)) if !has_schedule => {
+            return Err(UpdateError::Invalid("nextRefreshAt needs a schedule: give refreshEvery or cron".into()));
+        }
+        Some(at) => at,
+        None if !has_schedule => None,
+        // A new schedule starts from now; an untouched one keeps its time.
+        None => match parsed {
+            Some(p) => p.next_after(chrono::Utc::now()),
+            None => state.next_refresh_at,
+        },
+    };
+    Ok(Some(state))
 }
 
 /// Whether a URL a client sent names the source's URL (as normalized).

@@ -311,6 +311,14 @@ pub struct Source {
     pub chunks: u64,
     pub code_examples: u64,
     pub last_crawl: Option<LastCrawl>,
+    /// Refreshed every so often (`"6h"`, `"1d"`), or
+    pub refresh_every: Option<String>,
+    /// at the times of this cron expression (UTC).
+    pub cron: Option<String>,
+    /// When the next scheduled refresh starts.
+    #[serde(serialize_with = "crate::progress::serialize_opt_time")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_refresh_at: Option<DateTime<Utc>>,
     #[serde(serialize_with = "crate::progress::serialize_time")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: DateTime<Utc>,
@@ -336,6 +344,16 @@ pub struct SourcePatch {
     pub name: Option<String>,
     pub tags: Option<Vec<String>>,
     pub request_json: Option<String>,
+    /// The whole schedule as it becomes (all `None`: none).
+    pub schedule: Option<ScheduleState>,
+}
+
+/// A source's schedule columns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScheduleState {
+    pub refresh_every: Option<String>,
+    pub cron: Option<String>,
+    pub next_refresh_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -488,6 +506,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies `patch`; `None` when there is no such source.
     async fn update_source(&self, id: &str, patch: &SourcePatch) -> Result<Option<Source>, StoreError>;
+
+    /// Claims up to `limit` sources whose next refresh is due at `now`: moves
+    /// each one's next time on to `next(source, now)` in one transaction
+    /// that no other instance shares, and answers them.
+    async fn claim_due_refreshes(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        next: for<'s> fn(&'s Source, DateTime<Utc>) -> Option<DateTime<Utc>>,
+    ) -> Result<Vec<Source>, StoreError>;
 
     /// A source's crawls, oldest first, with whether each has ended.
     async fn source_crawls(&self, id: &str) -> Result<Vec<(String, CrawlState)>, StoreError>;

@@ -187,6 +187,7 @@ fn push_ts_queries(qb: &mut QueryBuilder<Postgres>, config: &str, [any, all, phr
 
 /// A source with its counts and its newest crawl; a `WHERE` follows.
 const SOURCE_SELECT: &str = "SELECT s.id, s.tenant, s.url, s.name, s.tags, s.request, s.created_at, s.updated_at,
+   s.refresh_every, s.cron, s.next_refresh_at,
    agg.pages, agg.chunks, agg.code_examples, k.id AS last_id, k.status AS last_status, k.finished_at AS last_finished
  FROM sources s
  CROSS JOIN LATERAL (SELECT COUNT(*) AS pages, COALESCE(SUM(p.chunk_count), 0)::bigint AS chunks,
@@ -219,6 +220,9 @@ fn source_from_row(r: &PgRow) -> Result<Source, StoreError> {
         chunks: n("chunks")?,
         code_examples: n("code_examples")?,
         last_crawl,
+        refresh_every: r.try_get("refresh_every")?,
+        cron: r.try_get("cron")?,
+        next_refresh_at: r.try_get("next_refresh_at")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
@@ -691,21 +695,63 @@ impl Store for PgStore {
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("request: {e}")))?;
         let tags = patch.tags.as_ref().map(|t| sqlx::types::Json(t.iter().map(|t| clean(t)).collect::<Vec<_>>()));
+        let schedule = patch.schedule.clone().unwrap_or_default();
         let done = sqlx::query(
             "UPDATE sources SET name = COALESCE($1, name), tags = COALESCE($2, tags), request = COALESCE($3, request),
-               updated_at = now()
+               updated_at = now(),
+               refresh_every = CASE WHEN $5 THEN $6 ELSE refresh_every END,
+               cron = CASE WHEN $5 THEN $7 ELSE cron END,
+               next_refresh_at = CASE WHEN $5 THEN $8 ELSE next_refresh_at END
              WHERE id = $4",
         )
         .bind(patch.name.as_deref().map(clean))
         .bind(tags)
         .bind(request.map(sqlx::types::Json))
         .bind(clean(id))
+        .bind(patch.schedule.is_some())
+        .bind(schedule.refresh_every.as_deref().map(clean))
+        .bind(schedule.cron.as_deref().map(clean))
+        .bind(schedule.next_refresh_at)
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
             return Ok(None);
         }
         self.get_source(id).await
+    }
+
+    async fn claim_due_refreshes(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        next: for<'s> fn(&'s Source, DateTime<Utc>) -> Option<DateTime<Utc>>,
+    ) -> Result<Vec<Source>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Rows another instance is claiming are skipped, not waited for:
+        // each due refresh goes to exactly one instance.
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM sources WHERE next_refresh_at <= $1 ORDER BY next_refresh_at LIMIT $2
+             FOR UPDATE SKIP LOCKED",
+        )
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut due = Vec::with_capacity(ids.len());
+        for id in ids {
+            let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(SOURCE_SELECT);
+            qb.push(" WHERE s.id = ").push_bind(id.clone());
+            let Some(row) = qb.build().fetch_optional(&mut *tx).await? else { continue };
+            let source = source_from_row(&row)?;
+            sqlx::query("UPDATE sources SET next_refresh_at = $1 WHERE id = $2")
+                .bind(next(&source, now))
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            due.push(source);
+        }
+        tx.commit().await?;
+        Ok(due)
     }
 
     async fn source_crawls(&self, id: &str) -> Result<Vec<(String, CrawlState)>, StoreError> {

@@ -162,9 +162,13 @@ impl SqliteStore {
 
     async fn patch_source(&self, id: &str, patch: &SourcePatch) -> Result<bool, StoreError> {
         let tags = patch.tags.as_ref().map(|t| serde_json::to_string(t).unwrap_or_else(|_| "[]".into()));
+        let schedule = patch.schedule.clone().unwrap_or_default();
         let done = sqlx::query(
             "UPDATE sources SET name = COALESCE(?1, name), tags = COALESCE(?2, tags), request = COALESCE(?3, request),
-               updated_at = ?4
+               updated_at = ?4,
+               refresh_every = CASE WHEN ?6 THEN ?7 ELSE refresh_every END,
+               cron = CASE WHEN ?6 THEN ?8 ELSE cron END,
+               next_refresh_at = CASE WHEN ?6 THEN ?9 ELSE next_refresh_at END
              WHERE id = ?5",
         )
         .bind(&patch.name)
@@ -172,6 +176,10 @@ impl SqliteStore {
         .bind(&patch.request_json)
         .bind(ts(&Utc::now()))
         .bind(id)
+        .bind(patch.schedule.is_some())
+        .bind(&schedule.refresh_every)
+        .bind(&schedule.cron)
+        .bind(schedule.next_refresh_at.as_ref().map(ts))
         .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() > 0)
@@ -389,6 +397,7 @@ const REMOVE_VANISHED_SQLITE: &str = "DELETE FROM pages WHERE status = 'crawled'
 
 /// A source with its counts and its newest crawl; a `WHERE` follows.
 const SOURCE_SELECT: &str = "SELECT s.id, s.tenant, s.url, s.name, s.tags, s.request, s.created_at, s.updated_at,
+   s.refresh_every, s.cron, s.next_refresh_at,
    (SELECT COUNT(*) FROM pages p WHERE p.status = 'crawled'
       AND p.crawl_id IN (SELECT id FROM crawls WHERE source_id = s.id)) AS pages,
    (SELECT COALESCE(SUM(p.chunk_count), 0) FROM pages p WHERE p.status = 'crawled'
@@ -425,6 +434,9 @@ fn source_from_row(r: &SqliteRow) -> Result<Source, StoreError> {
         chunks: n("chunks")?,
         code_examples: n("code_examples")?,
         last_crawl,
+        refresh_every: r.try_get("refresh_every")?,
+        cron: r.try_get("cron")?,
+        next_refresh_at: parse_ts(r.try_get("next_refresh_at")?)?,
         created_at: parse_ts(r.try_get("created_at")?)?.unwrap_or_default(),
         updated_at: parse_ts(r.try_get("updated_at")?)?.unwrap_or_default(),
     })
@@ -702,6 +714,33 @@ impl Store for SqliteStore {
             return Ok(None);
         }
         self.get_source(id).await
+    }
+
+    async fn claim_due_refreshes(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        next: for<'s> fn(&'s Source, DateTime<Utc>) -> Option<DateTime<Utc>>,
+    ) -> Result<Vec<Source>, StoreError> {
+        let run = async {
+            // The one writer connection orders this with every other write.
+            let mut tx = self.writer.begin().await?;
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(SOURCE_SELECT);
+            qb.push(" WHERE s.next_refresh_at <= ").push_bind(ts(&now));
+            qb.push(" ORDER BY s.next_refresh_at LIMIT ").push_bind(i64::from(limit));
+            let due: Vec<Source> =
+                qb.build().fetch_all(&mut *tx).await?.iter().map(source_from_row).collect::<Result<_, _>>()?;
+            for source in &due {
+                sqlx::query("UPDATE sources SET next_refresh_at = ? WHERE id = ?")
+                    .bind(next(source, now).as_ref().map(ts))
+                    .bind(&source.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(due)
+        };
+        self.noted(run.await)
     }
 
     async fn source_crawls(&self, id: &str) -> Result<Vec<(String, CrawlState)>, StoreError> {

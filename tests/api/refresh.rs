@@ -219,3 +219,95 @@ async fn a_stopped_refresh_removes_nothing() {
     let (code, v) = post(&app, &format!("/api/sources/{source}/refresh")).await;
     assert_eq!(code, 202, "once the stopped one ended, a refresh may start: {v}");
 }
+
+async fn patch(app: &TestApp, source: &str, body: Value) -> (u16, Value) {
+    let resp = app.client.patch(app.url(&format!("/api/sources/{source}"))).json(&body).send().await.unwrap();
+    let code = resp.status().as_u16();
+    (code, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits until the source's newest crawl is another than `than`, and ended.
+async fn next_crawl(app: &TestApp, source: &str, than: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, s) = app.get(&format!("/api/sources/{source}")).await;
+        if let Some(id) = s["lastCrawl"]["id"].as_str().filter(|id| *id != than) {
+            return app.wait_terminal(id).await;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no scheduled refresh started: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn fast_schedule(c: &mut trawl::config::Config) {
+    c.schedule.tick = Duration::from_millis(50);
+}
+
+#[tokio::test]
+async fn a_schedule_starts_a_refresh_when_due_and_moves_on() {
+    let app = spawn_app_with(fast_schedule).await;
+    let site = fixture_with(small_site(false)).await;
+    let first = first_crawl(&app, &site).await;
+    let (source, first_id) = (first["sourceId"].as_str().unwrap(), first["progressId"].as_str().unwrap());
+
+    for (body, why) in [
+        (json!({"refreshEvery": "10s"}), "under a minute"),
+        (json!({"refreshEvery": "often"}), "not a duration"),
+        (json!({"cron": "every night"}), "not cron"),
+        (json!({"refreshEvery": "1h", "cron": "0 3 * * *"}), "both"),
+        (json!({"nextRefreshAt": "2026-01-01T00:00:00Z"}), "no schedule"),
+        (json!({"nextRefreshAt": "tomorrow"}), "not a time"),
+    ] {
+        let (code, v) = patch(&app, source, body).await;
+        assert_eq!(code, 400, "{why}: {v}");
+    }
+    let (code, v) = patch(&app, source, json!({"refreshEvery": "6h"})).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["refreshEvery"], "6h");
+    assert!(v["cron"].is_null());
+    let next = chrono::DateTime::parse_from_rfc3339(v["nextRefreshAt"].as_str().unwrap()).unwrap();
+    let in_hours = (next.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_minutes();
+    assert!((355..=360).contains(&in_hours), "six hours from now: {v}");
+
+    // Due now: one instance's scheduler starts it, as a refresh.
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let (code, _) = patch(&app, source, json!({"nextRefreshAt": now})).await;
+    assert_eq!(code, 200);
+    let fin = next_crawl(&app, source, first_id).await;
+    assert_eq!(fin["status"], "completed", "{fin}");
+    assert_eq!(fin["refresh"], true);
+    assert_eq!(fin["pagesUnchanged"], PAGES);
+    let (_, s) = app.get(&format!("/api/sources/{source}")).await;
+    let next = chrono::DateTime::parse_from_rfc3339(s["nextRefreshAt"].as_str().unwrap()).unwrap();
+    assert!(next.with_timezone(&chrono::Utc) > chrono::Utc::now() + chrono::Duration::hours(5), "moved on: {s}");
+
+    let (_, v) = patch(&app, source, json!({"cron": "0 3 * * *"})).await;
+    assert_eq!((v["cron"].as_str(), v["refreshEvery"].as_str()), (Some("0 3 * * *"), None), "{v}");
+    assert!(v["nextRefreshAt"].as_str().unwrap().contains("T03:00:00"), "{v}");
+    let (_, v) = patch(&app, source, json!({"cron": null})).await;
+    assert!(v["cron"].is_null() && v["nextRefreshAt"].is_null(), "no schedule left: {v}");
+}
+
+#[tokio::test]
+async fn two_instances_start_a_due_refresh_once() {
+    // It makes its own PostgreSQL database either way: once is enough.
+    if on_postgres() {
+        return;
+    }
+    let url = crate::pg::fresh_database_url().await;
+    let a = spawn_app_url(&url, fast_schedule).await;
+    let b = spawn_app_url(&url, fast_schedule).await;
+    let site = fixture_with(small_site(false)).await;
+    let first = first_crawl(&a, &site).await;
+    let (source, first_id) = (first["sourceId"].as_str().unwrap(), first["progressId"].as_str().unwrap());
+    let (code, _) = patch(&b, source, json!({"refreshEvery": "1h"})).await;
+    assert_eq!(code, 200);
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    patch(&b, source, json!({"nextRefreshAt": now})).await;
+    let fin = next_crawl(&a, source, first_id).await;
+    assert_eq!(fin["status"], "completed", "{fin}");
+    // Both schedulers have looked many times since.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let crawls = a.store().source_crawls(source).await.unwrap();
+    assert_eq!(crawls.len(), 2, "the first crawl and one refresh: {crawls:?}");
+}
