@@ -8,7 +8,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{
-    Cli, Command, Config, CrawlArgs, CrawlTypeArg, EmbedCmdArgs, ExportArgs, SearchArgs, ServeArgs, SourcesArgs,
+    Cli, Command, Config, CrawlArgs, CrawlTypeArg, EmbedCmdArgs, ExportArgs, RefreshArgs, SearchArgs, ServeArgs,
+    SourcesArgs,
 };
 use crate::crawl::{CrawlRequest, CrawlType, Registry};
 use crate::progress::CrawlState;
@@ -23,6 +24,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Embed(args) => embed(args).await,
         Command::Sources(args) => sources(args).await,
         Command::Export(args) => export(args).await,
+        Command::Refresh(args) => refresh(args).await,
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e}");
@@ -138,6 +140,34 @@ async fn crawl(args: CrawlArgs) -> Result<ExitCode, String> {
     };
     let started = Instant::now();
     let status = registry.start(req, None).await.map_err(|e| e.to_string())?;
+    watch(&registry, status, started, args.json).await
+}
+
+async fn refresh(args: RefreshArgs) -> Result<ExitCode, String> {
+    init_tracing("warn");
+    crate::install_crypto_provider();
+    let config = args.crawler.into_config().map_err(|e| e.to_string())?;
+    let store = store::connect(&args.database.database_url, config.embedding.vector_dimensions())
+        .await
+        .map_err(|e| e.to_string())?;
+    let source = store.get_source(&args.id).await.map_err(|e| e.to_string())?;
+    let source = source.ok_or_else(|| format!("no source with id '{}' (`trawl sources` lists them)", args.id))?;
+    let root = CancellationToken::new();
+    let registry = Registry::new(config, store, root.clone(), std::sync::Arc::new(crate::progress::NoFanout), None)
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let status = registry.refresh(&source, source.tenant.clone()).await.map_err(|e| e.to_string())?;
+    watch(&registry, status, started, args.json).await
+}
+
+/// Follows a crawl of this process with a progress bar until it ends;
+/// Ctrl-C stops it.
+async fn watch(
+    registry: &std::sync::Arc<Registry>,
+    status: crate::progress::CrawlStatus,
+    started: Instant,
+    json: bool,
+) -> Result<ExitCode, String> {
     let id = status.progress_id.clone();
     let mut rx = match registry.progress(&id) {
         Some(p) => p.subscribe(),
@@ -178,7 +208,7 @@ async fn crawl(args: CrawlArgs) -> Result<ExitCode, String> {
     };
     bar.finish_and_clear();
     registry.shutdown(Duration::from_secs(5)).await;
-    if args.json {
+    if json {
         println!("{}", serde_json::to_string_pretty(&fin).unwrap_or_default());
     } else {
         println!(
@@ -191,6 +221,12 @@ async fn crawl(args: CrawlArgs) -> Result<ExitCode, String> {
             fin.pages_skipped,
             fin.error.as_deref().map(|e| format!(" — {e}")).unwrap_or_default()
         );
+        if fin.refresh || fin.pages_unchanged + fin.pages_changed > 0 {
+            println!(
+                "{} new, {} changed, {} unchanged, {} removed; {} vectors made",
+                fin.pages_new, fin.pages_changed, fin.pages_unchanged, fin.pages_removed, fin.chunks_embedded
+            );
+        }
         println!("progress id: {id}");
     }
     Ok(match fin.status {

@@ -161,6 +161,22 @@ pub enum Command {
     Sources(SourcesArgs),
     /// Write a source's pages out: JSON lines or one markdown document.
     Export(ExportArgs),
+    /// Refresh a source in this process, with a progress bar: only what
+    /// changed is processed and embedded again; Ctrl-C stops it.
+    Refresh(RefreshArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RefreshArgs {
+    /// The source's id (`trawl sources` lists them).
+    pub id: String,
+    /// Print the final status as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub crawler: CrawlerArgs,
 }
 
 #[derive(Debug, Args)]

@@ -28,6 +28,34 @@ enum Cli {
     /// Several instances on one PostgreSQL and one Redis: throughput of one instance against two,
     /// and the latency of a stop sent to one instance for a crawl running on the other.
     Cluster(ClusterArgs),
+    /// Sources: a refresh of an unchanged site against its first crawl (inputs sent to an
+    /// OpenAI-compatible stand-in, wall time), a refresh after edits, and a large export.
+    Sources(SourcesArgs),
+}
+
+#[derive(Parser)]
+struct SourcesArgs {
+    /// Pages of the site refreshed.
+    #[arg(long, default_value_t = 5000)]
+    pages: usize,
+    /// Of those, edited, removed and added between the crawls.
+    #[arg(long, default_value_t = 50)]
+    edited: usize,
+    #[arg(long, default_value_t = 20)]
+    removed: usize,
+    #[arg(long, default_value_t = 30)]
+    added: usize,
+    /// Whether the site answers conditional GETs (ETag, 304).
+    #[arg(long)]
+    validators: bool,
+    /// Time the stand-in takes per embeddings request, as a remote API would.
+    #[arg(long, default_value_t = 100)]
+    embed_latency_ms: u64,
+    /// Pages of the source exported (0: skip the export phase).
+    #[arg(long, default_value_t = 50_000)]
+    export_pages: usize,
+    #[arg(long, default_value = "target/release/trawl")]
+    trawl: PathBuf,
 }
 
 #[derive(Parser)]
@@ -357,6 +385,7 @@ async fn main() {
         Cli::Store(args) => store_bench(args).await,
         Cli::Browser(args) => browser_bench(args).await,
         Cli::Cluster(args) => cluster_bench(args).await,
+        Cli::Sources(args) => sources_bench(args).await,
     }
 }
 
@@ -1105,4 +1134,193 @@ async fn cluster_bench(args: ClusterArgs) {
 
 fn fmt_ms(v: &Value) -> String {
     v.as_f64().map(|x| format!("{x:.1}")).unwrap_or_else(|| "?".into())
+}
+
+/// An OpenAI-compatible embeddings endpoint on loopback that counts the
+/// inputs it is sent and answers after `latency`, as a remote API would.
+struct StandIn {
+    base_url: String,
+    inputs: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl StandIn {
+    async fn start(latency: Duration) -> Self {
+        use std::sync::atomic::Ordering;
+        let inputs = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = inputs.clone();
+        let embedder = std::sync::Arc::new(trawl::embed::LocalEmbedder::new(64));
+        let app = axum::Router::new().route(
+            "/v1/embeddings",
+            axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+                let (counted, embedder) = (counted.clone(), embedder.clone());
+                async move {
+                    let texts: Vec<String> = body["input"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                        .unwrap_or_default();
+                    counted.fetch_add(texts.len() as u64, Ordering::Relaxed);
+                    tokio::time::sleep(latency).await;
+                    let data: Vec<Value> =
+                        texts.iter().enumerate().map(|(i, t)| json!({"embedding": embedder.vector(t), "index": i})).collect();
+                    axum::Json(json!({"data": data, "model": "stand-in"}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { base_url, inputs, _task: task }
+    }
+
+    fn inputs(&self) -> u64 {
+        self.inputs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+async fn wait_end(client: &reqwest::Client, svc: &Service, id: &str) -> Value {
+    loop {
+        let s = status(client, svc, id).await;
+        if terminal(&s) {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn refresh_source(client: &reqwest::Client, svc: &Service, source: &str) -> (Value, f64) {
+    let started = Instant::now();
+    let v: Value = client
+        .post(format!("{}/api/sources/{source}/refresh", svc.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = v["progressId"].as_str().unwrap_or_else(|| panic!("refresh refused: {v}")).to_string();
+    let fin = wait_end(client, svc, &id).await;
+    (fin, started.elapsed().as_secs_f64())
+}
+
+async fn sources_bench(args: SourcesArgs) {
+    let client = reqwest::Client::new();
+    let stand_in = StandIn::start(Duration::from_millis(args.embed_latency_ms)).await;
+    let env = [
+        ("TRAWL_EMBEDDER", "openai".to_string()),
+        ("TRAWL_EMBEDDING_BASE_URL", stand_in.base_url.clone()),
+        ("TRAWL_EMBEDDING_MODEL", "stand-in".to_string()),
+        ("TRAWL_EMBEDDING_DIMENSIONS", "64".to_string()),
+        ("TRAWL_EMBEDDING_API_KEY", "bench".to_string()),
+    ];
+    let svc = start_service(&args.trawl, &env).await;
+    let pages = args.pages.max(10);
+    let site = FixtureServer::start(SiteOptions {
+        pages,
+        validators: args.validators,
+        edit_every: pages / args.edited.max(1),
+        remove_every: pages / args.removed.max(1),
+        added_pages: args.added,
+        ..SiteOptions::default()
+    })
+    .await
+    .unwrap();
+    let body = json!({"url": site.url("/sitemap.xml"), "crawlType": "sitemap", "maxPages": 1_000_000, "concurrency": 64});
+    let started = Instant::now();
+    let id = start_crawl_with(&client, &svc, &body).await;
+    let first = wait_end(&client, &svc, &id).await;
+    let first_secs = started.elapsed().as_secs_f64();
+    let first_inputs = stand_in.inputs();
+    let source = first["sourceId"].as_str().expect("sourceId").to_string();
+    println!(
+        "first crawl: {} pages in {first_secs:.2}s, {} chunks, {first_inputs} inputs embedded ({})",
+        first["pagesCrawled"], first["chunksStored"], first["status"]
+    );
+
+    let (fin, secs) = refresh_source(&client, &svc, &source).await;
+    let inputs = stand_in.inputs() - first_inputs;
+    println!(
+        "unchanged refresh: {secs:.2}s ({:.1}% of the first crawl), {inputs} inputs sent; {} unchanged, {} changed, {} new, {} removed ({})",
+        100.0 * secs / first_secs,
+        fin["pagesUnchanged"],
+        fin["pagesChanged"],
+        fin["pagesNew"],
+        fin["pagesRemoved"],
+        fin["status"]
+    );
+
+    site.set_revision(1);
+    let before = stand_in.inputs();
+    let (fin, secs) = refresh_source(&client, &svc, &source).await;
+    let inputs = stand_in.inputs() - before;
+    println!(
+        "refresh after edits: {secs:.2}s, {inputs} inputs sent (chunksEmbedded {}); {} changed, {} removed, {} new, {} unchanged ({})",
+        fin["chunksEmbedded"], fin["pagesChanged"], fin["pagesRemoved"], fin["pagesNew"], fin["pagesUnchanged"], fin["status"]
+    );
+    drop(svc);
+
+    if args.export_pages == 0 {
+        return;
+    }
+    // The export: a large source in a service of its own (local embedder).
+    let svc = start_service(&args.trawl, &[]).await;
+    let site = FixtureServer::start(SiteOptions { pages: args.export_pages, paragraphs: 3, ..SiteOptions::default() })
+        .await
+        .unwrap();
+    let body = json!({"url": site.url("/sitemap.xml"), "crawlType": "sitemap", "maxPages": 1_000_000, "concurrency": 64});
+    let started = Instant::now();
+    let id = start_crawl_with(&client, &svc, &body).await;
+    let crawled = wait_end(&client, &svc, &id).await;
+    println!("export source: {} pages crawled in {:.1}s", crawled["pagesCrawled"], started.elapsed().as_secs_f64());
+    let source = crawled["sourceId"].as_str().expect("sourceId").to_string();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for format in ["jsonl", "markdown"] {
+        let rss_before = svc.rss_kib();
+        let pid = svc.child.id();
+        let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let sampler = {
+            let sampling = sampling.clone();
+            std::thread::spawn(move || {
+                let mut peak = 0u64;
+                while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                        .ok()
+                        .and_then(|s| {
+                            s.lines()
+                                .find(|l| l.starts_with("VmRSS:"))
+                                .and_then(|l| l.split_whitespace().nth(1))
+                                .and_then(|n| n.parse::<u64>().ok())
+                        })
+                        .unwrap_or(0);
+                    peak = peak.max(rss);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                peak
+            })
+        };
+        let started = Instant::now();
+        let mut resp = client
+            .get(format!("{}/api/sources/{source}/export?format={format}", svc.base))
+            .send()
+            .await
+            .unwrap();
+        let (mut bytes, mut lines) = (0usize, 0usize);
+        while let Some(chunk) = resp.chunk().await.unwrap() {
+            bytes += chunk.len();
+            lines += chunk.iter().filter(|b| **b == b'\n').count();
+        }
+        let secs = started.elapsed().as_secs_f64();
+        sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+        let peak = sampler.join().unwrap_or(0);
+        let n = crawled["pagesCrawled"].as_f64().unwrap_or(0.0);
+        println!(
+            "export {format}: {n} pages, {:.1} MB in {secs:.2}s = {:.0} pages/s; RSS {} MB before, peak growth {:.1} MB ({lines} lines)",
+            bytes as f64 / 1e6,
+            n / secs,
+            rss_before / 1024,
+            peak.saturating_sub(rss_before) as f64 / 1024.0
+        );
+    }
 }
