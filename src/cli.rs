@@ -317,15 +317,13 @@ async fn export(args: ExportArgs) -> Result<ExitCode, String> {
     let store = open_store(&args.database, args.embedding).await?;
     let source = store.get_source(&args.id).await.map_err(|e| e.to_string())?;
     let source = source.ok_or_else(|| format!("no source with id '{}' (`trawl sources` lists them)", args.id))?;
-    let crawls = store.source_crawls(&source.id).await.map_err(|e| e.to_string())?;
-    let crawls = crawls.into_iter().map(|(id, _)| id).collect();
     let mut out: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?,
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
-    let mut stream = std::pin::pin!(crate::sources::export::stream(store, &source, crawls, format));
+    let mut stream = std::pin::pin!(crate::sources::export::stream(store, &source, format));
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| e.to_string())?;
         out.write_all(&batch).map_err(|e| e.to_string())?;

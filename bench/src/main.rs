@@ -1161,8 +1161,11 @@ impl StandIn {
                         .unwrap_or_default();
                     counted.fetch_add(texts.len() as u64, Ordering::Relaxed);
                     tokio::time::sleep(latency).await;
-                    let data: Vec<Value> =
-                        texts.iter().enumerate().map(|(i, t)| json!({"embedding": embedder.vector(t), "index": i})).collect();
+                    let data: Vec<Value> = texts
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| json!({"embedding": embedder.vector(t), "index": i}))
+                        .collect();
                     axum::Json(json!({"data": data, "model": "stand-in"}))
                 }
             }),
@@ -1192,14 +1195,8 @@ async fn wait_end(client: &reqwest::Client, svc: &Service, id: &str) -> Value {
 
 async fn refresh_source(client: &reqwest::Client, svc: &Service, source: &str) -> (Value, f64) {
     let started = Instant::now();
-    let v: Value = client
-        .post(format!("{}/api/sources/{source}/refresh", svc.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value =
+        client.post(format!("{}/api/sources/{source}/refresh", svc.base)).send().await.unwrap().json().await.unwrap();
     let id = v["progressId"].as_str().unwrap_or_else(|| panic!("refresh refused: {v}")).to_string();
     let fin = wait_end(client, svc, &id).await;
     (fin, started.elapsed().as_secs_f64())
@@ -1227,7 +1224,8 @@ async fn sources_bench(args: SourcesArgs) {
     })
     .await
     .unwrap();
-    let body = json!({"url": site.url("/sitemap.xml"), "crawlType": "sitemap", "maxPages": 1_000_000, "concurrency": 64});
+    let body =
+        json!({"url": site.url("/sitemap.xml"), "crawlType": "sitemap", "maxPages": 1_000_000, "concurrency": 64});
     let started = Instant::now();
     let id = start_crawl_with(&client, &svc, &body).await;
     let first = wait_end(&client, &svc, &id).await;
@@ -1257,7 +1255,12 @@ async fn sources_bench(args: SourcesArgs) {
     let inputs = stand_in.inputs() - before;
     println!(
         "refresh after edits: {secs:.2}s, {inputs} inputs sent (chunksEmbedded {}); {} changed, {} removed, {} new, {} unchanged ({})",
-        fin["chunksEmbedded"], fin["pagesChanged"], fin["pagesRemoved"], fin["pagesNew"], fin["pagesUnchanged"], fin["status"]
+        fin["chunksEmbedded"],
+        fin["pagesChanged"],
+        fin["pagesRemoved"],
+        fin["pagesNew"],
+        fin["pagesUnchanged"],
+        fin["status"]
     );
     drop(svc);
 
@@ -1269,7 +1272,8 @@ async fn sources_bench(args: SourcesArgs) {
     let site = FixtureServer::start(SiteOptions { pages: args.export_pages, paragraphs: 3, ..SiteOptions::default() })
         .await
         .unwrap();
-    let body = json!({"url": site.url("/sitemap.xml"), "crawlType": "sitemap", "maxPages": 1_000_000, "concurrency": 64});
+    let body =
+        json!({"url": site.url("/sitemap.xml"), "crawlType": "sitemap", "maxPages": 1_000_000, "concurrency": 64});
     let started = Instant::now();
     let id = start_crawl_with(&client, &svc, &body).await;
     let crawled = wait_end(&client, &svc, &id).await;
@@ -1301,11 +1305,8 @@ async fn sources_bench(args: SourcesArgs) {
             })
         };
         let started = Instant::now();
-        let mut resp = client
-            .get(format!("{}/api/sources/{source}/export?format={format}", svc.base))
-            .send()
-            .await
-            .unwrap();
+        let mut resp =
+            client.get(format!("{}/api/sources/{source}/export?format={format}", svc.base)).send().await.unwrap();
         let (mut bytes, mut lines) = (0usize, 0usize);
         while let Some(chunk) = resp.chunk().await.unwrap() {
             bytes += chunk.len();

@@ -195,9 +195,7 @@ pub(super) async fn export(
         })?,
     };
     let source = visible(&state, &id, &tenant).await?;
-    let store = state.registry.store().clone();
-    let crawls = store.source_crawls(&id).await?.into_iter().map(|(c, _)| c).collect();
-    let body = Body::from_stream(export::stream(store, &source, crawls, format));
+    let body = Body::from_stream(export::stream(state.registry.store().clone(), &source, format));
     let file: String =
         source.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect();
     let mut response = (StatusCode::OK, body).into_response();

@@ -3,7 +3,7 @@
 //! store a batch at a time, so memory stays flat whatever the source's size.
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt, TryStreamExt};
 
 use crate::store::{DynStore, ExportPage, Source, StoreError};
 
@@ -40,52 +40,37 @@ impl Format {
     }
 }
 
-/// The export of `source`, whose crawls (oldest first) are `crawls`: each
-/// item is one batch of pages, written out.
+/// The export of `source`: each item is one batch of pages, written out.
+/// The pages are read over one snapshot of the store (see
+/// [`crate::store::Store::export`]), so a refresh running meanwhile shows
+/// each page once.
 pub fn stream(
     store: DynStore,
     source: &Source,
-    crawls: Vec<String>,
     format: Format,
 ) -> impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static {
     let header = match format {
         Format::Jsonl => None,
-        Format::Markdown => Some(Bytes::from(format!("# {}\n\n> {}\n\n", source.name, source.url))),
+        Format::Markdown => Some(format!("# {}\n\n> {}\n\n", source.name, source.url)),
     };
-    struct Walk {
-        store: DynStore,
-        crawls: std::vec::IntoIter<String>,
-        current: Option<String>,
-        after: i64,
-        format: Format,
-    }
-    let walk = Walk { store, crawls: crawls.into_iter(), current: None, after: 0, format };
-    let pages = futures::stream::try_unfold(walk, |mut w| async move {
-        loop {
-            let Some(crawl) = w.current.clone() else {
-                match w.crawls.next() {
-                    Some(next) => {
-                        w.current = Some(next);
-                        w.after = 0;
-                        continue;
-                    }
-                    None => return Ok(None),
+    let id = source.id.clone();
+    let start = async move { store.export(&id).await };
+    let pages = futures::stream::once(start)
+        .map_ok(move |reader| {
+            futures::stream::try_unfold(reader, move |mut reader| async move {
+                let pages = reader.next(BATCH).await?;
+                if pages.is_empty() {
+                    return Ok(None);
                 }
-            };
-            let pages = w.store.export_pages(&crawl, w.after, BATCH).await?;
-            if pages.len() < BATCH as usize {
-                w.current = None;
-            }
-            let Some(last) = pages.last() else { continue };
-            w.after = last.id;
-            let mut out = Vec::with_capacity(pages.iter().map(|p| p.markdown.len() + 256).sum());
-            for page in &pages {
-                write_page(&mut out, page, w.format);
-            }
-            return Ok(Some((Bytes::from(out), w)));
-        }
-    });
-    futures::StreamExt::chain(futures::stream::iter(header.map(Ok)), pages)
+                let mut out = Vec::with_capacity(pages.iter().map(|p| p.markdown.len() + 256).sum());
+                for page in &pages {
+                    write_page(&mut out, page, format);
+                }
+                Ok(Some((Bytes::from(out), reader)))
+            })
+        })
+        .try_flatten();
+    futures::stream::iter(header.map(|h| Ok(Bytes::from(h)))).chain(pages)
 }
 
 fn write_page(out: &mut Vec<u8>, page: &ExportPage, format: Format) {

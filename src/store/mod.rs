@@ -464,6 +464,14 @@ impl Unembedded {
     }
 }
 
+/// See [`Store::export`].
+#[async_trait]
+pub trait ExportReader: Send {
+    /// The next pages, crawl by crawl (oldest first), each crawl's in the
+    /// order they were stored; empty at the end.
+    async fn next(&mut self, limit: u32) -> Result<Vec<ExportPage>, StoreError>;
+}
+
 /// An FTS5 query that matches any of the words: user input never reaches
 /// FTS5's syntax.
 pub fn fts_query(q: &str) -> Option<String> {
@@ -550,9 +558,10 @@ pub trait Store: Send + Sync + 'static {
         finish: for<'s> fn(&'s mut CrawlStatus, u64),
     ) -> Result<CrawlStatus, StoreError>;
 
-    /// A crawl's crawled pages with their markdown, in the order they were
-    /// stored, after row `after`.
-    async fn export_pages(&self, crawl_id: &str, after: i64, limit: u32) -> Result<Vec<ExportPage>, StoreError>;
+    /// A reader of a source's crawled pages with their markdown, over one
+    /// snapshot of the store: a refresh running meanwhile (moving and
+    /// replacing pages) shows the reader each page once, as it was.
+    async fn export(&self, source_id: &str) -> Result<Box<dyn ExportReader>, StoreError>;
 
     /// Writes the status row, unless the stored crawl is already terminal:
     /// a terminal crawl never changes again.

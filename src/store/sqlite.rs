@@ -11,9 +11,9 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{
-    ChunkHit, ChunkText, CodeHit, CodeText, CrawlFilter, ExportPage, LastCrawl, NewCrawl, PageContent, PageRecord,
-    PageStatus, PageSummary, PriorPage, Removed, SearchFilter, Source, SourceFilter, SourcePatch, Store, StoreError,
-    StoredPage, Unembedded,
+    ChunkHit, ChunkText, CodeHit, CodeText, CrawlFilter, ExportPage, ExportReader, LastCrawl, NewCrawl, PageContent,
+    PageRecord, PageStatus, PageSummary, PriorPage, Removed, SearchFilter, Source, SourceFilter, SourcePatch, Store,
+    StoreError, StoredPage, Unembedded,
 };
 use crate::progress::{CrawlState, CrawlStatus, Limit, Stage, format_time};
 
@@ -394,6 +394,60 @@ const REMOVE_VANISHED_SQLITE: &str = "DELETE FROM pages WHERE status = 'crawled'
    AND url NOT IN (SELECT url FROM pages WHERE crawl_id = ?2 AND status = 'failed'
                      AND COALESCE(http_status, 0) NOT IN (404, 410))
    AND (NOT ?3 OR url IN (SELECT url FROM pages WHERE crawl_id = ?2))";
+
+/// A source's pages read over one transaction (see [`Store::export`]).
+struct Export {
+    tx: sqlx::Transaction<'static, Sqlite>,
+    /// The crawls still to read, the current one first.
+    crawls: std::collections::VecDeque<String>,
+    /// The last row read of the current crawl.
+    after: i64,
+}
+
+#[async_trait]
+impl ExportReader for Export {
+    async fn next(&mut self, limit: u32) -> Result<Vec<ExportPage>, StoreError> {
+        while let Some(crawl) = self.crawls.front() {
+            let rows = sqlx::query(
+                "SELECT id, crawl_id, url, final_url, title, description, content, content_hash, fetched_at FROM pages
+                 WHERE crawl_id = ?1 AND id > ?2 AND status = 'crawled' ORDER BY id LIMIT ?3",
+            )
+            .bind(crawl.clone())
+            .bind(self.after)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *self.tx)
+            .await?;
+            if rows.len() < limit as usize {
+                self.crawls.pop_front();
+                self.after = 0;
+            }
+            if rows.is_empty() {
+                continue;
+            }
+            let pages = rows
+                .iter()
+                .map(|r| {
+                    Ok(ExportPage {
+                        id: r.try_get("id")?,
+                        crawl_id: r.try_get("crawl_id")?,
+                        url: r.try_get("url")?,
+                        final_url: r.try_get("final_url")?,
+                        title: r.try_get("title")?,
+                        description: r.try_get("description")?,
+                        markdown: r.try_get::<Option<String>, _>("content")?.unwrap_or_default(),
+                        content_hash: r.try_get("content_hash")?,
+                        fetched_at: parse_ts(r.try_get("fetched_at")?)?.unwrap_or_default(),
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            if let Some(last) = pages.last().filter(|_| rows.len() == limit as usize) {
+                self.after = last.id;
+            }
+            return Ok(pages);
+        }
+        Ok(Vec::new())
+    }
+}
 
 /// A source with its counts and its newest crawl; a `WHERE` follows.
 const SOURCE_SELECT: &str = "SELECT s.id, s.tenant, s.url, s.name, s.tags, s.request, s.created_at, s.updated_at,
@@ -854,31 +908,13 @@ impl Store for SqliteStore {
         self.noted(run.await)
     }
 
-    async fn export_pages(&self, crawl_id: &str, after: i64, limit: u32) -> Result<Vec<ExportPage>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, crawl_id, url, final_url, title, description, content, content_hash, fetched_at FROM pages
-             WHERE crawl_id = ? AND id > ? AND status = 'crawled' ORDER BY id LIMIT ?",
-        )
-        .bind(crawl_id)
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ExportPage {
-                    id: r.try_get("id")?,
-                    crawl_id: r.try_get("crawl_id")?,
-                    url: r.try_get("url")?,
-                    final_url: r.try_get("final_url")?,
-                    title: r.try_get("title")?,
-                    description: r.try_get("description")?,
-                    markdown: r.try_get::<Option<String>, _>("content")?.unwrap_or_default(),
-                    content_hash: r.try_get("content_hash")?,
-                    fetched_at: parse_ts(r.try_get("fetched_at")?)?.unwrap_or_default(),
-                })
-            })
-            .collect()
+    async fn export(&self, source_id: &str) -> Result<Box<dyn ExportReader>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN").await?;
+        let crawls: Vec<String> = sqlx::query_scalar("SELECT id FROM crawls WHERE source_id = ? ORDER BY id")
+            .bind(source_id.to_string())
+            .fetch_all(&mut *tx)
+            .await?;
+        Ok(Box::new(Export { tx, crawls: crawls.into(), after: 0 }))
     }
 
     async fn save_status(&self, s: &CrawlStatus) -> Result<(), StoreError> {

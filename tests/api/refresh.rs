@@ -43,6 +43,17 @@ async fn search_urls(app: &TestApp, query: &str) -> Vec<String> {
     v["results"].as_array().unwrap().iter().map(|r| r["url"].as_str().unwrap().to_string()).collect()
 }
 
+async fn exported_urls(app: &TestApp, source: &str) -> Vec<String> {
+    let exported = app.client.get(app.url(&format!("/api/sources/{source}/export"))).send().await.unwrap();
+    exported
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["url"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn inputs_sent(mock: &MockEmbeddings) -> usize {
     mock.batches.lock().unwrap().iter().sum()
 }
@@ -200,22 +211,25 @@ async fn a_stopped_refresh_removes_nothing() {
     assert_eq!(code, 409, "one refresh of a source at a time: {v}");
     assert_eq!(v["error"]["code"], "refresh_running");
 
+    // An export while the refresh replaces pages: each page once, old or new.
+    let kept_once = |urls: &[String]| {
+        for i in 0..PAGES {
+            let url = site.url(&trawl_fixtures::Site::path(i));
+            assert_eq!(urls.iter().filter(|u| **u == url).count(), 1, "page {i} is kept once, old or new");
+        }
+    };
+    let urls = exported_urls(&app, &source).await;
+    kept_once(&urls);
+    let mut seen = urls.clone();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), urls.len(), "no page twice in an export");
+
     app.stop(&id).await;
     let fin = app.wait_terminal(&id).await;
     assert_eq!(fin["status"], "cancelled");
     assert_eq!(fin["pagesRemoved"], 0);
-    let exported = app.client.get(app.url(&format!("/api/sources/{source}/export"))).send().await.unwrap();
-    let urls: Vec<String> = exported
-        .text()
-        .await
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["url"].as_str().unwrap().to_string())
-        .collect();
-    for i in 0..PAGES {
-        let url = site.url(&trawl_fixtures::Site::path(i));
-        assert_eq!(urls.iter().filter(|u| **u == url).count(), 1, "page {i} is kept once, old or new");
-    }
+    kept_once(&exported_urls(&app, &source).await);
     let (code, v) = post(&app, &format!("/api/sources/{source}/refresh")).await;
     assert_eq!(code, 202, "once the stopped one ended, a refresh may start: {v}");
 }
