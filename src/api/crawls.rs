@@ -166,6 +166,16 @@ pub(super) struct ListParams {
     cursor: Option<String>,
 }
 
+/// A listing's cursor: the last id (a UUID) of the previous page.
+pub(super) fn uuid_cursor(raw: Option<&str>) -> Result<Option<String>, ApiError> {
+    match raw {
+        None | Some("") => Ok(None),
+        Some(c) => uuid::Uuid::parse_str(c)
+            .map(|u| Some(u.to_string()))
+            .map_err(|_| ApiError::InvalidCursor(format!("cursor '{c}' was not issued by this service"))),
+    }
+}
+
 pub(super) fn parse_limit(raw: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
     match raw {
         None => Ok(default),
@@ -195,14 +205,7 @@ pub(super) async fn list(
             ))
         })?),
     };
-    let before_id = match p.cursor.as_deref() {
-        None | Some("") => None,
-        Some(c) => Some(
-            uuid::Uuid::parse_str(c)
-                .map_err(|_| ApiError::InvalidCursor(format!("cursor '{c}' was not issued by this service")))?
-                .to_string(),
-        ),
-    };
+    let before_id = uuid_cursor(p.cursor.as_deref())?;
     let mut crawls = state.registry.list(CrawlFilter { status, tenant: tenant.0, before_id, limit: limit + 1 }).await?;
     let next = if crawls.len() > limit as usize {
         crawls.truncate(limit as usize);

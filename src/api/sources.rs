@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::crawls::parse_limit;
+use super::crawls::{parse_limit, uuid_cursor};
 use super::{ApiJson, ApiPath, ApiQuery, AppState};
 use crate::auth::Tenant;
 use crate::error::ApiError;
@@ -73,14 +73,7 @@ pub(super) async fn list(
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let limit = parse_limit(p.limit.as_deref(), 20, 100)?;
-    let before_id = match p.cursor.as_deref() {
-        None | Some("") => None,
-        Some(c) => Some(
-            uuid::Uuid::parse_str(c)
-                .map_err(|_| ApiError::InvalidCursor(format!("cursor '{c}' was not issued by this service")))?
-                .to_string(),
-        ),
-    };
+    let before_id = uuid_cursor(p.cursor.as_deref())?;
     let filter = SourceFilter { tenant: tenant.0, before_id, limit: limit + 1 };
     let mut sources = state.registry.store().list_sources(&filter).await?;
     let next = if sources.len() > limit as usize {
