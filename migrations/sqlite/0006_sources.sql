@@ -45,3 +45,7 @@ ALTER TABLE sources ADD COLUMN refresh_every TEXT;
 ALTER TABLE sources ADD COLUMN cron TEXT;
 ALTER TABLE sources ADD COLUMN next_refresh_at TEXT;
 CREATE INDEX sources_due ON sources (next_refresh_at) WHERE next_refresh_at IS NOT NULL;
+
+-- The SHA-256 of the bytes a page's markdown was made from: the same bytes
+-- next time are the same page, without extracting it again.
+ALTER TABLE pages ADD COLUMN body_hash TEXT;

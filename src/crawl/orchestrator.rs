@@ -930,11 +930,16 @@ enum Processed {
         /// The SHA-256 of the markdown (hex), stored: what the next crawl of
         /// the source compares.
         digest: String,
+        /// The SHA-256 of the page's bytes (hex), stored: the same bytes
+        /// next time need no extraction.
+        body_digest: String,
         /// Vectors made on the pool.
         embedded: u64,
         /// The source keeps this very content: nothing was chunked or embedded.
         unchanged: bool,
     },
+    /// The page's bytes (their SHA-256 here) are those of the source's copy.
+    SameBody(String),
     /// `auto` mode: the HTML is a shell for scripts, for this reason.
     NeedsBrowser(&'static str),
     Cancelled,
@@ -1061,7 +1066,7 @@ async fn process_body(
     if body.status == 304
         && let Some(prior) = ctx.crawl.prior(&r.url).cloned()
     {
-        return Ok(not_modified(ctx, r, prior, body.final_url).await);
+        return Ok(kept_as_is(ctx, r, prior, body.final_url).await);
     }
     if !(200..300).contains(&body.status) {
         let reason = reqwest::StatusCode::from_u16(body.status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
@@ -1085,12 +1090,22 @@ async fn process_body(
     let prior = ctx.crawl.prior(&r.url).cloned();
     let prior_hash = prior.as_ref().and_then(|p| p.content_hash.clone());
     let has_prior = prior.is_some();
+    // The very bytes the source's copy was made from make the same copy:
+    // nothing to extract. Not for a page `auto` may still send to the
+    // browser (the same shell can show other content), nor for a crawl
+    // that follows links when the copy's links were not kept.
+    let same_body_ok = !detect && prior.as_ref().is_some_and(|p| p.has_links || !ctx.follow.load(Ordering::Relaxed));
+    let prior_body = prior.as_ref().and_then(|p| p.body_hash.clone()).filter(|_| same_body_ok);
     let processed = engine
         .pool
         .run(&ctx.crawl.tracker, move || {
             // Queued work of a stopped crawl ends at once; its result would be dropped.
             if token.is_cancelled() {
                 return Processed::Cancelled;
+            }
+            let body_digest = format!("{:x}", sha2::Sha256::digest(&bytes));
+            if prior_body.as_deref() == Some(body_digest.as_str()) {
+                return Processed::SameBody(body_digest);
             }
             let text = decode(&bytes, content_type.as_deref());
             if detect && let Some(reason) = crate::crawl::fetch::detect::needs_browser(&text) {
@@ -1106,7 +1121,15 @@ async fn process_body(
             let content_hash = std::hash::BuildHasher::hash_one(&hasher, &digest);
             if prior_hash.as_deref() == Some(digest.as_str()) {
                 let page = Box::new(extracted.unchunked());
-                return Processed::Page { page, format, content_hash, digest, embedded: 0, unchanged: true };
+                return Processed::Page {
+                    page,
+                    format,
+                    content_hash,
+                    digest,
+                    body_digest,
+                    embedded: 0,
+                    unchanged: true,
+                };
             }
             let mut p = extracted.finish(&options);
             // A CPU embedder works here, on the pool; remote ones in the
@@ -1121,13 +1144,21 @@ async fn process_body(
                 p.chunks.iter_mut().zip(vectors).for_each(|(c, v)| c.embedding = Some(v));
                 p.code_examples.iter_mut().zip(code_vectors).for_each(|(c, v)| c.embedding = Some(v));
             }
-            Processed::Page { page: Box::new(p), format, content_hash, digest, embedded, unchanged: false }
+            Processed::Page { page: Box::new(p), format, content_hash, digest, body_digest, embedded, unchanged: false }
         })
         .await;
     Ok(match processed {
         Ok(Processed::NeedsBrowser(reason)) => return Err(NeedsBrowser(reason)),
         Ok(Processed::Cancelled) => failed(r, "cancelled: the crawl was stopped".into()),
-        Ok(Processed::Page { page: p, format, content_hash, digest, embedded, unchanged }) => {
+        Ok(Processed::SameBody(body_digest)) => match prior {
+            Some(prior) => {
+                r.body_hash = Some(body_digest);
+                kept_as_is(ctx, r, prior, body.final_url).await
+            }
+            None => failed(r, "processing_failed: a page without a copy matched one".into()),
+        },
+        Ok(Processed::Page { page: p, format, content_hash, digest, body_digest, embedded, unchanged }) => {
+            r.body_hash = Some(body_digest);
             let p = *p;
             let follow = ctx.follow.load(Ordering::Relaxed);
             let mut links = p.links;
@@ -1179,9 +1210,10 @@ async fn process_body(
     })
 }
 
-/// A page the server says has not changed since the source's copy (`304`):
-/// the copy is kept, and leads where it led (its stored links).
-async fn not_modified(ctx: &Ctx, mut r: PageRecord, prior: PriorPage, final_url: Url) -> (PageRecord, PageResult) {
+/// A page that has not changed since the source's copy (the server said
+/// `304`, or sent the very bytes the copy was made from): the copy is kept
+/// unprocessed, and leads where it led (its stored links).
+async fn kept_as_is(ctx: &Ctx, mut r: PageRecord, prior: PriorPage, final_url: Url) -> (PageRecord, PageResult) {
     let follow = ctx.follow.load(Ordering::Relaxed);
     let links: Vec<Url> = if follow {
         match ctx.engine.store.page_links(prior.row).await {

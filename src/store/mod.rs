@@ -116,6 +116,8 @@ pub struct PageRecord {
     pub rendered: bool,
     /// The SHA-256 of `content`, hex.
     pub content_hash: Option<String>,
+    /// The SHA-256 of the bytes `content` was made from, hex.
+    pub body_hash: Option<String>,
     /// The validators the page was served with (`ETag`, `Last-Modified`).
     pub etag: Option<String>,
     pub last_modified: Option<String>,
@@ -156,6 +158,7 @@ pub struct PriorPage {
     pub row: i64,
     pub url: String,
     pub content_hash: Option<String>,
+    pub body_hash: Option<String>,
     pub etag: Option<String>,
     pub last_modified: Option<String>,
     pub chunks: u64,

@@ -447,6 +447,7 @@ async fn insert_pages(
     let fetched: Vec<DateTime<Utc>> = pages.iter().map(|p| p.fetched_at).collect();
     let rendered: Vec<bool> = pages.iter().map(|p| p.rendered).collect();
     let hashes: Vec<Option<&str>> = pages.iter().map(|p| p.content_hash.as_deref()).collect();
+    let body_hashes: Vec<Option<&str>> = pages.iter().map(|p| p.body_hash.as_deref()).collect();
     let etags: Vec<Option<Cow<str>>> = pages.iter().map(|p| clean_opt(&p.etag)).collect();
     let modified: Vec<Option<Cow<str>>> = pages.iter().map(|p| clean_opt(&p.last_modified)).collect();
     let links: Vec<Option<String>> =
@@ -454,10 +455,10 @@ async fn insert_pages(
     let rows = sqlx::query(
         "INSERT INTO pages (crawl_id, content_hash, url, final_url, status, http_status, depth, title, description,
            content_type, format, content, bytes, error, source, chunk_count, code_count, fetched_at, rendered, links,
-           etag, last_modified)
+           etag, last_modified, body_hash)
          SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::text[],
            $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[], $14::text[], $15::text[], $16::int[],
-           $17::int[], $18::timestamptz[], $19::bool[], $20::text[], $21::text[], $22::text[])
+           $17::int[], $18::timestamptz[], $19::bool[], $20::text[], $21::text[], $22::text[], $23::text[])
          RETURNING id, url",
     )
     .bind(crawl_id)
@@ -482,6 +483,7 @@ async fn insert_pages(
     .bind(links)
     .bind(opt_strs(&etags))
     .bind(opt_strs(&modified))
+    .bind(body_hashes)
     .fetch_all(&mut **tx)
     .await?;
     rows.iter().map(|r| Ok((r.try_get::<String, _>("url")?, r.try_get::<i64, _>("id")?))).collect()
@@ -497,7 +499,8 @@ async fn keep_page(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE pages SET crawl_id = $1, depth = $2, http_status = COALESCE($3, http_status), fetched_at = $4,
-           etag = COALESCE($5, etag), last_modified = COALESCE($6, last_modified), links = COALESCE($7, links)
+           etag = COALESCE($5, etag), last_modified = COALESCE($6, last_modified), links = COALESCE($7, links),
+           body_hash = COALESCE($9, body_hash)
          WHERE id = $8",
     )
     .bind(crawl_id)
@@ -508,6 +511,7 @@ async fn keep_page(
     .bind(p.last_modified.as_deref().map(clean))
     .bind((!p.links.is_empty()).then(|| clean(&p.links.join("\n")).into_owned()))
     .bind(row)
+    .bind(p.body_hash.as_deref())
     .execute(&mut **tx)
     .await?;
     for sql in [
@@ -864,7 +868,8 @@ impl Store for PgStore {
 
     async fn source_pages(&self, source_id: &str, except: &str) -> Result<Vec<PriorPage>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, url, content_hash, etag, last_modified, chunk_count, code_count, links IS NOT NULL AS has_links
+            "SELECT id, url, content_hash, body_hash, etag, last_modified, chunk_count, code_count,
+               links IS NOT NULL AS has_links
              FROM pages WHERE status = 'crawled' AND crawl_id IN (SELECT id FROM crawls WHERE source_id = $1 AND id <> $2)",
         )
         .bind(clean(source_id))
@@ -877,6 +882,7 @@ impl Store for PgStore {
                     row: r.try_get("id")?,
                     url: r.try_get("url")?,
                     content_hash: r.try_get("content_hash")?,
+                    body_hash: r.try_get("body_hash")?,
                     etag: r.try_get("etag")?,
                     last_modified: r.try_get("last_modified")?,
                     chunks: r.try_get::<i32, _>("chunk_count")?.max(0) as u64,

@@ -257,7 +257,7 @@ impl SqliteStore {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO pages (crawl_id, url, final_url, status, http_status, depth, title, content_type, format,
                    content, bytes, error, fetched_at, description, source, chunk_count, code_count, rendered,
-                   content_hash, etag, last_modified, links) ",
+                   content_hash, etag, last_modified, links, body_hash) ",
             );
             qb.push_values(chunk, |mut b, p| {
                 b.push_bind(&s.progress_id)
@@ -281,7 +281,8 @@ impl SqliteStore {
                     .push_bind(&p.content_hash)
                     .push_bind(&p.etag)
                     .push_bind(&p.last_modified)
-                    .push_bind((!p.links.is_empty()).then(|| p.links.join("\n")));
+                    .push_bind((!p.links.is_empty()).then(|| p.links.join("\n")))
+                    .push_bind(&p.body_hash);
             });
             qb.build().execute(&mut *tx).await?;
         }
@@ -599,7 +600,8 @@ async fn keep_page(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE pages SET crawl_id = ?1, depth = ?2, http_status = COALESCE(?3, http_status), fetched_at = ?4,
-           etag = COALESCE(?5, etag), last_modified = COALESCE(?6, last_modified), links = COALESCE(?7, links)
+           etag = COALESCE(?5, etag), last_modified = COALESCE(?6, last_modified), links = COALESCE(?7, links),
+           body_hash = COALESCE(?9, body_hash)
          WHERE id = ?8",
     )
     .bind(crawl_id)
@@ -610,6 +612,7 @@ async fn keep_page(
     .bind(&p.last_modified)
     .bind((!p.links.is_empty()).then(|| p.links.join("\n")))
     .bind(row)
+    .bind(&p.body_hash)
     .execute(&mut **tx)
     .await?;
     for sql in [
@@ -818,7 +821,8 @@ impl Store for SqliteStore {
 
     async fn source_pages(&self, source_id: &str, except: &str) -> Result<Vec<PriorPage>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, url, content_hash, etag, last_modified, chunk_count, code_count, links IS NOT NULL AS has_links
+            "SELECT id, url, content_hash, body_hash, etag, last_modified, chunk_count, code_count,
+               links IS NOT NULL AS has_links
              FROM pages WHERE status = 'crawled' AND crawl_id IN (SELECT id FROM crawls WHERE source_id = ?1 AND id <> ?2)",
         )
         .bind(source_id)
@@ -831,6 +835,7 @@ impl Store for SqliteStore {
                     row: r.try_get("id")?,
                     url: r.try_get("url")?,
                     content_hash: r.try_get("content_hash")?,
+                    body_hash: r.try_get("body_hash")?,
                     etag: r.try_get("etag")?,
                     last_modified: r.try_get("last_modified")?,
                     chunks: r.try_get::<i64, _>("chunk_count")?.max(0) as u64,
