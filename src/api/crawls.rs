@@ -57,6 +57,9 @@ impl From<StartError> for ApiError {
                 "refresh_running",
                 format!("source {id} has a crawl that has not ended; a refresh starts once it has"),
             ),
+            StartError::Store(crate::store::StoreError::SourceGone(id)) => {
+                ApiError::NotFound(format!("no source with id '{id}'"))
+            }
             StartError::Store(s) => ApiError::from(s),
         }
     }

@@ -374,7 +374,7 @@ impl Registry {
 
     /// Validates, records the crawl as `queued` and starts it in the background.
     pub async fn start(self: &Arc<Self>, req: CrawlRequest, tenant: Option<String>) -> Result<CrawlStatus, StartError> {
-        self.begin(req, tenant, false).await
+        self.begin(req, tenant, None).await
     }
 
     /// Starts a refresh of a source: a crawl with the source's settings
@@ -387,14 +387,14 @@ impl Registry {
     ) -> Result<CrawlStatus, StartError> {
         let req: CrawlRequest = serde_json::from_value(source.settings.clone())
             .map_err(|e| RequestError::Invalid(format!("the source's stored settings no longer parse: {e}")))?;
-        self.begin(req, tenant, true).await
+        self.begin(req, tenant, Some(&source.id)).await
     }
 
     async fn begin(
         self: &Arc<Self>,
         req: CrawlRequest,
         tenant: Option<String>,
-        refresh: bool,
+        refresh_of: Option<&str>,
     ) -> Result<CrawlStatus, StartError> {
         if self.engine.root.is_cancelled() {
             return Err(StartError::ShuttingDown);
@@ -405,7 +405,8 @@ impl Registry {
         self.engine.fetcher.guard().check_resolved(&spec.url).await?;
         let id = uuid::Uuid::now_v7().to_string();
         let mut status = CrawlStatus::new_queued(id.clone(), spec.url.to_string(), Utc::now());
-        status.refresh = refresh;
+        status.refresh = refresh_of.is_some();
+        status.source_id = refresh_of.map(str::to_string);
         let request_json = serde_json::to_string(&spec.request).unwrap_or_else(|_| "{}".into());
         // With a shared queue, a crawl posted to an instance with a free
         // slot runs there at once, like a lone instance's; the others wait

@@ -101,6 +101,9 @@ async fn start_due(registry: &Arc<Registry>) -> Result<(), StoreError> {
             Err(StartError::Store(StoreError::SourceBusy(_))) => {
                 tracing::info!(source_id = %source.id, "scheduled refresh skipped: a crawl of the source is running")
             }
+            Err(StartError::Store(StoreError::SourceGone(_))) => {
+                tracing::info!(source_id = %source.id, "scheduled refresh skipped: the source was deleted")
+            }
             Err(e) => tracing::warn!(source_id = %source.id, error = %e, "scheduled refresh could not start"),
         }
     }

@@ -43,6 +43,9 @@ pub enum StoreError {
     /// A source cannot be deleted while one of its crawls runs.
     #[error("source {0} has a crawl that has not ended")]
     SourceBusy(String),
+    /// The source a refresh names is no longer there.
+    #[error("source {0} was deleted")]
+    SourceGone(String),
 }
 
 impl StoreError {
@@ -272,8 +275,8 @@ pub struct StoredOutcome {
 /// A crawl row to create (status `queued`).
 #[derive(Debug, Clone)]
 pub struct NewCrawl {
-    /// Its `url` is the source's key; its `source_id` is ignored (the store
-    /// files the crawl and answers the id).
+    /// Its `url` is the source's key. Its `source_id` names the source of a
+    /// refresh; other crawls are filed by the store, which answers the id.
     pub status: CrawlStatus,
     pub tenant: Option<String>,
     pub request_json: String,

@@ -669,23 +669,36 @@ impl Store for PgStore {
         let request: serde_json::Value =
             serde_json::from_str(&c.request_json).map_err(|e| StoreError::Corrupt(format!("request: {e}")))?;
         let mut tx = self.pool.begin().await?;
-        let source_id: String = sqlx::query_scalar(
-            "INSERT INTO sources (id, tenant, url, name, tags, request, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
-             ON CONFLICT (tenant, url) DO UPDATE SET request = excluded.request, updated_at = excluded.updated_at
-             RETURNING id",
-        )
-        .bind(uuid::Uuid::now_v7().to_string())
-        .bind(clean(c.tenant.as_deref().unwrap_or_default()))
-        .bind(clean(&s.url))
-        .bind(clean(&c.source.name))
-        .bind(sqlx::types::Json(c.source.tags.iter().map(|t| clean(t)).collect::<Vec<_>>()))
-        .bind(sqlx::types::Json(&request))
-        .bind(s.created_at)
-        .fetch_one(&mut *tx)
-        .await?;
+        // A refresh names its source, which must still be there (it may
+        // have been deleted since it was claimed); any other crawl is filed
+        // under its tenant's source for its URL, made on first use.
+        let source_id: String = match s.source_id.as_ref().filter(|_| s.refresh) {
+            Some(id) => sqlx::query_scalar("SELECT id FROM sources WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::SourceGone(id.clone()))?,
+            None => {
+                sqlx::query_scalar(
+                    "INSERT INTO sources (id, tenant, url, name, tags, request, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+                 ON CONFLICT (tenant, url) DO UPDATE SET request = excluded.request, updated_at = excluded.updated_at
+                 RETURNING id",
+                )
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(clean(c.tenant.as_deref().unwrap_or_default()))
+                .bind(clean(&s.url))
+                .bind(clean(&c.source.name))
+                .bind(sqlx::types::Json(c.source.tags.iter().map(|t| clean(t)).collect::<Vec<_>>()))
+                .bind(sqlx::types::Json(&request))
+                .bind(s.created_at)
+                .fetch_one(&mut *tx)
+                .await?
+            }
+        };
         // Never two refreshes of a source at once, nor a refresh beside a
-        // crawl of it: the source's row, just written, orders them.
+        // crawl of it: the source's row, written or locked just now, orders
+        // them (and SQLite's one writer).
         if s.refresh {
             let running: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM crawls WHERE source_id = $1 AND status NOT IN ('completed', 'failed', 'cancelled')",

@@ -109,23 +109,36 @@ impl SqliteStore {
     async fn insert_crawl(&self, c: &NewCrawl) -> Result<String, StoreError> {
         let s = &c.status;
         let mut tx = self.writer.begin().await?;
-        let source_id: String = sqlx::query_scalar(
-            "INSERT INTO sources (id, tenant, url, name, tags, request, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
-             ON CONFLICT (tenant, url) DO UPDATE SET request = excluded.request, updated_at = excluded.updated_at
-             RETURNING id",
-        )
-        .bind(uuid::Uuid::now_v7().to_string())
-        .bind(c.tenant.as_deref().unwrap_or_default())
-        .bind(&s.url)
-        .bind(&c.source.name)
-        .bind(serde_json::to_string(&c.source.tags).unwrap_or_else(|_| "[]".into()))
-        .bind(&c.request_json)
-        .bind(ts(&s.created_at))
-        .fetch_one(&mut *tx)
-        .await?;
+        // A refresh names its source, which must still be there (it may
+        // have been deleted since it was claimed); any other crawl is filed
+        // under its tenant's source for its URL, made on first use.
+        let source_id: String = match s.source_id.as_ref().filter(|_| s.refresh) {
+            Some(id) => sqlx::query_scalar("SELECT id FROM sources WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::SourceGone(id.clone()))?,
+            None => {
+                sqlx::query_scalar(
+                    "INSERT INTO sources (id, tenant, url, name, tags, request, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+                 ON CONFLICT (tenant, url) DO UPDATE SET request = excluded.request, updated_at = excluded.updated_at
+                 RETURNING id",
+                )
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(c.tenant.as_deref().unwrap_or_default())
+                .bind(&s.url)
+                .bind(&c.source.name)
+                .bind(serde_json::to_string(&c.source.tags).unwrap_or_else(|_| "[]".into()))
+                .bind(&c.request_json)
+                .bind(ts(&s.created_at))
+                .fetch_one(&mut *tx)
+                .await?
+            }
+        };
         // Never two refreshes of a source at once, nor a refresh beside a
-        // crawl of it: the source's row, just written, orders them.
+        // crawl of it: the source's row, written or locked just now, orders
+        // them (and SQLite's one writer).
         if s.refresh {
             let running: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM crawls WHERE source_id = ? AND status NOT IN ('completed', 'failed', 'cancelled')",

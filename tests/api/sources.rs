@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use trawl::auth::ApiKeys;
+use trawl::crawl::StartError;
+use trawl::store::StoreError;
 
 use crate::helpers::*;
 
@@ -126,6 +128,7 @@ async fn deleting_a_source_removes_all_it_kept_and_nothing_else() {
     let found = search_urls(&app, "Fixture page").await;
     assert!(found.iter().any(|u| urls.contains(u)), "searchable before: {found:?}");
     let (_, before) = app.get(&format!("/api/sources/{source}")).await;
+    let claimed = app.store().get_source(&source).await.unwrap().expect("the source");
 
     let (code, v) = send(&app, reqwest::Method::DELETE, &format!("/api/sources/{source}"), None).await;
     assert_eq!(code, 200, "{v}");
@@ -145,6 +148,13 @@ async fn deleting_a_source_removes_all_it_kept_and_nothing_else() {
     let (code, v) = send(&app, reqwest::Method::DELETE, &format!("/api/sources/{source}"), None).await;
     assert_eq!(code, 404, "{v}");
     assert_eq!(v["error"]["code"], "not_found");
+
+    // A refresh claimed before the delete (a schedule's) finds it gone and
+    // does not make the source again.
+    let err = app.registry.refresh(&claimed, None).await.expect_err("the source is gone");
+    assert!(matches!(err, StartError::Store(StoreError::SourceGone(_))), "{err:?}");
+    let (_, listed) = app.get("/api/sources").await;
+    assert_eq!(listed["sources"].as_array().unwrap().len(), 1, "only the other source: {listed}");
 }
 
 #[tokio::test]
