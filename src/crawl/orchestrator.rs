@@ -887,6 +887,8 @@ struct Body {
     bytes: Option<bytes::Bytes>,
     rendered: bool,
     validators: Validators,
+    /// For a `304` in a crawl that follows links: where the kept copy leads.
+    kept_links: Vec<Url>,
 }
 
 impl Body {
@@ -898,6 +900,7 @@ impl Body {
             bytes: f.body,
             rendered: false,
             validators: f.validators,
+            kept_links: Vec::new(),
         }
     }
 
@@ -911,6 +914,7 @@ impl Body {
             bytes: Some(bytes::Bytes::from(r.html)),
             rendered: true,
             validators: Validators::default(),
+            kept_links: Vec::new(),
         }
     }
 
@@ -938,8 +942,9 @@ enum Processed {
         /// The source keeps this very content: nothing was chunked or embedded.
         unchanged: bool,
     },
-    /// The page's bytes (their SHA-256 here) are those of the source's copy.
-    SameBody(String),
+    /// The page's bytes (their SHA-256 here) are those of the source's copy;
+    /// where the page leads, when the crawl follows links.
+    SameBody(String, Vec<Url>),
     /// `auto` mode: the HTML is a shell for scripts, for this reason.
     NeedsBrowser(&'static str),
     Cancelled,
@@ -1006,18 +1011,28 @@ async fn fetch(ctx: &Ctx, url: &Url, seed: bool, scope: &Scope) -> Result<Body, 
     let want = |status: u16, mime: Option<&str>| (200..300).contains(&status) && Kind::of(mime).is_some();
     // The source's copy is asked after by its validators: a 304 keeps it as
     // it is. A crawl that follows links needs the copy's stored links then.
-    let validators = match ctx.crawl.prior(url.as_str()) {
-        Some(p) if p.content_hash.is_some() && (p.has_links || !ctx.follow.load(Ordering::Relaxed)) => {
-            Validators { etag: p.etag.clone(), last_modified: p.last_modified.clone() }
-        }
-        _ => Validators::default(),
+    let follow = ctx.follow.load(Ordering::Relaxed);
+    let prior = ctx.crawl.prior(url.as_str()).filter(|p| p.content_hash.is_some() && (p.has_links || !follow));
+    let validators =
+        prior.map(|p| Validators { etag: p.etag.clone(), last_modified: p.last_modified.clone() }).unwrap_or_default();
+    let get = |validators: Validators| async move {
+        ctx.engine
+            .fetcher
+            .fetch_if_changed(url, &in_scope, &want, &validators)
+            .await
+            .map(Body::fetched)
+            .map_err(|e| format!("{}: {e}", e.code()))
     };
-    ctx.engine
-        .fetcher
-        .fetch_if_changed(url, &in_scope, &want, &validators)
-        .await
-        .map(Body::fetched)
-        .map_err(|e| format!("{}: {e}", e.code()))
+    let mut body = get(validators.clone()).await?;
+    if let Some(prior) = prior.filter(|_| body.status == 304 && follow) {
+        match ctx.engine.store.page_links(prior.row).await {
+            Ok(Some(links)) => body.kept_links = links.iter().filter_map(|l| Url::parse(l).ok()).collect(),
+            // The copy was replaced meanwhile (another crawl of the source),
+            // or cannot be read: the page is asked for whole.
+            _ => body = get(Validators::default()).await?,
+        }
+    }
+    Ok(body)
 }
 
 /// In Chromium, at most `browserConcurrency` pages of this crawl at once. The
@@ -1066,7 +1081,7 @@ async fn process_body(
     if body.status == 304
         && let Some(prior) = ctx.crawl.prior(&r.url).cloned()
     {
-        return Ok(kept_as_is(ctx, r, prior, body.final_url).await);
+        return Ok(kept_as_is(ctx, r, prior, body.final_url, body.kept_links));
     }
     if !(200..300).contains(&body.status) {
         let reason = reqwest::StatusCode::from_u16(body.status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
@@ -1091,11 +1106,11 @@ async fn process_body(
     let prior_hash = prior.as_ref().and_then(|p| p.content_hash.clone());
     let has_prior = prior.is_some();
     // The very bytes the source's copy was made from make the same copy:
-    // nothing to extract. Not for a page `auto` may still send to the
-    // browser (the same shell can show other content), nor for a crawl
-    // that follows links when the copy's links were not kept.
-    let same_body_ok = !detect && prior.as_ref().is_some_and(|p| p.has_links || !ctx.follow.load(Ordering::Relaxed));
-    let prior_body = prior.as_ref().and_then(|p| p.body_hash.clone()).filter(|_| same_body_ok);
+    // nothing to extract (links only, for a crawl that follows them). Not
+    // for a page `auto` may still send to the browser: the same shell can
+    // show other content.
+    let follow = ctx.follow.load(Ordering::Relaxed);
+    let prior_body = prior.as_ref().and_then(|p| p.body_hash.clone()).filter(|_| !detect);
     let processed = engine
         .pool
         .run(&ctx.crawl.tracker, move || {
@@ -1104,10 +1119,18 @@ async fn process_body(
                 return Processed::Cancelled;
             }
             let body_digest = format!("{:x}", sha2::Sha256::digest(&bytes));
-            if prior_body.as_deref() == Some(body_digest.as_str()) {
-                return Processed::SameBody(body_digest);
-            }
             let text = decode(&bytes, content_type.as_deref());
+            if prior_body.as_deref() == Some(body_digest.as_str()) {
+                let links = match kind {
+                    Kind::Html if follow => {
+                        let (mut links, canonical) = process::links_of(&text, &page_url);
+                        links.extend(canonical.filter(|c| *c != page_url && !links.contains(c)));
+                        links
+                    }
+                    _ => Vec::new(),
+                };
+                return Processed::SameBody(body_digest, links);
+            }
             if detect && let Some(reason) = crate::crawl::fetch::detect::needs_browser(&text) {
                 return Processed::NeedsBrowser(reason);
             }
@@ -1150,10 +1173,10 @@ async fn process_body(
     Ok(match processed {
         Ok(Processed::NeedsBrowser(reason)) => return Err(NeedsBrowser(reason)),
         Ok(Processed::Cancelled) => failed(r, "cancelled: the crawl was stopped".into()),
-        Ok(Processed::SameBody(body_digest)) => match prior {
+        Ok(Processed::SameBody(body_digest, links)) => match prior {
             Some(prior) => {
                 r.body_hash = Some(body_digest);
-                kept_as_is(ctx, r, prior, body.final_url).await
+                kept_as_is(ctx, r, prior, body.final_url, links)
             }
             None => failed(r, "processing_failed: a page without a copy matched one".into()),
         },
@@ -1212,17 +1235,14 @@ async fn process_body(
 
 /// A page that has not changed since the source's copy (the server said
 /// `304`, or sent the very bytes the copy was made from): the copy is kept
-/// unprocessed, and leads where it led (its stored links).
-async fn kept_as_is(ctx: &Ctx, mut r: PageRecord, prior: PriorPage, final_url: Url) -> (PageRecord, PageResult) {
-    let follow = ctx.follow.load(Ordering::Relaxed);
-    let links: Vec<Url> = if follow {
-        match ctx.engine.store.page_links(prior.row).await {
-            Ok(links) => links.iter().filter_map(|l| Url::parse(l).ok()).collect(),
-            Err(e) => return failed(r, format!("store_error: the kept copy's links could not be read: {e}")),
-        }
-    } else {
-        Vec::new()
-    };
+/// unprocessed, and the page leads to `links`.
+fn kept_as_is(
+    ctx: &Ctx,
+    mut r: PageRecord,
+    prior: PriorPage,
+    final_url: Url,
+    links: Vec<Url>,
+) -> (PageRecord, PageResult) {
     let digest = prior.content_hash.clone().unwrap_or_default();
     let content_hash = std::hash::BuildHasher::hash_one(&ctx.crawl.hasher, &digest);
     let here = urls::normalize(&final_url).unwrap_or_else(|| final_url.clone());
@@ -1234,7 +1254,7 @@ async fn kept_as_is(ctx: &Ctx, mut r: PageRecord, prior: PriorPage, final_url: U
     r.content_hash = prior.content_hash.clone();
     r.change = Some(Change::Unchanged);
     r.kept = Some(Kept { row: prior.row, chunks: prior.chunks, code_examples: prior.code_examples });
-    if follow {
+    if ctx.follow.load(Ordering::Relaxed) {
         r.links = links.iter().map(|u| u.to_string()).collect();
     }
     (r, PageResult { final_url: Some(final_url), links })

@@ -221,6 +221,14 @@ pub fn extract_html(html: &str, page_url: &Url) -> Extracted {
     Extracted { title, description, markdown, links, canonical, blocks: scan.blocks }
 }
 
+/// Where a page leads (its links and its `rel=canonical`), without
+/// extracting its content: the streaming pass alone.
+pub fn links_of(html: &str, page_url: &Url) -> (Vec<Url>, Option<Url>) {
+    let scan = scan(html, page_url);
+    let canonical = scan.canonical.as_deref().and_then(|h| urls::resolve_link(page_url, h));
+    (links(&scan, page_url), canonical)
+}
+
 pub fn process_html(html: &str, page_url: &Url, opts: &ProcessOptions) -> Processed {
     extract_html(html, page_url).finish(opts)
 }

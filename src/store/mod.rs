@@ -543,8 +543,9 @@ pub trait Store: Send + Sync + 'static {
     /// resumed crawl's own).
     async fn source_pages(&self, source_id: &str, except: &str) -> Result<Vec<PriorPage>, StoreError>;
 
-    /// The stored links of a page row.
-    async fn page_links(&self, row: i64) -> Result<Vec<String>, StoreError>;
+    /// The stored links of a page row; `None` when the row is gone (another
+    /// crawl of the source replaced it meanwhile).
+    async fn page_links(&self, row: i64) -> Result<Option<Vec<String>>, StoreError>;
 
     /// The vectors of `model` stored for these page rows' chunks and code
     /// examples, by the text they were made from.

@@ -859,13 +859,10 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn page_links(&self, row: i64) -> Result<Vec<String>, StoreError> {
-        let links: Option<String> = sqlx::query_scalar("SELECT links FROM pages WHERE id = ?")
-            .bind(row)
-            .fetch_optional(&self.pool)
-            .await?
-            .flatten();
-        Ok(links.map(|l| l.lines().map(str::to_string).collect()).unwrap_or_default())
+    async fn page_links(&self, row: i64) -> Result<Option<Vec<String>>, StoreError> {
+        let links: Option<Option<String>> =
+            sqlx::query_scalar("SELECT links FROM pages WHERE id = ?").bind(row).fetch_optional(&self.pool).await?;
+        Ok(links.map(|l| l.map(|l| l.lines().map(str::to_string).collect()).unwrap_or_default()))
     }
 
     async fn page_vectors(&self, rows: &[i64], model: &str) -> Result<Vec<(String, Vec<f32>)>, StoreError> {

@@ -265,3 +265,34 @@ async fn another_tenant_s_sources_answer_as_missing() {
     assert_eq!(v["id"], source.as_str(), "the owner still has it, unchanged: {v}");
     assert_ne!(v["name"], "mine now");
 }
+
+#[tokio::test]
+async fn crawls_of_one_source_at_once_each_reach_every_page_and_it_keeps_each_once() {
+    let app = spawn_app().await;
+    let site = fixture_with(SiteOptions { pages: 40, validators: true, ..Default::default() }).await;
+    let first = app.crawl(json!({"url": site.url("/"), "crawlType": "recursive", "maxDepth": 10})).await;
+    let source = first["sourceId"].as_str().unwrap().to_string();
+    // Each compares with copies the others move and replace meanwhile.
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(start(&app, json!({"url": site.url("/"), "crawlType": "recursive", "maxDepth": 10})).await.0);
+    }
+    for id in &ids {
+        let fin = app.wait_terminal(id).await;
+        assert_eq!(fin["status"], "completed", "{fin}");
+        assert_eq!(fin["pagesCrawled"], 40, "{fin}");
+    }
+    let (_, s) = app.get(&format!("/api/sources/{source}")).await;
+    assert_eq!(s["pages"], 40, "{s}");
+    let resp = app.client.get(app.url(&format!("/api/sources/{source}/export"))).send().await.unwrap();
+    let mut urls: Vec<String> = resp
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["url"].as_str().unwrap().to_string())
+        .collect();
+    urls.sort();
+    urls.dedup();
+    assert_eq!(urls.len(), 40);
+}
