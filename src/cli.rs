@@ -105,15 +105,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
 }
 
 async fn crawl(args: CrawlArgs) -> Result<ExitCode, String> {
-    init_tracing("warn");
-    crate::install_crypto_provider();
-    let config = args.crawler.into_config().map_err(|e| e.to_string())?;
-    let store = store::connect(&args.database.database_url, config.embedding.vector_dimensions())
-        .await
-        .map_err(|e| e.to_string())?;
-    let root = CancellationToken::new();
-    let registry = Registry::new(config, store, root.clone(), std::sync::Arc::new(crate::progress::NoFanout), None)
-        .map_err(|e| e.to_string())?;
+    let registry = local_registry(args.crawler, &args.database).await?;
     let req = CrawlRequest {
         url: args.url,
         crawl_type: match args.crawl_type {
@@ -144,20 +136,28 @@ async fn crawl(args: CrawlArgs) -> Result<ExitCode, String> {
 }
 
 async fn refresh(args: RefreshArgs) -> Result<ExitCode, String> {
-    init_tracing("warn");
-    crate::install_crypto_provider();
-    let config = args.crawler.into_config().map_err(|e| e.to_string())?;
-    let store = store::connect(&args.database.database_url, config.embedding.vector_dimensions())
-        .await
-        .map_err(|e| e.to_string())?;
-    let source = store.get_source(&args.id).await.map_err(|e| e.to_string())?;
+    let registry = local_registry(args.crawler, &args.database).await?;
+    let source = registry.store().get_source(&args.id).await.map_err(|e| e.to_string())?;
     let source = source.ok_or_else(|| format!("no source with id '{}' (`trawl sources` lists them)", args.id))?;
-    let root = CancellationToken::new();
-    let registry = Registry::new(config, store, root.clone(), std::sync::Arc::new(crate::progress::NoFanout), None)
-        .map_err(|e| e.to_string())?;
     let started = Instant::now();
     let status = registry.refresh(&source, source.tenant.clone()).await.map_err(|e| e.to_string())?;
     watch(&registry, status, started, args.json).await
+}
+
+/// A registry for crawls run in this process (`trawl crawl`, `trawl refresh`):
+/// its own store connection, no Socket.IO, no cluster.
+async fn local_registry(
+    crawler: crate::config::CrawlerArgs,
+    database: &crate::config::DatabaseArgs,
+) -> Result<std::sync::Arc<Registry>, String> {
+    init_tracing("warn");
+    crate::install_crypto_provider();
+    let config = crawler.into_config().map_err(|e| e.to_string())?;
+    let store = store::connect(&database.database_url, config.embedding.vector_dimensions())
+        .await
+        .map_err(|e| e.to_string())?;
+    Registry::new(config, store, CancellationToken::new(), std::sync::Arc::new(crate::progress::NoFanout), None)
+        .map_err(|e| e.to_string())
 }
 
 /// Follows a crawl of this process with a progress bar until it ends;

@@ -1193,6 +1193,15 @@ async fn wait_end(client: &reqwest::Client, svc: &Service, id: &str) -> Value {
     }
 }
 
+/// The whole site through its sitemap; the final status and the seconds it took.
+async fn crawl_sitemap(client: &reqwest::Client, svc: &Service, site: &FixtureServer) -> (Value, f64) {
+    let body =
+        json!({"url": site.url("/sitemap.xml"), "crawlType": "sitemap", "maxPages": 1_000_000, "concurrency": 64});
+    let started = Instant::now();
+    let id = start_crawl_with(client, svc, &body).await;
+    (wait_end(client, svc, &id).await, started.elapsed().as_secs_f64())
+}
+
 async fn refresh_source(client: &reqwest::Client, svc: &Service, source: &str) -> (Value, f64) {
     let started = Instant::now();
     let v: Value =
@@ -1224,12 +1233,7 @@ async fn sources_bench(args: SourcesArgs) {
     })
     .await
     .unwrap();
-    let body =
-        json!({"url": site.url("/sitemap.xml"), "crawlType": "sitemap", "maxPages": 1_000_000, "concurrency": 64});
-    let started = Instant::now();
-    let id = start_crawl_with(&client, &svc, &body).await;
-    let first = wait_end(&client, &svc, &id).await;
-    let first_secs = started.elapsed().as_secs_f64();
+    let (first, first_secs) = crawl_sitemap(&client, &svc, &site).await;
     let first_inputs = stand_in.inputs();
     let source = first["sourceId"].as_str().expect("sourceId").to_string();
     println!(
@@ -1272,12 +1276,8 @@ async fn sources_bench(args: SourcesArgs) {
     let site = FixtureServer::start(SiteOptions { pages: args.export_pages, paragraphs: 3, ..SiteOptions::default() })
         .await
         .unwrap();
-    let body =
-        json!({"url": site.url("/sitemap.xml"), "crawlType": "sitemap", "maxPages": 1_000_000, "concurrency": 64});
-    let started = Instant::now();
-    let id = start_crawl_with(&client, &svc, &body).await;
-    let crawled = wait_end(&client, &svc, &id).await;
-    println!("export source: {} pages crawled in {:.1}s", crawled["pagesCrawled"], started.elapsed().as_secs_f64());
+    let (crawled, secs) = crawl_sitemap(&client, &svc, &site).await;
+    println!("export source: {} pages crawled in {secs:.1}s", crawled["pagesCrawled"]);
     let source = crawled["sourceId"].as_str().expect("sourceId").to_string();
     tokio::time::sleep(Duration::from_secs(1)).await;
     for format in ["jsonl", "markdown"] {

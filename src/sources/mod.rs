@@ -213,8 +213,9 @@ pub async fn delete(
     let store = registry.store().clone();
     let deadline = tokio::time::Instant::now() + wait;
     loop {
+        // A crawl already stopping needs no second stop, only time.
         for (crawl, state) in store.source_crawls(id).await? {
-            if !state.is_terminal() {
+            if !state.is_terminal() && state != crate::progress::CrawlState::Stopping {
                 registry.stop(&crawl, tenant).await?;
             }
         }
