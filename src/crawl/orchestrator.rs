@@ -839,6 +839,13 @@ async fn run_level(
 
 async fn page_task(ctx: &Ctx, url: Url, depth: u32, seed: bool, scope: &Scope) -> PageResult {
     let (record, result) = crawl_page(ctx, url, depth, seed, scope).await;
+    // A page that failed once the crawl was stopping may have failed of the
+    // stop itself: it is not recorded. A crawl handed over at a shutdown
+    // then fetches it again on the next instance (and follows its links)
+    // instead of resuming past a false failure.
+    if record.status == PageStatus::Failed && ctx.crawl.token.is_cancelled() {
+        return result;
+    }
     if matches!(record.status, PageStatus::Failed | PageStatus::Skipped) {
         let mut first = ctx.crawl.first_error.lock().unwrap_or_else(|e| e.into_inner());
         if first.is_none() {
