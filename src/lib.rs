@@ -9,7 +9,8 @@
 //!   meets first (header deadline, connection bound, the open mode's Origin
 //!   and Host checks); `error`: the `ApiError` they answer with.
 //! - `realtime`: Socket.IO (socketioxide): rooms, handlers, auth middleware;
-//!   `docs`, which writes `docs/events.md` from the event types.
+//!   `docs`, which writes `docs/events.md` and `docs/events.schema.json`
+//!   from the event types.
 //! - `auth`: API keys and tenants.
 //! - `crawl`: the registry of live crawls, the orchestrator of one crawl, and
 //!   its parts: frontier, scope, address guard, robots.txt, discovery (sitemaps,
@@ -29,6 +30,7 @@
 //!   and the `Reporter` that numbers, throttles and fans out a crawl's events.
 //! - `cluster`: several instances on one PostgreSQL database: the shared
 //!   crawl queue, heartbeats and takeovers, stops sent to a crawl's instance.
+//! - `web`: the dashboard at `/`, built from `web/` and embedded.
 //! - `cli`: the `trawl` command (serve, crawl, search, embed, migrate).
 //!
 //! One root `CancellationToken` belongs to the `App`; each crawl holds a child
@@ -48,6 +50,7 @@ pub mod realtime;
 pub mod search;
 pub mod sources;
 pub mod store;
+pub mod web;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,7 +105,10 @@ fn assemble<A: socketioxide::adapter::Adapter + socketioxide_core::adapter::Defi
     let state =
         api::AppState { registry: registry.clone(), keys: config.api_keys, operator: config.operator_key, connections };
     // The edge checks wrap Socket.IO too: its handshake is a request like any other.
-    let router = api::router(state).layer(layer).layer(axum::middleware::from_fn_with_state(policy, api::edge::check));
+    let router = api::router(state)
+        .merge(web::router())
+        .layer(layer)
+        .layer(axum::middleware::from_fn_with_state(policy, api::edge::check));
     Ok((router, registry, init))
 }
 

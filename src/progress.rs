@@ -550,6 +550,9 @@ pub struct Event {
 pub trait Fanout: Send + Sync + 'static {
     async fn crawl_event(&self, crawl_id: &str, event: Arc<Event>);
     async fn crawls_update(&self, tenant: Option<&str>, crawls: Vec<CrawlStatus>);
+    /// At shutdown, once every crawl has sent its last event: closes the
+    /// connections, so clients see the server go and reconnect to the next.
+    async fn close(&self) {}
 }
 
 /// Lists a tenant's live crawls, for `crawls_update` (on every instance:

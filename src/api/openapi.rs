@@ -1,5 +1,6 @@
 //! `GET /api/openapi.json`: the OpenAPI 3.1 document of the HTTP API,
-//! generated from the handlers and types themselves (utoipa).
+//! generated from the handlers and types themselves (utoipa), and
+//! `GET /api/events.schema.json`, the Socket.IO events' JSON Schema.
 
 use axum::routing::get;
 use axum::{Json, Router};
@@ -77,8 +78,12 @@ impl Modify for EdgeResponses {
     }
 }
 
+/// The OpenAPI document, and the JSON Schema of the Socket.IO events (which
+/// OpenAPI cannot describe): both public, like the page that uses them.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+    Router::new()
+        .route("/api/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .route("/api/events.schema.json", get(|| async { Json(crate::realtime::docs::events_schema()) }))
 }
 
 #[cfg(test)]

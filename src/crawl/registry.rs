@@ -616,6 +616,8 @@ impl Registry {
         }
         // After the crawls, whose pages it renders: no Chromium outlives the service.
         self.engine.renderer.shutdown().await;
+        // After the crawls' last events: sockets learn that this server is going.
+        self.fanout.close().await;
         // Crawls still running now may be taken over at once.
         if let Some(cluster) = &self.cluster {
             cluster.leave().await;

@@ -1,9 +1,12 @@
-//! `docs/events.md`, generated from the types the events are made of, so the
-//! page cannot drift from what the service sends. A test compares the file
-//! with [`events_markdown`]; `TRAWL_BLESS=1 cargo test docs_` rewrites it.
+//! `docs/events.md` and `docs/events.schema.json`, generated from the types
+//! the events are made of, so neither can drift from what the service sends.
+//! Tests compare the files with [`events_markdown`] and [`events_schema`];
+//! `TRAWL_BLESS=1 cargo test docs_` rewrites them. The schema is also served
+//! (`/api/events.schema.json`), and the dashboard's TypeScript types are
+//! generated from it.
 
-use serde_json::Value;
-use utoipa::PartialSchema;
+use serde_json::{Map, Value, json};
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::progress::{
     CRAWL_PROGRESS, CRAWL_STOPPED, CRAWL_STOPPING, CRAWLS_UPDATE, CrawlStatus, EventStamp, PROGRESS_INTERVAL,
@@ -165,6 +168,142 @@ pub fn events_markdown() -> String {
     md
 }
 
+/// A type's schema and every schema it refers to, under `$defs`.
+fn add_schema<T: ToSchema>(defs: &mut Map<String, Value>) {
+    defs.insert(T::name().into_owned(), schema_json::<T>());
+    let mut nested = Vec::new();
+    T::schemas(&mut nested);
+    for (name, schema) in nested {
+        defs.insert(name, serde_json::to_value(schema).unwrap_or(Value::Null));
+    }
+}
+
+fn def(name: &str) -> Value {
+    json!({ "$ref": format!("#/$defs/{name}") })
+}
+
+/// An event's acknowledgement: the given success shape, or an error.
+fn ack(title: &str, ok: Value) -> Value {
+    json!({ "title": title, "anyOf": [ok, def("ErrorBody")] })
+}
+
+fn ok_ack(props: Value, required: &[&str]) -> Value {
+    let mut required: Vec<&str> = required.to_vec();
+    required.insert(0, "ok");
+    let mut props = props;
+    props["ok"] = json!({ "type": "boolean", "const": true });
+    json!({ "type": "object", "required": required, "properties": props })
+}
+
+/// The Socket.IO events as one JSON Schema (2020-12): `serverToClient` maps
+/// each event name to its payload, `clientToServer` each event name to its
+/// payload and acknowledgement; `$defs` holds the shapes they are made of.
+pub fn events_schema() -> Value {
+    let mut defs = Map::new();
+    add_schema::<CrawlStatus>(&mut defs);
+    add_schema::<StoppingEvent>(&mut defs);
+    add_schema::<StoppedEvent>(&mut defs);
+    add_schema::<EventStamp>(&mut defs);
+    add_schema::<crate::error::ErrorBody>(&mut defs);
+    let log = json!({ "type": "object", "required": ["log"], "properties": { "log": {
+        "type": "string", "description": "A line that says what is happening now (`42 pages crawled, 310 waiting, depth 3 of 5`)."
+    } } });
+    defs.insert(
+        "CrawlProgressEvent".into(),
+        json!({ "title": "CrawlProgressEvent", "description": format!("`{CRAWL_PROGRESS}`: a snapshot on subscribing, then every change."),
+                "allOf": [def("CrawlStatus"), log, def("EventStamp")] }),
+    );
+    defs.insert(
+        "CrawlStoppingEvent".into(),
+        json!({ "title": "CrawlStoppingEvent", "description": format!("`{CRAWL_STOPPING}`: once, the moment a stop is asked."),
+                "allOf": [def("StoppingEvent"), def("EventStamp")] }),
+    );
+    defs.insert(
+        "CrawlStoppedEvent".into(),
+        json!({ "title": "CrawlStoppedEvent", "description": format!("`{CRAWL_STOPPED}`: once, after every task of a stopped crawl has ended."),
+                "allOf": [def("StoppedEvent"), def("EventStamp")] }),
+    );
+    defs.insert(
+        "CrawlsUpdateEvent".into(),
+        json!({ "title": "CrawlsUpdateEvent", "description": format!("`{CRAWLS_UPDATE}`: when one of the tenant's crawls starts or ends."),
+                "type": "object", "required": ["crawls"], "properties": { "crawls": { "type": "array", "items": def("CrawlStatus") } } }),
+    );
+    let server = json!({
+        "title": "ServerToClientEvents",
+        "description": "Server → client: each event's payload, by event name.",
+        "type": "object",
+        "required": [CRAWL_PROGRESS, CRAWL_STOPPING, CRAWL_STOPPED, CRAWLS_UPDATE],
+        "additionalProperties": false,
+        "properties": {
+            CRAWL_PROGRESS: def("CrawlProgressEvent"),
+            CRAWL_STOPPING: def("CrawlStoppingEvent"),
+            CRAWL_STOPPED: def("CrawlStoppedEvent"),
+            CRAWLS_UPDATE: def("CrawlsUpdateEvent"),
+        },
+    });
+    let crawl_ref = json!({ "title": "CrawlRef", "type": "object", "required": ["progress_id"], "properties": {
+        "progress_id": { "type": "string", "description": "The crawl's id (`progressId` is taken too)." } } });
+    defs.insert("CrawlRef".into(), crawl_ref);
+    let crawl_ref = def("CrawlRef");
+    let with_status = ok_ack(
+        json!({ "progressId": { "type": "string" }, "status": { "$ref": "#/$defs/CrawlState" } }),
+        &["progressId", "status"],
+    );
+    let event = |title: &str, payload: Value, ack_title: &str, ok: Value| {
+        json!({ "title": title, "type": "object", "required": ["payload", "ack"], "additionalProperties": false,
+                "properties": { "payload": payload, "ack": ack(ack_title, ok) } })
+    };
+    let mut client = Map::new();
+    for e in CLIENT_EVENTS {
+        let spec = match e.names[0] {
+            "crawl_subscribe" => event("CrawlSubscribe", crawl_ref.clone(), "SubscribeAck", with_status.clone()),
+            "crawl_unsubscribe" => event(
+                "CrawlUnsubscribe",
+                crawl_ref.clone(),
+                "UnsubscribeAck",
+                ok_ack(json!({ "progressId": { "type": "string" } }), &["progressId"]),
+            ),
+            "crawl_stop" => event("CrawlStop", crawl_ref.clone(), "StopAck", with_status.clone()),
+            "subscribe_crawls" => event(
+                "SubscribeCrawls",
+                json!({ "type": "null" }),
+                "SubscribeCrawlsAck",
+                ok_ack(json!({ "crawls": { "type": "array", "items": def("CrawlStatus") } }), &["crawls"]),
+            ),
+            _ => event("UnsubscribeCrawls", json!({ "type": "null" }), "OkAck", ok_ack(json!({}), &[])),
+        };
+        let mut spec = spec;
+        spec["description"] = Value::String(e.what.to_string());
+        let title = spec["title"].as_str().unwrap_or_default().to_string();
+        defs.insert(title.clone(), spec);
+        for name in e.names {
+            client.insert((*name).to_string(), def(&title));
+        }
+    }
+    let client = json!({
+        "title": "ClientToServerEvents",
+        "description": "Client → server: each event's payload and acknowledgement, by event name.",
+        "type": "object",
+        "required": client.keys().collect::<Vec<_>>(),
+        "additionalProperties": false,
+        "properties": client,
+    });
+    let doc = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "/api/events.schema.json",
+        "title": "TrawlEvents",
+        "description": "trawl's Socket.IO events (path /socket.io, namespace /): what the server sends and what a client may emit. Generated from the service's own types.",
+        "type": "object",
+        "required": ["serverToClient", "clientToServer"],
+        "additionalProperties": false,
+        "properties": { "serverToClient": server, "clientToServer": client },
+        "$defs": defs,
+    });
+    // utoipa names references as OpenAPI components; here they live in `$defs`.
+    let text = doc.to_string().replace("#/components/schemas/", "#/$defs/");
+    serde_json::from_str(&text).unwrap_or(doc)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -177,5 +316,23 @@ mod tests {
         }
         let have = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(have == want, "docs/events.md is out of date: run `TRAWL_BLESS=1 cargo test --lib docs_`");
+    }
+
+    #[test]
+    fn docs_events_schema_json_is_generated_from_the_types() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/events.schema.json");
+        let schema = super::events_schema();
+        let want = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+        if std::env::var("TRAWL_BLESS").is_ok() {
+            std::fs::write(&path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(have == want, "docs/events.schema.json is out of date: run `TRAWL_BLESS=1 cargo test --lib docs_`");
+        // Every reference resolves.
+        let text = want.as_str();
+        for r in text.split("\"$ref\": \"#/$defs/").skip(1) {
+            let name = &r[..r.find('"').unwrap()];
+            assert!(schema["$defs"].get(name).is_some(), "dangling reference to {name}");
+        }
     }
 }

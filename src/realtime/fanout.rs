@@ -35,10 +35,12 @@ use crate::progress::{CRAWLS_UPDATE, CrawlStatus, Event, Fanout};
 /// Retry interval and attempts for an urgent event to a full socket (10 s).
 const RETRY_EVERY: Duration = Duration::from_millis(50);
 const RETRIES: u32 = 200;
+/// How long `close` waits for those retries.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 pub struct SocketFanout<A: Adapter> {
     io: SocketIo<A>,
-    /// Retry tasks; waited for at shutdown.
+    /// Retry and follow tasks; waited for (bounded) at shutdown, in `close`.
     tracker: TaskTracker,
     root: CancellationToken,
     /// This instance's room, when rooms span instances.
@@ -159,5 +161,16 @@ impl<A: Adapter> Fanout for SocketFanout<A> {
         if let Err(e) = self.io.to(list_room(tenant)).emit(CRAWLS_UPDATE, &data).await {
             tracing::debug!(error = %e, "crawls_update not delivered to every subscriber");
         }
+    }
+
+    async fn close(&self) {
+        // Urgent events still being retried get a moment to go out first.
+        self.tracker.close();
+        if tokio::time::timeout(CLOSE_WAIT, self.tracker.wait()).await.is_err() {
+            tracing::debug!("socket retries still pending at shutdown");
+        }
+        // Upgraded connections (WebSocket) live outside the HTTP server's
+        // graceful shutdown: without this they would outlast it.
+        self.io.close().await;
     }
 }

@@ -6,6 +6,7 @@ mod cancellation;
 mod cluster;
 mod content;
 mod crawl_types;
+mod dashboard;
 mod guard;
 mod hardening;
 mod helpers;
