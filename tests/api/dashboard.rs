@@ -138,6 +138,36 @@ async fn a_page_of_a_finished_crawl_reads_as_markdown_and_search_finds_it() {
 }
 
 #[tokio::test]
+async fn crawled_markdown_that_carries_script_is_shown_inert() {
+    let (app, site) = (spawn_app().await, fixture().await);
+    let s = app.crawl(crawl_body(site.url("/trouble/hostile.md"), "page")).await;
+    let stored = app.page(s["progressId"].as_str().unwrap(), &site.url("/trouble/hostile.md")).await;
+    let (_, content) = app.get(&format!("/api/pages/{}", stored["id"])).await;
+    assert!(content["markdown"].as_str().unwrap().contains("onerror"), "stored as the site wrote it: {content}");
+    let mut page = Dashboard::start("hostile", &app.address, &[&stored["id"].to_string()]);
+    let inert = page.expect("inert").await;
+    assert!(inert["xss"].is_null(), "{inert}");
+    page.finish().await;
+}
+
+#[tokio::test]
+async fn a_source_is_refreshed_and_deleted_from_the_page_after_a_confirmation() {
+    let (app, site) = (spawn_app().await, fixture().await);
+    let s = app.crawl(json!({ "url": site.url("/"), "crawlType": "recursive", "maxPages": 3 })).await;
+    let source = s["sourceId"].as_str().unwrap().to_string();
+    let (_, v) = app.get(&format!("/api/sources/{source}")).await;
+    let name = v["name"].as_str().unwrap().to_string();
+    let mut page = Dashboard::start("sources", &app.address, &[&source, &name]);
+    let refreshed = page.expect("refreshed").await;
+    let refresh = refreshed["crawl"].as_str().unwrap();
+    assert_eq!(app.status(refresh).await["refresh"], true);
+    page.expect("deleted").await;
+    page.finish().await;
+    let (code, _) = app.get(&format!("/api/sources/{source}")).await;
+    assert_eq!(code, 404, "the source is gone");
+}
+
+#[tokio::test]
 async fn with_api_keys_the_page_asks_for_one_refuses_a_wrong_one_and_shows_only_its_tenants_crawls() {
     let app = spawn_app_with(|c| {
         c.api_keys = trawl::auth::ApiKeys::from_pairs([("alpha-key-123", "alpha"), ("beta-key-4567", "beta")])
@@ -174,4 +204,21 @@ async fn the_page_is_served_compressed_with_a_policy_that_runs_only_its_own_scri
     let (code, body) = app.get("/assets/nope.js").await;
     assert_eq!(code, 404);
     assert_eq!(body["error"]["code"], "not_found");
+}
+
+/// Not a test: the dashboard's figures, printed. `cargo test --release --test
+/// api dashboard::measure -- --ignored --nocapture`
+#[tokio::test]
+#[ignore = "a measurement; run it by name"]
+async fn measure_progress_to_dom_latency_and_page_weight() {
+    let site =
+        fixture_with(SiteOptions { pages: 3000, latency: Duration::from_millis(100), ..Default::default() }).await;
+    let app = spawn_app().await;
+    for view in ["list", "crawl"] {
+        let id = app.start_crawl(json!({ "url": site.url("/"), "crawlType": "recursive", "maxDepth": 10 })).await;
+        let mut page = Dashboard::start("measure", &app.address, &[&id, view]);
+        let m = page.expect("measure").await;
+        page.finish().await;
+        println!("{}", serde_json::to_string_pretty(&m).unwrap());
+    }
 }

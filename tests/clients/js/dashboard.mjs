@@ -170,6 +170,52 @@ const scenarios = {
     out({ kind: 'search', hrefs });
   },
 
+  // Crawled markdown that carries script is shown as inert text and markup.
+  async hostile(page) {
+    const [pageId] = args;
+    await page.goto(`${base}/#/pages/${pageId}`);
+    await page.locator('#panel-rendered h1', { hasText: 'Hostile notes' }).waitFor();
+    await page.locator('#panel-rendered a', { hasText: 'click me' }).click();
+    await page.locator('#panel-rendered a', { hasText: 'a link' }).click().catch(() => {});
+    await page.waitForTimeout(300);
+    const found = await page.evaluate(() => ({
+      xss: window.__xss ?? null,
+      executable: document.querySelectorAll(
+        '#panel-rendered script, #panel-rendered iframe, #panel-rendered [onerror], #panel-rendered [onclick], #panel-rendered a[href^="javascript:"]',
+      ).length,
+      text: document.querySelector('#panel-rendered').innerText,
+    }));
+    check(found.xss === null, `script ran: ${found.xss}`);
+    check(found.executable === 0, 'nothing executable left in the rendered markdown');
+    check(found.text.includes('Plain words stay.'), 'the text is there');
+    out({ kind: 'inert', ...found });
+  },
+
+  // Sources: Refresh starts a crawl; Delete asks first, Cancel keeps it.
+  async sources(page) {
+    const [sourceId, name] = args;
+    await page.goto(`${base}/#/sources`);
+    const row = page.locator(`tr[data-id="${sourceId}"]`);
+    await row.waitFor();
+    await page.getByRole('button', { name: `Refresh ${name}` }).click();
+    const watch = page.getByRole('link', { name: 'watch it' });
+    await watch.waitFor();
+    const crawl = (await watch.getAttribute('href')).split('/').pop();
+    out({ kind: 'refreshed', crawl });
+    // Delete with the keyboard: Escape cancels, then confirm.
+    await page.getByRole('button', { name: `Delete ${name}` }).press('Enter');
+    const dialog = page.getByRole('dialog', { name: `Delete ${name}?` });
+    await dialog.waitFor();
+    await page.keyboard.press('Escape');
+    await dialog.waitFor({ state: 'hidden' });
+    check((await row.count()) === 1, 'cancel keeps the source');
+    await page.getByRole('button', { name: `Delete ${name}` }).click();
+    await dialog.getByRole('button', { name: 'Delete' }).click();
+    await page.getByText(`Deleted ${name}`).waitFor({ timeout: 70_000 });
+    check((await page.locator(`tr[data-id="${sourceId}"]`).count()) === 0, 'the row is gone');
+    out({ kind: 'deleted' });
+  },
+
   // API keys: a wrong key is refused in words; tenant A's page shows only A's.
   async keys(page) {
     const [good, mine, theirs] = args;
@@ -195,6 +241,27 @@ const scenarios = {
     await page.locator(`tr[data-id="${mine}"]`).waitFor({ timeout: 15_000 });
     check(!(await dialog.isVisible()), 'no key asked again after a reload');
     out({ kind: 'rows', ids });
+  },
+
+  // Measures (not a test): crawl_progress emitted → DOM updated over a whole
+  // crawl, on the crawl list and on the crawl's own view, and the bytes the
+  // page costs over the wire.
+  async measure(page) {
+    const [id, view] = args;
+    await page.goto(view === 'crawl' ? `${base}/#/crawls/${id}` : `${base}/`);
+    const done = view === 'crawl' ? '.crawl-head .badge.completed' : `tr[data-id="${id}"][data-status=completed]`;
+    await page.locator(done).waitFor({ timeout: 300_000 });
+    const wire = await page.evaluate(() => {
+      const entries = [...performance.getEntriesByType('navigation'), ...performance.getEntriesByType('resource')];
+      const own = entries.filter((e) => !e.name.includes('/api/') && !e.name.includes('/socket.io/'));
+      return {
+        files: own.map((e) => `${new URL(e.name).pathname} ${e.encodedBodySize}/${e.decodedBodySize}`),
+        transferred: own.reduce((n, e) => n + e.transferSize, 0),
+        encoded: own.reduce((n, e) => n + e.encodedBodySize, 0),
+        decoded: own.reduce((n, e) => n + e.decodedBodySize, 0),
+      };
+    });
+    out({ kind: 'measure', view: view ?? 'list', latency: await latency(page), wire });
   },
 
   // Two pictures for the README.

@@ -39,10 +39,8 @@ export function crawlView(root: HTMLElement, id: string): View {
   let pages: PageSummary[] = [];
   let cursor: string | null = null;
 
-  const stat = (label: string, field: string, value: string) => [
-    h('dt', {}, label),
-    h('dd', { 'data-field': field }, value),
-  ];
+  const stat = (label: string, field: string, value: string) =>
+    h('div', {}, h('dt', {}, label), h('dd', { 'data-field': field }, value));
 
   const draw = (s: CrawlStatus) => {
     current = s;
@@ -64,7 +62,7 @@ export function crawlView(root: HTMLElement, id: string): View {
       stat('Code examples', 'codeExamples', num(s.codeExamples)),
       stat('Elapsed', 'elapsed', elapsed(s)),
       stat('Started', 'createdAt', when(s.createdAt)),
-      s.sourceId ? [h('dt', {}, 'Source'), h('dd', {}, h('a', { href: '#/sources' }, 'Sources'))] : null,
+      s.sourceId ? h('div', {}, h('dt', {}, 'Source'), h('dd', {}, h('a', { href: '#/sources' }, 'Sources'))) : null,
     );
   };
 

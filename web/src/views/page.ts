@@ -67,16 +67,13 @@ export function pageView(root: HTMLElement, id: string): View {
       h(
         'dl',
         { class: 'stats' },
-        h('dt', {}, 'URL'),
-        h('dd', {}, outLink(p.finalUrl ?? p.url)),
-        h('dt', {}, 'Status'),
-        h('dd', {}, `${p.status}${p.httpStatus ? ` (HTTP ${p.httpStatus})` : ''}`),
-        h('dt', {}, 'Fetched'),
-        h('dd', {}, when(p.fetchedAt)),
-        h('dt', {}, 'Chunks'),
-        h('dd', {}, num(p.chunks.length)),
-        h('dt', {}, 'Code examples'),
-        h('dd', {}, num(p.codeExamples.length)),
+        [
+          ['URL', outLink(p.finalUrl ?? p.url)],
+          ['Status', `${p.status}${p.httpStatus ? ` (HTTP ${p.httpStatus})` : ''}`],
+          ['Fetched', when(p.fetchedAt)],
+          ['Chunks', num(p.chunks.length)],
+          ['Code examples', num(p.codeExamples.length)],
+        ].map(([label, value]) => h('div', {}, h('dt', {}, label), h('dd', {}, value))),
       ),
       p.description ? h('p', { class: 'message' }, p.description) : null,
       tabs([

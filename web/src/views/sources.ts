@@ -72,7 +72,7 @@ export function sourcesView(root: HTMLElement): View {
       h('td', {}, num(s.codeExamples)),
       h('td', {}, last ? h('a', { href: `#/crawls/${last.id}` }, `${last.status}${last.finishedAt ? `, ${when(last.finishedAt)}` : ''}`) : '—'),
       h('td', {}, schedule(s)),
-      h('td', { class: 'actions' }, refresh, ' ', remove),
+      h('td', { class: 'buttons' }, refresh, ' ', remove),
     );
   };
 
