@@ -80,6 +80,8 @@ fn slow_site() -> SiteOptions {
 async fn the_page_starts_a_crawl_follows_it_live_and_stops_it_with_the_button() {
     let (app, site) = (spawn_app().await, fixture_with(slow_site()).await);
     let mut page = Dashboard::start("live", &app.address, &[&site.url("/")]);
+    let refusal = page.expect("refusal").await;
+    assert!(refusal["message"].as_str().unwrap().contains("scheme"), "the API's words: {refusal}");
     let started = page.expect("started").await;
     let id = started["id"].as_str().unwrap().to_string();
     let row = page.expect("row").await;

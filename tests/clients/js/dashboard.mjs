@@ -79,6 +79,12 @@ const scenarios = {
     await page.goto(base + '/');
     await page.locator('#conn[data-state=live]').waitFor();
     await watchRows(page);
+    // A refusal is shown in the API's words, and nothing starts.
+    await page.getByLabel('URL', { exact: true }).fill('ftp://example.com/');
+    await page.getByRole('button', { name: 'Start crawl' }).click();
+    const refusal = page.locator('#start-error');
+    await refusal.filter({ hasText: 'Not started' }).waitFor();
+    out({ kind: 'refusal', message: await refusal.innerText() });
     await page.getByLabel('URL', { exact: true }).fill(siteUrl);
     await page.getByLabel('Type').selectOption('recursive');
     await page.getByLabel('Max depth').fill('6');
