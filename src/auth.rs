@@ -5,13 +5,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::http::header::AUTHORIZATION;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-
-use crate::config::ConfigError;
-use crate::error::ApiError;
+/// A key setting that cannot be used; the message names what is wrong and
+/// never the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct KeyError(String);
 
 /// API key → tenant.
 #[derive(Debug, Clone, Default)]
@@ -29,15 +27,15 @@ impl Tenant {
 
 impl ApiKeys {
     /// Parses `KEY=TENANT,KEY2=TENANT2` (`:` also separates key and tenant).
-    pub fn parse(spec: &str) -> Result<Self, ConfigError> {
+    pub fn parse(spec: &str) -> Result<Self, KeyError> {
         let mut map = HashMap::new();
         for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let (key, tenant) = entry.split_once('=').or_else(|| entry.split_once(':')).ok_or_else(|| {
-                ConfigError(format!("API key entry '{}…' is not KEY=TENANT", &entry[..entry.len().min(4)]))
+                KeyError(format!("API key entry '{}…' is not KEY=TENANT", &entry[..entry.len().min(4)]))
             })?;
             let (key, tenant) = (key.trim(), tenant.trim());
             if key.len() < 8 || tenant.is_empty() {
-                return Err(ConfigError("API keys need at least 8 characters and a tenant name".into()));
+                return Err(KeyError("API keys need at least 8 characters and a tenant name".into()));
             }
             map.insert(key.to_string(), tenant.to_string());
         }
@@ -84,64 +82,30 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// axum middleware: resolves `Authorization: Bearer KEY` to a [`Tenant`]
-/// extension, or answers `401 unauthorized`.
-pub async fn require_key(State(keys): State<ApiKeys>, mut req: Request, next: Next) -> Response {
-    let presented = bearer(&req).map(str::to_string);
-    match keys.authenticate(presented.as_deref()) {
-        Ok(tenant) => {
-            req.extensions_mut().insert(tenant);
-            next.run(req).await
-        }
-        Err(why) => ApiError::Unauthorized(format!("{why}; send Authorization: Bearer KEY")).into_response(),
-    }
-}
-
 /// The key of whoever runs the service: with API keys set, `/metrics` and
 /// `/readyz` (which tell about every tenant's crawls) need it.
 #[derive(Debug, Clone, Default)]
 pub struct OperatorKey(Option<Arc<str>>);
 
 impl OperatorKey {
-    pub fn parse(key: Option<&str>) -> Result<Self, ConfigError> {
+    pub fn parse(key: Option<&str>) -> Result<Self, KeyError> {
         match key.map(str::trim).filter(|k| !k.is_empty()) {
             None => Ok(Self(None)),
-            Some(k) if k.len() < 16 => Err(ConfigError("the operator key needs at least 16 characters".into())),
+            Some(k) if k.len() < 16 => Err(KeyError("the operator key needs at least 16 characters".into())),
             Some(k) => Ok(Self(Some(Arc::from(k)))),
         }
     }
 }
 
-fn bearer(req: &Request) -> Option<&str> {
-    req.headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-}
-
-/// axum middleware for operator routes: open when the service is open,
-/// else only for the operator key.
-pub async fn require_operator(
-    State((keys, operator)): State<(ApiKeys, OperatorKey)>,
-    req: Request,
-    next: Next,
-) -> Response {
-    if !keys.enabled() {
-        return next.run(req).await;
+impl OperatorKey {
+    /// Whether an operator key is configured.
+    pub fn is_set(&self) -> bool {
+        self.0.is_some()
     }
-    let allowed = match (&operator.0, bearer(&req)) {
-        (Some(key), Some(presented)) => constant_time_eq(key.as_bytes(), presented.as_bytes()),
-        _ => false,
-    };
-    if allowed {
-        next.run(req).await
-    } else if operator.0.is_none() {
-        ApiError::Unauthorized("with API keys set, this route needs the operator key (TRAWL_OPERATOR_KEY)".into())
-            .into_response()
-    } else {
-        ApiError::Unauthorized("this route needs the operator key; send Authorization: Bearer KEY".into())
-            .into_response()
+
+    /// Whether `presented` is the operator key (in constant time).
+    pub fn matches(&self, presented: &str) -> bool {
+        self.0.as_ref().is_some_and(|key| constant_time_eq(key.as_bytes(), presented.as_bytes()))
     }
 }
 

@@ -9,6 +9,9 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::cluster::ClusterConfig;
+pub use crate::crawl::CrawlerConfig;
+
 /// What the service needs to run; built from the CLI or directly by tests.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -27,100 +30,6 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// How due source refreshes are looked for.
     pub schedule: crate::sources::schedule::ScheduleSettings,
-}
-
-/// How an instance shares work with others: crawls are a queue in
-/// PostgreSQL (with a `postgres://` database), Socket.IO rooms span
-/// instances through Redis (with a Redis URL).
-#[derive(Debug, Clone)]
-pub struct ClusterConfig {
-    /// A readable name for this instance in logs and in the `owner` column; a
-    /// unique suffix is added per process, so a restarted instance never
-    /// mistakes its predecessor's crawls for its own.
-    pub instance_name: String,
-    /// `redis://host:port`: Socket.IO rooms span every instance using it.
-    pub redis_url: Option<String>,
-    /// An instance whose heartbeat is older than this is taken for dead, and
-    /// its crawls are taken over. It beats five times per period.
-    pub instance_ttl: Duration,
-    /// Runs of one crawl (its first included) before it fails instead of
-    /// being taken over again (a crawl that kills
-    /// every instance it runs on must not go round for ever).
-    pub max_attempts: u32,
-}
-
-impl Default for ClusterConfig {
-    fn default() -> Self {
-        Self {
-            instance_name: default_instance_name(),
-            redis_url: None,
-            instance_ttl: Duration::from_secs(10),
-            max_attempts: 3,
-        }
-    }
-}
-
-/// The host name, else `trawl`.
-fn default_instance_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "trawl".into())
-}
-
-/// Limits and defaults of the crawl engine, shared by every crawl of a process.
-#[derive(Debug, Clone)]
-pub struct CrawlerConfig {
-    /// Lifts the address guard: loopback and private addresses may be crawled.
-    pub allow_private_networks: bool,
-    /// Whole-request timeout of one fetch, headers and body.
-    pub request_timeout: Duration,
-    /// Bodies longer than this are cut off and the page fails.
-    pub max_page_bytes: usize,
-    /// Requests in flight to one host at once, per crawl.
-    pub per_host_concurrency: usize,
-    /// Minimum spacing of requests to one host; robots.txt `Crawl-delay` can raise it.
-    pub politeness_delay: Duration,
-    /// Longest `Crawl-delay` honoured; a larger one is clamped so a crawl cannot stall for hours.
-    pub max_crawl_delay: Duration,
-    pub user_agent: String,
-    /// Crawls running at once in this process; the rest wait `queued`.
-    pub max_crawls: usize,
-    /// Fetches in flight per crawl when the request names no `concurrency`.
-    pub default_concurrency: usize,
-    pub default_max_depth: u32,
-    pub default_max_pages: u32,
-    /// Upper bounds a request may ask for.
-    pub max_concurrency: usize,
-    pub max_pages_limit: u32,
-    pub max_depth_limit: u32,
-    pub embedding: crate::embed::EmbedConfig,
-    /// Chromium, for `render: "browser"` and `"auto"`.
-    pub browser: crate::crawl::fetch::BrowserSettings,
-}
-
-impl Default for CrawlerConfig {
-    fn default() -> Self {
-        Self {
-            allow_private_networks: false,
-            request_timeout: Duration::from_secs(30),
-            max_page_bytes: 10 * 1024 * 1024,
-            per_host_concurrency: 16,
-            politeness_delay: Duration::ZERO,
-            max_crawl_delay: Duration::from_secs(30),
-            user_agent: format!("trawl/{} (+https://github.com/trawl)", env!("CARGO_PKG_VERSION")),
-            max_crawls: 16,
-            default_concurrency: 16,
-            default_max_depth: 3,
-            default_max_pages: 1000,
-            max_concurrency: 256,
-            max_pages_limit: 1_000_000,
-            max_depth_limit: 100,
-            embedding: crate::embed::EmbedConfig::default(),
-            browser: crate::crawl::fetch::BrowserSettings::default(),
-        }
-    }
 }
 
 impl Default for Config {
@@ -332,7 +241,7 @@ impl ClusterArgs {
         if self.max_attempts == 0 {
             return Err(ConfigError("max attempts must be greater than 0".into()));
         }
-        let name = self.instance_name.unwrap_or_else(default_instance_name);
+        let name = self.instance_name.unwrap_or_else(crate::cluster::settings::default_instance_name);
         if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
             return Err(ConfigError("instance name must be 1 to 64 letters, digits, '-', '_' or '.'".into()));
         }
@@ -523,6 +432,12 @@ impl EmbedArgs {
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
+
+impl From<crate::auth::KeyError> for ConfigError {
+    fn from(e: crate::auth::KeyError) -> Self {
+        Self(e.to_string())
+    }
+}
 
 impl CrawlerArgs {
     pub fn into_config(self) -> Result<CrawlerConfig, ConfigError> {

@@ -9,8 +9,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::store::StoreError;
-
 /// The body of every error answer (for the OpenAPI document).
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
@@ -103,12 +101,6 @@ impl ApiError {
 
     pub fn crawl_not_found(id: &str) -> Self {
         ApiError::NotFound(format!("no crawl with id '{id}'"))
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        ApiError::Internal(Box::new(e))
     }
 }
 

@@ -17,12 +17,16 @@
 //!   llms.txt), fetching (`fetch::http`; `fetch::browser`, the process's one
 //!   Chromium; `fetch::proxy`, the guarded proxy that is Chromium's only way
 //!   out; `fetch::detect`, which pages `auto` sends to it).
+//! - `content`: the shapes a page is made into (chunks, code examples) and
+//!   the text embedded for each; a leaf under `process`, `embed` and `store`.
 //! - `process`: CPU work on pages (main content, markdown, chunks, code
 //!   examples), on one rayon pool.
 //! - `embed`: the `Embedder` trait: local (hashed n-grams), openai (async-openai).
 //! - `search`: text, vector and hybrid search over the store.
 //! - `sources`: what a tenant keeps from one site (a source per start URL):
 //!   naming, changes, deleting it whole, exporting it as a stream.
+//! - `urls`: URL normalisation, one spelling per page (a leaf: the crawl
+//!   and page processing both use it).
 //! - `store`: the `Store` trait; SQLite (embedded default) and PostgreSQL +
 //!   pgvector (production, with its background vector indexer); the schema
 //!   migrations embedded from `migrations/`.
@@ -30,6 +34,8 @@
 //!   and the `Reporter` that numbers, throttles and fans out a crawl's events.
 //! - `cluster`: several instances on one PostgreSQL database: the shared
 //!   crawl queue, heartbeats and takeovers, stops sent to a crawl's instance.
+//! - `watch`: following a crawl that runs on another instance (or waits in
+//!   the queue) through its stored row, for SSE and Socket.IO subscribers.
 //! - `web`: the dashboard at `/`, built from `web/` and embedded.
 //! - `cli`: the `trawl` command (serve, crawl, search, embed, migrate).
 //!
@@ -41,6 +47,7 @@ pub mod auth;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod content;
 pub mod crawl;
 pub mod embed;
 pub mod error;
@@ -50,6 +57,8 @@ pub mod realtime;
 pub mod search;
 pub mod sources;
 pub mod store;
+pub mod urls;
+pub mod watch;
 pub mod web;
 
 use std::sync::Arc;

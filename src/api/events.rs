@@ -22,9 +22,9 @@ use tokio::sync::broadcast;
 
 use super::{ApiPath, AppState};
 use crate::auth::Tenant;
-use crate::cluster::follow::{Follower, Step};
 use crate::error::ApiError;
 use crate::progress::{CRAWL_PROGRESS, Event, Reporter, Resume, progress_payload};
+use crate::watch::{Follower, Step};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/crawls/{id}/events", get(events))

@@ -1,6 +1,7 @@
 //! The HTTP API: one router per resource, merged here, and the extractors
 //! that turn every kind of bad input into a clear `ApiError`.
 
+pub mod auth;
 pub mod crawls;
 pub mod edge;
 pub mod events;
@@ -24,6 +25,13 @@ use tower_http::trace::TraceLayer;
 use crate::crawl::Registry;
 use crate::error::ApiError;
 
+/// A store failure is the service's own: a 500 that names no internals.
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::Internal(Box::new(e))
+    }
+}
+
 /// Largest request body accepted; a crawl request is a few hundred bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -42,10 +50,10 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(search::router())
         .merge(sources::router())
-        .route_layer(axum::middleware::from_fn_with_state(state.keys.clone(), crate::auth::require_key));
+        .route_layer(axum::middleware::from_fn_with_state(state.keys.clone(), auth::require_key));
     let operator = metrics::router().merge(health::ready_router()).route_layer(axum::middleware::from_fn_with_state(
         (state.keys.clone(), state.operator.clone()),
-        crate::auth::require_operator,
+        auth::require_operator,
     ));
     Router::new()
         .merge(authed)

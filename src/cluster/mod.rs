@@ -18,7 +18,9 @@
 //! owner's status writes cannot undo) and a `trawl_stop` notification, which
 //! the owner's listener turns into a local stop at once.
 
-pub mod follow;
+pub mod settings;
+
+pub use settings::ClusterConfig;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,7 +30,6 @@ use sqlx::postgres::{PgListener, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ClusterConfig;
 use crate::progress::{CrawlState, CrawlStatus};
 use crate::store::StoreError;
 use crate::store::postgres::status_from_row;

@@ -7,7 +7,7 @@ use quick_xml::events::Event;
 use url::Url;
 
 use crate::crawl::request::CrawlType;
-use crate::crawl::urls;
+use crate::urls;
 
 /// A gzipped sitemap may inflate to at most this much (the sitemap protocol's
 /// own limit is 50 MB uncompressed).

@@ -10,7 +10,8 @@ pub mod registry;
 pub mod request;
 pub mod robots;
 pub mod scope;
-pub mod urls;
+mod settings;
 
 pub use registry::{Registry, StartError};
 pub use request::{CrawlRequest, CrawlSpec, CrawlType, Render};
+pub use settings::CrawlerConfig;

@@ -23,17 +23,17 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use url::Url;
 
-use crate::config::CrawlerConfig;
+use crate::crawl::CrawlerConfig;
 use crate::crawl::discover::{self, Sitemap};
 use crate::crawl::fetch::{Fetched, HttpFetcher, Rendered, Renderer, Validators, http::decode};
 use crate::crawl::hosts::Hosts;
 use crate::crawl::request::{CrawlSpec, CrawlType, Render};
 use crate::crawl::robots::Robots;
 use crate::crawl::scope::Scope;
-use crate::crawl::urls;
 use crate::process::{self, Pool};
 use crate::progress::{CrawlState, CrawlStatus, Limit, Outlook, PageCounts, Progress, Reporter, Stage};
 use crate::store::{Change, DynStore, Kept, PageRecord, PageStatus, PriorPage, StoredOutcome};
+use crate::urls;
 
 /// Page outcomes buffered between page tasks and the writer.
 const PAGE_CHANNEL: usize = 512;

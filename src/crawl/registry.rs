@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::cluster::{Claimed, Cluster, StopRequest};
-use crate::config::CrawlerConfig;
+use crate::crawl::CrawlerConfig;
 use crate::crawl::fetch::http::ClientBuildError;
 use crate::crawl::fetch::{HttpFetcher, Renderer};
 use crate::crawl::guard::ForbiddenAddress;
@@ -418,7 +418,7 @@ impl Registry {
             None => None,
         };
         let claimed = self.cluster.is_none() || permit.is_some();
-        let source = NewSource { name: crate::sources::default_name(&spec.url), tags: spec.request.tags.clone() };
+        let source = NewSource::named_after(&spec.url, spec.request.tags.clone());
         let mut new = NewCrawl { status, tenant: tenant.clone(), request_json, claimed, source };
         new.status.source_id = Some(self.engine.store.create_crawl(&new).await?);
         let status = new.status.clone();

@@ -4,11 +4,11 @@
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::config::CrawlerConfig;
+use crate::crawl::CrawlerConfig;
 use crate::crawl::fetch::WaitUntil;
 use crate::crawl::scope::Scope;
-use crate::crawl::urls;
 use crate::process::{ChunkOptions, ChunkUnit, ProcessOptions};
+use crate::urls;
 
 /// Bounds of `chunkSize`, in characters.
 const CHUNK_SIZE_RANGE: std::ops::RangeInclusive<u32> = 100..=20_000;

@@ -36,16 +36,7 @@ pub fn tokenizer() -> Option<&'static tiktoken_rs::CoreBPE> {
     BPE.get_or_init(|| tiktoken_rs::cl100k_base().ok()).as_ref()
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Chunk {
-    pub index: u32,
-    pub content: String,
-    /// Headings above the chunk, outermost first: `Guide > Install`.
-    pub heading_path: String,
-    pub char_count: u32,
-    /// Filled by the embedder; `None` until then (or when it failed).
-    pub embedding: Option<Vec<f32>>,
-}
+pub use crate::content::Chunk;
 
 /// The error text-splitter gives for an overlap not smaller than the size.
 #[derive(Debug, thiserror::Error)]

@@ -11,16 +11,7 @@ pub struct RawBlock {
     pub code: String,
 }
 
-/// A stored code example.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CodeExample {
-    pub language: String,
-    pub code: String,
-    pub context_before: String,
-    pub context_after: String,
-    /// Filled by the embedder; `None` until then (or when it failed).
-    pub embedding: Option<Vec<f32>>,
-}
+pub use crate::content::CodeExample;
 
 /// Longest context kept on each side.
 pub const CONTEXT_CHARS: usize = 1000;
@@ -91,22 +82,7 @@ const KNOWN: &[&str] = &[
     "r",
 ];
 
-pub fn normalize_language(l: &str) -> String {
-    let l = l.trim().to_ascii_lowercase();
-    match l.as_str() {
-        "py" | "python3" => "python",
-        "js" | "node" | "mjs" => "javascript",
-        "ts" => "typescript",
-        "sh" | "zsh" | "shell-session" => "bash",
-        "yml" => "yaml",
-        "c++" | "cc" => "cpp",
-        "cs" | "c#" => "csharp",
-        "rs" => "rust",
-        "golang" => "go",
-        other => other,
-    }
-    .to_string()
-}
+pub use crate::content::normalize_language;
 
 /// A guess from the code itself, for blocks without a declared language.
 pub fn guess_language(code: &str) -> String {

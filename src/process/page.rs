@@ -11,7 +11,7 @@ use url::Url;
 
 use super::chunk::{Chunk, ChunkOptions, chunk_markdown};
 use super::code::{self, CodeExample, RawBlock};
-use crate::crawl::urls;
+use crate::urls;
 
 /// How pages are processed; per crawl.
 #[derive(Debug, Clone, Copy)]
@@ -242,19 +242,7 @@ impl Processed {
     }
 }
 
-pub fn embedding_inputs(title: Option<&str>, chunks: &[Chunk], code: &[CodeExample]) -> (Vec<String>, Vec<String>) {
-    let title = title.unwrap_or_default();
-    let c = chunks.iter().map(|c| format!("{title}\n{}\n{}", c.heading_path, c.content)).collect();
-    let e = code
-        .iter()
-        .map(|e| {
-            let before: String =
-                e.context_before.chars().rev().take(300).collect::<Vec<_>>().into_iter().rev().collect();
-            format!("{}\n{before}\n{}", e.language, e.code)
-        })
-        .collect();
-    (c, e)
-}
+pub use crate::content::embedding_inputs;
 
 /// A text or markdown page: kept as is, its fences read as code.
 pub fn extract_text(text: &str) -> Extracted {

@@ -28,9 +28,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::list_room;
-use crate::cluster::follow::{Follower, Step};
 use crate::crawl::Registry;
 use crate::progress::{CRAWLS_UPDATE, CrawlStatus, Event, Fanout};
+use crate::watch::{Follower, Step};
 
 /// Retry interval and attempts for an urgent event to a full socket (10 s).
 const RETRY_EVERY: Duration = Duration::from_millis(50);

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use url::Url;
 
 use crate::crawl::request::{MAX_TAG_LEN, MAX_TAGS, RequestError};
 use crate::crawl::{CrawlRequest, Registry};
@@ -19,20 +18,7 @@ use crate::store::{Removed, ScheduleState, Source, SourcePatch, StoreError};
 use schedule::Schedule;
 
 /// Longest source name, in characters.
-pub const MAX_NAME_CHARS: usize = 200;
-
-/// A source's name until its owner gives it one: the host, and the path
-/// when the site does not start at the root (`docs.example.com/guide`).
-pub fn default_name(url: &Url) -> String {
-    let host = url.host_str().unwrap_or_default();
-    let host = match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_string(),
-    };
-    let path = url.path().trim_end_matches('/');
-    let name = if path.is_empty() { host } else { format!("{host}{path}") };
-    name.chars().take(MAX_NAME_CHARS).collect()
-}
+pub const MAX_NAME_CHARS: usize = crate::store::MAX_SOURCE_NAME_CHARS;
 
 /// `PATCH /api/sources/{id}`: any of these; the rest stays.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
@@ -85,7 +71,7 @@ pub enum UpdateError {
 
 impl SourceUpdate {
     /// Checks the update against `source` and the service's crawl limits.
-    pub fn into_patch(self, source: &Source, cfg: &crate::config::CrawlerConfig) -> Result<SourcePatch, UpdateError> {
+    pub fn into_patch(self, source: &Source, cfg: &crate::crawl::CrawlerConfig) -> Result<SourcePatch, UpdateError> {
         let name = self
             .name
             .map(|n| {

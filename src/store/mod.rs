@@ -113,8 +113,8 @@ pub struct PageRecord {
     pub description: Option<String>,
     /// The site a page belongs to (its host), for search filters.
     pub source: Option<String>,
-    pub chunks: Vec<crate::process::Chunk>,
-    pub code_examples: Vec<crate::process::CodeExample>,
+    pub chunks: Vec<crate::content::Chunk>,
+    pub code_examples: Vec<crate::content::CodeExample>,
     /// The content came from Chromium rather than the HTTP response.
     pub rendered: bool,
     /// The SHA-256 of `content`, hex.
@@ -296,6 +296,24 @@ pub struct NewSource {
     pub tags: Vec<String>,
 }
 
+/// Longest source name, in characters.
+pub const MAX_SOURCE_NAME_CHARS: usize = 200;
+
+impl NewSource {
+    /// Named as a source is until its owner names it: the host, and the path
+    /// when the site does not start at the root (`docs.example.com/guide`).
+    pub fn named_after(url: &url::Url, tags: Vec<String>) -> Self {
+        let host = url.host_str().unwrap_or_default();
+        let host = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        };
+        let path = url.path().trim_end_matches('/');
+        let name = if path.is_empty() { host } else { format!("{host}{path}") };
+        Self { name: name.chars().take(MAX_SOURCE_NAME_CHARS).collect(), tags }
+    }
+}
+
 /// What one tenant keeps from one site (`GET /api/sources/{id}`).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -451,21 +469,21 @@ pub struct Unembedded {
 impl Unembedded {
     /// A chunk row, embedded with the same text the crawl would have used.
     pub fn chunk(id: i64, title: Option<&str>, heading_path: String, content: String) -> Self {
-        let chunk = crate::process::Chunk { index: 0, content, heading_path, char_count: 0, embedding: None };
-        let (texts, _) = crate::process::embedding_inputs(title, &[chunk], &[]);
+        let chunk = crate::content::Chunk { index: 0, content, heading_path, char_count: 0, embedding: None };
+        let (texts, _) = crate::content::embedding_inputs(title, &[chunk], &[]);
         Self { code: false, id, text: texts.into_iter().next().unwrap_or_default() }
     }
 
     /// A code-example row, embedded with the same text the crawl would have used.
     pub fn code(id: i64, language: String, code: String, context_before: String) -> Self {
-        let example = crate::process::CodeExample {
+        let example = crate::content::CodeExample {
             language,
             code,
             context_before,
             context_after: String::new(),
             embedding: None,
         };
-        let (_, texts) = crate::process::embedding_inputs(None, &[], &[example]);
+        let (_, texts) = crate::content::embedding_inputs(None, &[], &[example]);
         Self { code: true, id, text: texts.into_iter().next().unwrap_or_default() }
     }
 }
@@ -607,14 +625,14 @@ pub trait Store: Send + Sync + 'static {
     async fn count_pages(&self, crawl_id: &str) -> Result<u64, StoreError>;
 
     /// The chunks of one stored page, in order.
-    async fn page_chunks(&self, crawl_id: &str, url: &str) -> Result<Vec<crate::process::Chunk>, StoreError>;
+    async fn page_chunks(&self, crawl_id: &str, url: &str) -> Result<Vec<crate::content::Chunk>, StoreError>;
 
     /// The code examples of one stored page.
     async fn page_code_examples(
         &self,
         crawl_id: &str,
         url: &str,
-    ) -> Result<Vec<crate::process::CodeExample>, StoreError>;
+    ) -> Result<Vec<crate::content::CodeExample>, StoreError>;
 
     /// Chunks and code examples stored for a crawl.
     async fn count_content(&self, crawl_id: &str) -> Result<(u64, u64), StoreError>;

@@ -1200,7 +1200,7 @@ impl Store for PgStore {
         Ok(n as u64)
     }
 
-    async fn page_chunks(&self, crawl_id: &str, url: &str) -> Result<Vec<crate::process::Chunk>, StoreError> {
+    async fn page_chunks(&self, crawl_id: &str, url: &str) -> Result<Vec<crate::content::Chunk>, StoreError> {
         let rows = sqlx::query(
             "SELECT chunk_index, heading_path, content, char_count FROM chunks WHERE crawl_id = $1 AND url = $2
              ORDER BY chunk_index",
@@ -1211,7 +1211,7 @@ impl Store for PgStore {
         .await?;
         rows.iter()
             .map(|r| {
-                Ok(crate::process::Chunk {
+                Ok(crate::content::Chunk {
                     index: r.try_get::<i32, _>("chunk_index")?.max(0) as u32,
                     heading_path: r.try_get("heading_path")?,
                     content: r.try_get("content")?,
@@ -1226,7 +1226,7 @@ impl Store for PgStore {
         &self,
         crawl_id: &str,
         url: &str,
-    ) -> Result<Vec<crate::process::CodeExample>, StoreError> {
+    ) -> Result<Vec<crate::content::CodeExample>, StoreError> {
         let rows = sqlx::query(
             "SELECT language, code, context_before, context_after FROM code_examples WHERE crawl_id = $1 AND url = $2
              ORDER BY id",
@@ -1237,7 +1237,7 @@ impl Store for PgStore {
         .await?;
         rows.iter()
             .map(|r| {
-                Ok(crate::process::CodeExample {
+                Ok(crate::content::CodeExample {
                     language: r.try_get("language")?,
                     code: r.try_get("code")?,
                     context_before: r.try_get("context_before")?,
@@ -1351,7 +1351,7 @@ impl Store for PgStore {
             }
         }
         if let Some(l) = language {
-            qb.push(" AND c.language = ").push_bind(crate::process::code::normalize_language(l));
+            qb.push(" AND c.language = ").push_bind(crate::content::normalize_language(l));
         }
         push_filter(&mut qb, f);
         qb.push(if tsq.is_some() { " ORDER BY score DESC, c.id" } else { " ORDER BY c.id DESC" });

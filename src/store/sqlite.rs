@@ -330,7 +330,7 @@ impl SqliteStore {
             } else {
                 "UPDATE chunks SET embedding = ?, model = ? WHERE id = ?"
             };
-            sqlx::query(sql).bind(crate::embed::to_bytes(v)).bind(model).bind(row.id).execute(&mut *tx).await?;
+            sqlx::query(sql).bind(to_bytes(v)).bind(model).bind(row.id).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -672,12 +672,12 @@ async fn insert_content(
     struct ChunkRow<'a> {
         page_id: i64,
         page: &'a PageRecord,
-        chunk: &'a crate::process::Chunk,
+        chunk: &'a crate::content::Chunk,
     }
     struct CodeRow<'a> {
         page_id: i64,
         page: &'a PageRecord,
-        code: &'a crate::process::CodeExample,
+        code: &'a crate::content::CodeExample,
     }
     let mut chunks = Vec::new();
     let mut codes = Vec::new();
@@ -701,7 +701,7 @@ async fn insert_content(
                 .push_bind(&r.chunk.heading_path)
                 .push_bind(&r.chunk.content)
                 .push_bind(i64::from(r.chunk.char_count))
-                .push_bind(r.chunk.embedding.as_deref().map(crate::embed::to_bytes))
+                .push_bind(r.chunk.embedding.as_deref().map(to_bytes))
                 .push_bind(r.chunk.embedding.as_ref().map(|_| model));
         });
         qb.build().execute(&mut **tx).await?;
@@ -720,7 +720,7 @@ async fn insert_content(
                 .push_bind(&r.code.code)
                 .push_bind(&r.code.context_before)
                 .push_bind(&r.code.context_after)
-                .push_bind(r.code.embedding.as_deref().map(crate::embed::to_bytes))
+                .push_bind(r.code.embedding.as_deref().map(to_bytes))
                 .push_bind(r.code.embedding.as_ref().map(|_| model));
         });
         qb.build().execute(&mut **tx).await?;
@@ -880,7 +880,7 @@ impl Store for SqliteStore {
                 let title: Option<String> = r.try_get("title")?;
                 let text =
                     Unembedded::chunk(0, title.as_deref(), r.try_get("heading_path")?, r.try_get("content")?).text;
-                out.push((text, crate::embed::from_bytes(&r.try_get::<Vec<u8>, _>("embedding")?)));
+                out.push((text, from_bytes(&r.try_get::<Vec<u8>, _>("embedding")?)));
             }
             let mut qb: QueryBuilder<Sqlite> =
                 QueryBuilder::new("SELECT language, code, context_before, embedding FROM code_examples WHERE model = ");
@@ -893,7 +893,7 @@ impl Store for SqliteStore {
             for r in qb.build().fetch_all(&self.pool).await? {
                 let text =
                     Unembedded::code(0, r.try_get("language")?, r.try_get("code")?, r.try_get("context_before")?).text;
-                out.push((text, crate::embed::from_bytes(&r.try_get::<Vec<u8>, _>("embedding")?)));
+                out.push((text, from_bytes(&r.try_get::<Vec<u8>, _>("embedding")?)));
             }
         }
         Ok(out)
@@ -1109,7 +1109,7 @@ impl Store for SqliteStore {
         Ok(n as u64)
     }
 
-    async fn page_chunks(&self, crawl_id: &str, url: &str) -> Result<Vec<crate::process::Chunk>, StoreError> {
+    async fn page_chunks(&self, crawl_id: &str, url: &str) -> Result<Vec<crate::content::Chunk>, StoreError> {
         let rows = sqlx::query(
             "SELECT chunk_index, heading_path, content, char_count FROM chunks WHERE crawl_id = ? AND url = ?
              ORDER BY chunk_index",
@@ -1120,7 +1120,7 @@ impl Store for SqliteStore {
         .await?;
         rows.iter()
             .map(|r| {
-                Ok(crate::process::Chunk {
+                Ok(crate::content::Chunk {
                     index: r.try_get::<i64, _>("chunk_index")? as u32,
                     heading_path: r.try_get("heading_path")?,
                     content: r.try_get("content")?,
@@ -1135,7 +1135,7 @@ impl Store for SqliteStore {
         &self,
         crawl_id: &str,
         url: &str,
-    ) -> Result<Vec<crate::process::CodeExample>, StoreError> {
+    ) -> Result<Vec<crate::content::CodeExample>, StoreError> {
         let rows = sqlx::query(
             "SELECT language, code, context_before, context_after FROM code_examples WHERE crawl_id = ? AND url = ?
              ORDER BY id",
@@ -1146,7 +1146,7 @@ impl Store for SqliteStore {
         .await?;
         rows.iter()
             .map(|r| {
-                Ok(crate::process::CodeExample {
+                Ok(crate::content::CodeExample {
                     language: r.try_get("language")?,
                     code: r.try_get("code")?,
                     context_before: r.try_get("context_before")?,
@@ -1210,8 +1210,8 @@ impl Store for SqliteStore {
             .filter_map(|r| {
                 let id: i64 = r.try_get("id").ok()?;
                 let bytes: Vec<u8> = r.try_get("embedding").ok()?;
-                let v = crate::embed::from_bytes(&bytes);
-                (v.len() == vector.len()).then(|| (id, f64::from(crate::embed::dot(&v, vector))))
+                let v = from_bytes(&bytes);
+                (v.len() == vector.len()).then(|| (id, f64::from(dot(&v, vector))))
             })
             .collect();
         scored.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -1268,7 +1268,7 @@ impl Store for SqliteStore {
             ),
         };
         if let Some(l) = language {
-            qb.push(" AND e.language = ").push_bind(crate::process::code::normalize_language(l));
+            qb.push(" AND e.language = ").push_bind(crate::content::normalize_language(l));
         }
         push_filter(&mut qb, f, "e");
         qb.push(if fts.is_some() { " ORDER BY score DESC" } else { " ORDER BY e.id DESC" });
@@ -1354,4 +1354,17 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(failed + cancelled)
     }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Vectors are stored as little-endian f32 bytes.
+fn to_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn from_bytes(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }

@@ -13,9 +13,9 @@ use bytes::{Bytes, BytesMut};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION};
 use url::Url;
 
-use crate::config::CrawlerConfig;
+use crate::crawl::CrawlerConfig;
 use crate::crawl::guard::{AddressGuard, ForbiddenAddress};
-use crate::crawl::urls;
+use crate::urls;
 
 /// At most this many redirects are followed for one URL.
 pub const MAX_REDIRECTS: usize = 10;

@@ -1,0 +1,62 @@
+//! What a page is made into, as the store keeps it: chunks of markdown and
+//! code examples, and the text embedded for each. A leaf: page processing
+//! makes these, the store keeps them, the embedder reads them.
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    pub index: u32,
+    pub content: String,
+    /// Headings above the chunk, outermost first: `Guide > Install`.
+    pub heading_path: String,
+    pub char_count: u32,
+    /// Filled by the embedder; `None` until then (or when it failed).
+    pub embedding: Option<Vec<f32>>,
+}
+
+/// A stored code example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodeExample {
+    pub language: String,
+    pub code: String,
+    pub context_before: String,
+    pub context_after: String,
+    /// Filled by the embedder; `None` until then (or when it failed).
+    pub embedding: Option<Vec<f32>>,
+}
+
+/// What is embedded for each chunk and code example, in order: chunks with
+/// their page title and headings, code with its language and the prose just
+/// before it. The crawl and `trawl embed --missing` both use it, so a vector
+/// filled in later matches one made during the crawl.
+pub fn embedding_inputs(title: Option<&str>, chunks: &[Chunk], code: &[CodeExample]) -> (Vec<String>, Vec<String>) {
+    let title = title.unwrap_or_default();
+    let c = chunks.iter().map(|c| format!("{title}\n{}\n{}", c.heading_path, c.content)).collect();
+    let e = code
+        .iter()
+        .map(|e| {
+            let before: String =
+                e.context_before.chars().rev().take(300).collect::<Vec<_>>().into_iter().rev().collect();
+            format!("{}\n{before}\n{}", e.language, e.code)
+        })
+        .collect();
+    (c, e)
+}
+
+/// One name per language (`py` → `python`, `rs` → `rust`), as stored and
+/// as filtered by.
+pub fn normalize_language(l: &str) -> String {
+    let l = l.trim().to_ascii_lowercase();
+    match l.as_str() {
+        "py" | "python3" => "python",
+        "js" | "node" | "mjs" => "javascript",
+        "ts" => "typescript",
+        "sh" | "zsh" | "shell-session" => "bash",
+        "yml" => "yaml",
+        "c++" | "cc" => "cpp",
+        "cs" | "c#" => "csharp",
+        "rs" => "rust",
+        "golang" => "go",
+        other => other,
+    }
+    .to_string()
+}

@@ -1,0 +1,57 @@
+//! The crawl engine's settings, shared by every crawl of a process.
+
+use std::time::Duration;
+
+/// Limits and defaults of the crawl engine, shared by every crawl of a process.
+#[derive(Debug, Clone)]
+pub struct CrawlerConfig {
+    /// Lifts the address guard: loopback and private addresses may be crawled.
+    pub allow_private_networks: bool,
+    /// Whole-request timeout of one fetch, headers and body.
+    pub request_timeout: Duration,
+    /// Bodies longer than this are cut off and the page fails.
+    pub max_page_bytes: usize,
+    /// Requests in flight to one host at once, per crawl.
+    pub per_host_concurrency: usize,
+    /// Minimum spacing of requests to one host; robots.txt `Crawl-delay` can raise it.
+    pub politeness_delay: Duration,
+    /// Longest `Crawl-delay` honoured; a larger one is clamped so a crawl cannot stall for hours.
+    pub max_crawl_delay: Duration,
+    pub user_agent: String,
+    /// Crawls running at once in this process; the rest wait `queued`.
+    pub max_crawls: usize,
+    /// Fetches in flight per crawl when the request names no `concurrency`.
+    pub default_concurrency: usize,
+    pub default_max_depth: u32,
+    pub default_max_pages: u32,
+    /// Upper bounds a request may ask for.
+    pub max_concurrency: usize,
+    pub max_pages_limit: u32,
+    pub max_depth_limit: u32,
+    pub embedding: crate::embed::EmbedConfig,
+    /// Chromium, for `render: "browser"` and `"auto"`.
+    pub browser: super::fetch::BrowserSettings,
+}
+
+impl Default for CrawlerConfig {
+    fn default() -> Self {
+        Self {
+            allow_private_networks: false,
+            request_timeout: Duration::from_secs(30),
+            max_page_bytes: 10 * 1024 * 1024,
+            per_host_concurrency: 16,
+            politeness_delay: Duration::ZERO,
+            max_crawl_delay: Duration::from_secs(30),
+            user_agent: format!("trawl/{} (+https://github.com/trawl)", env!("CARGO_PKG_VERSION")),
+            max_crawls: 16,
+            default_concurrency: 16,
+            default_max_depth: 3,
+            default_max_pages: 1000,
+            max_concurrency: 256,
+            max_pages_limit: 1_000_000,
+            max_depth_limit: 100,
+            embedding: crate::embed::EmbedConfig::default(),
+            browser: super::fetch::BrowserSettings::default(),
+        }
+    }
+}
