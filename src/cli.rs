@@ -1,5 +1,6 @@
-//! The `trawl` command: `serve`, `crawl` (one crawl in process, with a progress
-//! bar) and `migrate`.
+//! The `trawl` command: `serve`; `crawl` and `refresh` (one crawl in process,
+//! with a progress bar); `search`, `sources`, `export`; `embed --missing`;
+//! `migrate`. Each fails with a [`CliError`], printed as one line.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -14,6 +15,36 @@ use crate::config::{
 use crate::crawl::{CrawlRequest, CrawlType, Registry};
 use crate::progress::CrawlState;
 use crate::{App, store};
+
+/// Why a command failed; each says it in words, with its cause's own.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Keys(#[from] crate::auth::KeyError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    App(#[from] crate::AppError),
+    #[error(transparent)]
+    Start(#[from] crate::crawl::StartError),
+    #[error(transparent)]
+    Registry(#[from] crate::crawl::registry::RegistryError),
+    #[error(transparent)]
+    Embed(#[from] crate::embed::EmbedError),
+    #[error("{source} ({done} embedded before it)")]
+    EmbedStopped { source: crate::embed::EmbedError, done: usize },
+    #[error(transparent)]
+    Search(#[from] crate::search::SearchError),
+    #[error("cannot write {path}: {source}")]
+    Write { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot write the output: {0}")]
+    Output(#[from] std::io::Error),
+    /// The command was asked for something it cannot do.
+    #[error("{0}")]
+    Usage(String),
+}
 
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
@@ -32,9 +63,9 @@ pub async fn run(cli: Cli) -> ExitCode {
     })
 }
 
-async fn migrate(args: crate::config::MigrateArgs) -> Result<ExitCode, String> {
-    let embed_config = args.embedding.into_config().map_err(|e| e.to_string())?;
-    store::connect(&args.database.database_url, embed_config.vector_dimensions()).await.map_err(|e| e.to_string())?;
+async fn migrate(args: crate::config::MigrateArgs) -> Result<ExitCode, CliError> {
+    let embed_config = args.embedding.into_config()?;
+    store::connect(&args.database.database_url, embed_config.vector_dimensions()).await?;
     println!("migrations applied to {}", args.database.database_url);
     Ok(ExitCode::SUCCESS)
 }
@@ -72,13 +103,13 @@ pub async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
+async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     init_tracing("info,sqlx=warn,tower_http=info");
-    let edge = args.edge().map_err(|e| e.to_string())?;
-    let crawler = args.crawler.into_config().map_err(|e| e.to_string())?;
-    let api_keys = crate::auth::ApiKeys::parse(args.api_keys.as_deref().unwrap_or("")).map_err(|e| e.to_string())?;
-    let operator_key = crate::auth::OperatorKey::parse(args.operator_key.as_deref()).map_err(|e| e.to_string())?;
-    let cluster = args.cluster.into_config().map_err(|e| e.to_string())?;
+    let edge = args.edge()?;
+    let crawler = args.crawler.into_config()?;
+    let api_keys = crate::auth::ApiKeys::parse(args.api_keys.as_deref().unwrap_or(""))?;
+    let operator_key = crate::auth::OperatorKey::parse(args.operator_key.as_deref())?;
+    let cluster = args.cluster.into_config()?;
     let config = Config {
         bind: args.bind,
         database_url: args.database.database_url,
@@ -89,22 +120,22 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         cluster,
         schedule: Default::default(),
     };
-    let app = App::build(config).await.map_err(|e| e.to_string())?;
+    let app = App::build(config).await?;
     let token = app.shutdown_token();
     let run = app.run_until_stopped();
     tokio::pin!(run);
     tokio::select! {
-        r = &mut run => r.map_err(|e| e.to_string())?,
+        r = &mut run => r?,
         _ = shutdown_signal() => {
             tracing::info!("shutdown requested");
             token.cancel();
-            run.await.map_err(|e| e.to_string())?;
+            run.await?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn crawl(args: CrawlArgs) -> Result<ExitCode, String> {
+async fn crawl(args: CrawlArgs) -> Result<ExitCode, CliError> {
     let registry = local_registry(args.crawler, &args.database).await?;
     let req = CrawlRequest {
         url: args.url,
@@ -131,16 +162,17 @@ async fn crawl(args: CrawlArgs) -> Result<ExitCode, String> {
         chunk_unit: None,
     };
     let started = Instant::now();
-    let status = registry.start(req, None).await.map_err(|e| e.to_string())?;
+    let status = registry.start(req, None).await?;
     watch(&registry, status, started, args.json).await
 }
 
-async fn refresh(args: RefreshArgs) -> Result<ExitCode, String> {
+async fn refresh(args: RefreshArgs) -> Result<ExitCode, CliError> {
     let registry = local_registry(args.crawler, &args.database).await?;
-    let source = registry.store().get_source(&args.id).await.map_err(|e| e.to_string())?;
-    let source = source.ok_or_else(|| format!("no source with id '{}' (`trawl sources` lists them)", args.id))?;
+    let source = registry.store().get_source(&args.id).await?;
+    let source = source
+        .ok_or_else(|| CliError::Usage(format!("no source with id '{}' (`trawl sources` lists them)", args.id)))?;
     let started = Instant::now();
-    let status = registry.refresh(&source, source.tenant.clone()).await.map_err(|e| e.to_string())?;
+    let status = registry.refresh(&source, source.tenant.clone()).await?;
     watch(&registry, status, started, args.json).await
 }
 
@@ -149,15 +181,13 @@ async fn refresh(args: RefreshArgs) -> Result<ExitCode, String> {
 async fn local_registry(
     crawler: crate::config::CrawlerArgs,
     database: &crate::config::DatabaseArgs,
-) -> Result<std::sync::Arc<Registry>, String> {
+) -> Result<std::sync::Arc<Registry>, CliError> {
     init_tracing("warn");
     crate::install_crypto_provider();
-    let config = crawler.into_config().map_err(|e| e.to_string())?;
-    let store = store::connect(&database.database_url, config.embedding.vector_dimensions())
-        .await
-        .map_err(|e| e.to_string())?;
+    let config = crawler.into_config()?;
+    let store = store::connect(&database.database_url, config.embedding.vector_dimensions()).await?;
     Registry::new(config, store, CancellationToken::new(), std::sync::Arc::new(crate::progress::NoFanout), None)
-        .map_err(|e| e.to_string())
+        .map_err(CliError::from)
 }
 
 /// Follows a crawl of this process with a progress bar until it ends;
@@ -167,11 +197,11 @@ async fn watch(
     status: crate::progress::CrawlStatus,
     started: Instant,
     json: bool,
-) -> Result<ExitCode, String> {
+) -> Result<ExitCode, CliError> {
     let id = status.progress_id.clone();
     let mut rx = match registry.progress(&id) {
         Some(p) => p.subscribe(),
-        None => return Err("the crawl ended before it could be watched".into()),
+        None => return Err(CliError::Usage("the crawl ended before it could be watched".into())),
     };
     let bar = ProgressBar::new(100);
     bar.set_style(
@@ -236,23 +266,19 @@ async fn watch(
     })
 }
 
-async fn search(args: SearchArgs) -> Result<ExitCode, String> {
+async fn search(args: SearchArgs) -> Result<ExitCode, CliError> {
     init_tracing("warn");
     let mode = match args.mode.as_str() {
         "hybrid" => crate::search::Mode::Hybrid,
         "vector" => crate::search::Mode::Vector,
         "text" => crate::search::Mode::Text,
-        other => return Err(format!("mode '{other}' is not hybrid, vector or text")),
+        other => return Err(CliError::Usage(format!("mode '{other}' is not hybrid, vector or text"))),
     };
-    let embed_config = args.embedding.into_config().map_err(|e| e.to_string())?;
-    let embedder = crate::embed::build(&embed_config).map_err(|e| e.to_string())?;
-    let store = store::connect(&args.database.database_url, embed_config.vector_dimensions())
-        .await
-        .map_err(|e| e.to_string())?;
+    let embed_config = args.embedding.into_config()?;
+    let embedder = crate::embed::build(&embed_config)?;
+    let store = store::connect(&args.database.database_url, embed_config.vector_dimensions()).await?;
     let filter = crate::store::SearchFilter { crawl_id: args.crawl, source: args.source, tenant: None };
-    let hits = crate::search::search(&*store, &*embedder, &args.query, mode, &filter, args.limit.clamp(1, 100))
-        .await
-        .map_err(|e| e.to_string())?;
+    let hits = crate::search::search(&*store, &*embedder, &args.query, mode, &filter, args.limit.clamp(1, 100)).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "results": hits })).unwrap_or_default());
     } else if hits.is_empty() {
@@ -276,16 +302,16 @@ async fn search(args: SearchArgs) -> Result<ExitCode, String> {
 async fn open_store(
     database: &crate::config::DatabaseArgs,
     embedding: crate::config::EmbedArgs,
-) -> Result<store::DynStore, String> {
-    let embed_config = embedding.into_config().map_err(|e| e.to_string())?;
-    store::connect(&database.database_url, embed_config.vector_dimensions()).await.map_err(|e| e.to_string())
+) -> Result<store::DynStore, CliError> {
+    let embed_config = embedding.into_config()?;
+    store::connect(&database.database_url, embed_config.vector_dimensions()).await.map_err(CliError::from)
 }
 
-async fn sources(args: SourcesArgs) -> Result<ExitCode, String> {
+async fn sources(args: SourcesArgs) -> Result<ExitCode, CliError> {
     init_tracing("warn");
     let store = open_store(&args.database, args.embedding).await?;
     let filter = store::SourceFilter { tenant: None, before_id: None, limit: args.limit.clamp(1, 10_000) };
-    let sources = store.list_sources(&filter).await.map_err(|e| e.to_string())?;
+    let sources = store.list_sources(&filter).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "sources": sources })).unwrap_or_default());
     } else if sources.is_empty() {
@@ -308,55 +334,54 @@ async fn sources(args: SourcesArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn export(args: ExportArgs) -> Result<ExitCode, String> {
+async fn export(args: ExportArgs) -> Result<ExitCode, CliError> {
     use futures::StreamExt;
     use std::io::Write;
     init_tracing("warn");
     let format = crate::sources::export::Format::parse(&args.format)
-        .ok_or_else(|| format!("format '{}' is not jsonl or markdown", args.format))?;
+        .ok_or_else(|| CliError::Usage(format!("format '{}' is not jsonl or markdown", args.format)))?;
     let store = open_store(&args.database, args.embedding).await?;
-    let source = store.get_source(&args.id).await.map_err(|e| e.to_string())?;
-    let source = source.ok_or_else(|| format!("no source with id '{}' (`trawl sources` lists them)", args.id))?;
+    let source = store.get_source(&args.id).await?;
+    let source = source
+        .ok_or_else(|| CliError::Usage(format!("no source with id '{}' (`trawl sources` lists them)", args.id)))?;
     let mut out: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+            std::fs::File::create(path).map_err(|source| CliError::Write { path: path.clone(), source })?,
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let mut stream = std::pin::pin!(crate::sources::export::stream(store, &source, format));
     while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|e| e.to_string())?;
-        out.write_all(&batch).map_err(|e| e.to_string())?;
+        let batch = batch?;
+        out.write_all(&batch)?;
     }
-    out.flush().map_err(|e| e.to_string())?;
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Rows embedded per round of `embed --missing`.
 const EMBED_ROUND: u32 = 512;
 
-async fn embed(args: EmbedCmdArgs) -> Result<ExitCode, String> {
+async fn embed(args: EmbedCmdArgs) -> Result<ExitCode, CliError> {
     init_tracing("warn");
     if !args.missing {
-        return Err("nothing to do: pass --missing to embed what was stored without a vector".into());
+        return Err(CliError::Usage("nothing to do: pass --missing to embed what was stored without a vector".into()));
     }
     crate::install_crypto_provider();
-    let embed_config = args.embedding.into_config().map_err(|e| e.to_string())?;
-    let embedder = crate::embed::build(&embed_config).map_err(|e| e.to_string())?;
-    let store = store::connect(&args.database.database_url, embed_config.vector_dimensions())
-        .await
-        .map_err(|e| e.to_string())?;
+    let embed_config = args.embedding.into_config()?;
+    let embedder = crate::embed::build(&embed_config)?;
+    let store = store::connect(&args.database.database_url, embed_config.vector_dimensions()).await?;
     let mut done = 0usize;
     loop {
-        let rows = store.unembedded(EMBED_ROUND).await.map_err(|e| e.to_string())?;
+        let rows = store.unembedded(EMBED_ROUND).await?;
         if rows.is_empty() {
             break;
         }
         let texts: Vec<String> = rows.iter().map(|r| r.text.clone()).collect();
-        let vectors = embedder.embed(&texts).await.map_err(|e| format!("{e} ({done} embedded before it)"))?;
+        let vectors = embedder.embed(&texts).await.map_err(|source| CliError::EmbedStopped { source, done })?;
         let n = rows.len();
         let pairs: Vec<_> = rows.into_iter().zip(vectors).collect();
-        store.set_vectors(&pairs, embedder.model()).await.map_err(|e| e.to_string())?;
+        store.set_vectors(&pairs, embedder.model()).await?;
         done += n;
     }
     println!("embedded {done} chunks and code examples with {}", embedder.model());

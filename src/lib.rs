@@ -25,6 +25,7 @@
 //! - `search`: text, vector and hybrid search over the store.
 //! - `sources`: what a tenant keeps from one site (a source per start URL):
 //!   naming, changes, deleting it whole, exporting it as a stream.
+//! - `sync`: `LockExt::locked`, a lock that outlives a panic.
 //! - `urls`: URL normalisation, one spelling per page (a leaf: the crawl
 //!   and page processing both use it).
 //! - `store`: the `Store` trait; SQLite (embedded default) and PostgreSQL +
@@ -57,6 +58,7 @@ pub mod realtime;
 pub mod search;
 pub mod sources;
 pub mod store;
+pub mod sync;
 pub mod urls;
 pub mod watch;
 pub mod web;

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::progress::{CrawlState, CrawlStatus};
 use crate::store::StoreError;
 use crate::store::postgres::status_from_row;
+use crate::sync::LockExt;
 
 const QUEUE_CHANNEL: &str = "trawl_queue";
 const STOP_CHANNEL: &str = "trawl_stop";
@@ -139,7 +140,7 @@ impl Cluster {
     }
 
     fn takeovers_allowed(&self) -> bool {
-        let since = self.healthy_since.lock().unwrap_or_else(|e| e.into_inner());
+        let since = self.healthy_since.locked();
         since.is_some_and(|t| t.elapsed() >= self.config.instance_ttl)
     }
 
@@ -203,7 +204,7 @@ impl Cluster {
             Ok::<_, StoreError>(beat)
         }
         .await;
-        let mut since = self.healthy_since.lock().unwrap_or_else(|e| e.into_inner());
+        let mut since = self.healthy_since.locked();
         match &beat {
             Ok(_) => {
                 since.get_or_insert_with(Instant::now);

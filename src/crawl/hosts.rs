@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::sync::LockExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use url::Url;
@@ -30,7 +31,7 @@ impl Hosts {
     pub async fn acquire(&self, url: &Url, delay: Duration) -> Option<OwnedSemaphorePermit> {
         let key = format!("{}:{}", url.host_str().unwrap_or(""), url.port_or_known_default().unwrap_or(0));
         let host = {
-            let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+            let mut map = self.map.locked();
             map.entry(key)
                 .or_insert_with(|| {
                     Arc::new(Host {
@@ -43,7 +44,7 @@ impl Hosts {
         let permit = host.slots.clone().acquire_owned().await.ok()?;
         if !delay.is_zero() {
             let at = {
-                let mut next = host.next_at.lock().unwrap_or_else(|e| e.into_inner());
+                let mut next = host.next_at.locked();
                 let at = (*next).max(Instant::now());
                 *next = at + delay;
                 at

@@ -33,6 +33,7 @@ use crate::crawl::scope::Scope;
 use crate::process::{self, Pool};
 use crate::progress::{CrawlState, CrawlStatus, Limit, Outlook, PageCounts, Progress, Reporter, Stage};
 use crate::store::{Change, DynStore, Kept, PageRecord, PageStatus, PriorPage, StoredOutcome};
+use crate::sync::LockExt;
 use crate::urls;
 
 /// Page outcomes buffered between page tasks and the writer.
@@ -192,17 +193,17 @@ impl Crawl {
 
     fn fail(&self, reason: String) {
         tracing::error!(%reason, "crawl cannot go on");
-        let mut f = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
+        let mut f = self.fatal.locked();
         f.get_or_insert(reason);
         self.token.cancel();
     }
 
     fn outlook(&self) -> Outlook {
-        *self.outlook.lock().unwrap_or_else(|e| e.into_inner())
+        *self.outlook.locked()
     }
 
     fn set_outlook(&self, o: Outlook) {
-        *self.outlook.lock().unwrap_or_else(|e| e.into_inner()) = o;
+        *self.outlook.locked() = o;
     }
 
     /// The page kept earlier that this one repeats (the same canonical
@@ -212,7 +213,7 @@ impl Crawl {
         use std::hash::BuildHasher;
         let by_url = self.hasher.hash_one(("url", canonical.map(Url::as_str).unwrap_or(url)));
         let by_content = self.hasher.hash_one(("content", content_hash));
-        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kept = self.kept.locked();
         if let Some(first) = kept.get(&by_url).or_else(|| kept.get(&by_content)) {
             return Some(first.clone());
         }
@@ -222,7 +223,7 @@ impl Crawl {
     }
 
     fn limit(&self) -> Option<Limit> {
-        *self.limit.lock().unwrap_or_else(|e| e.into_inner())
+        *self.limit.locked()
     }
 
     fn stage(&self, stage: Stage, message: impl Into<String>) {
@@ -288,7 +289,7 @@ pub(crate) async fn run(engine: Arc<Engine>, crawl: Arc<Crawl>, slot: Slot) -> (
             let (store, status, source, out) = (&engine.store, &fin, &source, &written);
             let saved = with_retry(None, move || async move {
                 let s = store.complete_refresh(status, source, count_removed).await?;
-                *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+                *out.locked() = Some(s);
                 Ok(())
             })
             .await;
@@ -368,7 +369,7 @@ fn handing_over(engine: &Engine, crawl: &Crawl) -> bool {
 /// claim it resumes it from what it stored. `None` when it is not (a stop
 /// was asked, it failed, or the store would not take it back).
 async fn hand_over(engine: &Engine, crawl: &Crawl, outcome: &Outcome) -> Option<CrawlStatus> {
-    let fatal = crawl.fatal.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+    let fatal = crawl.fatal.locked().is_some();
     if !engine.shared_queue || !engine.root.is_cancelled() || !matches!(outcome, Outcome::Stopped) || fatal {
         return None;
     }
@@ -398,7 +399,7 @@ async fn hand_over(engine: &Engine, crawl: &Crawl, outcome: &Outcome) -> Option<
 fn terminal_status(engine: &Engine, crawl: &Crawl, outcome: Outcome) -> CrawlStatus {
     let mut fin = crawl.progress.snapshot();
     fin.limit_reached = crawl.limit();
-    let fatal = crawl.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let fatal = crawl.fatal.locked().clone();
     // A stop asked by a user is one even when a shutdown overlaps it.
     let stop_requested = fin.status == CrawlState::Stopping;
     let failed = |fin: &mut CrawlStatus, reason: String| {
@@ -418,7 +419,7 @@ fn terminal_status(engine: &Engine, crawl: &Crawl, outcome: Outcome) -> CrawlSta
     } else if fin.pages_crawled == 0 {
         // Nothing fetched is no success: an unreachable host, a start page
         // that failed or was skipped, a sitemap that listed nothing.
-        let first = crawl.first_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let first = crawl.first_error.locked().clone();
         let reason = match first {
             Some(first) => format!("no page could be crawled; first error: {first}"),
             None => "no page could be crawled: the start URL yielded no page to fetch".to_string(),
@@ -642,7 +643,7 @@ async fn body(engine: &Arc<Engine>, crawl: &Arc<Crawl>, pages: mpsc::Sender<Page
             let beyond =
                 results.iter().flat_map(|r| &r.links).any(|u| !frontier.seen.contains(u.as_str()) && scope.allows(u));
             if beyond {
-                crawl.limit.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(Limit::MaxDepth);
+                crawl.limit.locked().get_or_insert(Limit::MaxDepth);
             }
         }
         if !following {
@@ -671,7 +672,7 @@ async fn body(engine: &Arc<Engine>, crawl: &Arc<Crawl>, pages: mpsc::Sender<Page
     }
     if frontier.cut {
         // The budget outranks maxDepth: it is what stopped the walk first.
-        *crawl.limit.lock().unwrap_or_else(|e| e.into_inner()) = Some(Limit::MaxPages);
+        *crawl.limit.locked() = Some(Limit::MaxPages);
     }
     Outcome::Finished
 }
@@ -847,7 +848,7 @@ async fn page_task(ctx: &Ctx, url: Url, depth: u32, seed: bool, scope: &Scope) -
         return result;
     }
     if matches!(record.status, PageStatus::Failed | PageStatus::Skipped) {
-        let mut first = ctx.crawl.first_error.lock().unwrap_or_else(|e| e.into_inner());
+        let mut first = ctx.crawl.first_error.locked();
         if first.is_none() {
             *first = record.error.clone();
         }

@@ -31,6 +31,7 @@ use crate::crawl::request::{CrawlRequest, RequestError};
 use crate::process::{Pool, PoolError};
 use crate::progress::{ActiveList, CrawlState, CrawlStatus, Fanout, Progress, Reporter};
 use crate::store::{CrawlFilter, DynStore, NewCrawl, NewSource, StoreError};
+use crate::sync::LockExt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -356,7 +357,7 @@ impl Registry {
     }
 
     fn live_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Crawl>>> {
-        self.live.lock().unwrap_or_else(|e| e.into_inner())
+        self.live.locked()
     }
 
     /// Crawls not yet terminal in this process.
@@ -494,7 +495,7 @@ impl Registry {
     }
 
     fn remember(&self, id: String, reporter: Arc<Reporter>) {
-        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let mut recent = self.recent.locked();
         let now = Instant::now();
         recent.retain(|_, (at, _)| now.duration_since(*at) < RECENT_FOR);
         if recent.len() >= RECENT_MAX
@@ -510,7 +511,7 @@ impl Registry {
         if let Some(c) = self.live_crawl(id, tenant) {
             return Some(c.reporter.clone());
         }
-        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let recent = self.recent.locked();
         recent
             .get(id)
             .filter(|(at, r)| at.elapsed() < RECENT_FOR && Self::visible(r.tenant.as_deref(), tenant))

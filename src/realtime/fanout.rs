@@ -13,7 +13,7 @@
 //!
 //! When rooms do not span instances (no Redis) but crawls run on several,
 //! a room of a crawl running elsewhere is fed from the crawl's stored row
-//! instead (see [`crate::cluster::follow`]), so its subscribers still get
+//! instead (see [`crate::watch`]), so its subscribers still get
 //! its progress, its stop and its end.
 
 use std::collections::HashSet;
@@ -30,6 +30,7 @@ use tokio_util::task::TaskTracker;
 use super::list_room;
 use crate::crawl::Registry;
 use crate::progress::{CRAWLS_UPDATE, CrawlStatus, Event, Fanout};
+use crate::sync::LockExt;
 use crate::watch::{Follower, Step};
 
 /// Retry interval and attempts for an urgent event to a full socket (10 s).
@@ -64,7 +65,7 @@ impl<A: Adapter> SocketFanout<A> {
             return;
         }
         let id = seen.progress_id.clone();
-        if !self.followed.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone()) {
+        if !self.followed.locked().insert(id.clone()) {
             return;
         }
         let (this, root) = (self.clone(), self.root.clone());
@@ -82,7 +83,7 @@ impl<A: Adapter> SocketFanout<A> {
                     // Checked under the lock a new subscriber takes to start
                     // a feeder: it either is in the room now or starts one.
                     let sockets = {
-                        let mut followed = this.followed.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut followed = this.followed.locked();
                         let sockets = this.io.to(id.clone()).sockets();
                         if sockets.is_empty() {
                             followed.remove(&id);
@@ -94,7 +95,7 @@ impl<A: Adapter> SocketFanout<A> {
                         this.send(socket, event.clone());
                     }
                 }
-                this.followed.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                this.followed.locked().remove(&id);
             },
             span,
         ));

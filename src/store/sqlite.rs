@@ -16,6 +16,7 @@ use super::{
     StoreError, StoredPage, Unembedded,
 };
 use crate::progress::{CrawlState, CrawlStatus, Limit, Stage, format_time};
+use crate::sync::LockExt;
 
 /// Reads go to a small pool; every write goes through `writer`, one
 /// connection. SQLite allows one writer at a time anyway: with several
@@ -72,7 +73,7 @@ impl SqliteStore {
     /// Keeps the outcome of a write for readiness: a failure is remembered
     /// until a write succeeds.
     fn noted<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
-        let mut last = self.write_error.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = self.write_error.locked();
         match &r {
             Ok(_) => *last = None,
             Err(StoreError::Database(e)) => *last = Some(e.to_string()),
@@ -87,7 +88,7 @@ impl SqliteStore {
         if let Some(free) = free.filter(|f| *f < MIN_FREE_BYTES) {
             return Err(StoreError::Unwritable(format!("the database's disk is full ({free} bytes free)")));
         }
-        match self.write_error.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        match self.write_error.locked().as_ref() {
             Some(e) => Err(StoreError::Unwritable(format!("the last write failed: {e}"))),
             None => Ok(()),
         }

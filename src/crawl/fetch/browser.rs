@@ -36,6 +36,7 @@ use url::Url;
 
 use crate::crawl::fetch::proxy::{GUARD_HEADER, GuardedProxy};
 use crate::crawl::guard::{AddressGuard, ForbiddenAddress};
+use crate::sync::LockExt;
 
 /// How long a page may take to close, and the browser to exit, before it is
 /// given up on (the page) or killed (the browser).
@@ -371,7 +372,7 @@ impl Renderer {
         if self.closing.is_cancelled() {
             return Err(RenderError::ShuttingDown);
         }
-        if let Some((at, e)) = self.failed_launch.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+        if let Some((at, e)) = self.failed_launch.locked().as_ref()
             && at.elapsed() < LAUNCH_BACKOFF
         {
             return Err(RenderError::Unavailable(e.clone()));
@@ -384,7 +385,7 @@ impl Renderer {
             }
             Err(e) => {
                 tracing::error!(error = %e, chrome = %self.settings.chrome.display(), "Chromium did not start");
-                *self.failed_launch.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), e.clone()));
+                *self.failed_launch.locked() = Some((Instant::now(), e.clone()));
                 Err(RenderError::Unavailable(e))
             }
         }
