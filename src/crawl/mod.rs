@@ -5,10 +5,10 @@ pub mod discover;
 pub mod fetch;
 pub mod guard;
 mod hosts;
-mod orchestrator;
 pub mod registry;
 pub mod request;
 pub mod robots;
+mod run;
 pub mod scope;
 mod settings;
 

@@ -26,8 +26,8 @@ use crate::crawl::CrawlerConfig;
 use crate::crawl::fetch::http::ClientBuildError;
 use crate::crawl::fetch::{HttpFetcher, Renderer};
 use crate::crawl::guard::ForbiddenAddress;
-use crate::crawl::orchestrator::{self, Crawl, Engine, Resume, Slot};
 use crate::crawl::request::{CrawlRequest, RequestError};
+use crate::crawl::run::{self, Crawl, Engine, Resume, Slot};
 use crate::process::{Pool, PoolError};
 use crate::progress::{ActiveList, CrawlState, CrawlStatus, Fanout, Progress, Reporter};
 use crate::store::{CrawlFilter, DynStore, NewCrawl, NewSource, StoreError};
@@ -458,9 +458,9 @@ impl Registry {
         let span = crawl.span.clone();
         self.tracker.spawn(
             async move {
-                let (fin, mut saved) = orchestrator::run(engine.clone(), crawl, slot).await;
+                let (fin, mut saved) = run::run(engine.clone(), crawl, slot).await;
                 if !saved && fin.status.is_terminal() {
-                    saved = orchestrator::store_terminal_later(&engine, &fin).await;
+                    saved = run::store_terminal_later(&engine, &fin).await;
                 }
                 // Served from the store from now on; kept in memory only if
                 // the store could not take the terminal status.

@@ -1,0 +1,428 @@
+//! One page: fetched (or rendered), then processed, or kept as the source
+//! had it.
+
+use std::sync::atomic::Ordering;
+
+use chrono::Utc;
+use sha2::Digest;
+use url::Url;
+
+use crate::crawl::fetch::{Fetched, Rendered, Validators, http::decode};
+use crate::crawl::request::Render;
+use crate::crawl::scope::Scope;
+use crate::process::{self};
+use crate::store::{Change, Kept, PageRecord, PageStatus, PriorPage};
+use crate::urls;
+
+use super::*;
+
+/// How a fetched body is treated.
+#[derive(Clone, Copy)]
+pub(super) enum Kind {
+    Html,
+    Text,
+    Markdown,
+}
+
+impl Kind {
+    pub(super) fn of(mime: Option<&str>) -> Option<Kind> {
+        match mime {
+            None | Some("") | Some("text/html") | Some("application/xhtml+xml") => Some(Kind::Html),
+            Some("text/plain") => Some(Kind::Text),
+            Some("text/markdown") | Some("text/x-markdown") => Some(Kind::Markdown),
+            _ => None,
+        }
+    }
+}
+
+pub(super) fn record(url: &Url, depth: u32, status: PageStatus) -> PageRecord {
+    PageRecord {
+        url: url.to_string(),
+        status,
+        depth,
+        fetched_at: Utc::now(),
+        source: url.host_str().map(str::to_string),
+        ..PageRecord::default()
+    }
+}
+
+/// A page's bytes as the pipeline takes them, from HTTP or from Chromium.
+pub(super) struct PageBytes {
+    pub(super) final_url: Url,
+    pub(super) status: u16,
+    pub(super) content_type: Option<String>,
+    pub(super) bytes: Option<bytes::Bytes>,
+    pub(super) rendered: bool,
+    pub(super) validators: Validators,
+    /// For a `304` in a crawl that follows links: where the kept copy leads.
+    pub(super) kept_links: Vec<Url>,
+}
+
+impl PageBytes {
+    pub(super) fn fetched(f: Fetched) -> Self {
+        PageBytes {
+            final_url: f.final_url,
+            status: f.status,
+            content_type: f.content_type,
+            bytes: f.body,
+            rendered: false,
+            validators: f.validators,
+            kept_links: Vec::new(),
+        }
+    }
+
+    pub(super) fn rendered(r: Rendered) -> Self {
+        let mime = r.mime.unwrap_or_else(|| "text/html".into());
+        PageBytes {
+            final_url: r.final_url,
+            status: r.status.unwrap_or(200),
+            // The DOM comes back as a Rust string: UTF-8, whatever the page declared.
+            content_type: Some(format!("{mime}; charset=utf-8")),
+            bytes: Some(bytes::Bytes::from(r.html)),
+            rendered: true,
+            validators: Validators::default(),
+            kept_links: Vec::new(),
+        }
+    }
+
+    pub(super) fn mime(&self) -> Option<String> {
+        self.content_type.as_deref().map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+    }
+}
+
+/// What the pool made of a page.
+pub(super) enum Processed {
+    Page {
+        page: Box<process::Processed>,
+        /// `markdown` or `text`.
+        format: &'static str,
+        /// The crawl's keyed hash of `digest`, for duplicates within the crawl.
+        content_hash: u64,
+        /// The SHA-256 of the markdown (hex), stored: what the next crawl of
+        /// the source compares.
+        digest: String,
+        /// The SHA-256 of the page's bytes (hex), stored: the same bytes
+        /// next time need no extraction.
+        body_digest: String,
+        /// Vectors made on the pool.
+        embedded: u64,
+        /// The source keeps this very content: nothing was chunked or embedded.
+        unchanged: bool,
+    },
+    /// The page's bytes (their SHA-256 here) are those of the source's copy;
+    /// where the page leads, when the crawl follows links.
+    SameBody(String, Vec<Url>),
+    /// `auto` mode: the HTML is a shell for scripts, for this reason.
+    NeedsBrowser(&'static str),
+    Cancelled,
+}
+
+pub(super) fn failed(mut r: PageRecord, error: String) -> (PageRecord, PageResult) {
+    r.status = PageStatus::Failed;
+    r.error = Some(error);
+    (r, PageResult::default())
+}
+
+pub(super) async fn crawl_page(ctx: &Ctx, url: Url, depth: u32, seed: bool, scope: &Scope) -> (PageRecord, PageResult) {
+    let engine = &ctx.engine;
+    let spec = &ctx.crawl.spec;
+    let mut delay = engine.config.politeness_delay;
+    if spec.respect_robots {
+        let rules = ctx.robots.rules_for(&url, &engine.fetcher).await;
+        if !rules.allowed(&url) {
+            let mut r = record(&url, depth, PageStatus::Skipped);
+            r.error = Some(rules.reason());
+            return (r, PageResult::default());
+        }
+        if let Some(d) = rules.crawl_delay() {
+            delay = delay.max(d.min(engine.config.max_crawl_delay));
+        }
+    }
+    let _host = ctx.hosts.acquire(&url, delay).await;
+    let r = record(&url, depth, PageStatus::Crawled);
+    let first = if spec.render == Render::Browser {
+        render(ctx, &url, seed, scope).await
+    } else {
+        fetch(ctx, &url, seed, scope).await
+    };
+    let mut body = match first {
+        // A rendered document that is not HTML (text, markdown) is read as served.
+        Ok(b) if b.rendered && !matches!(Kind::of(b.mime().as_deref()), Some(Kind::Html) | None) => {
+            fetch(ctx, &url, seed, scope).await
+        }
+        other => other,
+    };
+    loop {
+        let b = match body {
+            Ok(b) => b,
+            Err(e) => return failed(r, e),
+        };
+        let detect = spec.render == Render::Auto && !b.rendered;
+        match process_body(ctx, r.clone(), b, detect).await {
+            Ok(done) => return done,
+            Err(NeedsBrowser(reason)) => {
+                tracing::debug!(%url, reason, "rendering in Chromium");
+                body = render(ctx, &url, seed, scope).await;
+            }
+        }
+    }
+}
+
+/// `auto` mode: the HTTP page is a shell for scripts, for this reason.
+pub(super) struct NeedsBrowser(pub(super) &'static str);
+
+/// Over HTTP, following redirects the crawl's scope allows.
+pub(super) async fn fetch(ctx: &Ctx, url: &Url, seed: bool, scope: &Scope) -> Result<PageBytes, String> {
+    // The start URL may redirect anywhere the guard allows; other pages stay in scope.
+    let in_scope = |u: &Url| seed || scope.allows(u);
+    let want = |status: u16, mime: Option<&str>| (200..300).contains(&status) && Kind::of(mime).is_some();
+    // The source's copy is asked after by its validators: a 304 keeps it as
+    // it is. A crawl that follows links needs the copy's stored links then.
+    let follow = ctx.follow.load(Ordering::Relaxed);
+    let prior = ctx.crawl.prior(url.as_str()).filter(|p| p.content_hash.is_some() && (p.has_links || !follow));
+    let validators =
+        prior.map(|p| Validators { etag: p.etag.clone(), last_modified: p.last_modified.clone() }).unwrap_or_default();
+    let get = |validators: Validators| async move {
+        ctx.engine
+            .fetcher
+            .fetch_if_changed(url, &in_scope, &want, &validators)
+            .await
+            .map(PageBytes::fetched)
+            .map_err(|e| format!("{}: {e}", e.code()))
+    };
+    let mut body = get(validators.clone()).await?;
+    if let Some(prior) = prior.filter(|_| body.status == 304 && follow) {
+        match ctx.engine.store.page_links(prior.row).await {
+            Ok(Some(links)) => body.kept_links = links.iter().filter_map(|l| Url::parse(l).ok()).collect(),
+            // The copy was replaced meanwhile (another crawl of the source),
+            // or cannot be read: the page is asked for whole.
+            _ => body = get(Validators::default()).await?,
+        }
+    }
+    Ok(body)
+}
+
+/// In Chromium, at most `browserConcurrency` pages of this crawl at once. The
+/// browser follows redirects by itself, so the page it ends on is checked
+/// against the scope and the address guard afterwards.
+pub(super) async fn render(ctx: &Ctx, url: &Url, seed: bool, scope: &Scope) -> Result<PageBytes, String> {
+    let engine = &ctx.engine;
+    let _slot = ctx.crawl.browser_slots.acquire().await.map_err(|_| "cancelled: the crawl was stopped".to_string())?;
+    let rendered = engine
+        .renderer
+        .render(url, ctx.crawl.spec.wait_until, &ctx.crawl.tracker, engine.config.browser.page_timeout)
+        .await
+        .map_err(|e| format!("{}: {e}", e.code()))?;
+    if rendered.final_url != *url {
+        if !seed && !scope.allows(&rendered.final_url) {
+            return Err(format!("redirect_out_of_scope: redirect to {} leaves the crawl's scope", rendered.final_url));
+        }
+        engine
+            .fetcher
+            .guard()
+            .check_resolved(&rendered.final_url)
+            .await
+            .map_err(|e| format!("forbidden_address: {e}"))?;
+    }
+    Ok(PageBytes::rendered(rendered))
+}
+
+/// Status and type checks, then the pool: main content, markdown, chunks,
+/// code, vectors. With `detect` (`auto` mode) the pool first decides whether
+/// the page needs a browser, and says so instead of processing it.
+pub(super) async fn process_body(
+    ctx: &Ctx,
+    mut r: PageRecord,
+    body: PageBytes,
+    detect: bool,
+) -> Result<(PageRecord, PageResult), NeedsBrowser> {
+    let engine = &ctx.engine;
+    r.http_status = Some(body.status);
+    r.content_type = body.content_type.clone();
+    r.rendered = body.rendered;
+    if body.final_url.as_str() != r.url {
+        r.final_url = Some(body.final_url.to_string());
+    }
+    r.etag = body.validators.etag.clone();
+    r.last_modified = body.validators.last_modified.clone();
+    if body.status == 304
+        && let Some(prior) = ctx.crawl.prior(&r.url).cloned()
+    {
+        return Ok(kept_as_is(ctx, r, prior, body.final_url, body.kept_links));
+    }
+    if !(200..300).contains(&body.status) {
+        let reason = reqwest::StatusCode::from_u16(body.status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+        return Ok(failed(r, format!("http_status: HTTP {} {reason}", body.status).trim_end().to_string()));
+    }
+    let mime = body.mime();
+    let Some(kind) = Kind::of(mime.as_deref()) else {
+        r.status = PageStatus::Skipped;
+        r.error = Some(format!("unsupported_content_type: {} is not HTML or text", mime.unwrap_or_default()));
+        return Ok((r, PageResult::default()));
+    };
+    let bytes = body.bytes.unwrap_or_default();
+    r.bytes = Some(bytes.len() as u64);
+    let content_type = body.content_type;
+    let page_url = body.final_url.clone();
+    let options = ctx.crawl.spec.process;
+    let token = ctx.crawl.token.clone();
+    let embedder = engine.embedder.clone();
+    let hasher = ctx.crawl.hasher.clone();
+    let detect = detect && matches!(kind, Kind::Html);
+    let prior = ctx.crawl.prior(&r.url).cloned();
+    let prior_hash = prior.as_ref().and_then(|p| p.content_hash.clone());
+    let has_prior = prior.is_some();
+    // The very bytes the source's copy was made from make the same copy:
+    // nothing to extract (links only, for a crawl that follows them). Not
+    // for a page `auto` may still send to the browser: the same shell can
+    // show other content.
+    let follow = ctx.follow.load(Ordering::Relaxed);
+    let prior_body = prior.as_ref().and_then(|p| p.body_hash.clone()).filter(|_| !detect);
+    let processed = engine
+        .pool
+        .run(&ctx.crawl.tracker, move || {
+            // Queued work of a stopped crawl ends at once; its result would be dropped.
+            if token.is_cancelled() {
+                return Processed::Cancelled;
+            }
+            let body_digest = format!("{:x}", sha2::Sha256::digest(&bytes));
+            let text = decode(&bytes, content_type.as_deref());
+            if prior_body.as_deref() == Some(body_digest.as_str()) {
+                let links = match kind {
+                    Kind::Html if follow => {
+                        let (mut links, canonical) = process::links_of(&text, &page_url);
+                        links.extend(canonical.filter(|c| *c != page_url && !links.contains(c)));
+                        links
+                    }
+                    _ => Vec::new(),
+                };
+                return Processed::SameBody(body_digest, links);
+            }
+            if detect && let Some(reason) = crate::crawl::fetch::detect::needs_browser(&text) {
+                return Processed::NeedsBrowser(reason);
+            }
+            let (extracted, format) = match kind {
+                Kind::Html => (process::extract_html(&text, &page_url), "markdown"),
+                Kind::Markdown => (process::extract_text(&text), "markdown"),
+                Kind::Text => (process::extract_text(&text), "text"),
+            };
+            // Hashing a large page is CPU work too: here, not on the async threads.
+            let digest = format!("{:x}", sha2::Sha256::digest(extracted.markdown.as_bytes()));
+            let content_hash = std::hash::BuildHasher::hash_one(&hasher, &digest);
+            if prior_hash.as_deref() == Some(digest.as_str()) {
+                let page = Box::new(extracted.unchunked());
+                return Processed::Page {
+                    page,
+                    format,
+                    content_hash,
+                    digest,
+                    body_digest,
+                    embedded: 0,
+                    unchanged: true,
+                };
+            }
+            let mut p = extracted.finish(&options);
+            // A CPU embedder works here, on the pool; remote ones in the
+            // writer, and so do changed pages, whose texts that did not
+            // change reuse their vectors there.
+            let mut embedded = 0;
+            let (chunk_inputs, code_inputs) = p.embedding_inputs();
+            let refs: Vec<&str> = chunk_inputs.iter().chain(&code_inputs).map(String::as_str).collect();
+            if !has_prior && let Some(mut vectors) = embedder.embed_sync(&refs) {
+                embedded = vectors.len() as u64;
+                let code_vectors = vectors.split_off(chunk_inputs.len());
+                p.chunks.iter_mut().zip(vectors).for_each(|(c, v)| c.embedding = Some(v));
+                p.code_examples.iter_mut().zip(code_vectors).for_each(|(c, v)| c.embedding = Some(v));
+            }
+            Processed::Page { page: Box::new(p), format, content_hash, digest, body_digest, embedded, unchanged: false }
+        })
+        .await;
+    Ok(match processed {
+        Ok(Processed::NeedsBrowser(reason)) => return Err(NeedsBrowser(reason)),
+        Ok(Processed::Cancelled) => failed(r, "cancelled: the crawl was stopped".into()),
+        Ok(Processed::SameBody(body_digest, links)) => match prior {
+            Some(prior) => {
+                r.body_hash = Some(body_digest);
+                kept_as_is(ctx, r, prior, body.final_url, links)
+            }
+            None => failed(r, "processing_failed: a page without a copy matched one".into()),
+        },
+        Ok(Processed::Page { page: p, format, content_hash, digest, body_digest, embedded, unchanged }) => {
+            r.body_hash = Some(body_digest);
+            let p = *p;
+            let follow = ctx.follow.load(Ordering::Relaxed);
+            let mut links = p.links;
+            let here = urls::normalize(&body.final_url).unwrap_or_else(|| body.final_url.clone());
+            let canonical = p.canonical.filter(|c| *c != here);
+            if let Some(c) = canonical.as_ref().filter(|c| follow && !links.contains(c)) {
+                links.push(c.clone());
+            }
+            if let Some(first) = ctx.crawl.duplicate_of(here.as_str(), canonical.as_ref(), content_hash) {
+                r.status = PageStatus::Skipped;
+                r.title = p.title;
+                r.error = Some(match &canonical {
+                    Some(c) => format!("duplicate: a copy of {first} (rel=canonical {c})"),
+                    None => format!("duplicate: the same content as {first}"),
+                });
+                if follow {
+                    r.links = links.iter().map(|u| u.to_string()).collect();
+                }
+                return Ok((r, PageResult { final_url: Some(body.final_url), links }));
+            }
+            r.title = p.title;
+            r.description = p.description;
+            r.content_hash = Some(digest);
+            r.format = Some(format);
+            r.embedded = embedded;
+            match prior {
+                Some(prior) if unchanged => {
+                    // The source's row stays, with its chunks and vectors.
+                    r.change = Some(Change::Unchanged);
+                    r.kept = Some(Kept { row: prior.row, chunks: prior.chunks, code_examples: prior.code_examples });
+                }
+                Some(prior) => {
+                    r.change = Some(Change::Changed);
+                    r.earlier_row = Some(prior.row);
+                }
+                None => r.change = Some(Change::New),
+            }
+            if r.kept.is_none() {
+                r.content = Some(p.markdown);
+                r.chunks = p.chunks;
+                r.code_examples = p.code_examples;
+            }
+            if follow {
+                r.links = links.iter().map(|u| u.to_string()).collect();
+            }
+            (r, PageResult { final_url: Some(body.final_url), links })
+        }
+        Err(e) => failed(r, format!("processing_failed: {e}")),
+    })
+}
+
+/// A page that has not changed since the source's copy (the server said
+/// `304`, or sent the very bytes the copy was made from): the copy is kept
+/// unprocessed, and the page leads to `links`.
+pub(super) fn kept_as_is(
+    ctx: &Ctx,
+    mut r: PageRecord,
+    prior: PriorPage,
+    final_url: Url,
+    links: Vec<Url>,
+) -> (PageRecord, PageResult) {
+    let digest = prior.content_hash.clone().unwrap_or_default();
+    let content_hash = std::hash::BuildHasher::hash_one(&ctx.crawl.hasher, &digest);
+    let here = urls::normalize(&final_url).unwrap_or_else(|| final_url.clone());
+    if let Some(first) = ctx.crawl.duplicate_of(here.as_str(), None, content_hash) {
+        r.status = PageStatus::Skipped;
+        r.error = Some(format!("duplicate: the same content as {first}"));
+        return (r, PageResult { final_url: Some(final_url), links });
+    }
+    r.content_hash = prior.content_hash.clone();
+    r.change = Some(Change::Unchanged);
+    r.kept = Some(Kept { row: prior.row, chunks: prior.chunks, code_examples: prior.code_examples });
+    if ctx.follow.load(Ordering::Relaxed) {
+        r.links = links.iter().map(|u| u.to_string()).collect();
+    }
+    (r, PageResult { final_url: Some(final_url), links })
+}
