@@ -109,7 +109,11 @@ fn assemble<A: socketioxide::adapter::Adapter + socketioxide_core::adapter::Defi
     let fanout = Arc::new(realtime::SocketFanout::new(io.clone(), root.clone(), node_room));
     let registry = Registry::new(config.crawler, store, root.clone(), fanout.clone(), cluster)?;
     registry.track(sources::schedule::run(registry.clone(), config.schedule.clone(), root));
-    let rt = realtime::Realtime { registry: registry.clone(), keys: config.api_keys.clone(), fanout: fanout.clone() };
+    let rt = realtime::Realtime {
+        registry: Arc::downgrade(&registry),
+        keys: config.api_keys.clone(),
+        fanout: fanout.clone(),
+    };
     let init = realtime::register(&io, rt);
     let connections = Arc::new(move || fanout.connections());
     let policy = Arc::new(api::edge::EdgePolicy::new(&config.edge, bound, !config.api_keys.enabled()));

@@ -14,6 +14,9 @@ use super::{MAX_EVENT_BYTES, Realtime, list_room};
 use crate::auth::{ApiKeys, Tenant};
 use crate::progress::{CRAWLS_UPDATE, Event};
 
+/// The answer once the service has stopped (a socket still open after it).
+const GONE: (&str, &str) = ("unavailable", "the service is shutting down");
+
 /// Why the handshake was refused; the client gets it as `connect_error`.
 #[derive(Debug, thiserror::Error)]
 #[error("unauthorized: {0}")]
@@ -128,9 +131,10 @@ pub fn on_connect<A: Adapter>(socket: SocketRef<A>, rt: Realtime<A>) {
         socket.on("subscribe_crawls", move |s: SocketRef<A>, reply: Reply<A>| {
             let rt = rt.clone();
             async move {
+                let Some(registry) = rt.registry() else { return reply.err("subscribe_crawls", GONE.0, GONE.1) };
                 let tenant = tenant_of(&s);
                 s.join(list_room(tenant.as_deref()));
-                let crawls = rt.registry.active(tenant.as_deref()).await;
+                let crawls = registry.active(tenant.as_deref()).await;
                 let _ = s.emit(CRAWLS_UPDATE, &json!({ "crawls": crawls }));
                 reply.ok(json!({ "ok": true, "crawls": crawls }));
             }
@@ -162,10 +166,11 @@ async fn subscribe<A: Adapter>(
         Ok(id) => id,
         Err((code, msg)) => return reply.err(event, code, msg),
     };
+    let Some(registry) = rt.registry() else { return reply.err(event, GONE.0, GONE.1) };
     let tenant = tenant_of(&socket);
     // Join first, then the snapshot under the reporter's lock: nothing
     // published in between is missed, and nothing older arrives after it.
-    if let Some(reporter) = rt.registry.reporter(&id, tenant.as_deref()) {
+    if let Some(reporter) = registry.reporter(&id, tenant.as_deref()) {
         socket.join(id.clone());
         let mut status = None;
         reporter
@@ -177,14 +182,14 @@ async fn subscribe<A: Adapter>(
             .await;
         return reply.ok(json!({ "ok": true, "progressId": id, "status": status }));
     }
-    match rt.registry.status(&id, tenant.as_deref()).await {
+    match registry.status(&id, tenant.as_deref()).await {
         Ok(Some(s)) => {
             socket.join(id.clone());
             let snap = Arc::new(Event::progress(&s, s.event_id, true, s.status.is_terminal()));
             rt.fanout.send(socket.clone(), snap);
             let status = s.status;
-            if rt.registry.cluster().is_some() {
-                rt.fanout.follow_remote(rt.registry.clone(), s);
+            if registry.cluster().is_some() {
+                rt.fanout.follow_remote(registry.clone(), s);
             }
             reply.ok(json!({ "ok": true, "progressId": id, "status": status }));
         }
@@ -206,8 +211,9 @@ async fn stop<A: Adapter>(
         Ok(id) => id,
         Err((code, msg)) => return reply.err("crawl_stop", code, msg),
     };
+    let Some(registry) = rt.registry() else { return reply.err("crawl_stop", GONE.0, GONE.1) };
     let tenant = tenant_of(&socket);
-    match rt.registry.stop(&id, tenant.as_deref()).await {
+    match registry.stop(&id, tenant.as_deref()).await {
         Ok(Some(s)) => reply.ok(json!({ "ok": true, "progressId": id, "status": s.status })),
         Ok(None) => reply.err("crawl_stop", "not_found", format!("no crawl with id '{id}'")),
         Err(e) => {

@@ -75,9 +75,19 @@ pub async fn redis_layer(url: &str) -> Result<(SocketIoLayer<Redis>, SocketIo<Re
 
 /// What the handlers share.
 pub struct Realtime<A: Adapter> {
-    pub registry: std::sync::Arc<Registry>,
+    /// Weak: the registry holds the fanout, which holds these handlers; a
+    /// strong reference would keep the registry (and its database pool)
+    /// alive for ever once the service is gone.
+    pub registry: std::sync::Weak<Registry>,
     pub keys: ApiKeys,
     pub fanout: std::sync::Arc<SocketFanout<A>>,
+}
+
+impl<A: Adapter> Realtime<A> {
+    /// The registry, while the service runs.
+    fn registry(&self) -> Option<std::sync::Arc<Registry>> {
+        self.registry.upgrade()
+    }
 }
 
 impl<A: Adapter> Clone for Realtime<A> {
