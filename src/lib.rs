@@ -3,7 +3,7 @@
 //! what was crawled is kept.
 //!
 //! # Layout
-//! - `config`: one `Config`, from flags and environment (clap).
+//! - `config`: one `Config`, assembled from the settings each module owns.
 //! - `api`: axum routers, one file per resource (crawls, pages, events,
 //!   search, health, metrics, openapi), and `edge`, what every connection and request
 //!   meets first (header deadline, connection bound, the open mode's Origin
@@ -38,7 +38,8 @@
 //! - `watch`: following a crawl that runs on another instance (or waits in
 //!   the queue) through its stored row, for SSE and Socket.IO subscribers.
 //! - `web`: the dashboard at `/`, built from `web/` and embedded.
-//! - `cli`: the `trawl` command (serve, crawl, search, embed, migrate).
+//! - `cli`: the `trawl` command (serve, crawl, refresh, sources, export, search,
+//!   embed, migrate); `cli::args`, its flags and environment (clap).
 //!
 //! One root `CancellationToken` belongs to the `App`; each crawl holds a child
 //! token and a `TaskTracker`, so a stop or a shutdown reaches every task.

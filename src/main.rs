@@ -2,5 +2,5 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    trawl::cli::run(trawl::config::Cli::parse()).await
+    trawl::cli::run(trawl::cli::Cli::parse()).await
 }

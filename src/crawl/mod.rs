@@ -14,4 +14,4 @@ mod settings;
 
 pub use registry::{Registry, StartError};
 pub use request::{CrawlRequest, CrawlSpec, CrawlType, Render};
-pub use settings::CrawlerConfig;
+pub use settings::{CrawlerConfig, SettingsError};

@@ -55,3 +55,40 @@ impl Default for CrawlerConfig {
         }
     }
 }
+
+/// A crawl engine setting that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingsError(String);
+
+impl CrawlerConfig {
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let positive = [
+            ("request timeout", self.request_timeout.as_millis() as usize),
+            ("max page bytes", self.max_page_bytes),
+            ("per-host concurrency", self.per_host_concurrency),
+            ("default concurrency", self.default_concurrency),
+            ("browser page timeout", self.browser.page_timeout.as_millis() as usize),
+            ("browser max pages", self.browser.max_pages),
+            ("browser concurrency", self.browser.default_concurrency),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(SettingsError(format!("{name} must be greater than 0")));
+            }
+        }
+        if self.default_concurrency > self.max_concurrency {
+            return Err(SettingsError(format!("default concurrency must be at most {}", self.max_concurrency)));
+        }
+        if self.browser.default_concurrency > self.browser.max_pages {
+            return Err(SettingsError(format!(
+                "browser concurrency must be at most the browser max pages ({})",
+                self.browser.max_pages
+            )));
+        }
+        if self.user_agent.trim().is_empty() {
+            return Err(SettingsError("user agent must not be empty".into()));
+        }
+        Ok(())
+    }
+}

@@ -8,10 +8,14 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{
-    Cli, Command, Config, CrawlArgs, CrawlTypeArg, EmbedCmdArgs, ExportArgs, RefreshArgs, SearchArgs, ServeArgs,
-    SourcesArgs,
+pub mod args;
+
+pub use args::Cli;
+use args::{
+    Command, CrawlArgs, CrawlTypeArg, EmbedCmdArgs, ExportArgs, RefreshArgs, SearchArgs, ServeArgs, SourcesArgs,
 };
+
+use crate::config::Config;
 use crate::crawl::{CrawlRequest, CrawlType, Registry};
 use crate::progress::CrawlState;
 use crate::{App, store};
@@ -63,7 +67,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     })
 }
 
-async fn migrate(args: crate::config::MigrateArgs) -> Result<ExitCode, CliError> {
+async fn migrate(args: args::MigrateArgs) -> Result<ExitCode, CliError> {
     let embed_config = args.embedding.into_config()?;
     store::connect(&args.database.database_url, embed_config.vector_dimensions()).await?;
     println!("migrations applied to {}", args.database.database_url);
@@ -179,8 +183,8 @@ async fn refresh(args: RefreshArgs) -> Result<ExitCode, CliError> {
 /// A registry for crawls run in this process (`trawl crawl`, `trawl refresh`):
 /// its own store connection, no Socket.IO, no cluster.
 async fn local_registry(
-    crawler: crate::config::CrawlerArgs,
-    database: &crate::config::DatabaseArgs,
+    crawler: args::CrawlerArgs,
+    database: &args::DatabaseArgs,
 ) -> Result<std::sync::Arc<Registry>, CliError> {
     init_tracing("warn");
     crate::install_crypto_provider();
@@ -299,10 +303,7 @@ async fn search(args: SearchArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn open_store(
-    database: &crate::config::DatabaseArgs,
-    embedding: crate::config::EmbedArgs,
-) -> Result<store::DynStore, CliError> {
+async fn open_store(database: &args::DatabaseArgs, embedding: args::EmbedArgs) -> Result<store::DynStore, CliError> {
     let embed_config = embedding.into_config()?;
     store::connect(&database.database_url, embed_config.vector_dimensions()).await.map_err(CliError::from)
 }
