@@ -84,6 +84,12 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Client(#[from] crawl::fetch::http::ClientBuildError),
+    #[error(transparent)]
+    Pool(#[from] process::PoolError),
+    #[error(transparent)]
+    Embed(#[from] embed::EmbedError),
     #[error("could not listen on {addr}: {source}")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("server error: {0}")]
@@ -97,6 +103,24 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// What every crawl of this process shares, built once: the HTTP client,
+/// Chromium (started on first use), the rayon pool and the embedder, over
+/// `store`. `root` is the service's token; `shared_queue` when instances
+/// share a PostgreSQL queue.
+pub fn engine(
+    config: crawl::CrawlerConfig,
+    store: store::DynStore,
+    root: CancellationToken,
+    shared_queue: bool,
+) -> Result<crawl::Engine, AppError> {
+    let fetcher = crawl::fetch::HttpFetcher::new(&config)?;
+    let renderer =
+        Arc::new(crawl::fetch::Renderer::new(config.browser.clone(), config.user_agent.clone(), fetcher.guard()));
+    let pool = process::Pool::new(None)?;
+    let embedder = embed::build(&config.embedding)?;
+    Ok(crawl::Engine { config, fetcher, renderer, pool, store, embedder, root, shared_queue })
+}
+
 /// The registry, Socket.IO (with adapter `A`) and the HTTP API, wired together.
 fn assemble<A: socketioxide::adapter::Adapter + socketioxide_core::adapter::DefinedAdapter>(
     config: Config,
@@ -108,7 +132,10 @@ fn assemble<A: socketioxide::adapter::Adapter + socketioxide_core::adapter::Defi
     bound: std::net::SocketAddr,
 ) -> Result<(axum::Router, Arc<Registry>, A::InitRes), AppError> {
     let fanout = Arc::new(realtime::SocketFanout::new(io.clone(), root.clone(), node_room));
-    let registry = Registry::new(config.crawler, store, root.clone(), fanout.clone(), cluster)?;
+    let engine = engine(config.crawler, store.clone(), root.clone(), cluster.is_some())?;
+    let embedder = engine.embedder.clone();
+    let registry = Registry::new(engine, fanout.clone(), cluster)?;
+    registry.start_background();
     registry.track(sources::schedule::run(registry.clone(), config.schedule.clone(), root));
     let rt = realtime::Realtime {
         registry: Arc::downgrade(&registry),
@@ -118,8 +145,14 @@ fn assemble<A: socketioxide::adapter::Adapter + socketioxide_core::adapter::Defi
     let init = realtime::register(&io, rt);
     let connections = Arc::new(move || fanout.connections());
     let policy = Arc::new(api::edge::EdgePolicy::new(&config.edge, bound, !config.api_keys.enabled()));
-    let state =
-        api::AppState { registry: registry.clone(), keys: config.api_keys, operator: config.operator_key, connections };
+    let state = api::AppState {
+        registry: registry.clone(),
+        store,
+        embedder,
+        keys: config.api_keys,
+        operator: config.operator_key,
+        connections,
+    };
     // The edge checks wrap Socket.IO too: its handshake is a request like any other.
     let router = api::router(state)
         .merge(web::router())

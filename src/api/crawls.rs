@@ -259,7 +259,7 @@ pub(super) async fn pages(
     if state.registry.status(&id, tenant.as_deref()).await?.is_none() {
         return Err(ApiError::crawl_not_found(&id));
     }
-    let mut pages: Vec<PageSummary> = state.registry.store().list_pages(&id, after, limit + 1, markdown).await?;
+    let mut pages: Vec<PageSummary> = state.store.list_pages(&id, after, limit + 1, markdown).await?;
     let next = if pages.len() > limit as usize {
         pages.truncate(limit as usize);
         pages.last().map(|p| p.row_id.to_string())

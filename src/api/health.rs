@@ -27,7 +27,7 @@ pub(super) async fn healthz() -> Json<Value> {
 /// Ready when the store answers and can write.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "The store answers"), (status = 503, body = crate::error::ErrorBody)))]
 pub(super) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    state.registry.store().writable().await.map_err(|e| {
+    state.store.writable().await.map_err(|e| {
         tracing::warn!(error = %e, "store not ready");
         match e {
             crate::store::StoreError::Unwritable(why) => {

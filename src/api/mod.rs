@@ -37,7 +37,12 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 #[derive(Clone)]
 pub struct AppState {
+    /// Live crawls: start, stop, status, events.
     pub registry: Arc<Registry>,
+    /// What was stored, for the routes that read it.
+    pub store: crate::store::DynStore,
+    /// For queries searched by meaning.
+    pub embedder: crate::embed::DynEmbedder,
     pub keys: crate::auth::ApiKeys,
     pub operator: crate::auth::OperatorKey,
     /// Socket.IO connections to this instance, for `/metrics`.

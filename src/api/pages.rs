@@ -29,7 +29,7 @@ pub(super) async fn page(
         ApiError::NotFound(format!("no page with id '{shown}' (page ids are the whole numbers page listings give)"))
     };
     let page_id = id.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(not_found)?;
-    let page = state.registry.store().page_content(page_id).await?.ok_or_else(not_found)?;
+    let page = state.store.page_content(page_id).await?.ok_or_else(not_found)?;
     // Another tenant's page answers as a missing one.
     if tenant.0.is_some() && page.tenant.as_deref() != tenant.as_deref() {
         return Err(not_found());

@@ -103,8 +103,7 @@ pub(super) async fn search_chunks(
     check_query(&req.query)?;
     let limit = check_limit(req.limit, 10)?;
     let filter = SearchFilter { crawl_id: req.progress_id, source: source_host(req.source)?, tenant: tenant.0 };
-    let store = state.registry.store();
-    let hits = search::search(&**store, &**state.registry.embedder(), &req.query, req.mode, &filter, limit).await?;
+    let hits = search::search(&*state.store, &*state.embedder, &req.query, req.mode, &filter, limit).await?;
     Ok(Json(json!({ "results": hits })))
 }
 

@@ -38,7 +38,7 @@ async fn visible(state: &AppState, id: &str, tenant: &Tenant) -> Result<Source, 
     if uuid::Uuid::parse_str(id).is_err() {
         return Err(not_found(id));
     }
-    let source = state.registry.store().get_source(id).await?.ok_or_else(|| not_found(id))?;
+    let source = state.store.get_source(id).await?.ok_or_else(|| not_found(id))?;
     if tenant.0.is_some() && source.tenant.as_deref() != tenant.as_deref() {
         return Err(not_found(id));
     }
@@ -75,7 +75,7 @@ pub(super) async fn list(
     let limit = parse_limit(p.limit.as_deref(), 20, 100)?;
     let before_id = uuid_cursor(p.cursor.as_deref())?;
     let filter = SourceFilter { tenant: tenant.0, before_id, limit: limit + 1 };
-    let mut sources = state.registry.store().list_sources(&filter).await?;
+    let mut sources = state.store.list_sources(&filter).await?;
     let next = if sources.len() > limit as usize {
         sources.truncate(limit as usize);
         sources.last().map(|s| s.id.clone())
@@ -110,7 +110,7 @@ pub(super) async fn update(
         UpdateError::Invalid(m) => ApiError::InvalidRequest(m),
         UpdateError::Request(r) => crate::crawl::StartError::Invalid(r).into(),
     })?;
-    let updated = state.registry.store().update_source(&id, &patch).await?.ok_or_else(|| not_found(&id))?;
+    let updated = state.store.update_source(&id, &patch).await?.ok_or_else(|| not_found(&id))?;
     Ok(Json(with_live_crawl(&state, updated)))
 }
 
@@ -188,7 +188,7 @@ pub(super) async fn export(
         })?,
     };
     let source = visible(&state, &id, &tenant).await?;
-    let body = Body::from_stream(export::stream(state.registry.store().clone(), &source, format));
+    let body = Body::from_stream(export::stream(state.store.clone(), &source, format));
     let file: String =
         source.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect();
     let mut response = (StatusCode::OK, body).into_response();

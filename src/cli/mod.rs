@@ -190,8 +190,8 @@ async fn local_registry(
     crate::install_crypto_provider();
     let config = crawler.into_config()?;
     let store = store::connect(&database.database_url, config.embedding.vector_dimensions()).await?;
-    Registry::new(config, store, CancellationToken::new(), std::sync::Arc::new(crate::progress::NoFanout), None)
-        .map_err(CliError::from)
+    let engine = crate::engine(config, store, CancellationToken::new(), false)?;
+    Ok(Registry::new(engine, std::sync::Arc::new(crate::progress::NoFanout), None)?)
 }
 
 /// Follows a crawl of this process with a progress bar until it ends;

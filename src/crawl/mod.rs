@@ -14,4 +14,5 @@ mod settings;
 
 pub use registry::{Registry, StartError};
 pub use request::{CrawlRequest, CrawlSpec, CrawlType, Render};
+pub use run::Engine;
 pub use settings::{CrawlerConfig, SettingsError};

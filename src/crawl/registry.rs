@@ -23,12 +23,10 @@ use tracing::Instrument;
 
 use crate::cluster::{Claimed, Cluster, StopRequest};
 use crate::crawl::CrawlerConfig;
-use crate::crawl::fetch::http::ClientBuildError;
-use crate::crawl::fetch::{HttpFetcher, Renderer};
+use crate::crawl::fetch::Renderer;
 use crate::crawl::guard::ForbiddenAddress;
 use crate::crawl::request::{CrawlRequest, RequestError};
 use crate::crawl::run::{self, Crawl, Engine, Resume, Slot};
-use crate::process::{Pool, PoolError};
 use crate::progress::{ActiveList, CrawlState, CrawlStatus, Fanout, Progress, Reporter};
 use crate::store::{CrawlFilter, DynStore, NewCrawl, NewSource, StoreError};
 use crate::sync::LockExt;
@@ -47,12 +45,6 @@ pub enum StartError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error(transparent)]
-    Client(#[from] ClientBuildError),
-    #[error(transparent)]
-    Pool(#[from] PoolError),
-    #[error(transparent)]
-    Embed(#[from] crate::embed::EmbedError),
     #[error("max crawls must be greater than 0 unless instances share a PostgreSQL queue")]
     NoSlots,
 }
@@ -82,59 +74,50 @@ const RECENT_FOR: Duration = Duration::from_secs(300);
 const RECENT_MAX: usize = 1000;
 
 impl Registry {
+    /// The registry of the crawls `engine` runs. It starts nothing: the app
+    /// starts its background work ([`Registry::start_background`]).
     pub fn new(
-        config: CrawlerConfig,
-        store: DynStore,
-        root: CancellationToken,
+        engine: Engine,
         fanout: Arc<dyn Fanout>,
         cluster: Option<Arc<Cluster>>,
     ) -> Result<Arc<Self>, RegistryError> {
-        if config.max_crawls == 0 && cluster.is_none() {
+        if engine.config.max_crawls == 0 && cluster.is_none() {
             return Err(RegistryError::NoSlots);
         }
-        let fetcher = HttpFetcher::new(&config)?;
-        let renderer = Arc::new(Renderer::new(config.browser.clone(), config.user_agent.clone(), fetcher.guard()));
-        let pool = Pool::new(None)?;
-        let embedder = crate::embed::build(&config.embedding)?;
-        let slots = Arc::new(Semaphore::new(config.max_crawls));
-        let tracker = TaskTracker::new();
+        Ok(Arc::new(Self {
+            slots: Arc::new(Semaphore::new(engine.config.max_crawls)),
+            engine: Arc::new(engine),
+            tracker: TaskTracker::new(),
+            live: Mutex::new(HashMap::new()),
+            fanout,
+            recent: Mutex::new(HashMap::new()),
+            cluster,
+        }))
+    }
+
+    /// The loops a serving instance runs besides its crawls, on the
+    /// registry's tracker: the store's vector indexers, and with a shared
+    /// queue the dispatcher, the heartbeat and the stop listener.
+    pub fn start_background(self: &Arc<Self>) {
+        let (store, root) = (&self.engine.store, &self.engine.root);
         if store.indexes_in_background() {
             // Graph inserts are CPU-bound in the database: more indexers
             // would take the cores the writes need.
             for _ in 0..crate::store::INDEXERS {
-                tracker.spawn(crate::store::run_indexer(store.clone(), root.clone()));
+                self.tracker.spawn(crate::store::run_indexer(store.clone(), root.clone()));
             }
         }
-        let registry = Arc::new(Self {
-            engine: Arc::new(Engine {
-                config,
-                fetcher,
-                renderer,
-                pool,
-                store,
-                embedder,
-                root: root.clone(),
-                shared_queue: cluster.is_some(),
-            }),
-            tracker,
-            slots,
-            live: Mutex::new(HashMap::new()),
-            fanout,
-            recent: Mutex::new(HashMap::new()),
-            cluster: cluster.clone(),
-        });
-        if let Some(cluster) = cluster {
-            registry.tracker.spawn(registry.clone().dispatch(cluster.clone()));
-            registry.tracker.spawn(registry.clone().heartbeat(cluster.clone()));
-            let weak = Arc::downgrade(&registry);
+        if let Some(cluster) = &self.cluster {
+            self.tracker.spawn(self.clone().dispatch(cluster.clone()));
+            self.tracker.spawn(self.clone().heartbeat(cluster.clone()));
+            let weak = Arc::downgrade(self);
             let on_stop = move |id: String| {
                 if let Some(r) = weak.upgrade() {
                     r.stop_here(&id);
                 }
             };
-            registry.tracker.spawn(cluster.listen(on_stop, root));
+            self.tracker.spawn(cluster.clone().listen(on_stop, root.clone()));
         }
-        Ok(registry)
     }
 
     /// Runs a background loop on the registry's tracker, so that shutdown

@@ -35,7 +35,8 @@ mod writer;
 
 use page::*;
 use seeds::*;
-pub(crate) use state::{Crawl, Engine, Resume, Slot};
+pub use state::Engine;
+pub(crate) use state::{Crawl, Resume, Slot};
 use walk::*;
 use writer::*;
 

@@ -18,8 +18,9 @@ use crate::sync::LockExt;
 
 use super::*;
 
-/// What every crawl of a process shares.
-pub(crate) struct Engine {
+/// What every crawl of a process shares; built once, by the app
+/// (`trawl::engine`), and handed to the registry.
+pub struct Engine {
     pub config: CrawlerConfig,
     pub fetcher: HttpFetcher,
     /// The process's Chromium, started on the first page that needs it.
