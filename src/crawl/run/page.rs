@@ -117,9 +117,9 @@ pub(super) enum Processed {
     Cancelled,
 }
 
-pub(super) fn failed(mut r: PageRecord, error: String) -> (PageRecord, PageResult) {
+pub(super) fn failed(mut r: PageRecord, error: PageError) -> (PageRecord, PageResult) {
     r.status = PageStatus::Failed;
-    r.error = Some(error);
+    r.error = Some(error.recorded());
     (r, PageResult::default())
 }
 
@@ -168,11 +168,57 @@ pub(super) async fn crawl_page(ctx: &Ctx, url: Url, depth: u32, seed: bool, scop
     }
 }
 
+/// Why a page failed. Stored (and shown) as `code: message`; the codes are
+/// the contract's and each is written once, here or at its source.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum PageError {
+    #[error(transparent)]
+    Fetch(#[from] crate::crawl::fetch::http::FetchError),
+    #[error(transparent)]
+    Render(#[from] crate::crawl::fetch::browser::RenderError),
+    #[error("redirect to {0} leaves the crawl's scope")]
+    OutOfScope(Url),
+    #[error(transparent)]
+    Forbidden(#[from] crate::crawl::guard::ForbiddenAddress),
+    #[error("the crawl was stopped")]
+    Cancelled,
+    #[error("HTTP {0}")]
+    Status(u16),
+    #[error("{0}")]
+    Processing(String),
+}
+
+impl PageError {
+    pub(super) fn code(&self) -> &'static str {
+        match self {
+            PageError::Fetch(e) => e.code(),
+            PageError::Render(e) => e.code(),
+            PageError::OutOfScope(_) => "redirect_out_of_scope",
+            PageError::Forbidden(_) => "forbidden_address",
+            PageError::Cancelled => "cancelled",
+            PageError::Status(_) => "http_status",
+            PageError::Processing(_) => "processing_failed",
+        }
+    }
+
+    /// As the page's `error` keeps it.
+    fn recorded(&self) -> String {
+        match self {
+            PageError::Status(status) => {
+                let reason =
+                    reqwest::StatusCode::from_u16(*status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+                format!("http_status: HTTP {status} {reason}").trim_end().to_string()
+            }
+            other => format!("{}: {other}", other.code()),
+        }
+    }
+}
+
 /// `auto` mode: the HTTP page is a shell for scripts, for this reason.
 pub(super) struct NeedsBrowser(pub(super) &'static str);
 
 /// Over HTTP, following redirects the crawl's scope allows.
-pub(super) async fn fetch(ctx: &Ctx, url: &Url, seed: bool, scope: &Scope) -> Result<PageBytes, String> {
+pub(super) async fn fetch(ctx: &Ctx, url: &Url, seed: bool, scope: &Scope) -> Result<PageBytes, PageError> {
     // The start URL may redirect anywhere the guard allows; other pages stay in scope.
     let in_scope = |u: &Url| seed || scope.allows(u);
     let want = |status: u16, mime: Option<&str>| (200..300).contains(&status) && Kind::of(mime).is_some();
@@ -188,7 +234,7 @@ pub(super) async fn fetch(ctx: &Ctx, url: &Url, seed: bool, scope: &Scope) -> Re
             .fetch_if_changed(url, &in_scope, &want, &validators)
             .await
             .map(PageBytes::fetched)
-            .map_err(|e| format!("{}: {e}", e.code()))
+            .map_err(PageError::from)
     };
     let mut body = get(validators.clone()).await?;
     if let Some(prior) = prior.filter(|_| body.status == 304 && follow) {
@@ -205,24 +251,18 @@ pub(super) async fn fetch(ctx: &Ctx, url: &Url, seed: bool, scope: &Scope) -> Re
 /// In Chromium, at most `browserConcurrency` pages of this crawl at once. The
 /// browser follows redirects by itself, so the page it ends on is checked
 /// against the scope and the address guard afterwards.
-pub(super) async fn render(ctx: &Ctx, url: &Url, seed: bool, scope: &Scope) -> Result<PageBytes, String> {
+pub(super) async fn render(ctx: &Ctx, url: &Url, seed: bool, scope: &Scope) -> Result<PageBytes, PageError> {
     let engine = &ctx.engine;
-    let _slot = ctx.crawl.browser_slots.acquire().await.map_err(|_| "cancelled: the crawl was stopped".to_string())?;
+    let _slot = ctx.crawl.browser_slots.acquire().await.map_err(|_| PageError::Cancelled)?;
     let rendered = engine
         .renderer
         .render(url, ctx.crawl.spec.wait_until, &ctx.crawl.tracker, engine.config.browser.page_timeout)
-        .await
-        .map_err(|e| format!("{}: {e}", e.code()))?;
+        .await?;
     if rendered.final_url != *url {
         if !seed && !scope.allows(&rendered.final_url) {
-            return Err(format!("redirect_out_of_scope: redirect to {} leaves the crawl's scope", rendered.final_url));
+            return Err(PageError::OutOfScope(rendered.final_url));
         }
-        engine
-            .fetcher
-            .guard()
-            .check_resolved(&rendered.final_url)
-            .await
-            .map_err(|e| format!("forbidden_address: {e}"))?;
+        engine.fetcher.guard().check_resolved(&rendered.final_url).await?;
     }
     Ok(PageBytes::rendered(rendered))
 }
@@ -251,8 +291,7 @@ pub(super) async fn process_body(
         return Ok(kept_as_is(ctx, r, prior, body.final_url, body.kept_links));
     }
     if !(200..300).contains(&body.status) {
-        let reason = reqwest::StatusCode::from_u16(body.status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
-        return Ok(failed(r, format!("http_status: HTTP {} {reason}", body.status).trim_end().to_string()));
+        return Ok(failed(r, PageError::Status(body.status)));
     }
     let mime = body.mime();
     let Some(kind) = Kind::of(mime.as_deref()) else {
@@ -339,13 +378,13 @@ pub(super) async fn process_body(
         .await;
     Ok(match processed {
         Ok(Processed::NeedsBrowser(reason)) => return Err(NeedsBrowser(reason)),
-        Ok(Processed::Cancelled) => failed(r, "cancelled: the crawl was stopped".into()),
+        Ok(Processed::Cancelled) => failed(r, PageError::Cancelled),
         Ok(Processed::SameBody(body_digest, links)) => match prior {
             Some(prior) => {
                 r.body_hash = Some(body_digest);
                 kept_as_is(ctx, r, prior, body.final_url, links)
             }
-            None => failed(r, "processing_failed: a page without a copy matched one".into()),
+            None => failed(r, PageError::Processing("a page without a copy matched one".into())),
         },
         Ok(Processed::Page { page: p, format, content_hash, digest, body_digest, embedded, unchanged }) => {
             r.body_hash = Some(body_digest);
@@ -396,7 +435,7 @@ pub(super) async fn process_body(
             }
             (r, PageResult { final_url: Some(body.final_url), links })
         }
-        Err(e) => failed(r, format!("processing_failed: {e}")),
+        Err(e) => failed(r, PageError::Processing(e.to_string())),
     })
 }
 
