@@ -25,18 +25,15 @@ pub use settings::ClusterConfig;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sqlx::Row;
 use sqlx::postgres::{PgListener, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::progress::{CrawlState, CrawlStatus};
 use crate::store::StoreError;
-use crate::store::postgres::status_from_row;
+pub use crate::store::postgres::queue::Claimed;
+use crate::store::postgres::queue::{self, QUEUE_CHANNEL, STOP_CHANNEL};
 use crate::sync::LockExt;
-
-const QUEUE_CHANNEL: &str = "trawl_queue";
-const STOP_CHANNEL: &str = "trawl_stop";
 
 /// This instance's membership of the cluster.
 pub struct Cluster {
@@ -51,21 +48,6 @@ pub struct Cluster {
     /// outage every heartbeat is stale, and the instances must first show
     /// each other they are alive.
     healthy_since: Mutex<Option<Instant>>,
-}
-
-/// A crawl this instance has just claimed.
-#[derive(Debug)]
-pub struct Claimed {
-    pub status: CrawlStatus,
-    pub tenant: Option<String>,
-    /// The request as stored (JSON).
-    pub request: String,
-    /// How many times it was claimed, this time included: above 1 it ran
-    /// before and resumes.
-    pub attempts: u32,
-    /// How many of the earlier runs handed it back at a shutdown; the
-    /// others ended with their instance.
-    pub handoffs: u32,
 }
 
 /// What a stop asked through the database did.
@@ -98,7 +80,7 @@ impl Cluster {
         let suffix = uuid::Uuid::now_v7().simple().to_string();
         let id = format!("{}-{}", config.instance_name, &suffix[suffix.len() - 8..]);
         // Rows of instances gone for a day only clutter the table.
-        sqlx::query("DELETE FROM trawl_instances WHERE heartbeat_at < now() - interval '1 day'").execute(&pool).await?;
+        queue::forget_old_instances(&pool).await?;
         let cluster = Arc::new(Self { pool, id, config, wake: Notify::new(), healthy_since: Mutex::new(None) });
         cluster.beat(&[]).await?;
         tracing::info!(instance = %cluster.id, "joined the cluster");
@@ -133,7 +115,7 @@ impl Cluster {
     /// Tells every instance's dispatcher (this one's at once) that a crawl waits.
     pub async fn enqueued(&self) {
         self.wake.notify_one();
-        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')").bind(QUEUE_CHANNEL).execute(&self.pool).await {
+        if let Err(e) = queue::notify(&self.pool, QUEUE_CHANNEL, "").await {
             // The others' polling finds it a little later.
             tracing::warn!(error = %e, "could not notify the other instances of a new crawl");
         }
@@ -147,63 +129,22 @@ impl Cluster {
     /// Claims the oldest crawl waiting in the queue, or one whose owner
     /// stopped beating; `None` when there is none.
     pub async fn claim(&self) -> Result<Option<Claimed>, StoreError> {
-        let row = sqlx::query(
-            "WITH next AS (
-               SELECT id FROM crawls k
-               WHERE status IN ('queued', 'running', 'stopping')
-                 AND ((status = 'queued' AND owner IS NULL)
-                   OR ($3 AND owner IS NOT NULL AND owner <> $1 AND owner NOT LIKE 'local:%' AND NOT EXISTS (
-                         SELECT 1 FROM trawl_instances i
-                         WHERE i.id = k.owner AND i.heartbeat_at > now() - make_interval(secs => $2))))
-               ORDER BY id LIMIT 1
-               FOR UPDATE SKIP LOCKED)
-             UPDATE crawls c SET owner = $1, attempts = c.attempts + 1, updated_at = now()
-             FROM next WHERE c.id = next.id
-             RETURNING c.*, c.request::text AS request_text",
-        )
-        .bind(&self.id)
-        .bind(self.config.instance_ttl.as_secs_f64())
-        .bind(self.takeovers_allowed())
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(Some(Claimed {
-            status: status_from_row(&row)?,
-            tenant: row.try_get("tenant")?,
-            request: row.try_get("request_text")?,
-            attempts: row.try_get::<i32, _>("attempts")?.max(1) as u32,
-            handoffs: row.try_get::<i32, _>("handoffs")?.max(0) as u32,
-        }))
+        queue::claim(&self.pool, &self.id, self.config.instance_ttl, self.takeovers_allowed()).await
     }
 
     /// Beats, and reads the state of the crawls this instance runs.
     pub async fn beat(&self, live: &[String]) -> Result<Beat, StoreError> {
-        let beat = async {
-            sqlx::query(
-                "INSERT INTO trawl_instances (id) VALUES ($1)
-                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
-            )
-            .bind(&self.id)
-            .execute(&self.pool)
-            .await?;
-            let rows = sqlx::query("SELECT id, status, owner FROM crawls WHERE id = ANY($1)")
-                .bind(live)
-                .fetch_all(&self.pool)
-                .await?;
+        let beat = queue::beat(&self.pool, &self.id, live).await.map(|rows| {
             let mut beat = Beat::default();
             for r in rows {
-                let id: String = r.try_get("id")?;
-                let owner: Option<String> = r.try_get("owner")?;
-                let status: String = r.try_get("status")?;
-                if owner.as_deref().is_some_and(|o| o != self.id) {
-                    beat.lost.push(id);
-                } else if status == "stopping" {
-                    beat.stopping.push(id);
+                if r.owner.as_deref().is_some_and(|o| o != self.id) {
+                    beat.lost.push(r.id);
+                } else if r.status == "stopping" {
+                    beat.stopping.push(r.id);
                 }
             }
-            Ok::<_, StoreError>(beat)
-        }
-        .await;
+            beat
+        });
         let mut since = self.healthy_since.locked();
         match &beat {
             Ok(_) => {
@@ -220,64 +161,33 @@ impl Cluster {
     /// while by the owner's page writes, and the owner need not wait for
     /// that to hear of the stop.
     pub async fn request_stop(&self, id: &str) -> Result<StopRequest, StoreError> {
-        let Some(row) = sqlx::query("SELECT * FROM crawls WHERE id = $1").bind(id).fetch_optional(&self.pool).await?
-        else {
+        let Some(before) = queue::status(&self.pool, id).await? else {
             return Ok(StopRequest::NotFound);
         };
-        let before = status_from_row(&row)?;
         if before.status.is_terminal() {
             return Ok(StopRequest::Ended(before));
         }
-        if before.status == CrawlState::Queued {
-            let cancelled = sqlx::query(
-                "UPDATE crawls SET status = 'cancelled', message = 'stopped by request',
-                   current_url = NULL, pages_queued = 0, finished_at = now(), updated_at = now()
-                 WHERE id = $1 AND status = 'queued' AND owner IS NULL RETURNING *",
-            )
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-            if let Some(row) = cancelled {
-                return Ok(StopRequest::Cancelled {
-                    before: Box::new(before),
-                    after: Box::new(status_from_row(&row)?),
-                });
-            }
-            // Claimed meanwhile: its owner stops it.
+        // Not claimed yet: cancelled here. Claimed meanwhile: its owner stops it.
+        if before.status == CrawlState::Queued
+            && let Some(after) = queue::cancel_unclaimed(&self.pool, id).await?
+        {
+            return Ok(StopRequest::Cancelled { before: Box::new(before), after: Box::new(after) });
         }
-        sqlx::query("SELECT pg_notify($1, $2)").bind(STOP_CHANNEL).bind(id).execute(&self.pool).await?;
+        queue::notify(&self.pool, STOP_CHANNEL, id).await?;
         // Durable: an owner that missed the notification (or dies and is
         // taken over) finds the stop in the row.
-        let row = sqlx::query(
-            "UPDATE crawls SET status = CASE WHEN status IN ('queued', 'running') THEN 'stopping' ELSE status END,
-               message = CASE WHEN status IN ('queued', 'running') THEN 'stop requested' ELSE message END,
-               updated_at = now()
-             WHERE id = $1 RETURNING *",
-        )
-        .bind(id)
-        .fetch_one(&self.pool)
-        .await?;
-        let after = status_from_row(&row)?;
+        let after = queue::mark_stopping(&self.pool, id).await?;
         Ok(if after.status.is_terminal() { StopRequest::Ended(after) } else { StopRequest::Forwarded(after) })
     }
 
     /// Crawls not yet ended on any instance, of one tenant (or of nobody's), newest first.
     pub async fn unfinished(&self, tenant: Option<&str>) -> Result<Vec<CrawlStatus>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM crawls WHERE status IN ('queued', 'running', 'stopping')
-               AND tenant IS NOT DISTINCT FROM $1 ORDER BY id DESC LIMIT 1000",
-        )
-        .bind(tenant)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(status_from_row).collect()
+        queue::unfinished(&self.pool, tenant).await
     }
 
     /// Leaves at shutdown, once this instance's crawls have ended.
     pub async fn leave(&self) {
-        if let Err(e) =
-            sqlx::query("DELETE FROM trawl_instances WHERE id = $1").bind(&self.id).execute(&self.pool).await
-        {
+        if let Err(e) = queue::leave(&self.pool, &self.id).await {
             tracing::warn!(error = %e, "could not leave the cluster; the row ages out");
         }
     }

@@ -11,6 +11,8 @@
 //! exact scan of the not-yet-indexed tail. Crawls write at table speed and
 //! search is never missing a row.
 
+pub mod queue;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -282,7 +284,7 @@ fn source_from_row(r: &PgRow) -> Result<Source, StoreError> {
     })
 }
 
-pub(crate) fn status_from_row(r: &PgRow) -> Result<CrawlStatus, StoreError> {
+fn status_from_row(r: &PgRow) -> Result<CrawlStatus, StoreError> {
     let status: String = r.try_get("status")?;
     let stage: String = r.try_get("stage")?;
     let n = |c: &str| -> Result<u64, StoreError> { Ok(r.try_get::<i64, _>(c)?.max(0) as u64) };
