@@ -235,15 +235,23 @@ impl App {
         self.root.clone()
     }
 
-    /// Serves until the shutdown token fires, then stops accepting, stops
-    /// every crawl and returns within `SHUTDOWN_GRACE`.
+    /// Serves until the shutdown token fires, then stops accepting and stops
+    /// every crawl, all within one deadline `SHUTDOWN_GRACE` away; closing
+    /// Chromium, the sockets and the cluster membership takes at most
+    /// `CLEANUP_GRACE` after that.
     pub async fn run_until_stopped(self) -> Result<(), AppError> {
         let App { listener, router, registry, root, edge, _lock } = self;
         tracing::info!(addr = ?listener.local_addr().ok(), "trawl listening");
         let server = serve(listener, router, &edge, root.clone());
-        let deadline = async {
+        // One deadline, set when the shutdown starts, for connections and crawls alike.
+        let stopping = async {
             root.cancelled().await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            tokio::time::Instant::now() + SHUTDOWN_GRACE
+        };
+        let stopping = futures::FutureExt::shared(Box::pin(stopping));
+        let deadline = {
+            let stopping = stopping.clone();
+            async move { tokio::time::sleep_until(stopping.await).await }
         };
         // Open connections get the grace period to finish; crawls stop meanwhile.
         let (served, _) = tokio::join!(
@@ -253,10 +261,7 @@ impl App {
                     _ = deadline => { tracing::warn!("connections still open at the end of the grace period"); Ok(()) }
                 }
             },
-            async {
-                root.cancelled().await;
-                registry.shutdown(SHUTDOWN_GRACE).await
-            }
+            async { registry.shutdown(stopping.await).await }
         );
         tracing::info!("trawl stopped");
         served.map_err(AppError::Serve)

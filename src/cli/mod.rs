@@ -241,7 +241,7 @@ async fn watch(
         }
     };
     bar.finish_and_clear();
-    registry.shutdown(Duration::from_secs(5)).await;
+    registry.shutdown(tokio::time::Instant::now() + Duration::from_secs(5)).await;
     if json {
         println!("{}", serde_json::to_string_pretty(&fin).unwrap_or_default());
     } else {

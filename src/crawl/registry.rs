@@ -69,6 +69,10 @@ pub struct Registry {
 /// crawl resumed elsewhere numbers its events above its first run's.
 const EVENT_IDS_PER_ATTEMPT: u64 = 1_000_000_000;
 
+/// How long closing Chromium, the sockets and the cluster membership may
+/// take in all, after the crawls have ended.
+pub const CLEANUP_GRACE: Duration = Duration::from_secs(3);
+
 /// How long an ended crawl's events stay replayable, and how many crawls' worth.
 const RECENT_FOR: Duration = Duration::from_secs(300);
 const RECENT_MAX: usize = 1000;
@@ -586,25 +590,32 @@ impl Registry {
         Ok(rows)
     }
 
-    /// Stops every crawl (the root token is fired by the caller) and waits
-    /// for them up to `grace`. Returns whether all ended in time.
-    pub async fn shutdown(&self, grace: Duration) -> bool {
+    /// Stops every crawl (it fires the root token itself) and waits for
+    /// them until `deadline`; then closes Chromium, the sockets and the
+    /// cluster membership, all together within [`CLEANUP_GRACE`], naming any
+    /// step that overran. Returns whether every crawl ended in time.
+    pub async fn shutdown(&self, deadline: tokio::time::Instant) -> bool {
         self.engine.root.cancel();
         self.tracker.close();
-        let ended = tokio::time::timeout(grace, self.tracker.wait()).await.is_ok();
+        let ended = tokio::time::timeout_at(deadline, self.tracker.wait()).await.is_ok();
         if !ended {
-            tracing::warn!(
-                remaining = self.active_count(),
-                "crawls still running at the end of the shutdown grace period"
-            );
+            let running: Vec<String> = self.live.locked().keys().cloned().collect();
+            tracing::warn!(?running, "crawls still running at the end of the shutdown grace period");
         }
-        // After the crawls, whose pages it renders: no Chromium outlives the service.
-        self.engine.renderer.shutdown().await;
+        let cleanup = tokio::time::Instant::now() + CLEANUP_GRACE;
+        let step = |name: &'static str, done: bool| {
+            if !done {
+                tracing::warn!(step = name, "shutdown step cut short at the cleanup deadline");
+            }
+        };
+        // After the crawls, whose pages it renders: no Chromium outlives the
+        // service (and Chromium dies with this process if this is cut short).
+        step("chromium", tokio::time::timeout_at(cleanup, self.engine.renderer.shutdown()).await.is_ok());
         // After the crawls' last events: sockets learn that this server is going.
-        self.fanout.close().await;
+        step("sockets", tokio::time::timeout_at(cleanup, self.fanout.close()).await.is_ok());
         // Crawls still running now may be taken over at once.
         if let Some(cluster) = &self.cluster {
-            cluster.leave().await;
+            step("cluster", tokio::time::timeout_at(cleanup, cluster.leave()).await.is_ok());
         }
         ended
     }
