@@ -76,7 +76,7 @@ pub(super) async fn events(
         return Ok(Sse::new(stream).keep_alive(keep_alive).into_response());
     };
     let after = last_event_id.and_then(|v| v.parse::<u64>().ok());
-    let Some(follow) = Follow::start(reporter, after).await else {
+    let Some(follow) = LiveEvents::start(reporter, after).await else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     let stream = Source::Local(follow).stream().take_until(state.registry.shutdown_token().cancelled_owned());
@@ -87,7 +87,7 @@ pub(super) async fn events(
 /// here, else its stored state until it runs here (it waited in the queue
 /// and this instance claimed it) or ends.
 enum Source {
-    Local(Follow),
+    Local(LiveEvents),
     Remote(Box<Follower>),
 }
 
@@ -105,7 +105,7 @@ impl Source {
                             let out = SseEvent::default().event(ev.name).data(ev.data.get());
                             return Some((Ok(if ev.last { out.id(FINAL_ID) } else { out }), src));
                         }
-                        Step::Local(reporter) => src = Source::Local(Follow::start(reporter, None).await?),
+                        Step::Local(reporter) => src = Source::Local(LiveEvents::start(reporter, None).await?),
                     },
                 }
             }
@@ -114,7 +114,7 @@ impl Source {
 }
 
 /// One SSE subscriber's position in a crawl's events.
-struct Follow {
+struct LiveEvents {
     reporter: Arc<Reporter>,
     rx: broadcast::Receiver<Arc<Event>>,
     pending: VecDeque<Arc<Event>>,
@@ -123,7 +123,7 @@ struct Follow {
     done: bool,
 }
 
-impl Follow {
+impl LiveEvents {
     /// Follows the events after `after` (all, from a snapshot, without it);
     /// `None` when the final one was already seen.
     async fn start(reporter: Arc<Reporter>, after: Option<u64>) -> Option<Self> {

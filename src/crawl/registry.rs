@@ -26,7 +26,7 @@ use crate::crawl::CrawlerConfig;
 use crate::crawl::fetch::Renderer;
 use crate::crawl::guard::ForbiddenAddress;
 use crate::crawl::request::{CrawlRequest, RequestError};
-use crate::crawl::run::{self, Crawl, Engine, Resume, Slot};
+use crate::crawl::run::{self, Crawl, Engine, ResumeFrom, Slot};
 use crate::progress::{ActiveList, CrawlState, CrawlStatus, Fanout, Progress, Reporter};
 use crate::store::{CrawlFilter, DynStore, NewCrawl, NewSource, StoreError};
 use crate::sync::LockExt;
@@ -236,7 +236,7 @@ impl Registry {
                     if !handed {
                         metrics::counter!("trawl_crawls_taken_over_total").increment(1);
                     }
-                    Some(Resume::new(outcomes, &status))
+                    Some(ResumeFrom::new(outcomes, &status))
                 }
                 Err(e) => {
                     let reason = format!("interrupted, and its stored pages could not be read to resume it: {e}");

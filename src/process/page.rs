@@ -54,7 +54,7 @@ struct Scan {
     pre: Option<(Option<String>, String)>,
 }
 
-fn decode(s: &str) -> String {
+fn decode_entities(s: &str) -> String {
     html_escape::decode_html_entities(s).into_owned()
 }
 
@@ -67,27 +67,27 @@ fn scan(html: &str, page_url: &Url) -> Scan {
                 element_content_handlers: vec![
                     element!("base[href]", |el| {
                         if let Some(h) = el.get_attribute("href") {
-                            st.borrow_mut().base = page_url.join(&decode(&h)).ok();
+                            st.borrow_mut().base = page_url.join(&decode_entities(&h)).ok();
                         }
                         Ok(())
                     }),
                     element!("link[rel~=canonical][href]", |el| {
                         let mut s = st.borrow_mut();
                         if s.canonical.is_none() {
-                            s.canonical = el.get_attribute("href").map(|h| decode(&h));
+                            s.canonical = el.get_attribute("href").map(|h| decode_entities(&h));
                         }
                         Ok(())
                     }),
                     element!("a[href], area[href]", |el| {
                         if let Some(h) = el.get_attribute("href") {
-                            st.borrow_mut().hrefs.push(decode(&h));
+                            st.borrow_mut().hrefs.push(decode_entities(&h));
                         }
                         Ok(())
                     }),
                     element!("meta[name=description], meta[property='og:description']", |el| {
                         let mut s = st.borrow_mut();
                         if s.description.is_none() {
-                            s.description = el.get_attribute("content").map(|c| decode(&c).trim().to_string());
+                            s.description = el.get_attribute("content").map(|c| decode_entities(&c).trim().to_string());
                         }
                         Ok(())
                     }),
@@ -117,7 +117,7 @@ fn scan(html: &str, page_url: &Url) -> Scan {
                             let on_end: lol_html::EndTagHandler<'static> = Box::new(move |_end| {
                                 let mut s = st.borrow_mut();
                                 if let Some((language, text)) = s.pre.take() {
-                                    s.blocks.push(RawBlock { language, code: decode(&text) });
+                                    s.blocks.push(RawBlock { language, code: decode_entities(&text) });
                                 }
                                 Ok(())
                             });
@@ -209,7 +209,7 @@ pub fn extract_html(html: &str, page_url: &Url) -> Extracted {
     let canonical = scan.canonical.as_deref().and_then(|h| urls::resolve_link(page_url, h));
     let (article_title, markdown) = main_markdown(html, page_url);
     let markdown = code::label_fences(&markdown, &scan.blocks);
-    let page_title = decode(&scan.title).split_whitespace().collect::<Vec<_>>().join(" ");
+    let page_title = decode_entities(&scan.title).split_whitespace().collect::<Vec<_>>().join(" ");
     let title = (!page_title.is_empty()).then_some(page_title).or(article_title);
     // Readability drops an <h1> that repeats the title; chunks and their
     // heading paths read better with it.

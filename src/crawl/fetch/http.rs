@@ -123,13 +123,13 @@ impl Fetched {
         let Some(body) = &self.body else {
             return String::new();
         };
-        decode(body, self.content_type.as_deref())
+        decode_charset(body, self.content_type.as_deref())
     }
 }
 
 /// Decodes by the `charset` of the content type, else a `<meta charset>` near
 /// the start, else UTF-8; a BOM wins over both.
-pub fn decode(body: &[u8], content_type: Option<&str>) -> String {
+pub fn decode_charset(body: &[u8], content_type: Option<&str>) -> String {
     let label = content_type
         .and_then(|c| c.parse::<mime::Mime>().ok())
         .and_then(|m| m.get_param(mime::CHARSET).map(|v| v.as_str().to_string()))
@@ -292,11 +292,11 @@ mod tests {
 
     #[test]
     fn decodes_declared_charsets_and_replaces_invalid_utf8() {
-        assert_eq!(decode(b"caf\xe9", Some("text/html; charset=iso-8859-1")), "café");
+        assert_eq!(decode_charset(b"caf\xe9", Some("text/html; charset=iso-8859-1")), "café");
         assert_eq!(
-            decode(b"<meta charset=\"windows-1252\">\x93q\x94", None),
+            decode_charset(b"<meta charset=\"windows-1252\">\x93q\x94", None),
             "<meta charset=\"windows-1252\">\u{201c}q\u{201d}"
         );
-        assert_eq!(decode(b"ok \xff end", Some("text/html")), "ok \u{fffd} end");
+        assert_eq!(decode_charset(b"ok \xff end", Some("text/html")), "ok \u{fffd} end");
     }
 }

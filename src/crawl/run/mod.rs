@@ -36,7 +36,7 @@ mod writer;
 use page::*;
 use seeds::*;
 pub use state::Engine;
-pub(crate) use state::{Crawl, Resume, Slot};
+pub(crate) use state::{Crawl, ResumeFrom, Slot};
 use walk::*;
 use writer::*;
 

@@ -7,7 +7,7 @@ use chrono::Utc;
 use sha2::Digest;
 use url::Url;
 
-use crate::crawl::fetch::{Fetched, Rendered, Validators, http::decode};
+use crate::crawl::fetch::{Fetched, Rendered, Validators, http::decode_charset};
 use crate::crawl::request::Render;
 use crate::crawl::scope::Scope;
 use crate::process::{self};
@@ -91,7 +91,7 @@ impl PageBytes {
 }
 
 /// What the pool made of a page.
-pub(super) enum Processed {
+pub(super) enum PageOutcome {
     Page {
         page: Box<process::Processed>,
         /// `markdown` or `text`.
@@ -322,10 +322,10 @@ pub(super) async fn process_body(
         .run(&ctx.crawl.tracker, move || {
             // Queued work of a stopped crawl ends at once; its result would be dropped.
             if token.is_cancelled() {
-                return Processed::Cancelled;
+                return PageOutcome::Cancelled;
             }
             let body_digest = format!("{:x}", sha2::Sha256::digest(&bytes));
-            let text = decode(&bytes, content_type.as_deref());
+            let text = decode_charset(&bytes, content_type.as_deref());
             if prior_body.as_deref() == Some(body_digest.as_str()) {
                 let links = match kind {
                     Kind::Html if follow => {
@@ -335,10 +335,10 @@ pub(super) async fn process_body(
                     }
                     _ => Vec::new(),
                 };
-                return Processed::SameBody(body_digest, links);
+                return PageOutcome::SameBody(body_digest, links);
             }
             if detect && let Some(reason) = crate::crawl::fetch::detect::needs_browser(&text) {
-                return Processed::NeedsBrowser(reason);
+                return PageOutcome::NeedsBrowser(reason);
             }
             let (extracted, format) = match kind {
                 Kind::Html => (process::extract_html(&text, &page_url), "markdown"),
@@ -350,7 +350,7 @@ pub(super) async fn process_body(
             let content_hash = std::hash::BuildHasher::hash_one(&hasher, &digest);
             if prior_hash.as_deref() == Some(digest.as_str()) {
                 let page = Box::new(extracted.unchunked());
-                return Processed::Page {
+                return PageOutcome::Page {
                     page,
                     format,
                     content_hash,
@@ -373,20 +373,28 @@ pub(super) async fn process_body(
                 p.chunks.iter_mut().zip(vectors).for_each(|(c, v)| c.embedding = Some(v));
                 p.code_examples.iter_mut().zip(code_vectors).for_each(|(c, v)| c.embedding = Some(v));
             }
-            Processed::Page { page: Box::new(p), format, content_hash, digest, body_digest, embedded, unchanged: false }
+            PageOutcome::Page {
+                page: Box::new(p),
+                format,
+                content_hash,
+                digest,
+                body_digest,
+                embedded,
+                unchanged: false,
+            }
         })
         .await;
     Ok(match processed {
-        Ok(Processed::NeedsBrowser(reason)) => return Err(NeedsBrowser(reason)),
-        Ok(Processed::Cancelled) => failed(r, PageError::Cancelled),
-        Ok(Processed::SameBody(body_digest, links)) => match prior {
+        Ok(PageOutcome::NeedsBrowser(reason)) => return Err(NeedsBrowser(reason)),
+        Ok(PageOutcome::Cancelled) => failed(r, PageError::Cancelled),
+        Ok(PageOutcome::SameBody(body_digest, links)) => match prior {
             Some(prior) => {
                 r.body_hash = Some(body_digest);
                 kept_as_is(ctx, r, prior, body.final_url, links)
             }
             None => failed(r, PageError::Processing("a page without a copy matched one".into())),
         },
-        Ok(Processed::Page { page: p, format, content_hash, digest, body_digest, embedded, unchanged }) => {
+        Ok(PageOutcome::Page { page: p, format, content_hash, digest, body_digest, embedded, unchanged }) => {
             r.body_hash = Some(body_digest);
             let p = *p;
             let follow = ctx.follow.load(Ordering::Relaxed);

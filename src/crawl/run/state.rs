@@ -64,7 +64,7 @@ pub(crate) struct Crawl {
     /// The first page error, to explain a crawl in which nothing succeeded.
     pub(super) first_error: Mutex<Option<String>>,
     /// What an earlier run of this crawl (on an instance that died) stored.
-    pub(super) resume: Option<Resume>,
+    pub(super) resume: Option<ResumeFrom>,
     /// The pages the crawl's source keeps, by URL, loaded as the crawl
     /// starts: each page crawled is compared with its earlier copy.
     pub(super) prior: std::sync::OnceLock<HashMap<String, PriorPage>>,
@@ -73,12 +73,12 @@ pub(crate) struct Crawl {
 /// A crawl taken over from a dead instance goes on from what it stored:
 /// the walk is replayed over the stored pages (their links included), and
 /// only the pages not stored yet are fetched.
-pub(crate) struct Resume {
+pub(crate) struct ResumeFrom {
     pub(super) pages: HashMap<String, StoredOutcome>,
     pub(super) counts: PageCounts,
 }
 
-impl Resume {
+impl ResumeFrom {
     pub fn new(outcomes: Vec<StoredOutcome>, status: &CrawlStatus) -> Self {
         let counts = PageCounts {
             crawled: status.pages_crawled,
@@ -122,7 +122,7 @@ impl Crawl {
         token: CancellationToken,
         progress: Progress,
         reporter: Arc<Reporter>,
-        resume: Option<Resume>,
+        resume: Option<ResumeFrom>,
     ) -> Self {
         let span = tracing::info_span!("crawl", progress_id = %reporter.crawl_id);
         let browser_slots = Semaphore::new(spec.browser_concurrency.max(1));
