@@ -14,7 +14,7 @@
 //! closed, waited for (killed if it lingers) and its profile removed.
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -22,21 +22,25 @@ use std::time::{Duration, Instant};
 use chromiumoxide::Page;
 use chromiumoxide::browser::Browser;
 use chromiumoxide::cdp::browser_protocol::browser::CloseParams;
-use chromiumoxide::cdp::browser_protocol::network::{EventResponseReceived, ResourceType};
-use chromiumoxide::cdp::browser_protocol::page::{EventLifecycleEvent, NavigateParams};
-use chromiumoxide::cdp::browser_protocol::target::CloseTargetParams;
 use chromiumoxide::handler::HandlerConfig;
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{Mutex, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
 
-use crate::crawl::fetch::proxy::{GUARD_HEADER, GuardedProxy};
+use crate::crawl::fetch::proxy::GuardedProxy;
 use crate::crawl::guard::{AddressGuard, ForbiddenAddress};
 use crate::sync::LockExt;
+
+mod page;
+mod process;
+mod settings;
+
+use page::*;
+use process::*;
+pub use settings::{BrowserSettings, WaitUntil};
 
 /// How long a page may take to close, and the browser to exit, before it is
 /// given up on (the page) or killed (the browser).
@@ -46,77 +50,6 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 const LAUNCH_BACKOFF: Duration = Duration::from_secs(5);
 /// Lines of Chromium's stderr kept to explain a failed launch.
 const STDERR_LINES: usize = 20;
-
-/// When a rendered page counts as loaded.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum WaitUntil {
-    /// `DOMContentLoaded`, then a short settle for scripts that render right after it.
-    #[default]
-    #[serde(alias = "dom_content_loaded", alias = "domContentLoaded")]
-    Domcontentloaded,
-    /// The `load` event: images, styles and frames are in.
-    Load,
-    /// No request in flight for 500 ms (Chromium's `networkIdle`): content fetched by scripts is in.
-    #[serde(alias = "network_idle", alias = "networkIdle")]
-    Networkidle,
-}
-
-impl WaitUntil {
-    fn event(self) -> &'static str {
-        match self {
-            WaitUntil::Domcontentloaded => "DOMContentLoaded",
-            WaitUntil::Load => "load",
-            WaitUntil::Networkidle => "networkIdle",
-        }
-    }
-}
-
-/// The browser's side of the configuration.
-#[derive(Debug, Clone)]
-pub struct BrowserSettings {
-    /// The Chromium executable.
-    pub chrome: PathBuf,
-    /// Deadline of one page: open, navigate, wait, read.
-    pub page_timeout: Duration,
-    /// How long Chromium may take to start and announce its DevTools address.
-    pub launch_timeout: Duration,
-    /// Pages open at once in this process, all crawls together.
-    pub max_pages: usize,
-    /// Pages open at once per crawl when the request names no `browserConcurrency`.
-    pub default_concurrency: usize,
-    /// Pause after `DOMContentLoaded` for scripts that render right after it.
-    pub settle: Duration,
-    /// Run Chromium without its sandbox; needed when running as root.
-    pub no_sandbox: bool,
-    /// Where the temporary profile folders go.
-    pub profile_root: PathBuf,
-    /// Let pages load images, media and fonts. Off by default: the text is
-    /// what is kept, and they are most of a page's bytes.
-    pub load_media: bool,
-}
-
-impl Default for BrowserSettings {
-    fn default() -> Self {
-        Self {
-            chrome: PathBuf::from("/usr/bin/chromium"),
-            page_timeout: Duration::from_secs(30),
-            launch_timeout: Duration::from_secs(20),
-            max_pages: 8,
-            default_concurrency: 4,
-            settle: Duration::from_millis(250),
-            no_sandbox: running_as_root(),
-            profile_root: std::env::temp_dir(),
-            load_media: false,
-        }
-    }
-}
-
-/// Chromium refuses to start its sandbox as root.
-fn running_as_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
@@ -182,90 +115,6 @@ struct Instance {
     dead: CancellationToken,
     /// Fired to have the supervisor kill the process.
     kill: CancellationToken,
-}
-
-/// Chromium's process group and its profile folder. Dropped (also when a
-/// task is cancelled or the runtime torn down), it kills the whole group and
-/// then removes the profile: no process outlives it to write there again.
-struct Process {
-    child: tokio::process::Child,
-    /// The group to kill (its leader is Chromium itself).
-    group: Option<i32>,
-    profile: Option<tempfile::TempDir>,
-}
-
-/// The process group a spawned Chromium leads: its pid, when the pid is one
-/// that may be signalled. `killpg(0, …)` would signal trawl's own group and
-/// `killpg(1, …)` init's, so a missing or odd pid gives no group at all.
-fn group_of(pid: Option<u32>) -> Option<i32> {
-    pid.and_then(|p| i32::try_from(p).ok()).filter(|&p| p > 1)
-}
-
-impl Process {
-    fn kill_group(&mut self) {
-        if let Some(group) = self.group {
-            // SAFETY: killpg only sends a signal; it touches no memory of ours.
-            unsafe {
-                libc::killpg(group, libc::SIGKILL);
-            }
-        }
-    }
-}
-
-/// Drops a `Process` off the async threads: its `Drop` removes a profile
-/// folder, which is blocking file work.
-async fn discard(process: Process) {
-    let _ = tokio::task::spawn_blocking(move || drop(process)).await;
-}
-
-/// Whether a process of group `group` still runs (zombies do not count:
-/// they hold no files and run nothing).
-fn group_alive(group: i32) -> bool {
-    std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|entry| {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { return false };
-        // `pid (comm) state ppid pgrp …`; comm may hold spaces and parentheses.
-        let mut fields = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("").split_whitespace();
-        let state = fields.next().unwrap_or("Z");
-        let pgrp = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
-        pgrp == Some(group) && state != "Z" && state != "X"
-    })
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill_group();
-        let _ = self.child.try_wait();
-        // SIGKILL is not instant for a process busy in the kernel: wait
-        // (briefly) until none runs, so none outlives the service.
-        if let Some(group) = self.group {
-            for _ in 0..100 {
-                if !group_alive(group) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        if let Some(profile) = self.profile.take() {
-            // A process killed a moment ago may still finish a write: a few
-            // tries let the removal win.
-            for _ in 0..20 {
-                match std::fs::remove_dir_all(profile.path()) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => std::thread::sleep(Duration::from_millis(10)),
-                    _ => break,
-                }
-            }
-        }
-    }
-}
-
-/// Pages open now, for tests and metrics; decremented only once a page is closed.
-struct OpenCount(watch::Sender<usize>);
-
-impl OpenCount {
-    fn add(&self, n: isize) {
-        self.0.send_modify(|v| *v = v.saturating_add_signed(n));
-        metrics::gauge!("trawl_browser_pages_open").set(*self.0.borrow() as f64);
-    }
 }
 
 /// The process's browser: started lazily, relaunched after a crash, closed at shutdown.
@@ -419,16 +268,7 @@ impl Renderer {
             // killed with the browser in one signal.
             .process_group(0)
             .kill_on_drop(true);
-        // Should trawl itself be killed (SIGKILL: no destructor runs), the
-        // kernel kills Chromium's browser process, and its children follow it.
-        // SAFETY: the closure runs between fork and exec and only calls
-        // prctl, which is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        dies_with_parent(&mut cmd);
         let child = cmd.spawn().map_err(|e| format!("{}: {e}", chrome.display()))?;
         let pid = child.id();
         let group = group_of(pid);
@@ -634,296 +474,6 @@ impl Renderer {
             tracing::warn!("browser tasks still running at the end of shutdown");
         }
     }
-}
-
-/// Removes profiles that a killed trawl left behind (SIGKILL runs no
-/// destructor). Chromium's `SingletonLock` names `host-pid` of its browser;
-/// a profile whose browser no longer exists on this host is stale.
-fn sweep_stale_profiles(root: &Path) {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
-    for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
-        if !entry.file_name().to_string_lossy().starts_with("trawl-chromium-") {
-            continue;
-        }
-        let Ok(lock) = std::fs::read_link(entry.path().join("SingletonLock")) else {
-            continue;
-        };
-        let lock = lock.to_string_lossy().to_string();
-        let Some((lock_host, pid)) = lock.rsplit_once('-') else {
-            continue;
-        };
-        let gone = pid.parse::<u32>().is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
-        if lock_host == host && gone {
-            match std::fs::remove_dir_all(entry.path()) {
-                Ok(()) => tracing::info!(profile = %entry.path().display(), "removed a stale Chromium profile"),
-                Err(e) => tracing::debug!(error = %e, "could not remove a stale Chromium profile"),
-            }
-        }
-    }
-}
-
-/// Flags for a headless Chromium on a closed network: no first-run UI, no
-/// background traffic to Google services, no GPU.
-/// Every connection goes through the guarded proxy: `<-loopback>` removes
-/// Chromium's implicit bypass of loopback, and WebRTC may not send UDP
-/// around it.
-fn chrome_args(settings: &BrowserSettings, user_agent: &str, proxy: &str) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "--headless",
-        "--remote-debugging-port=0",
-        "--remote-debugging-address=127.0.0.1",
-        "--disable-gpu",
-        "--no-first-run",
-        "--no-default-browser-check",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-extensions",
-        "--disable-default-apps",
-        "--disable-breakpad",
-        "--disable-dev-shm-usage",
-        "--disable-client-side-phishing-detection",
-        "--disable-features=Translate,MediaRouter,OptimizationHints,AutofillServerCommunication,CalculateNativeWinOcclusion",
-        "--disable-popup-blocking",
-        "--disable-prompt-on-repost",
-        "--metrics-recording-only",
-        "--password-store=basic",
-        "--use-mock-keychain",
-        "--mute-audio",
-        "--hide-scrollbars",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect();
-    args.push(format!("--user-agent={user_agent}"));
-    args.push(format!("--proxy-server={proxy}"));
-    args.push("--proxy-bypass-list=<-loopback>".into());
-    args.push("--force-webrtc-ip-handling-policy=disable_non_proxied_udp".into());
-    args.push("--dns-prefetch-disable".into());
-    args.push("--disable-quic".into());
-    if settings.no_sandbox {
-        args.push("--no-sandbox".into());
-    }
-    args
-}
-
-/// Navigates `page` to `url` and waits as `wait` says; then reads the DOM.
-/// Unless `load_media`, images, media and fonts are refused by Chromium's
-/// Fetch domain before any request for them leaves the page.
-async fn load(
-    page: &Page,
-    url: &Url,
-    wait: WaitUntil,
-    settle: Duration,
-    load_media: bool,
-) -> Result<Rendered, RenderError> {
-    if load_media {
-        return navigate(page, url, wait, settle).await;
-    }
-    use chromiumoxide::cdp::browser_protocol::fetch::{
-        EnableParams, EventRequestPaused, FailRequestParams, RequestPattern,
-    };
-    use chromiumoxide::cdp::browser_protocol::network::ErrorReason;
-    let mut paused = page.event_listener::<EventRequestPaused>().await.map_err(protocol)?;
-    let patterns = [ResourceType::Image, ResourceType::Media, ResourceType::Font]
-        .into_iter()
-        .map(|t| RequestPattern::builder().url_pattern("*").resource_type(t).build())
-        .collect::<Vec<_>>();
-    page.execute(EnableParams::builder().patterns(patterns).build()).await.map_err(protocol)?;
-    let refuse = async {
-        while let Some(ev) = paused.next().await {
-            let _ = page.execute(FailRequestParams::new(ev.request_id.clone(), ErrorReason::BlockedByClient)).await;
-        }
-        std::future::pending::<()>().await
-    };
-    tokio::select! {
-        r = navigate(page, url, wait, settle) => r,
-        _ = refuse => Err(RenderError::Protocol("the page's request events ended".into())),
-    }
-}
-
-async fn navigate(page: &Page, url: &Url, wait: WaitUntil, settle: Duration) -> Result<Rendered, RenderError> {
-    use chromiumoxide::cdp::browser_protocol::inspector::EventTargetCrashed;
-    let mut lifecycle = page.event_listener::<EventLifecycleEvent>().await.map_err(protocol)?;
-    let mut responses = page.event_listener::<EventResponseReceived>().await.map_err(protocol)?;
-    let mut crashed = page.event_listener::<EventTargetCrashed>().await.map_err(protocol)?;
-    let main_frame = page.mainframe().await.map_err(protocol)?;
-    let is_main = |f: Option<&chromiumoxide::cdp::browser_protocol::page::FrameId>| match (&main_frame, f) {
-        (Some(m), Some(f)) => m == f,
-        _ => true,
-    };
-    // chromiumoxide answers a navigation once the page has loaded and the
-    // response is in; the wait strategies need the events in between.
-    let navigation = page.execute(NavigateParams::new(url.as_str()));
-    tokio::pin!(navigation);
-    let mut navigated = false;
-    let mut started = false;
-    let mut reached = false;
-    let mut document: Option<(String, u16, String)> = None;
-    loop {
-        if reached && (document.is_some() || navigated) {
-            break;
-        }
-        tokio::select! {
-            r = &mut navigation, if !navigated => {
-                navigated = true;
-                let r = r.map_err(|e| RenderError::Navigation(e.to_string()))?;
-                if let Some(e) = r.result.error_text.as_ref().filter(|e| !e.is_empty()) {
-                    return Err(RenderError::Navigation(format!("{e} for {url}")));
-                }
-                // `load` has fired: the other strategies are met too, but for network idle.
-                if wait != WaitUntil::Networkidle {
-                    reached = true;
-                }
-            }
-            Some(ev) = lifecycle.next() => {
-                if is_main(Some(&ev.frame_id)) {
-                    if ev.name == "init" {
-                        started = true;
-                    } else if started && ev.name == wait.event() {
-                        reached = true;
-                    }
-                }
-            }
-            Some(ev) = responses.next() => {
-                if ev.r#type == ResourceType::Document && is_main(ev.frame_id.as_ref()) {
-                    if let Some(refusal) = guard_refusal(&ev.response) {
-                        return Err(RenderError::Forbidden(refusal));
-                    }
-                    let status = u16::try_from(ev.response.status).unwrap_or(0);
-                    document = Some((ev.response.url.clone(), status, ev.response.mime_type.clone()));
-                }
-            }
-            Some(_) = crashed.next() => return Err(RenderError::PageCrashed),
-        }
-    }
-    if wait == WaitUntil::Domcontentloaded && !settle.is_zero() {
-        tokio::time::sleep(settle).await;
-    }
-    let html = page
-        .evaluate_expression(SERIALIZE_DOM)
-        .await
-        .map_err(protocol)?
-        .into_value::<String>()
-        .map_err(|e| RenderError::Protocol(format!("the DOM could not be read: {e}")))?;
-    let (final_url, status, mime) = match document {
-        Some((u, s, m)) => (Url::parse(&u).unwrap_or_else(|_| url.clone()), Some(s), Some(m)),
-        None => (url.clone(), None, None),
-    };
-    Ok(Rendered { final_url, status, mime, html })
-}
-
-/// The guarded proxy's refusal of a response, if it is one: its header
-/// marks it, its body says which host and address were refused.
-fn guard_refusal(response: &chromiumoxide::cdp::browser_protocol::network::Response) -> Option<ForbiddenAddress> {
-    let headers = response.headers.inner().as_object()?;
-    let (_, value) = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(GUARD_HEADER))?;
-    let ip = value.as_str()?.trim().parse().ok()?;
-    let host = Url::parse(&response.url).ok()?.host_str()?.to_string();
-    Some(ForbiddenAddress { host, ip })
-}
-
-/// The document as markup, doctype included.
-const SERIALIZE_DOM: &str = "(() => { let s = ''; if (document.doctype) { s = new XMLSerializer().serializeToString(document.doctype); } if (document.documentElement) { s += document.documentElement.outerHTML; } return s; })()";
-
-/// A page that is closed whatever happens to the task that opened it: by
-/// `close`, or on drop by a task on the crawl's tracker.
-struct OpenPage {
-    page: Page,
-    instance: Arc<Instance>,
-    closer: TaskTracker,
-    open: Arc<OpenCount>,
-    closed: bool,
-}
-
-impl OpenPage {
-    fn new(page: Page, instance: Arc<Instance>, closer: TaskTracker, open: Arc<OpenCount>) -> Self {
-        open.add(1);
-        Self { page, instance, closer, open, closed: false }
-    }
-
-    fn closing(&mut self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        self.closed = true;
-        close_page(self.instance.clone(), self.page.clone(), self.open.clone())
-    }
-
-    async fn close(mut self) {
-        self.closing().await
-    }
-}
-
-impl Drop for OpenPage {
-    fn drop(&mut self) {
-        if self.closed {
-            return;
-        }
-        let closing = self.closing();
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                self.closer.spawn_on(closing, &rt);
-            }
-            // No runtime left: the browser goes with the process.
-            Err(_) => self.open.add(-1),
-        }
-    }
-}
-
-/// `Target.closeTarget` rather than `Page.close`: no `beforeunload` handler
-/// can keep the page open. Chromium answers that call before the page is
-/// gone, so the close counts only once the target has left Chromium's own
-/// list (`Target.targetDestroyed` usually says so first; it is not always
-/// delivered, so the list is also asked). Under load, a close of a page
-/// that is still loading was sometimes never carried out; stopping the load
-/// first, and asking again, made it reliable in repeated runs.
-async fn close_page(instance: Arc<Instance>, page: Page, open: Arc<OpenCount>) {
-    use chromiumoxide::cdp::browser_protocol::page::StopLoadingParams;
-    use chromiumoxide::cdp::browser_protocol::target::{EventTargetDestroyed, GetTargetsParams};
-    let target = page.target_id().clone();
-    let close = async {
-        // A page still loading (a script that never comes) is stopped first.
-        let _ = tokio::time::timeout(Duration::from_millis(200), page.execute(StopLoadingParams::default())).await;
-        let mut destroyed = instance.browser.event_listener::<EventTargetDestroyed>().await?;
-        instance.browser.execute(CloseTargetParams::new(target.clone())).await?;
-        let event = async {
-            while let Some(ev) = destroyed.next().await {
-                if ev.target_id == target {
-                    break;
-                }
-            }
-        };
-        let listed = async {
-            let mut asks = 0u32;
-            loop {
-                tokio::time::sleep(Duration::from_millis(25)).await;
-                match instance.browser.execute(GetTargetsParams::default()).await {
-                    Ok(r) if r.result.target_infos.iter().all(|t| t.target_id != target) => break,
-                    Ok(_) => {
-                        asks += 1;
-                        // Now and then a close is not acted on: ask again.
-                        if asks.is_multiple_of(10) {
-                            tracing::debug!(?target, asks, "the page is still open; closing it again");
-                            let _ = instance.browser.execute(CloseTargetParams::new(target.clone())).await;
-                        }
-                    }
-                    Err(e) => tracing::debug!(error = %e, "could not list Chromium's targets"),
-                }
-            }
-        };
-        tokio::select! {
-            _ = event => {}
-            _ = listed => {}
-        }
-        Ok::<(), chromiumoxide::error::CdpError>(())
-    };
-    tokio::select! {
-        _ = instance.dead.cancelled() => {}
-        r = tokio::time::timeout(CLOSE_TIMEOUT, close) => match r {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::debug!(error = %e, "closing a page failed"),
-            Err(_) => tracing::warn!("a page did not close within {CLOSE_TIMEOUT:?}"),
-        },
-    }
-    open.add(-1);
 }
 
 #[cfg(test)]
