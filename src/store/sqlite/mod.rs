@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{
@@ -15,8 +13,18 @@ use super::{
     PageRecord, PageStatus, PageSummary, PriorPage, Removed, SearchFilter, Source, SourceFilter, SourcePatch, Store,
     StoreError, StoredPage, Unembedded,
 };
-use crate::progress::{CrawlState, CrawlStatus, Limit, Stage, format_time};
+use crate::progress::{CrawlState, CrawlStatus};
 use crate::sync::LockExt;
+
+mod export;
+mod lock;
+mod rows;
+mod write;
+
+use export::*;
+pub use lock::ProcessLock;
+use rows::*;
+use write::*;
 
 /// Reads go to a small pool; every write goes through `writer`, one
 /// connection. SQLite allows one writer at a time anyway: with several
@@ -338,256 +346,6 @@ impl SqliteStore {
     }
 }
 
-/// An exclusive claim on an SQLite database file by one serving process,
-/// held until dropped: a second `trawl serve` on the same file would
-/// otherwise mark the first one's running crawls interrupted and have their
-/// writes refused. An advisory `flock` on `<file>.lock` (not on the database
-/// file, whose POSIX locks SQLite owns); the kernel drops it when the
-/// process dies, so a killed server never blocks the next.
-#[derive(Debug)]
-pub struct ProcessLock {
-    _file: std::fs::File,
-}
-
-impl ProcessLock {
-    /// Claims the database `database_url` names, or says who holds it.
-    /// In-memory databases need no claim.
-    pub fn acquire(database_url: &str) -> Result<Option<ProcessLock>, StoreError> {
-        use std::io::{Read, Seek, Write};
-        use std::os::fd::AsRawFd;
-        let opts = connect_options(database_url)?;
-        let path = opts.get_filename();
-        if path.as_os_str().is_empty() || path.to_string_lossy().contains(":memory:") {
-            return Ok(None);
-        }
-        let lock_path = format!("{}.lock", path.display());
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(|e| StoreError::Locked(format!("cannot open {lock_path}: {e}")))?;
-        // SAFETY: flock only takes a lock on a descriptor we own.
-        let taken = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-        if !taken {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = holder.trim();
-            let who = if holder.is_empty() { "another process".to_string() } else { format!("process {holder}") };
-            return Err(StoreError::Locked(format!(
-                "{} is in use by {who} (a running trawl serve?); stop it first or give this one another --database",
-                path.display()
-            )));
-        }
-        let _ = file.set_len(0);
-        let _ = file.rewind();
-        let _ = write!(file, "{}", std::process::id());
-        Ok(Some(ProcessLock { _file: file }))
-    }
-}
-
-fn ts(t: &DateTime<Utc>) -> String {
-    format_time(t)
-}
-
-fn parse_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
-    s.map(|s| {
-        DateTime::parse_from_rfc3339(&s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| StoreError::Corrupt(format!("timestamp '{s}': {e}")))
-    })
-    .transpose()
-}
-
-/// The source's pages a completed refresh (`?2`) did not keep: the crawled
-/// rows of its other crawls, but for URLs the refresh failed to fetch for a
-/// reason other than 404 or 410 (their copies stay), and, when a budget cut
-/// the refresh short (`?3`), for URLs it did not reach.
-const REMOVE_VANISHED_SQLITE: &str = "DELETE FROM pages WHERE status = 'crawled'
-   AND crawl_id IN (SELECT id FROM crawls WHERE source_id = ?1 AND id <> ?2)
-   AND url NOT IN (SELECT url FROM pages WHERE crawl_id = ?2 AND status = 'failed'
-                     AND COALESCE(http_status, 0) NOT IN (404, 410))
-   AND (NOT ?3 OR url IN (SELECT url FROM pages WHERE crawl_id = ?2))";
-
-/// A source's pages read over one transaction (see [`Store::export`]).
-struct Export {
-    tx: sqlx::Transaction<'static, Sqlite>,
-    /// The crawls still to read, the current one first.
-    crawls: std::collections::VecDeque<String>,
-    /// The last row read of the current crawl.
-    after: i64,
-}
-
-#[async_trait]
-impl ExportReader for Export {
-    async fn next(&mut self, limit: u32) -> Result<Vec<ExportPage>, StoreError> {
-        while let Some(crawl) = self.crawls.front() {
-            let rows = sqlx::query(
-                "SELECT id, crawl_id, url, final_url, title, description, content, content_hash, fetched_at FROM pages
-                 WHERE crawl_id = ?1 AND id > ?2 AND status = 'crawled' ORDER BY id LIMIT ?3",
-            )
-            .bind(crawl.clone())
-            .bind(self.after)
-            .bind(i64::from(limit))
-            .fetch_all(&mut *self.tx)
-            .await?;
-            if rows.len() < limit as usize {
-                self.crawls.pop_front();
-                self.after = 0;
-            }
-            if rows.is_empty() {
-                continue;
-            }
-            let pages = rows
-                .iter()
-                .map(|r| {
-                    Ok(ExportPage {
-                        id: r.try_get("id")?,
-                        crawl_id: r.try_get("crawl_id")?,
-                        url: r.try_get("url")?,
-                        final_url: r.try_get("final_url")?,
-                        title: r.try_get("title")?,
-                        description: r.try_get("description")?,
-                        markdown: r.try_get::<Option<String>, _>("content")?.unwrap_or_default(),
-                        content_hash: r.try_get("content_hash")?,
-                        fetched_at: parse_ts(r.try_get("fetched_at")?)?.unwrap_or_default(),
-                    })
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            if let Some(last) = pages.last().filter(|_| rows.len() == limit as usize) {
-                self.after = last.id;
-            }
-            return Ok(pages);
-        }
-        Ok(Vec::new())
-    }
-}
-
-/// A source with its counts and its newest crawl; a `WHERE` follows.
-const SOURCE_SELECT: &str = "SELECT s.id, s.tenant, s.url, s.name, s.tags, s.request, s.created_at, s.updated_at,
-   s.refresh_every, s.cron, s.next_refresh_at,
-   (SELECT COUNT(*) FROM pages p WHERE p.status = 'crawled'
-      AND p.crawl_id IN (SELECT id FROM crawls WHERE source_id = s.id)) AS pages,
-   (SELECT COALESCE(SUM(p.chunk_count), 0) FROM pages p WHERE p.status = 'crawled'
-      AND p.crawl_id IN (SELECT id FROM crawls WHERE source_id = s.id)) AS chunks,
-   (SELECT COALESCE(SUM(p.code_count), 0) FROM pages p WHERE p.status = 'crawled'
-      AND p.crawl_id IN (SELECT id FROM crawls WHERE source_id = s.id)) AS code_examples,
-   k.id AS last_id, k.status AS last_status, k.finished_at AS last_finished
- FROM sources s LEFT JOIN crawls k ON k.id = (SELECT MAX(id) FROM crawls WHERE source_id = s.id)";
-
-fn source_from_row(r: &SqliteRow) -> Result<Source, StoreError> {
-    let n = |c: &str| -> Result<u64, StoreError> { Ok(r.try_get::<i64, _>(c)?.max(0) as u64) };
-    let tags: String = r.try_get("tags")?;
-    let request: String = r.try_get("request")?;
-    let tenant: String = r.try_get("tenant")?;
-    let last_crawl = match r.try_get::<Option<String>, _>("last_id")? {
-        None => None,
-        Some(id) => {
-            let status: String = r.try_get("last_status")?;
-            Some(LastCrawl {
-                id,
-                status: CrawlState::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status '{status}'")))?,
-                finished_at: parse_ts(r.try_get("last_finished")?)?,
-            })
-        }
-    };
-    Ok(Source {
-        id: r.try_get("id")?,
-        tenant: (!tenant.is_empty()).then_some(tenant),
-        name: r.try_get("name")?,
-        url: r.try_get("url")?,
-        tags: serde_json::from_str(&tags).map_err(|e| StoreError::Corrupt(format!("tags: {e}")))?,
-        settings: serde_json::from_str(&request).map_err(|e| StoreError::Corrupt(format!("request: {e}")))?,
-        pages: n("pages")?,
-        chunks: n("chunks")?,
-        code_examples: n("code_examples")?,
-        last_crawl,
-        refresh_every: r.try_get("refresh_every")?,
-        cron: r.try_get("cron")?,
-        next_refresh_at: parse_ts(r.try_get("next_refresh_at")?)?,
-        created_at: parse_ts(r.try_get("created_at")?)?.unwrap_or_default(),
-        updated_at: parse_ts(r.try_get("updated_at")?)?.unwrap_or_default(),
-    })
-}
-
-fn status_from_row(r: &SqliteRow) -> Result<CrawlStatus, StoreError> {
-    let status: String = r.try_get("status")?;
-    let stage: String = r.try_get("stage")?;
-    let n = |c: &str| -> Result<u64, StoreError> { Ok(r.try_get::<i64, _>(c)?.max(0) as u64) };
-    Ok(CrawlStatus {
-        progress_id: r.try_get("id")?,
-        url: r.try_get("url")?,
-        source_id: r.try_get("source_id")?,
-        status: CrawlState::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status '{status}'")))?,
-        stage: Stage::parse(&stage).ok_or_else(|| StoreError::Corrupt(format!("stage '{stage}'")))?,
-        percentage: r.try_get("percentage")?,
-        pages_crawled: n("pages_crawled")?,
-        pages_failed: n("pages_failed")?,
-        pages_skipped: n("pages_skipped")?,
-        pages_queued: n("pages_queued")?,
-        chunks_stored: n("chunks_stored")?,
-        code_examples: n("code_examples")?,
-        chunks_unembedded: n("chunks_unembedded")?,
-        refresh: r.try_get("refresh")?,
-        pages_new: n("pages_new")?,
-        pages_changed: n("pages_changed")?,
-        pages_unchanged: n("pages_unchanged")?,
-        pages_removed: n("pages_removed")?,
-        chunks_embedded: n("chunks_embedded")?,
-        current_url: r.try_get("current_url")?,
-        message: r.try_get("message")?,
-        error: r.try_get("error")?,
-        limit_reached: r.try_get::<Option<String>, _>("limit_reached")?.as_deref().and_then(Limit::parse),
-        event_id: r.try_get::<Option<i64>, _>("last_event_id")?.unwrap_or(0).max(0) as u64,
-        created_at: parse_ts(r.try_get("created_at")?)?.unwrap_or_default(),
-        started_at: parse_ts(r.try_get("started_at")?)?,
-        finished_at: parse_ts(r.try_get("finished_at")?)?,
-    })
-}
-
-async fn update_status<'e, E>(exec: E, s: &CrawlStatus) -> Result<(), sqlx::Error>
-where
-    E: sqlx::Executor<'e, Database = Sqlite>,
-{
-    // A terminal crawl never changes again: the WHERE clause guarantees it.
-    sqlx::query(
-        "UPDATE crawls SET status = ?, stage = ?, percentage = ?, pages_crawled = ?, pages_failed = ?,
-           pages_skipped = ?, pages_queued = ?, chunks_stored = ?, code_examples = ?, chunks_unembedded = ?, current_url = ?,
-           message = ?, error = ?, limit_reached = ?, started_at = ?, finished_at = ?, updated_at = ?,
-           last_event_id = MAX(COALESCE(last_event_id, 0), ?), pages_new = ?, pages_changed = ?, pages_unchanged = ?,
-           pages_removed = ?, chunks_embedded = ?
-         WHERE id = ? AND status NOT IN ('completed', 'failed', 'cancelled')",
-    )
-    .bind(s.status.as_str())
-    .bind(s.stage.as_str())
-    .bind(s.percentage)
-    .bind(s.pages_crawled as i64)
-    .bind(s.pages_failed as i64)
-    .bind(s.pages_skipped as i64)
-    .bind(s.pages_queued as i64)
-    .bind(s.chunks_stored as i64)
-    .bind(s.code_examples as i64)
-    .bind(s.chunks_unembedded as i64)
-    .bind(&s.current_url)
-    .bind(&s.message)
-    .bind(&s.error)
-    .bind(s.limit_reached.map(Limit::as_str))
-    .bind(s.started_at.as_ref().map(ts))
-    .bind(s.finished_at.as_ref().map(ts))
-    .bind(ts(&Utc::now()))
-    .bind(s.event_id as i64)
-    .bind(s.pages_new as i64)
-    .bind(s.pages_changed as i64)
-    .bind(s.pages_unchanged as i64)
-    .bind(s.pages_removed as i64)
-    .bind(s.chunks_embedded as i64)
-    .bind(&s.progress_id)
-    .execute(exec)
-    .await?;
-    Ok(())
-}
-
 /// Adds the crawl, source and tenant conditions of a search; `t` is the
 /// alias (`c` chunks, `e` code examples), `k` the crawls table.
 fn push_filter(qb: &mut QueryBuilder<Sqlite>, f: &SearchFilter, t: &str) {
@@ -602,131 +360,6 @@ fn push_filter(qb: &mut QueryBuilder<Sqlite>, f: &SearchFilter, t: &str) {
     if let Some(tenant) = &f.tenant {
         qb.push(" AND k.tenant = ").push_bind(tenant.clone());
     }
-}
-
-/// Makes the source's row of an unchanged page this crawl's, with its
-/// chunks and code examples (and their vectors) as they are.
-async fn keep_page(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    crawl_id: &str,
-    p: &PageRecord,
-    row: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE pages SET crawl_id = ?1, depth = ?2, http_status = COALESCE(?3, http_status), fetched_at = ?4,
-           etag = COALESCE(?5, etag), last_modified = COALESCE(?6, last_modified), links = COALESCE(?7, links),
-           body_hash = COALESCE(?9, body_hash)
-         WHERE id = ?8",
-    )
-    .bind(crawl_id)
-    .bind(i64::from(p.depth))
-    .bind(p.http_status.map(i64::from))
-    .bind(ts(&p.fetched_at))
-    .bind(&p.etag)
-    .bind(&p.last_modified)
-    .bind((!p.links.is_empty()).then(|| p.links.join("\n")))
-    .bind(row)
-    .bind(&p.body_hash)
-    .execute(&mut **tx)
-    .await?;
-    for sql in [
-        "UPDATE chunks SET crawl_id = ?1 WHERE page_id = ?2",
-        "UPDATE code_examples SET crawl_id = ?1 WHERE page_id = ?2",
-    ] {
-        sqlx::query(sql).bind(crawl_id).bind(row).execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
-/// Deletes the pages (and by cascade their content) whose URL is one of
-/// `pages` and that match `condition`, in which `me.id` is the crawl id.
-async fn delete_pages<'a>(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    crawl_id: &str,
-    condition: &'static str,
-    pages: impl Iterator<Item = &'a PageRecord>,
-) -> Result<(), StoreError> {
-    let urls: Vec<&str> = pages.map(|p| p.url.as_str()).collect();
-    for chunk in urls.chunks(PAGE_ROWS_PER_INSERT) {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("WITH me (id) AS (SELECT ");
-        qb.push_bind(crawl_id).push(") DELETE FROM pages WHERE ").push(condition).push(" AND url IN (");
-        let mut sep = qb.separated(", ");
-        for url in chunk {
-            sep.push_bind(*url);
-        }
-        qb.push(")");
-        qb.build().execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
-/// Rows per multi-row INSERT of chunks (10 binds a row).
-const CONTENT_ROWS_PER_INSERT: usize = 500;
-
-async fn insert_content(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    crawl_id: &str,
-    model: &str,
-    pages: &[&PageRecord],
-    ids: &std::collections::HashMap<String, i64>,
-) -> Result<(), StoreError> {
-    struct ChunkRow<'a> {
-        page_id: i64,
-        page: &'a PageRecord,
-        chunk: &'a crate::content::Chunk,
-    }
-    struct CodeRow<'a> {
-        page_id: i64,
-        page: &'a PageRecord,
-        code: &'a crate::content::CodeExample,
-    }
-    let mut chunks = Vec::new();
-    let mut codes = Vec::new();
-    for p in pages {
-        let Some(&page_id) = ids.get(&p.url) else { continue };
-        chunks.extend(p.chunks.iter().map(|chunk| ChunkRow { page_id, page: p, chunk }));
-        codes.extend(p.code_examples.iter().map(|code| CodeRow { page_id, page: p, code }));
-    }
-    for rows in chunks.chunks(CONTENT_ROWS_PER_INSERT) {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO chunks (page_id, crawl_id, url, source, title, chunk_index, heading_path, content, char_count,
-               embedding, model) ",
-        );
-        qb.push_values(rows, |mut b, r| {
-            b.push_bind(r.page_id)
-                .push_bind(crawl_id)
-                .push_bind(&r.page.url)
-                .push_bind(r.page.source.as_deref().unwrap_or_default())
-                .push_bind(&r.page.title)
-                .push_bind(i64::from(r.chunk.index))
-                .push_bind(&r.chunk.heading_path)
-                .push_bind(&r.chunk.content)
-                .push_bind(i64::from(r.chunk.char_count))
-                .push_bind(r.chunk.embedding.as_deref().map(to_bytes))
-                .push_bind(r.chunk.embedding.as_ref().map(|_| model));
-        });
-        qb.build().execute(&mut **tx).await?;
-    }
-    for rows in codes.chunks(CONTENT_ROWS_PER_INSERT) {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO code_examples (page_id, crawl_id, url, source, language, code, context_before, context_after,
-               embedding, model) ",
-        );
-        qb.push_values(rows, |mut b, r| {
-            b.push_bind(r.page_id)
-                .push_bind(crawl_id)
-                .push_bind(&r.page.url)
-                .push_bind(r.page.source.as_deref().unwrap_or_default())
-                .push_bind(&r.code.language)
-                .push_bind(&r.code.code)
-                .push_bind(&r.code.context_before)
-                .push_bind(&r.code.context_after)
-                .push_bind(r.code.embedding.as_deref().map(to_bytes))
-                .push_bind(r.code.embedding.as_ref().map(|_| model));
-        });
-        qb.build().execute(&mut **tx).await?;
-    }
-    Ok(())
 }
 
 #[async_trait]
@@ -1355,17 +988,4 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(failed + cancelled)
     }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-/// Vectors are stored as little-endian f32 bytes.
-fn to_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn from_bytes(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
