@@ -208,6 +208,8 @@ const scenarios = {
     await watch.waitFor();
     const crawl = (await watch.getAttribute('href')).split('/').pop();
     out({ kind: 'refreshed', crawl });
+    // The list redraws when the refresh starts and ends; let it settle.
+    await row.getByRole('link', { name: /^completed/ }).and(page.locator(`a[href="#/crawls/${crawl}"]`)).waitFor({ timeout: 30_000 });
     // Delete with the keyboard: Escape cancels, then confirm.
     await page.getByRole('button', { name: `Delete ${name}` }).press('Enter');
     const dialog = page.getByRole('dialog', { name: `Delete ${name}?` });

@@ -77,6 +77,18 @@ export function sourcesView(root: HTMLElement): View {
   };
 
   const draw = () => {
+    // A redraw (a crawl started or ended) keeps keyboard focus on the same button.
+    const focused = document.activeElement;
+    const label = focused && body.contains(focused) ? focused.getAttribute('aria-label') : null;
+    redraw();
+    if (label) {
+      for (const b of body.querySelectorAll<HTMLElement>('[aria-label]')) {
+        if (b.getAttribute('aria-label') === label) b.focus();
+      }
+    }
+  };
+
+  const redraw = () => {
     if (sources.length === 0) {
       fill(body, empty('No sources yet. Every crawl files what it stores under a source for its start URL.'));
       return;
