@@ -3,7 +3,7 @@ import type { ErrorBody } from './api';
 
 const KEY = 'trawl.apiKey';
 
-export function apiKey(): string | null {
+function storedKey(): string | null {
   try {
     return localStorage.getItem(KEY);
   } catch {
@@ -11,17 +11,22 @@ export function apiKey(): string | null {
   }
 }
 
+/** The key in use: kept in the browser, or only in the page when storage is refused. */
+let currentKey: string | null = storedKey();
+
+export function apiKey(): string | null {
+  return currentKey;
+}
+
 export function setApiKey(key: string | null): void {
+  currentKey = key;
   try {
     if (key) localStorage.setItem(KEY, key);
     else localStorage.removeItem(KEY);
   } catch {
     // Storage refused (private mode): the key lasts as long as the page.
   }
-  memoryKey = key;
 }
-
-let memoryKey: string | null = apiKey();
 
 /** An answer that was not a success, with the API's own code and words. */
 export class ApiFailure extends Error {
@@ -42,7 +47,7 @@ export function whenUnauthorized(f: (f: ApiFailure) => void): void {
 
 export async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
   const headers: Record<string, string> = { Accept: 'application/json' };
-  const key = memoryKey ?? apiKey();
+  const key = apiKey();
   if (key) headers.Authorization = `Bearer ${key}`;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let resp: Response;

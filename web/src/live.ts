@@ -52,7 +52,10 @@ class Live {
   constructor() {
     this.socket = io({
       // Read at every (re)connect: a key typed in meanwhile is used.
-      auth: (cb) => cb(apiKey() ? { token: apiKey() } : {}),
+      auth: (cb) => {
+        const token = apiKey();
+        cb(token ? { token } : {});
+      },
       transports: ['websocket', 'polling'],
     });
     this.socket.on('connect', () => {
@@ -117,7 +120,7 @@ class Live {
     for (const l of this.listeners) l.active?.(crawls);
   }
 
-  /** Keeps the newest status (by event id) and tells the views. */
+  /** Keeps the latest status (events arrive in order) and tells the views. */
   private update(s: CrawlStatus, log: string | null): void {
     this.latest.set(s.progressId, s);
     for (const l of this.listeners) l.progress?.(s, log);

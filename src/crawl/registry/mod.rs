@@ -199,10 +199,6 @@ impl Registry {
         &self.engine.renderer
     }
 
-    pub fn embedder(&self) -> &crate::embed::DynEmbedder {
-        &self.engine.embedder
-    }
-
     pub fn config(&self) -> &CrawlerConfig {
         &self.engine.config
     }
