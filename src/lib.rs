@@ -25,11 +25,13 @@
 //! - `search`: text, vector and hybrid search over the store.
 //! - `sources`: what a tenant keeps from one site (a source per start URL):
 //!   naming, changes, deleting it whole, exporting it as a stream.
-//! - `sync`: `LockExt::locked`, a lock that outlives a panic.
+//! - `sync`: `LockExt::locked`, a lock that outlives a panic; `backoff`: the
+//!   one retry policy (waits that grow, a budget, a stop that ends the wait).
 //! - `urls`: URL normalisation, one spelling per page (a leaf: the crawl
 //!   and page processing both use it).
 //! - `store`: the `Store` trait; SQLite (embedded default) and PostgreSQL +
-//!   pgvector (production, with its background vector indexer); the schema
+//!   pgvector (production, with its background vector indexer), which map
+//!   their rows into the same types once (`store::rows`); the schema
 //!   migrations embedded from `migrations/`.
 //! - `progress`: `CrawlStatus`, the shape of a crawl's state on every surface,
 //!   and the `Reporter` that numbers, throttles and fans out a crawl's events.
@@ -46,6 +48,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod backoff;
 pub mod cli;
 pub mod cluster;
 pub mod config;
@@ -98,7 +101,9 @@ pub enum AppError {
     Realtime(#[from] realtime::RealtimeError),
 }
 
-/// rustls needs one process-wide crypto provider; ring is ours.
+/// rustls needs one process-wide crypto provider; ring is ours. Installed
+/// at the two entries, [`cli::run`] and [`App::build`], before anything
+/// builds a TLS client; a second call changes nothing.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
@@ -209,7 +214,7 @@ impl App {
                 let node = format!("instance:{}", uuid::Uuid::now_v7());
                 let (router, registry, init) =
                     assemble(config, store, cluster, root.clone(), (layer, io), Some(node), bound)?;
-                init.await.map_err(|e| realtime::RealtimeError::new(e.to_string()))?;
+                init.await.map_err(|e| realtime::RealtimeError::Join(Box::new(e)))?;
                 tracing::info!("Socket.IO rooms span instances through Redis");
                 (router, registry)
             }
@@ -222,8 +227,9 @@ impl App {
         Ok(App { listener, router, registry, root, edge, _lock: process_lock })
     }
 
-    pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    /// The port the listener is bound to.
+    pub fn port(&self) -> std::io::Result<u16> {
+        self.listener.local_addr().map(|a| a.port())
     }
 
     pub fn registry(&self) -> Arc<Registry> {

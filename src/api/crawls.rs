@@ -61,6 +61,7 @@ impl From<StartError> for ApiError {
                 ApiError::NotFound(format!("no source with id '{id}'"))
             }
             StartError::Store(s) => ApiError::from(s),
+            StartError::Encode(e) => ApiError::Internal(Box::new(e)),
         }
     }
 }

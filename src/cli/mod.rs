@@ -51,6 +51,7 @@ pub enum CliError {
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
+    crate::install_crypto_provider();
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Crawl(args) => crawl(args).await,
@@ -187,7 +188,6 @@ async fn local_registry(
     database: &args::DatabaseArgs,
 ) -> Result<std::sync::Arc<Registry>, CliError> {
     init_tracing("warn");
-    crate::install_crypto_provider();
     let config = crawler.into_config()?;
     let store = store::connect(&database.database_url, config.embedding.vector_dimensions()).await?;
     let engine = crate::engine(config, store, CancellationToken::new(), false)?;
@@ -368,7 +368,6 @@ async fn embed(args: EmbedCmdArgs) -> Result<ExitCode, CliError> {
     if !args.missing {
         return Err(CliError::Usage("nothing to do: pass --missing to embed what was stored without a vector".into()));
     }
-    crate::install_crypto_provider();
     let embed_config = args.embedding.into_config()?;
     let embedder = crate::embed::build(&embed_config)?;
     let store = store::connect(&args.database.database_url, embed_config.vector_dimensions()).await?;

@@ -29,11 +29,15 @@ use sqlx::postgres::{PgListener, PgPool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::{Backoff, Wait};
 use crate::progress::{CrawlState, CrawlStatus};
 use crate::store::StoreError;
 pub use crate::store::postgres::queue::Claimed;
 use crate::store::postgres::queue::{self, QUEUE_CHANNEL, STOP_CHANNEL};
 use crate::sync::LockExt;
+
+/// How the listener reconnects after it lost its connection.
+const LISTEN_RETRY: Backoff = Backoff::exponential(Duration::from_secs(1), Duration::from_secs(30));
 
 /// This instance's membership of the cluster.
 pub struct Cluster {
@@ -197,18 +201,13 @@ impl Cluster {
     /// reconnect wakes the dispatcher, since notifications may have been
     /// lost meanwhile; stops are found by the heartbeat then.
     pub async fn listen(self: Arc<Self>, on_stop: impl Fn(String), root: CancellationToken) {
-        let retry = || async {
-            tokio::select! {
-                _ = root.cancelled() => false,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => true,
-            }
-        };
+        let mut tries = LISTEN_RETRY.start();
         loop {
             let mut listener = match PgListener::connect_with(&self.pool).await {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::warn!(error = %e, "cluster listener: could not connect; retrying");
-                    if !retry().await {
+                    if tries.wait(&root).await != Wait::Again {
                         return;
                     }
                     continue;
@@ -216,12 +215,13 @@ impl Cluster {
             };
             if let Err(e) = listener.listen_all([QUEUE_CHANNEL, STOP_CHANNEL]).await {
                 tracing::warn!(error = %e, "cluster listener: LISTEN failed; retrying");
-                if !retry().await {
+                if tries.wait(&root).await != Wait::Again {
                     return;
                 }
                 continue;
             }
             self.wake.notify_one();
+            tries.reset();
             loop {
                 let next = tokio::select! {
                     _ = root.cancelled() => return,
@@ -240,7 +240,7 @@ impl Cluster {
                     }
                 }
             }
-            if !retry().await {
+            if tries.wait(&root).await != Wait::Again {
                 return;
             }
         }

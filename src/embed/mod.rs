@@ -14,11 +14,15 @@ pub use openai::OpenAiEmbedder;
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
     #[error("embedding request failed: {0}")]
-    Request(String),
-    #[error("embedding response did not fit the request: {0}")]
-    Response(String),
-    #[error("invalid embedding configuration: {0}")]
-    Config(String),
+    Request(#[from] async_openai::error::OpenAIError),
+    #[error("embedding request failed: the embedder is closed")]
+    Closed,
+    #[error("embedding response did not fit the request: {got} vectors for {sent} inputs")]
+    Count { sent: usize, got: usize },
+    #[error("invalid embedding configuration: could not build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    #[error("invalid embedding configuration: unknown embedder '{0}'; use local or openai")]
+    UnknownEmbedder(String),
 }
 
 #[async_trait]
@@ -91,7 +95,7 @@ pub fn build(cfg: &EmbedConfig) -> Result<DynEmbedder, EmbedError> {
     match cfg.kind.as_str() {
         "local" => Ok(Arc::new(LocalEmbedder::new(cfg.dimensions.unwrap_or(local::DEFAULT_DIMENSIONS)))),
         "openai" => Ok(Arc::new(OpenAiEmbedder::new(cfg)?)),
-        other => Err(EmbedError::Config(format!("unknown embedder '{other}'; use local or openai"))),
+        other => Err(EmbedError::UnknownEmbedder(other.to_string())),
     }
 }
 

@@ -43,11 +43,7 @@ struct Item {
 
 impl OpenAiEmbedder {
     pub fn new(cfg: &EmbedConfig) -> Result<Self, EmbedError> {
-        crate::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()
-            .map_err(|e| EmbedError::Config(e.to_string()))?;
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().map_err(EmbedError::Client)?;
         let service =
             tower::ServiceBuilder::new().layer(OpenAIRetryLayer::new(cfg.retries)).service(ReqwestService::new(http));
         let mut config = OpenAIConfig::new().with_api_base(cfg.base_url.trim_end_matches('/'));
@@ -64,15 +60,14 @@ impl OpenAiEmbedder {
     }
 
     async fn request(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let _slot = self.in_flight.acquire().await.map_err(|e| EmbedError::Request(e.to_string()))?;
+        let _slot = self.in_flight.acquire().await.map_err(|_| EmbedError::Closed)?;
         let mut body = json!({ "model": self.model, "input": texts, "encoding_format": "float" });
         if let Some(d) = self.dimensions {
             body["dimensions"] = json!(d);
         }
-        let resp: Response =
-            self.client.embeddings().create_byot(body).await.map_err(|e| EmbedError::Request(e.to_string()))?;
+        let resp: Response = self.client.embeddings().create_byot(body).await?;
         if resp.data.len() != texts.len() {
-            return Err(EmbedError::Response(format!("{} vectors for {} inputs", resp.data.len(), texts.len())));
+            return Err(EmbedError::Count { sent: texts.len(), got: resp.data.len() });
         }
         let mut items = resp.data;
         if items.iter().all(|i| i.index.is_some()) {

@@ -151,10 +151,20 @@ pub struct EventStamp {
     pub emitted_at: String,
 }
 
+/// An event's payload as JSON. Payloads are structs of strings and
+/// numbers, which always serialize; were one ever not to, the event goes
+/// out as `null` and the cause is logged, rather than the crawl failing.
+fn payload(v: impl Serialize) -> Value {
+    serde_json::to_value(v).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "an event payload did not serialize");
+        Value::Null
+    })
+}
+
 /// The contract's `crawl:stopping` payload.
 pub fn stopping_payload(crawl_id: &str) -> Value {
     let e = StoppingEvent { progress_id: crawl_id.into(), status: "stopping".into(), message: "stop requested".into() };
-    serde_json::to_value(e).unwrap_or(Value::Null)
+    payload(e)
 }
 
 /// The contract's `crawl:stopped` payload of a cancelled crawl.
@@ -165,7 +175,7 @@ pub fn stopped_payload(s: &CrawlStatus) -> Value {
         message: s.message.clone().unwrap_or_else(|| "stopped".into()),
         timestamp: format_time(&s.finished_at.unwrap_or_else(chrono::Utc::now)),
     };
-    serde_json::to_value(e).unwrap_or(Value::Null)
+    payload(e)
 }
 
 /// `payload` with the event's id and emission time, which every event of
@@ -181,7 +191,7 @@ pub fn stamped(mut payload: Value, id: u64) -> Value {
 /// The contract's `crawl_progress` payload: the status plus a short `log`
 /// line, and the event's id and emission time.
 pub fn progress_payload(s: &CrawlStatus, id: u64) -> Value {
-    let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+    let mut v = payload(s);
     if let Value::Object(m) = &mut v {
         let log = match &s.message {
             Some(m) => m.clone(),

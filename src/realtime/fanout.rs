@@ -28,14 +28,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::list_room;
+use crate::backoff::{Backoff, Wait};
 use crate::crawl::Registry;
 use crate::progress::{CRAWLS_UPDATE, CrawlStatus, Event, Fanout};
 use crate::sync::LockExt;
 use crate::watch::{Follower, Step};
 
-/// Retry interval and attempts for an urgent event to a full socket (10 s).
-const RETRY_EVERY: Duration = Duration::from_millis(50);
-const RETRIES: u32 = 200;
+/// An urgent event to a full socket is tried again every 50 ms for 10 s;
+/// then the client is disconnected.
+const URGENT_RETRY: Backoff = Backoff::constant(Duration::from_millis(50)).waits(200);
 /// How long `close` waits for those retries.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
@@ -118,10 +119,12 @@ impl<A: Adapter> SocketFanout<A> {
             Err(SendError::Socket(SocketError::InternalChannelFull)) if event.urgent => {
                 let root = self.root.clone();
                 self.tracker.spawn(async move {
-                    for _ in 0..RETRIES {
-                        tokio::select! {
-                            _ = root.cancelled() => return,
-                            _ = tokio::time::sleep(RETRY_EVERY) => {}
+                    let mut tries = URGENT_RETRY.start();
+                    loop {
+                        match tries.wait(&root).await {
+                            Wait::Again => {}
+                            Wait::Stopped => return,
+                            Wait::GaveUp => break,
                         }
                         match socket.emit(event.name, &event.data) {
                             Err(SendError::Socket(SocketError::InternalChannelFull)) => continue,

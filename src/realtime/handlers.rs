@@ -12,6 +12,7 @@ use socketioxide::socket::Socket;
 
 use super::{MAX_EVENT_BYTES, Realtime, list_room};
 use crate::auth::{ApiKeys, Tenant};
+use crate::error::{ErrorBody, ErrorDetail};
 use crate::progress::{CRAWLS_UPDATE, Event};
 
 /// The answer once the service has stopped (a socket still open after it).
@@ -65,13 +66,19 @@ impl<A: Adapter> Reply<A> {
     }
 
     fn err(self, event: &str, code: &str, message: impl Into<String>) {
-        let body = json!({ "error": { "code": code, "message": message.into() } });
+        // The HTTP API's error body; an `error` event also names the event
+        // that failed, since it has no acknowledgement to tie it to.
+        let body = ErrorBody { error: ErrorDetail { code: code.to_string(), message: message.into() } };
         if self.wants_ack {
             let _ = self.ack.send(&body);
         } else {
-            let mut body = body;
-            body["event"] = Value::String(event.to_string());
-            let _ = self.socket.emit("error", &body);
+            #[derive(serde::Serialize)]
+            struct Emitted<'a> {
+                #[serde(flatten)]
+                body: ErrorBody,
+                event: &'a str,
+            }
+            let _ = self.socket.emit("error", &Emitted { body, event });
         }
     }
 }

@@ -37,13 +37,13 @@ pub const MAX_EVENT_BYTES: usize = 16 * 1024;
 pub type Redis = RedisAdapter<Emitter>;
 
 #[derive(Debug, thiserror::Error)]
-#[error("could not set up Socket.IO over Redis: {0}")]
-pub struct RealtimeError(String);
-
-impl RealtimeError {
-    pub fn new(message: String) -> Self {
-        Self(message)
-    }
+pub enum RealtimeError {
+    #[error("could not set up Socket.IO over Redis: the Redis URL is not valid: {0}")]
+    RedisUrl(#[source] redis::RedisError),
+    #[error("could not set up Socket.IO over Redis: {0}")]
+    Adapter(#[source] redis::RedisError),
+    #[error("could not set up Socket.IO over Redis: joining the rooms failed: {0}")]
+    Join(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Builds the Socket.IO layer and its handle, rooms in this process only.
@@ -63,8 +63,8 @@ pub async fn redis_layer(url: &str) -> Result<(SocketIoLayer<Redis>, SocketIo<Re
     } else {
         format!("{url}{}protocol=resp3", if url.contains('?') { '&' } else { '?' })
     };
-    let client = redis::Client::open(url.as_str()).map_err(|e| RealtimeError(e.to_string()))?;
-    let adapter = RedisAdapterCtr::new_with_redis(&client).await.map_err(|e| RealtimeError(e.to_string()))?;
+    let client = redis::Client::open(url.as_str()).map_err(RealtimeError::RedisUrl)?;
+    let adapter = RedisAdapterCtr::new_with_redis(&client).await.map_err(RealtimeError::Adapter)?;
     Ok(SocketIo::builder()
         .ws_max_message_size(MAX_MESSAGE_BYTES)
         .max_payload(MAX_MESSAGE_BYTES as u64)

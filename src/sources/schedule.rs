@@ -83,9 +83,8 @@ pub fn next_refresh(source: &Source, now: DateTime<Utc>) -> Option<DateTime<Utc>
 /// Looks for due refreshes every `tick` and starts them, until `stop`.
 pub async fn run(registry: Arc<Registry>, settings: ScheduleSettings, stop: CancellationToken) {
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(settings.tick) => {}
+        if !crate::backoff::pause(&stop, settings.tick).await {
+            return;
         }
         if let Err(e) = start_due(&registry).await {
             tracing::warn!(error = %e, "refresh schedules: could not claim due refreshes; trying again");

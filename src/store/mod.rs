@@ -4,6 +4,7 @@
 
 mod migrations;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -90,6 +91,10 @@ impl PageStatus {
             Self::Failed => "failed",
             Self::Skipped => "skipped",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Crawled, Self::Failed, Self::Skipped].into_iter().find(|p| p.as_str() == s)
     }
 }
 
@@ -496,6 +501,38 @@ pub trait ExportReader: Send {
     async fn next(&mut self, limit: u32) -> Result<Vec<ExportPage>, StoreError>;
 }
 
+/// Where an export is: the crawls still to read (the current one first) and
+/// the last row read of the current one. Each store's reader runs one query
+/// per step, `limit` pages of [`ExportCursor::at`], until it is done.
+struct ExportCursor {
+    crawls: std::collections::VecDeque<String>,
+    after: i64,
+}
+
+impl ExportCursor {
+    fn new(crawls: Vec<String>) -> Self {
+        Self { crawls: crawls.into(), after: 0 }
+    }
+
+    /// The crawl to read and the row to read after; `None` at the end.
+    fn at(&self) -> Option<(String, i64)> {
+        self.crawls.front().map(|c| (c.clone(), self.after))
+    }
+
+    /// Moves past a step's pages; answers them unless the step found none
+    /// (the reader then goes on with the next crawl).
+    fn advance(&mut self, pages: Vec<ExportPage>, limit: u32) -> Option<Vec<ExportPage>> {
+        match pages.last() {
+            Some(last) if pages.len() == limit as usize => self.after = last.id,
+            _ => {
+                self.crawls.pop_front();
+                self.after = 0;
+            }
+        }
+        (!pages.is_empty()).then_some(pages)
+    }
+}
+
 /// An FTS5 query that matches any of the words: user input never reaches
 /// FTS5's syntax.
 pub fn fts_query(q: &str) -> Option<String> {
@@ -729,23 +766,36 @@ pub const INDEXERS: usize = 1;
 /// The store's background indexer: drains [`Store::index_vectors`] until
 /// `stop` fires, resting while there is nothing to do.
 pub async fn run_indexer(store: DynStore, stop: tokio_util::sync::CancellationToken) {
+    use std::time::Duration;
     const BATCH: u32 = 256;
+    /// A rest while nothing waits to be indexed.
+    const IDLE: Duration = Duration::from_millis(250);
+    /// Failed batches wait longer and longer, up to a minute.
+    const FAILED: crate::backoff::Backoff =
+        crate::backoff::Backoff::exponential(Duration::from_secs(1), Duration::from_secs(60));
+    let mut failures = FAILED.start();
     loop {
         let rest = tokio::select! {
             biased;
             _ = stop.cancelled() => return,
             r = store.index_vectors(BATCH) => match r {
-                Ok(n) if n > 0 => continue,
-                Ok(_) => std::time::Duration::from_millis(250),
+                Ok(n) if n > 0 => {
+                    failures.reset();
+                    continue;
+                }
+                Ok(_) => {
+                    failures.reset();
+                    IDLE
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "vector indexer: batch failed; retrying");
-                    std::time::Duration::from_secs(1)
+                    let rest = failures.next_delay().unwrap_or(IDLE);
+                    tracing::warn!(error = %e, retry_in_ms = rest.as_millis() as u64, "vector indexer: batch failed; retrying");
+                    rest
                 }
             },
         };
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(rest) => {}
+        if !crate::backoff::pause(&stop, rest).await {
+            return;
         }
     }
 }

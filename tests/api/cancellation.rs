@@ -3,6 +3,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use trawl::progress::CrawlState;
+
 use crate::helpers::*;
 
 fn slow_site() -> SiteOptions {
@@ -20,17 +22,16 @@ async fn stop_mid_crawl_gives_stopping_then_cancelled_and_stores_nothing_after()
 
     let (code, stopping) = app.stop(&id).await;
     assert_eq!(code, 202, "{stopping}");
-    assert_eq!(stopping["status"], "stopping");
+    assert_eq!(typed(&stopping).status, CrawlState::Stopping);
 
-    let fin = app.wait_terminal(&id).await;
-    assert_eq!(fin["status"], "cancelled", "{fin}");
-    assert!(fin["finishedAt"].is_string());
+    let fin = app.finished(&id).await;
+    assert_eq!(fin.status, CrawlState::Cancelled, "{fin:?}");
+    assert!(fin.finished_at.is_some());
     let stored_at_cancel = app.store().count_pages(&id).await.unwrap();
     let content_at_cancel = app.store().count_content(&id).await.unwrap();
-    assert_eq!(content_at_cancel, (fin["chunksStored"].as_u64().unwrap(), fin["codeExamples"].as_u64().unwrap()));
-    let (c, f, k) = counts(&fin);
-    assert_eq!(stored_at_cancel, c + f + k, "counters match the stored pages");
-    assert!(c < 300, "the crawl really stopped early");
+    assert_eq!(content_at_cancel, (fin.chunks_stored, fin.code_examples));
+    assert_eq!(stored_at_cancel, fin.pages_done(), "counters match the stored pages");
+    assert!(fin.pages_crawled < 300, "the crawl really stopped early");
 
     // Whatever was in flight is gone: nothing more arrives at the site or the store.
     let requests = site.stats().requests.load(Ordering::SeqCst);
@@ -39,7 +40,7 @@ async fn stop_mid_crawl_gives_stopping_then_cancelled_and_stores_nothing_after()
     assert_eq!(app.store().count_content(&id).await.unwrap(), content_at_cancel, "no chunk stored after cancelled");
     assert_eq!(site.stats().requests.load(Ordering::SeqCst), requests);
     assert_eq!(app.registry.active_count(), 0, "the registry entry is gone");
-    assert_eq!(app.status(&id).await, fin, "served from the store, unchanged");
+    assert_eq!(app.crawl_status(&id).await, fin, "served from the store, unchanged");
 }
 
 #[tokio::test]
@@ -52,8 +53,7 @@ async fn stop_aborts_requests_in_flight_instead_of_awaiting_them() {
     }
     let (code, _) = app.stop(&id).await;
     assert_eq!(code, 202);
-    let fin = app.wait_terminal(&id).await;
-    assert_eq!(fin["status"], "cancelled");
+    assert_eq!(app.finished(&id).await.status, CrawlState::Cancelled);
     assert_eq!(site.stats().slow_finished.load(Ordering::SeqCst), 0, "ended while the page was still loading");
     assert_eq!(app.store().count_pages(&id).await.unwrap(), 0);
 }
@@ -66,8 +66,9 @@ async fn stopping_twice_answers_the_same() {
     let (first, a) = app.stop(&id).await;
     let (second, b) = app.stop(&id).await;
     assert!(first == 202 || first == 200);
-    assert!(matches!(a["status"].as_str(), Some("stopping" | "cancelled")), "{a}");
-    assert!(matches!(b["status"].as_str(), Some("stopping" | "cancelled")), "{b}");
+    for s in [&a, &b] {
+        assert!(matches!(typed(s).status, CrawlState::Stopping | CrawlState::Cancelled), "{s}");
+    }
     let fin = app.wait_terminal(&id).await;
     let (c1, x) = app.stop(&id).await;
     let (c2, y) = app.stop(&id).await;
@@ -84,7 +85,7 @@ async fn delete_stops_a_crawl_like_post_stop() {
     let id = app.start_crawl(crawl_body(site.url("/trouble/slow"), "page")).await;
     let resp = app.client.delete(app.url(&format!("/api/crawls/{id}"))).send().await.unwrap();
     assert!(resp.status() == 202 || resp.status() == 200);
-    assert_eq!(app.wait_terminal(&id).await["status"], "cancelled");
+    assert_eq!(app.finished(&id).await.status, CrawlState::Cancelled);
 }
 
 #[tokio::test]
@@ -111,12 +112,12 @@ async fn a_queued_crawl_can_be_stopped_before_it_starts() {
     let site = fixture().await;
     let running = app.start_crawl(crawl_body(site.url("/trouble/slow"), "page")).await;
     let queued = app.start_crawl(crawl_body(site.url("/"), "page")).await;
-    assert_eq!(app.status(&queued).await["status"], "queued");
+    assert_eq!(app.crawl_status(&queued).await.status, CrawlState::Queued);
     let (code, _) = app.stop(&queued).await;
     assert!(code == 202 || code == 200);
-    let fin = app.wait_terminal(&queued).await;
-    assert_eq!(fin["status"], "cancelled");
-    assert_eq!(fin["startedAt"], serde_json::Value::Null);
+    let fin = app.finished(&queued).await;
+    assert_eq!(fin.status, CrawlState::Cancelled);
+    assert_eq!(fin.started_at, None);
     app.stop(&running).await;
-    assert_eq!(app.wait_terminal(&running).await["status"], "cancelled");
+    assert_eq!(app.finished(&running).await.status, CrawlState::Cancelled);
 }

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use trawl::config::Config;
 use trawl::crawl::Registry;
+use trawl::progress::CrawlStatus;
 use trawl::store::DynStore;
 use trawl::{App, AppError};
 
@@ -93,7 +94,7 @@ fn init_test_logs() {
 async fn start(config: Config) -> TestApp {
     init_test_logs();
     let app = App::build(config).await.expect("app builds");
-    let address = format!("http://127.0.0.1:{}", app.port());
+    let address = format!("http://127.0.0.1:{}", app.port().expect("the listener is bound"));
     let registry = app.registry();
     let shutdown = app.shutdown_token();
     let server = tokio::spawn(app.run_until_stopped());
@@ -173,8 +174,20 @@ impl TestApp {
         }
     }
 
+    /// Waits for the crawl's end; every status read on the way must decode
+    /// as the service's own [`CrawlStatus`].
     pub async fn wait_terminal(&self, id: &str) -> Value {
-        self.wait_for(id, |s| matches!(s["status"].as_str(), Some("completed" | "failed" | "cancelled"))).await
+        self.wait_for(id, |s| typed(s).status.is_terminal()).await
+    }
+
+    /// The crawl's status as the service's own type.
+    pub async fn crawl_status(&self, id: &str) -> CrawlStatus {
+        typed(&self.status(id).await)
+    }
+
+    /// Waits for the crawl's end and answers its status typed.
+    pub async fn finished(&self, id: &str) -> CrawlStatus {
+        typed(&self.wait_terminal(id).await)
     }
 
     /// Starts a crawl and waits for its end.
@@ -224,6 +237,11 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// A status as the wire carries it, decoded as the service's own type.
+pub fn typed(v: &Value) -> CrawlStatus {
+    serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("not a CrawlStatus ({e}): {v}"))
 }
 
 pub fn counts(s: &Value) -> (u64, u64, u64) {

@@ -171,6 +171,24 @@ async fn shutdown_stops_running_crawls_and_returns() {
     }
 }
 
+#[tokio::test]
+async fn a_stop_that_a_shutdown_overtakes_is_still_the_users_stop() {
+    let app = spawn_app_with(|c| c.crawler.request_timeout = Duration::from_secs(120)).await;
+    let site = fixture().await;
+    let id = app.start_crawl(crawl_body(site.url("/trouble/slow"), "page")).await;
+    while site.stats().slow_started.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let store = app.store().clone();
+    let (code, stopping) = app.stop(&id).await;
+    assert_eq!(code, 202, "{stopping}");
+    // The shutdown comes right behind the stop, while the crawl is stopping.
+    app.shutdown().await;
+    let row = store.get_crawl(&id).await.unwrap().unwrap();
+    assert_eq!(row.status, CrawlState::Cancelled, "a stopped crawl is never handed over");
+    assert_eq!(row.message.as_deref(), Some("stopped by request"));
+}
+
 fn trawl_bin() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_trawl"))
 }

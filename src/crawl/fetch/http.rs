@@ -161,7 +161,6 @@ pub struct ClientBuildError(#[from] reqwest::Error);
 
 impl HttpFetcher {
     pub fn new(config: &CrawlerConfig) -> Result<Self, ClientBuildError> {
-        crate::install_crypto_provider();
         let guard = AddressGuard { allow_private: config.allow_private_networks };
         let mut builder = reqwest::Client::builder()
             .user_agent(config.user_agent.clone())

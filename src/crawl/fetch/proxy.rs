@@ -61,7 +61,6 @@ impl GuardedProxy {
         tracker: &TaskTracker,
         closing: CancellationToken,
     ) -> Result<Self, ProxyError> {
-        crate::install_crypto_provider();
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.map_err(ProxyError::Bind)?;
         let addr = listener.local_addr().map_err(ProxyError::Bind)?;
         let mut client = reqwest::Client::builder()

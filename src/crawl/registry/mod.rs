@@ -43,6 +43,9 @@ pub enum StartError {
     ShuttingDown,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The request could not be written down to be resumed later.
+    #[error("the crawl request could not be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -255,7 +258,7 @@ impl Registry {
         let mut status = CrawlStatus::new_queued(id.clone(), spec.url.to_string(), Utc::now());
         status.refresh = refresh_of.is_some();
         status.source_id = refresh_of.map(str::to_string);
-        let request_json = serde_json::to_string(&spec.request).unwrap_or_else(|_| "{}".into());
+        let request_json = serde_json::to_string(&spec.request)?;
         // With a shared queue, a crawl posted to an instance with a free
         // slot runs there at once, like a lone instance's; the others wait
         // in the queue for whichever instance frees a slot first. The

@@ -17,13 +17,14 @@
 //! - `writer`: the batch writer, with the vectors reused or embedded.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::backoff::{Backoff, Wait, pause};
 use crate::progress::{CrawlState, CrawlStatus, Limit, Stage};
 use crate::sync::LockExt;
 
@@ -49,9 +50,12 @@ const FLUSH_EVERY: Duration = Duration::from_millis(250);
 /// The status row is written at least this often while a crawl runs, even
 /// when nothing changed: readers (and other instances) see it is alive.
 const HEARTBEAT: Duration = Duration::from_secs(1);
-/// How long a store write is retried (with backoff) before the crawl fails:
-/// long enough to ride out a database restart or failover.
-const STORE_RETRY_FOR: Duration = Duration::from_secs(30);
+/// How a store write is retried before the crawl fails: for long enough to
+/// ride out a database restart or failover.
+const STORE_RETRY: Backoff =
+    Backoff::exponential(Duration::from_millis(50), Duration::from_secs(2)).for_at_most(Duration::from_secs(30));
+/// How often a terminal status the store refused is offered again.
+const TERMINAL_RETRY: Backoff = Backoff::constant(Duration::from_secs(2));
 /// Sitemap documents read per crawl, at most (indexes of indexes).
 const MAX_SITEMAP_DOCS: usize = 1000;
 
@@ -163,10 +167,10 @@ async fn load_prior(engine: &Engine, crawl: &Crawl) {
 /// crawl is served from memory. Whether it landed.
 pub(crate) async fn store_terminal_later(engine: &Engine, fin: &CrawlStatus) -> bool {
     tracing::warn!("the terminal status is kept in memory until the store takes it");
+    let mut tries = TERMINAL_RETRY.start();
     loop {
-        tokio::select! {
-            _ = engine.root.cancelled() => return false,
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        if tries.wait(&engine.root).await != Wait::Again {
+            return false;
         }
         match engine.store.save_status(fin).await {
             Ok(()) => {
@@ -265,35 +269,30 @@ fn terminal_status(engine: &Engine, crawl: &Crawl, outcome: Outcome) -> CrawlSta
     fin
 }
 
-/// Retries a store write with backoff; a brief outage must not lose a crawl.
-/// Gives up after [`STORE_RETRY_FOR`], or instead of retrying once `stop` is
-/// cancelled (a stopped crawl abandons what it had not stored).
+/// Retries a store write under [`STORE_RETRY`]; a brief outage must not
+/// lose a crawl. Gives up when the policy does, or instead of retrying once
+/// `stop` is cancelled (a stopped crawl abandons what it had not stored).
 async fn with_retry<F, Fut>(stop: Option<&CancellationToken>, mut f: F) -> Result<(), crate::store::StoreError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), crate::store::StoreError>>,
 {
-    let started = Instant::now();
-    let mut delay = Duration::from_millis(50);
-    let mut attempt = 1u32;
+    let mut tries = STORE_RETRY.start();
     loop {
         // An attempt is never cut short: a commit in flight must be known to
         // have landed or not, or the counters could disagree with the rows.
         let e = match f().await {
             Ok(()) => return Ok(()),
-            Err(e) if !e.is_transient() || started.elapsed() + delay > STORE_RETRY_FOR => return Err(e),
+            Err(e) if !e.is_transient() => return Err(e),
             Err(e) => e,
         };
+        let attempt = tries.attempt();
+        let Some(delay) = tries.next_delay() else { return Err(e) };
         tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "store write failed; retrying");
         match stop {
-            Some(token) => tokio::select! {
-                biased;
-                _ = token.cancelled() => return Err(crate::store::StoreError::Abandoned),
-                _ = tokio::time::sleep(delay) => {}
-            },
+            Some(token) if !pause(token, delay).await => return Err(crate::store::StoreError::Abandoned),
+            Some(_) => {}
             None => tokio::time::sleep(delay).await,
         }
-        delay = (delay * 2).min(Duration::from_secs(2));
-        attempt += 1;
     }
 }

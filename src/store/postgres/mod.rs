@@ -20,24 +20,33 @@ use sqlx::postgres::PgPool;
 use sqlx::{Postgres, QueryBuilder, Row};
 
 use super::{
-    ChunkHit, ChunkText, CodeHit, CodeText, CrawlFilter, ExportPage, ExportReader, LastCrawl, NewCrawl, PageContent,
-    PageRecord, PageStatus, PageSummary, PriorPage, Removed, SearchFilter, Source, SourceFilter, SourcePatch, Store,
-    StoreError, StoredPage, Unembedded,
+    ChunkHit, CodeHit, CrawlFilter, ExportPage, ExportReader, NewCrawl, PageContent, PageRecord, PageStatus,
+    PageSummary, PriorPage, Removed, SearchFilter, Source, SourceFilter, SourcePatch, Store, StoreError, StoredPage,
+    Unembedded,
 };
 use crate::progress::{CrawlState, CrawlStatus};
 
 mod export;
 mod indexer;
-mod rows;
 mod schema;
 mod search;
 mod write;
 
+use super::rows::{Columns, CrawlRef, chunk_to_embed, code_to_embed, lines};
 use export::*;
 use indexer::*;
-use rows::*;
 use search::*;
 use write::*;
+
+/// A source with its counts and its newest crawl; a `WHERE` follows.
+const SOURCE_SELECT: &str = "SELECT s.id, s.tenant, s.url, s.name, s.tags, s.request, s.created_at, s.updated_at,
+   s.refresh_every, s.cron, s.next_refresh_at,
+   agg.pages, agg.chunks, agg.code_examples, k.id AS last_id, k.status AS last_status, k.finished_at AS last_finished
+ FROM sources s
+ CROSS JOIN LATERAL (SELECT COUNT(*) AS pages, COALESCE(SUM(p.chunk_count), 0)::bigint AS chunks,
+     COALESCE(SUM(p.code_count), 0)::bigint AS code_examples
+   FROM pages p WHERE p.status = 'crawled' AND p.crawl_id IN (SELECT id FROM crawls WHERE source_id = s.id)) agg
+ LEFT JOIN crawls k ON k.id = (SELECT MAX(id) FROM crawls WHERE source_id = s.id)";
 
 pub struct PgStore {
     pool: PgPool,
@@ -155,13 +164,13 @@ impl Store for PgStore {
             qb.push(" AND s.id < ").push_bind(b.clone());
         }
         qb.push(" ORDER BY s.id DESC LIMIT ").push_bind(i64::from(f.limit));
-        qb.build().fetch_all(&self.pool).await?.iter().map(source_from_row).collect()
+        Ok(qb.build_query_as().fetch_all(&self.pool).await?)
     }
 
     async fn get_source(&self, id: &str) -> Result<Option<Source>, StoreError> {
         let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(SOURCE_SELECT);
         qb.push(" WHERE s.id = ").push_bind(clean(id).into_owned());
-        qb.build().fetch_optional(&self.pool).await?.as_ref().map(source_from_row).transpose()
+        Ok(qb.build_query_as().fetch_optional(&self.pool).await?)
     }
 
     async fn update_source(&self, id: &str, patch: &SourcePatch) -> Result<Option<Source>, StoreError> {
@@ -218,8 +227,7 @@ impl Store for PgStore {
         for id in ids {
             let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(SOURCE_SELECT);
             qb.push(" WHERE s.id = ").push_bind(id.clone());
-            let Some(row) = qb.build().fetch_optional(&mut *tx).await? else { continue };
-            let source = source_from_row(&row)?;
+            let Some(source) = qb.build_query_as::<Source>().fetch_optional(&mut *tx).await? else { continue };
             sqlx::query("UPDATE sources SET next_refresh_at = $1 WHERE id = $2")
                 .bind(next(&source, now))
                 .bind(&id)
@@ -232,18 +240,11 @@ impl Store for PgStore {
     }
 
     async fn source_crawls(&self, id: &str) -> Result<Vec<(String, CrawlState)>, StoreError> {
-        let rows = sqlx::query("SELECT id, status FROM crawls WHERE source_id = $1 ORDER BY id")
+        let rows: Vec<CrawlRef> = sqlx::query_as("SELECT id, status FROM crawls WHERE source_id = $1 ORDER BY id")
             .bind(clean(id))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                let status: String = r.try_get("status")?;
-                let state =
-                    CrawlState::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status '{status}'")))?;
-                Ok((r.try_get("id")?, state))
-            })
-            .collect()
+        Ok(rows.into_iter().map(|CrawlRef(id, state)| (id, state)).collect())
     }
 
     async fn delete_source(&self, id: &str) -> Result<Option<Removed>, StoreError> {
@@ -286,7 +287,7 @@ impl Store for PgStore {
     }
 
     async fn source_pages(&self, source_id: &str, except: &str) -> Result<Vec<PriorPage>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT id, url, content_hash, body_hash, etag, last_modified, chunk_count, code_count,
                links IS NOT NULL AS has_links
              FROM pages WHERE status = 'crawled' AND crawl_id IN (SELECT id FROM crawls WHERE source_id = $1 AND id <> $2)",
@@ -294,28 +295,13 @@ impl Store for PgStore {
         .bind(clean(source_id))
         .bind(clean(except))
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PriorPage {
-                    row: r.try_get("id")?,
-                    url: r.try_get("url")?,
-                    content_hash: r.try_get("content_hash")?,
-                    body_hash: r.try_get("body_hash")?,
-                    etag: r.try_get("etag")?,
-                    last_modified: r.try_get("last_modified")?,
-                    chunks: r.try_get::<i32, _>("chunk_count")?.max(0) as u64,
-                    code_examples: r.try_get::<i32, _>("code_count")?.max(0) as u64,
-                    has_links: r.try_get("has_links")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     async fn page_links(&self, row: i64) -> Result<Option<Vec<String>>, StoreError> {
         let links: Option<Option<String>> =
             sqlx::query_scalar("SELECT links FROM pages WHERE id = $1").bind(row).fetch_optional(&self.pool).await?;
-        Ok(links.map(|l| l.map(|l| l.lines().map(str::to_string).collect()).unwrap_or_default()))
+        Ok(links.map(lines))
     }
 
     async fn page_vectors(&self, rows: &[i64], model: &str) -> Result<Vec<(String, Vec<f32>)>, StoreError> {
@@ -329,9 +315,7 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         for r in chunks {
-            let title: Option<String> = r.try_get("title")?;
-            let text = Unembedded::chunk(0, title.as_deref(), r.try_get("heading_path")?, r.try_get("content")?).text;
-            out.push((text, r.try_get::<Vector, _>("embedding")?.to_vec()));
+            out.push((chunk_to_embed(&r, 0)?.text, r.try_get::<Vector, _>("embedding")?.to_vec()));
         }
         let code = sqlx::query(
             "SELECT language, code, context_before, embedding FROM code_examples
@@ -342,9 +326,7 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         for r in code {
-            let text =
-                Unembedded::code(0, r.try_get("language")?, r.try_get("code")?, r.try_get("context_before")?).text;
-            out.push((text, r.try_get::<Vector, _>("embedding")?.to_vec()));
+            out.push((code_to_embed(&r, 0)?.text, r.try_get::<Vector, _>("embedding")?.to_vec()));
         }
         Ok(out)
     }
@@ -376,7 +358,7 @@ impl Store for PgStore {
             .bind(source_id.to_string())
             .fetch_all(&mut *tx)
             .await?;
-        Ok(Box::new(Export { tx, crawls: crawls.into(), after: 0 }))
+        Ok(Box::new(Export { tx, cursor: super::ExportCursor::new(crawls) }))
     }
 
     async fn save_status(&self, s: &CrawlStatus) -> Result<(), StoreError> {
@@ -446,8 +428,7 @@ impl Store for PgStore {
     }
 
     async fn get_crawl(&self, id: &str) -> Result<Option<CrawlStatus>, StoreError> {
-        let row = sqlx::query("SELECT * FROM crawls WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
-        row.as_ref().map(status_from_row).transpose()
+        Ok(sqlx::query_as("SELECT * FROM crawls WHERE id = $1").bind(id).fetch_optional(&self.pool).await?)
     }
 
     async fn crawl_tenant(&self, id: &str) -> Result<Option<Option<String>>, StoreError> {
@@ -467,8 +448,7 @@ impl Store for PgStore {
             qb.push(" AND id < ").push_bind(b.clone());
         }
         qb.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(f.limit));
-        let rows = qb.build().fetch_all(&self.pool).await?;
-        rows.iter().map(status_from_row).collect()
+        Ok(qb.build_query_as().fetch_all(&self.pool).await?)
     }
 
     async fn list_pages(
@@ -478,7 +458,7 @@ impl Store for PgStore {
         limit: u32,
         markdown: bool,
     ) -> Result<Vec<PageSummary>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT id, url, final_url, title, status, http_status, depth, error, chunk_count, code_count, rendered,
                CASE WHEN $4 THEN content END AS content
              FROM pages WHERE crawl_id = $1 AND id > $2 ORDER BY id LIMIT $3",
@@ -488,29 +468,11 @@ impl Store for PgStore {
         .bind(i64::from(limit))
         .bind(markdown)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PageSummary {
-                    row_id: r.try_get("id")?,
-                    url: r.try_get("url")?,
-                    final_url: r.try_get("final_url")?,
-                    title: r.try_get("title")?,
-                    status: r.try_get("status")?,
-                    http_status: r.try_get::<Option<i32>, _>("http_status")?.map(|s| s as u16),
-                    depth: r.try_get::<i32, _>("depth")?.max(0) as u32,
-                    chunks: r.try_get::<i32, _>("chunk_count")?.max(0) as u64,
-                    code_examples: r.try_get::<i32, _>("code_count")?.max(0) as u64,
-                    error: r.try_get("error")?,
-                    rendered: r.try_get("rendered")?,
-                    markdown: r.try_get("content")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     async fn page_content(&self, page_id: i64) -> Result<Option<PageContent>, StoreError> {
-        let Some(r) = sqlx::query(
+        let Some(mut page) = sqlx::query_as::<_, PageContent>(
             "SELECT p.id, p.crawl_id, c.tenant, p.url, p.final_url, p.title, p.description, p.status, p.http_status,
                p.format, p.content, p.content_hash, p.error, p.fetched_at
              FROM pages p JOIN crawls c ON c.id = p.crawl_id WHERE p.id = $1",
@@ -521,81 +483,30 @@ impl Store for PgStore {
         else {
             return Ok(None);
         };
-        let chunks = sqlx::query(
+        page.chunks = sqlx::query_as(
             "SELECT chunk_index, heading_path, content FROM chunks WHERE page_id = $1 ORDER BY chunk_index",
         )
         .bind(page_id)
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|c| {
-            Ok(ChunkText {
-                index: c.try_get::<i32, _>("chunk_index")?.max(0) as u32,
-                heading_path: c.try_get("heading_path")?,
-                content: c.try_get("content")?,
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-        let code_examples = sqlx::query(
+        .await?;
+        page.code_examples = sqlx::query_as(
             "SELECT id, language, code, context_before, context_after FROM code_examples WHERE page_id = $1 ORDER BY id",
         )
         .bind(page_id)
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|e| {
-            Ok(CodeText {
-                id: e.try_get("id")?,
-                language: e.try_get("language")?,
-                code: e.try_get("code")?,
-                context_before: e.try_get("context_before")?,
-                context_after: e.try_get("context_after")?,
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(Some(PageContent {
-            id: r.try_get("id")?,
-            crawl_id: r.try_get("crawl_id")?,
-            tenant: r.try_get("tenant")?,
-            url: r.try_get("url")?,
-            final_url: r.try_get("final_url")?,
-            title: r.try_get("title")?,
-            description: r.try_get("description")?,
-            status: r.try_get("status")?,
-            http_status: r.try_get::<Option<i32>, _>("http_status")?.map(|s| s as u16),
-            format: r.try_get("format")?,
-            markdown: r.try_get("content")?,
-            content_hash: r.try_get("content_hash")?,
-            error: r.try_get("error")?,
-            fetched_at: r.try_get("fetched_at")?,
-            chunks,
-            code_examples,
-        }))
+        .await?;
+        Ok(Some(page))
     }
 
     async fn get_page(&self, crawl_id: &str, url: &str) -> Result<Option<StoredPage>, StoreError> {
-        let row = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT url, final_url, status, title, description, content, format, error, depth FROM pages
              WHERE crawl_id = $1 AND url = $2",
         )
         .bind(crawl_id)
         .bind(url)
         .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok(StoredPage {
-                url: r.try_get("url")?,
-                description: r.try_get("description")?,
-                final_url: r.try_get("final_url")?,
-                status: r.try_get("status")?,
-                title: r.try_get("title")?,
-                content: r.try_get("content")?,
-                format: r.try_get("format")?,
-                error: r.try_get("error")?,
-                depth: r.try_get::<i32, _>("depth")?.max(0) as u32,
-            })
-        })
-        .transpose()
+        .await?)
     }
 
     async fn count_pages(&self, crawl_id: &str) -> Result<u64, StoreError> {
@@ -607,25 +518,14 @@ impl Store for PgStore {
     }
 
     async fn page_chunks(&self, crawl_id: &str, url: &str) -> Result<Vec<crate::content::Chunk>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT chunk_index, heading_path, content, char_count FROM chunks WHERE crawl_id = $1 AND url = $2
              ORDER BY chunk_index",
         )
         .bind(crawl_id)
         .bind(url)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(crate::content::Chunk {
-                    index: r.try_get::<i32, _>("chunk_index")?.max(0) as u32,
-                    heading_path: r.try_get("heading_path")?,
-                    content: r.try_get("content")?,
-                    char_count: r.try_get::<i32, _>("char_count")?.max(0) as u32,
-                    embedding: None,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     async fn page_code_examples(
@@ -633,25 +533,14 @@ impl Store for PgStore {
         crawl_id: &str,
         url: &str,
     ) -> Result<Vec<crate::content::CodeExample>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT language, code, context_before, context_after FROM code_examples WHERE crawl_id = $1 AND url = $2
              ORDER BY id",
         )
         .bind(crawl_id)
         .bind(url)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(crate::content::CodeExample {
-                    language: r.try_get("language")?,
-                    code: r.try_get("code")?,
-                    context_before: r.try_get("context_before")?,
-                    context_after: r.try_get("context_after")?,
-                    embedding: None,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     async fn count_content(&self, crawl_id: &str) -> Result<(u64, u64), StoreError> {
@@ -729,11 +618,10 @@ impl Store for PgStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query("SELECT id, url, title, content FROM chunks WHERE id = ANY($1)")
+        Ok(sqlx::query_as("SELECT id, url, title, content FROM chunks WHERE id = ANY($1)")
             .bind(ids)
             .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(chunk_hit).collect()
+            .await?)
     }
 
     async fn search_code(
@@ -762,20 +650,7 @@ impl Store for PgStore {
         push_filter(&mut qb, f);
         qb.push(if tsq.is_some() { " ORDER BY score DESC, c.id" } else { " ORDER BY c.id DESC" });
         qb.push(" LIMIT ").push_bind(i64::from(limit));
-        let rows = qb.build().fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(CodeHit {
-                    id: r.try_get("id")?,
-                    url: r.try_get("url")?,
-                    language: r.try_get("language")?,
-                    code: r.try_get("code")?,
-                    context_before: r.try_get("context_before")?,
-                    context_after: r.try_get("context_after")?,
-                    score: r.try_get("score")?,
-                })
-            })
-            .collect()
+        Ok(qb.build_query_as().fetch_all(&self.pool).await?)
     }
 
     async fn unembedded(&self, limit: u32) -> Result<Vec<Unembedded>, StoreError> {
@@ -785,16 +660,7 @@ impl Store for PgStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::new();
-        for r in &chunks {
-            let title: Option<String> = r.try_get("title")?;
-            out.push(Unembedded::chunk(
-                r.try_get("id")?,
-                title.as_deref(),
-                r.try_get("heading_path")?,
-                r.try_get("content")?,
-            ));
-        }
+        let mut out = chunks.iter().map(|r| chunk_to_embed(r, r.int("id")?)).collect::<Result<Vec<_>, _>>()?;
         let room = limit.saturating_sub(out.len() as u32);
         let codes = sqlx::query(
             "SELECT id, language, code, context_before FROM code_examples WHERE embedding IS NULL ORDER BY id LIMIT $1",
@@ -803,12 +669,7 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         for r in &codes {
-            out.push(Unembedded::code(
-                r.try_get("id")?,
-                r.try_get("language")?,
-                r.try_get("code")?,
-                r.try_get("context_before")?,
-            ));
+            out.push(code_to_embed(r, r.int("id")?)?);
         }
         Ok(out)
     }
@@ -885,27 +746,10 @@ impl Store for PgStore {
     }
 
     async fn stored_outcomes(&self, id: &str) -> Result<Vec<super::StoredOutcome>, StoreError> {
-        let rows = sqlx::query("SELECT url, final_url, status, links FROM pages WHERE crawl_id = $1")
+        Ok(sqlx::query_as("SELECT url, final_url, status, links FROM pages WHERE crawl_id = $1")
             .bind(id)
             .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                let status: String = r.try_get("status")?;
-                let links: Option<String> = r.try_get("links")?;
-                Ok(super::StoredOutcome {
-                    url: r.try_get("url")?,
-                    final_url: r.try_get("final_url")?,
-                    status: match status.as_str() {
-                        "crawled" => PageStatus::Crawled,
-                        "failed" => PageStatus::Failed,
-                        "skipped" => PageStatus::Skipped,
-                        other => return Err(StoreError::Corrupt(format!("page status '{other}'"))),
-                    },
-                    links: links.map(|l| l.lines().map(str::to_string).collect()).unwrap_or_default(),
-                })
-            })
-            .collect()
+            .await?)
     }
 
     async fn mark_interrupted(&self) -> Result<u64, StoreError> {

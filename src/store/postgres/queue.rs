@@ -4,10 +4,9 @@
 
 use std::time::Duration;
 
-use sqlx::Row;
 use sqlx::postgres::PgPool;
+use sqlx::{FromRow, Row};
 
-use super::status_from_row;
 use crate::progress::CrawlStatus;
 use crate::store::StoreError;
 
@@ -74,7 +73,7 @@ pub async fn claim(pool: &PgPool, owner: &str, ttl: Duration, takeovers: bool) -
     .await?;
     let Some(row) = row else { return Ok(None) };
     Ok(Some(Claimed {
-        status: status_from_row(&row)?,
+        status: CrawlStatus::from_row(&row)?,
         tenant: row.try_get("tenant")?,
         request: row.try_get("request_text")?,
         attempts: row.try_get::<i32, _>("attempts")?.max(1) as u32,
@@ -101,7 +100,7 @@ pub async fn beat(pool: &PgPool, instance: &str, live: &[String]) -> Result<Vec<
 /// A crawl's stored state, whoever runs it.
 pub async fn status(pool: &PgPool, id: &str) -> Result<Option<CrawlStatus>, StoreError> {
     let row = sqlx::query("SELECT * FROM crawls WHERE id = $1").bind(id).fetch_optional(pool).await?;
-    row.as_ref().map(status_from_row).transpose()
+    Ok(row.as_ref().map(CrawlStatus::from_row).transpose()?)
 }
 
 /// Cancels a crawl nobody has claimed yet; `None` when it was claimed (or
@@ -115,7 +114,7 @@ pub async fn cancel_unclaimed(pool: &PgPool, id: &str) -> Result<Option<CrawlSta
     .bind(id)
     .fetch_optional(pool)
     .await?;
-    row.as_ref().map(status_from_row).transpose()
+    Ok(row.as_ref().map(CrawlStatus::from_row).transpose()?)
 }
 
 /// Marks a crawl `stopping` (durably: the owner's status writes cannot undo
@@ -130,7 +129,7 @@ pub async fn mark_stopping(pool: &PgPool, id: &str) -> Result<CrawlStatus, Store
     .bind(id)
     .fetch_one(pool)
     .await?;
-    status_from_row(&row)
+    Ok(CrawlStatus::from_row(&row)?)
 }
 
 /// Crawls not yet ended on any instance, of one tenant (or of nobody's), newest first.
@@ -142,7 +141,7 @@ pub async fn unfinished(pool: &PgPool, tenant: Option<&str>) -> Result<Vec<Crawl
     .bind(tenant)
     .fetch_all(pool)
     .await?;
-    rows.iter().map(status_from_row).collect()
+    Ok(rows.iter().map(CrawlStatus::from_row).collect::<Result<_, _>>()?)
 }
 
 /// Removes an instance's heartbeat row (it leaves).

@@ -5,7 +5,7 @@ use pgvector::Vector;
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row};
 
-use super::{ChunkHit, SearchFilter, StoreError};
+use super::{SearchFilter, StoreError};
 
 /// The `to_tsquery` inputs for the words of a query: any word (what
 /// matches), every word, and the words as a phrase (what ranks first:
@@ -91,16 +91,6 @@ pub(super) fn push_vector_ranking(
         qb.push(")");
     }
     qb.push(") nearest ORDER BY d, id LIMIT ").push_bind(i64::from(pool));
-}
-
-pub(super) fn chunk_hit(r: &PgRow) -> Result<ChunkHit, StoreError> {
-    Ok(ChunkHit {
-        chunk_id: r.try_get("id")?,
-        url: r.try_get("url")?,
-        title: r.try_get("title")?,
-        content: r.try_get("content")?,
-        score: 0.0,
-    })
 }
 
 pub(super) fn ranked(rows: &[PgRow]) -> Result<Vec<(i64, f64)>, StoreError> {
