@@ -141,55 +141,32 @@ async fn malformed_payloads_get_error_acks_on_a_connection_that_stays_up(client:
     assert_eq!(mark["connected"], true);
 }
 
-#[tokio::test]
-async fn js_subscriber_gets_snapshot_progress_and_completion() {
-    subscriber_gets_snapshot_progress_and_completion(Client::Js).await;
+/// Runs each case once per real client: socket.io-client (Node) and
+/// python-socketio.
+macro_rules! clients {
+    ($($name:ident),* $(,)?) => {
+        mod js {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Client::Js).await;
+            })*
+        }
+        mod python {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Client::Python).await;
+            })*
+        }
+    };
 }
 
-#[tokio::test]
-async fn python_subscriber_gets_snapshot_progress_and_completion() {
-    subscriber_gets_snapshot_progress_and_completion(Client::Python).await;
-}
-
-#[tokio::test]
-async fn js_stop_gives_stopping_then_stopped_and_no_running_progress_after() {
-    stop_gives_stopping_then_stopped_and_no_running_progress_after(Client::Js).await;
-}
-
-#[tokio::test]
-async fn python_stop_gives_stopping_then_stopped_and_no_running_progress_after() {
-    stop_gives_stopping_then_stopped_and_no_running_progress_after(Client::Python).await;
-}
-
-#[tokio::test]
-async fn js_reconnect_mid_crawl_gets_the_snapshot() {
-    reconnect_mid_crawl_gets_the_snapshot(Client::Js).await;
-}
-
-#[tokio::test]
-async fn python_reconnect_mid_crawl_gets_the_snapshot() {
-    reconnect_mid_crawl_gets_the_snapshot(Client::Python).await;
-}
-
-#[tokio::test]
-async fn js_tenants_cannot_see_or_stop_each_others_crawls() {
-    tenants_cannot_see_or_stop_each_others_crawls(Client::Js).await;
-}
-
-#[tokio::test]
-async fn python_tenants_cannot_see_or_stop_each_others_crawls() {
-    tenants_cannot_see_or_stop_each_others_crawls(Client::Python).await;
-}
-
-#[tokio::test]
-async fn js_malformed_payloads_get_error_acks_on_a_connection_that_stays_up() {
-    malformed_payloads_get_error_acks_on_a_connection_that_stays_up(Client::Js).await;
-}
-
-#[tokio::test]
-async fn python_malformed_payloads_get_error_acks_on_a_connection_that_stays_up() {
-    malformed_payloads_get_error_acks_on_a_connection_that_stays_up(Client::Python).await;
-}
+clients!(
+    subscriber_gets_snapshot_progress_and_completion,
+    stop_gives_stopping_then_stopped_and_no_running_progress_after,
+    reconnect_mid_crawl_gets_the_snapshot,
+    tenants_cannot_see_or_stop_each_others_crawls,
+    malformed_payloads_get_error_acks_on_a_connection_that_stays_up,
+);
 
 #[tokio::test]
 async fn js_crawl_list_subscribers_get_crawls_update_when_a_crawl_starts_and_ends() {
