@@ -7,7 +7,6 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 /// The body of every error answer (for the OpenAPI document).
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -104,16 +103,22 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let message = match &self {
+impl ApiError {
+    /// What a client is told: an internal error's cause is logged, not sent.
+    pub fn body(&self) -> ErrorBody {
+        let message = match self {
             ApiError::Internal(cause) => {
                 tracing::error!(error = %cause, "internal error while serving a request");
                 "internal error; see the service log".to_string()
             }
             other => other.to_string(),
         };
-        let body = json!({ "error": { "code": self.code(), "message": message } });
-        (self.status(), Json(body)).into_response()
+        ErrorBody { error: ErrorDetail { code: self.code().to_string(), message } }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status(), Json(self.body())).into_response()
     }
 }

@@ -8,6 +8,8 @@
 //!   search, health, metrics, openapi), and `edge`, what every connection and request
 //!   meets first (header deadline, connection bound, the open mode's Origin
 //!   and Host checks); `error`: the `ApiError` they answer with.
+//! - `interfaces`: the ways in for tools people already run: `mcp`, an MCP
+//!   server (rmcp) at `/mcp` and over stdio (`trawl mcp`).
 //! - `realtime`: Socket.IO (socketioxide): rooms, handlers, auth middleware;
 //!   `docs`, which writes `docs/events.md` and `docs/events.schema.json`
 //!   from the event types.
@@ -56,6 +58,7 @@ pub mod content;
 pub mod crawl;
 pub mod embed;
 pub mod error;
+pub mod interfaces;
 pub mod process;
 pub mod progress;
 pub mod realtime;
@@ -141,7 +144,7 @@ fn assemble<A: socketioxide::adapter::Adapter + socketioxide_core::adapter::Defi
     let embedder = engine.embedder.clone();
     let registry = Registry::new(engine, fanout.clone(), cluster)?;
     registry.start_background();
-    registry.track(sources::schedule::run(registry.clone(), config.schedule.clone(), root));
+    registry.track(sources::schedule::run(registry.clone(), config.schedule.clone(), root.clone()));
     let rt = realtime::Realtime {
         registry: Arc::downgrade(&registry),
         keys: config.api_keys.clone(),
@@ -159,7 +162,8 @@ fn assemble<A: socketioxide::adapter::Adapter + socketioxide_core::adapter::Defi
         connections,
     };
     // The edge checks wrap Socket.IO too: its handshake is a request like any other.
-    let router = api::router(state)
+    let router = api::router(state.clone())
+        .merge(interfaces::mcp::router(state, root.clone()))
         .merge(web::router())
         .layer(layer)
         .layer(axum::middleware::from_fn_with_state(policy, api::edge::check));

@@ -171,7 +171,7 @@ pub(super) struct ListParams {
 }
 
 /// A listing's cursor: the last id (a UUID) of the previous page.
-pub(super) fn uuid_cursor(raw: Option<&str>) -> Result<Option<String>, ApiError> {
+pub(crate) fn uuid_cursor(raw: Option<&str>) -> Result<Option<String>, ApiError> {
     match raw {
         None | Some("") => Ok(None),
         Some(c) => uuid::Uuid::parse_str(c)

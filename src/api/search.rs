@@ -52,7 +52,7 @@ impl From<SearchError> for ApiError {
     }
 }
 
-fn check_query(q: &str) -> Result<(), ApiError> {
+pub(crate) fn check_query(q: &str) -> Result<(), ApiError> {
     if q.trim().is_empty() {
         return Err(ApiError::InvalidRequest("query must not be empty".into()));
     }
@@ -66,7 +66,7 @@ fn check_query(q: &str) -> Result<(), ApiError> {
 const MAX_SOURCE_CHARS: usize = 2048;
 
 /// The host a `source` filter names: a bare host, `host:port` or a URL.
-fn source_host(source: Option<String>) -> Result<Option<String>, ApiError> {
+pub(crate) fn source_host(source: Option<String>) -> Result<Option<String>, ApiError> {
     let Some(raw) = source else { return Ok(None) };
     let s = raw.trim();
     let bad = || {
@@ -83,7 +83,7 @@ fn source_host(source: Option<String>) -> Result<Option<String>, ApiError> {
     Ok(Some(host))
 }
 
-fn check_limit(limit: Option<u32>, default: u32) -> Result<u32, ApiError> {
+pub(crate) fn check_limit(limit: Option<u32>, default: u32) -> Result<u32, ApiError> {
     match limit {
         None => Ok(default),
         Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),

@@ -33,7 +33,7 @@ fn not_found(id: &str) -> ApiError {
 }
 
 /// The source, if `tenant` may see it; anything else answers 404.
-async fn visible(state: &AppState, id: &str, tenant: &Tenant) -> Result<Source, ApiError> {
+pub(crate) async fn visible(state: &AppState, id: &str, tenant: &Tenant) -> Result<Source, ApiError> {
     // Source ids are UUIDs: any other text names none.
     if uuid::Uuid::parse_str(id).is_err() {
         return Err(not_found(id));
@@ -46,7 +46,7 @@ async fn visible(state: &AppState, id: &str, tenant: &Tenant) -> Result<Source, 
 }
 
 /// A running last crawl shows its in-memory state, newer than its row.
-fn with_live_crawl(state: &AppState, mut source: Source) -> Source {
+pub(crate) fn with_live_crawl(state: &AppState, mut source: Source) -> Source {
     if let Some(last) = source.last_crawl.as_mut()
         && let Some(progress) = state.registry.progress(&last.id)
     {

@@ -36,6 +36,17 @@ pub enum Command {
     /// Refresh a source in this process, with a progress bar: only what
     /// changed is processed and embedded again; Ctrl-C stops it.
     Refresh(RefreshArgs),
+    /// Serve MCP over stdin and stdout, for desktop hosts (Claude Desktop,
+    /// Cursor, ...): the same tools as `/mcp`, crawls run in this process.
+    Mcp(McpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    #[command(flatten)]
+    pub crawler: CrawlerArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 #[derive(Debug, Args)]

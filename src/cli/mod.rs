@@ -41,6 +41,8 @@ pub enum CliError {
     EmbedStopped { source: crate::embed::EmbedError, done: usize },
     #[error(transparent)]
     Search(#[from] crate::search::SearchError),
+    #[error(transparent)]
+    Mcp(#[from] crate::interfaces::mcp::McpError),
     #[error("cannot write {path}: {source}")]
     Write { path: std::path::PathBuf, source: std::io::Error },
     #[error("cannot write the output: {0}")]
@@ -61,6 +63,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Sources(args) => sources(args).await,
         Command::Export(args) => export(args).await,
         Command::Refresh(args) => refresh(args).await,
+        Command::Mcp(args) => mcp(args).await,
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e}");
@@ -179,6 +182,33 @@ async fn refresh(args: RefreshArgs) -> Result<ExitCode, CliError> {
     let started = Instant::now();
     let status = registry.refresh(&source, source.tenant.clone()).await?;
     watch(&registry, status, started, args.json).await
+}
+
+/// MCP over stdio: the tools of `/mcp` for one local user (no tenant), with
+/// crawls run in this process. When the host closes the pipe, running
+/// crawls are stopped and waited for, as at a service's shutdown.
+async fn mcp(args: args::McpArgs) -> Result<ExitCode, CliError> {
+    init_tracing("warn");
+    let config = args.crawler.into_config()?;
+    let store = store::connect(&args.database.database_url, config.embedding.vector_dimensions()).await?;
+    let root = CancellationToken::new();
+    let engine = crate::engine(config, store.clone(), root.clone(), false)?;
+    let embedder = engine.embedder.clone();
+    let registry = Registry::new(engine, std::sync::Arc::new(crate::progress::NoFanout), None)?;
+    registry.start_background();
+    let state = crate::api::AppState {
+        registry: registry.clone(),
+        store,
+        embedder,
+        keys: Default::default(),
+        operator: Default::default(),
+        connections: std::sync::Arc::new(|| 0),
+    };
+    let served = crate::interfaces::mcp::serve_stdio(state).await;
+    root.cancel();
+    registry.shutdown(tokio::time::Instant::now() + crate::SHUTDOWN_GRACE).await;
+    served?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A registry for crawls run in this process (`trawl crawl`, `trawl refresh`):

@@ -657,6 +657,10 @@ pub trait Store: Send + Sync + 'static {
     /// A page with its chunks and code examples.
     async fn page_content(&self, page_id: i64) -> Result<Option<PageContent>, StoreError>;
 
+    /// The newest crawled copy of a page (by its normalised URL) that
+    /// `tenant` may read; any tenant's when `None`.
+    async fn page_id_by_url(&self, url: &str, tenant: Option<&str>) -> Result<Option<i64>, StoreError>;
+
     async fn get_page(&self, crawl_id: &str, url: &str) -> Result<Option<StoredPage>, StoreError>;
 
     async fn count_pages(&self, crawl_id: &str) -> Result<u64, StoreError>;

@@ -284,7 +284,14 @@ pub async fn run_client(client: Client, scenario: &str, base: &str, args: &[&str
             c
         }
     };
-    cmd.arg(scenario).arg(base).args(args).kill_on_drop(true);
+    cmd.arg(scenario).arg(base).args(args);
+    run_script(cmd, &format!("{client:?} {scenario}")).await
+}
+
+/// Runs a test client to its end (60 s at most) and answers the JSON lines
+/// it printed; it must exit cleanly after a `{"kind": "done"}` line.
+pub async fn run_script(mut cmd: tokio::process::Command, what: &str) -> Vec<Value> {
+    cmd.kill_on_drop(true);
     cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().expect("client ran");
     // Read while it runs, so a client that hangs still shows how far it got.
@@ -310,7 +317,7 @@ pub async fn run_client(client: Client, scenario: &str, base: &str, args: &[&str
         Err(_) => {
             let _ = child.kill().await;
             panic!(
-                "{client:?} {scenario} did not finish within 60 s; it printed:\n{}\n{}",
+                "{what} did not finish within 60 s; it printed:\n{}\n{}",
                 stdout.lock().unwrap(),
                 stderr.lock().unwrap()
             );
@@ -321,7 +328,7 @@ pub async fn run_client(client: Client, scenario: &str, base: &str, args: &[&str
     let lines: Vec<Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     assert!(
         status.success() && lines.iter().any(|l| l["kind"] == "done"),
-        "{client:?} {scenario} failed:\n{stdout}\n{}",
+        "{what} failed:\n{stdout}\n{}",
         stderr.lock().unwrap()
     );
     lines

@@ -11,6 +11,7 @@ mod guard;
 mod hardening;
 mod helpers;
 mod lifecycle;
+mod mcp;
 mod misbehaving;
 mod netns;
 mod openapi;

@@ -498,6 +498,18 @@ impl Store for PgStore {
         Ok(Some(page))
     }
 
+    async fn page_id_by_url(&self, url: &str, tenant: Option<&str>) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT p.id FROM pages p JOIN crawls c ON c.id = p.crawl_id
+             WHERE p.url = $1 AND p.status = 'crawled' AND ($2::text IS NULL OR c.tenant = $2)
+             ORDER BY p.id DESC LIMIT 1",
+        )
+        .bind(url)
+        .bind(tenant)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     async fn get_page(&self, crawl_id: &str, url: &str) -> Result<Option<StoredPage>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT url, final_url, status, title, description, content, format, error, depth FROM pages
