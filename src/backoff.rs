@@ -40,9 +40,15 @@ impl Backoff {
         Self { waits: Some(n), ..self }
     }
 
+    /// The wait after the `n`th failure (from 0), for a caller that keeps
+    /// its count elsewhere (a delivery's attempts, in the store).
+    pub fn nth(&self, n: u32) -> Duration {
+        self.first.saturating_mul(2u32.saturating_pow(n.min(31))).min(self.max)
+    }
+
     /// A run of tries under this policy, starting now.
     pub fn start(&self) -> Tries {
-        Tries { policy: *self, started: Instant::now(), next: self.first, waited: 0 }
+        Tries { policy: *self, started: Instant::now(), next: self.nth(0), waited: 0 }
     }
 }
 
@@ -69,8 +75,8 @@ impl Tries {
             return None;
         }
         let delay = self.next;
-        self.next = (self.next * 2).min(p.max);
         self.waited += 1;
+        self.next = p.nth(self.waited);
         Some(delay)
     }
 
@@ -113,6 +119,9 @@ mod tests {
         let mut t = Backoff::exponential(Duration::from_millis(50), Duration::from_millis(300)).start();
         let d: Vec<_> = (0..5).map_while(|_| t.next_delay()).map(|d| d.as_millis()).collect();
         assert_eq!(d, [50, 100, 200, 300, 300]);
+        let p = Backoff::exponential(Duration::from_secs(1), Duration::from_secs(600));
+        assert_eq!(p.nth(3), Duration::from_secs(8));
+        assert_eq!(p.nth(40), Duration::from_secs(600));
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// How due source refreshes are looked for.
     pub schedule: crate::sources::schedule::ScheduleSettings,
+    /// How webhook deliveries are sent and retried.
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 impl Default for Config {
@@ -39,6 +41,7 @@ impl Default for Config {
             edge: crate::api::edge::EdgeSettings::default(),
             cluster: ClusterConfig::default(),
             schedule: Default::default(),
+            webhooks: Default::default(),
         }
     }
 }

@@ -19,6 +19,8 @@
 //!   llms.txt), fetching (`fetch::http`; `fetch::browser`, the process's one
 //!   Chromium; `fetch::proxy`, the guarded proxy that is Chromium's only way
 //!   out; `fetch::detect`, which pages `auto` sends to it).
+//! - `webhooks`: a crawl's events posted to its webhook, signed, kept in
+//!   the store until delivered, in order, through the address guard.
 //! - `content`: the shapes a page is made into (chunks, code examples) and
 //!   the text embedded for each; a leaf under `process`, `embed` and `store`.
 //! - `process`: CPU work on pages (main content, markdown, chunks, code
@@ -27,6 +29,9 @@
 //! - `search`: text, vector and hybrid search over the store.
 //! - `sources`: what a tenant keeps from one site (a source per start URL):
 //!   naming, changes, deleting it whole, exporting it as a stream.
+//! - `guard`: the address guard every outbound request goes through (crawl
+//!   fetches, Chromium's proxy, webhooks): no private, loopback or link-local
+//!   address unless the service allows them.
 //! - `sync`: `LockExt::locked`, a lock that outlives a panic; `backoff`: the
 //!   one retry policy (waits that grow, a budget, a stop that ends the wait).
 //! - `urls`: URL normalisation, one spelling per page (a leaf: the crawl
@@ -58,6 +63,7 @@ pub mod content;
 pub mod crawl;
 pub mod embed;
 pub mod error;
+pub mod guard;
 pub mod interfaces;
 pub mod process;
 pub mod progress;
@@ -69,6 +75,7 @@ pub mod sync;
 pub mod urls;
 pub mod watch;
 pub mod web;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,6 +109,8 @@ pub enum AppError {
     Serve(#[from] std::io::Error),
     #[error(transparent)]
     Realtime(#[from] realtime::RealtimeError),
+    #[error(transparent)]
+    Webhooks(#[from] webhooks::deliver::ClientError),
 }
 
 /// rustls needs one process-wide crypto provider; ring is ours. Installed
@@ -120,13 +129,14 @@ pub fn engine(
     store: store::DynStore,
     root: CancellationToken,
     shared_queue: bool,
+    webhooks: webhooks::follow::Hooks,
 ) -> Result<crawl::Engine, AppError> {
     let fetcher = crawl::fetch::HttpFetcher::new(&config)?;
     let renderer =
         Arc::new(crawl::fetch::Renderer::new(config.browser.clone(), config.user_agent.clone(), fetcher.guard()));
     let pool = process::Pool::new(None)?;
     let embedder = embed::build(&config.embedding)?;
-    Ok(crawl::Engine { config, fetcher, renderer, pool, store, embedder, root, shared_queue })
+    Ok(crawl::Engine { config, fetcher, renderer, pool, store, embedder, root, shared_queue, webhooks })
 }
 
 /// The registry, Socket.IO (with adapter `A`) and the HTTP API, wired together.
@@ -140,11 +150,14 @@ fn assemble<A: socketioxide::adapter::Adapter + socketioxide_core::adapter::Defi
     bound: std::net::SocketAddr,
 ) -> Result<(axum::Router, Arc<Registry>, A::InitRes), AppError> {
     let fanout = Arc::new(realtime::SocketFanout::new(io.clone(), root.clone(), node_room));
-    let engine = engine(config.crawler, store.clone(), root.clone(), cluster.is_some())?;
+    let hooks = webhooks::follow::Hooks { settings: config.webhooks.clone(), wake: Default::default() };
+    let engine = engine(config.crawler, store.clone(), root.clone(), cluster.is_some(), hooks.clone())?;
+    let sender = webhooks::deliver::Sender::new(store.clone(), engine.fetcher.guard(), hooks)?;
     let embedder = engine.embedder.clone();
     let registry = Registry::new(engine, fanout.clone(), cluster)?;
     registry.start_background();
     registry.track(sources::schedule::run(registry.clone(), config.schedule.clone(), root.clone()));
+    registry.track(sender.run(root.clone()));
     let rt = realtime::Realtime {
         registry: Arc::downgrade(&registry),
         keys: config.api_keys.clone(),

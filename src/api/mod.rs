@@ -11,6 +11,7 @@ pub mod openapi;
 pub mod pages;
 pub mod search;
 pub mod sources;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(search::router())
         .merge(sources::router())
+        .merge(webhooks::router())
         .route_layer(axum::middleware::from_fn_with_state(state.keys.clone(), auth::require_key));
     let operator = metrics::router().merge(health::ready_router()).route_layer(axum::middleware::from_fn_with_state(
         (state.keys.clone(), state.operator.clone()),

@@ -16,13 +16,14 @@ use super::AppState;
         super::crawls::start, super::crawls::list, super::crawls::status, super::crawls::stop, super::crawls::delete,
         super::crawls::pages, super::pages::page, super::events::events, super::search::search_chunks, super::search::code_examples,
         super::sources::list, super::sources::one, super::sources::update, super::sources::delete, super::sources::export, super::sources::refresh,
-        super::health::healthz, super::health::readyz, super::metrics::metrics,
+        super::health::healthz, super::health::readyz, super::metrics::metrics, super::webhooks::secret,
     ),
     components(schemas(
         crate::crawl::CrawlRequest, crate::progress::CrawlStatus, crate::store::PageSummary, crate::store::ChunkHit,
         crate::store::CodeHit, crate::error::ErrorBody, crate::progress::StoppingEvent, crate::progress::StoppedEvent,
         crate::progress::EventStamp, crate::store::PageContent, crate::store::Source, crate::store::LastCrawl,
-        crate::store::Removed, crate::sources::SourceUpdate
+        crate::store::Removed, crate::sources::SourceUpdate, crate::webhooks::WebhookSpec, crate::webhooks::WebhookEvent,
+        super::webhooks::WebhookSecret
     )),
     modifiers(&BearerAuth, &EdgeResponses),
 )]

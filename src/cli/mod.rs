@@ -127,6 +127,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         edge,
         cluster,
         schedule: Default::default(),
+        webhooks: Default::default(),
     };
     let app = App::build(config).await?;
     let token = app.shutdown_token();
@@ -168,6 +169,7 @@ async fn crawl(args: CrawlArgs) -> Result<ExitCode, CliError> {
         chunk_size: None,
         chunk_overlap: None,
         chunk_unit: None,
+        webhook: None,
     };
     let started = Instant::now();
     let status = registry.start(req, None).await?;
@@ -192,7 +194,7 @@ async fn mcp(args: args::McpArgs) -> Result<ExitCode, CliError> {
     let config = args.crawler.into_config()?;
     let store = store::connect(&args.database.database_url, config.embedding.vector_dimensions()).await?;
     let root = CancellationToken::new();
-    let engine = crate::engine(config, store.clone(), root.clone(), false)?;
+    let engine = crate::engine(config, store.clone(), root.clone(), false, Default::default())?;
     let embedder = engine.embedder.clone();
     let registry = Registry::new(engine, std::sync::Arc::new(crate::progress::NoFanout), None)?;
     registry.start_background();
@@ -220,7 +222,7 @@ async fn local_registry(
     init_tracing("warn");
     let config = crawler.into_config()?;
     let store = store::connect(&database.database_url, config.embedding.vector_dimensions()).await?;
-    let engine = crate::engine(config, store, CancellationToken::new(), false)?;
+    let engine = crate::engine(config, store, CancellationToken::new(), false, Default::default())?;
     Ok(Registry::new(engine, std::sync::Arc::new(crate::progress::NoFanout), None)?)
 }
 

@@ -3,7 +3,6 @@
 
 pub mod discover;
 pub mod fetch;
-pub mod guard;
 mod hosts;
 pub mod registry;
 pub mod request;

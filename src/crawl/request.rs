@@ -110,6 +110,9 @@ pub struct CrawlRequest {
     #[serde(default, alias = "chunk_unit")]
     #[schema(default = "characters")]
     pub chunk_unit: Option<ChunkUnit>,
+    /// Where to post the crawl's events (signed; see the README's Webhooks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<crate::webhooks::WebhookSpec>,
 }
 
 impl CrawlRequest {
@@ -253,6 +256,9 @@ impl CrawlRequest {
             )));
         }
         chunks.validate().map_err(|e| RequestError::Invalid(e.to_string()))?;
+        if let Some(hook) = &self.webhook {
+            hook.validate().map_err(RequestError::Invalid)?;
+        }
         let same_domain = self.same_domain.unwrap_or(true);
         let scope = Scope::new(&url, same_domain, &self.include, &self.exclude)
             .map_err(|e| RequestError::Invalid(e.to_string()))?;

@@ -24,6 +24,7 @@ pub const SQLITE: Files = files!("sqlite":
     "0004_limit_reached.sql",
     "0005_last_event_id.sql",
     "0006_sources.sql",
+    "0007_webhooks.sql",
 );
 
 pub const POSTGRES: Files = files!("postgres":
@@ -33,6 +34,7 @@ pub const POSTGRES: Files = files!("postgres":
     "0004_limit_reached.sql",
     "0005_last_event_id.sql",
     "0006_sources.sql",
+    "0007_webhooks.sql",
 );
 
 /// The migrator `sqlx::migrate!` would build from the same files: version

@@ -277,6 +277,68 @@ pub struct StoredOutcome {
     pub links: Vec<String>,
 }
 
+/// A webhook delivery to keep until it is sent (see `webhooks`).
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    /// The idempotency key receivers see; a second delivery with the same
+    /// id is not enqueued.
+    pub id: String,
+    pub crawl_id: String,
+    pub tenant: Option<String>,
+    pub url: String,
+    /// The receiver's extra headers, a JSON object.
+    pub headers: String,
+    pub event: String,
+    pub body: String,
+    /// The last page row a `crawl.page` delivery carries.
+    pub page_row: Option<i64>,
+}
+
+/// A delivery due to be sent, leased to the caller for a while.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub seq: i64,
+    pub id: String,
+    pub crawl_id: String,
+    pub tenant: Option<String>,
+    pub url: String,
+    pub headers: String,
+    pub event: String,
+    pub body: String,
+    /// Tries made before this one.
+    pub attempts: u32,
+}
+
+/// How a delivery's try went.
+#[derive(Debug, Clone)]
+pub enum DeliveryOutcome {
+    Delivered,
+    Retry { at: DateTime<Utc>, error: String },
+    Failed { error: String },
+}
+
+/// A crawl that ended with a webhook but whose end was never enqueued
+/// (it ended in the queue, or its instance died).
+#[derive(Debug, Clone)]
+pub struct Unannounced {
+    pub id: String,
+    pub tenant: Option<String>,
+    /// The crawl's request as stored (JSON), with its webhook.
+    pub request: String,
+}
+
+/// A source's settings as shown: a webhook's header values (the receiver's
+/// secrets) are redacted; the stored settings keep them for refreshes.
+fn redacted_settings<S: serde::Serializer>(v: &serde_json::Value, s: S) -> Result<S::Ok, S::Error> {
+    let mut v = v.clone();
+    if let Some(headers) = v.pointer_mut("/webhook/headers").and_then(serde_json::Value::as_object_mut) {
+        for value in headers.values_mut() {
+            *value = serde_json::Value::String("[redacted]".into());
+        }
+    }
+    v.serialize(s)
+}
+
 /// A crawl row to create (status `queued`).
 #[derive(Debug, Clone)]
 pub struct NewCrawl {
@@ -334,6 +396,7 @@ pub struct Source {
     pub tags: Vec<String>,
     /// The crawl settings (a `CrawlRequest`) of its latest crawl, or as patched.
     #[schema(value_type = Object)]
+    #[serde(serialize_with = "redacted_settings")]
     pub settings: serde_json::Value,
     /// Pages it keeps with their content (crawled pages of its crawls).
     pub pages: u64,
@@ -758,6 +821,33 @@ pub trait Store: Send + Sync + 'static {
     async fn stored_outcomes(&self, _id: &str) -> Result<Vec<StoredOutcome>, StoreError> {
         Ok(Vec::new())
     }
+
+    /// The tenant's webhook signing secret (`""`: the open service's),
+    /// made `candidate` when it has none yet.
+    async fn webhook_secret(&self, tenant: &str, candidate: &str) -> Result<String, StoreError>;
+
+    /// Keeps a delivery to send; `false` when one with its id exists.
+    async fn enqueue_delivery(&self, delivery: &NewDelivery) -> Result<bool, StoreError>;
+
+    /// Up to `limit` deliveries due at `now`, each the oldest unsent one of
+    /// its crawl (a crawl's deliveries go out in order), leased until
+    /// `lease_until` so that no other sender takes them meanwhile.
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Records how a try of delivery `seq` went.
+    async fn finish_delivery(&self, seq: i64, outcome: &DeliveryOutcome) -> Result<(), StoreError>;
+
+    /// The last page row a crawl's `crawl.page` deliveries carried (0: none).
+    async fn webhook_cursor(&self, crawl_id: &str) -> Result<i64, StoreError>;
+
+    /// Crawls with a webhook that ended before `before` and whose end was
+    /// never enqueued.
+    async fn unannounced_crawls(&self, before: DateTime<Utc>, limit: u32) -> Result<Vec<Unannounced>, StoreError>;
 
     /// Marks crawls a dead process left `queued`/`running` as failed
     /// ("interrupted"), and `stopping` ones as cancelled. Returns how many.

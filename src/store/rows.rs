@@ -11,8 +11,8 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{FromRow, Row};
 
 use super::{
-    ChunkHit, ChunkText, CodeHit, CodeText, ExportPage, LastCrawl, PageContent, PageStatus, PageSummary, PriorPage,
-    Source, StoredOutcome, StoredPage, Unembedded,
+    ChunkHit, ChunkText, CodeHit, CodeText, Delivery, ExportPage, LastCrawl, PageContent, PageStatus, PageSummary,
+    PriorPage, Source, StoredOutcome, StoredPage, Unannounced, Unembedded,
 };
 use crate::content::{Chunk, CodeExample};
 use crate::progress::{CrawlState, CrawlStatus, Limit, Stage};
@@ -299,6 +299,24 @@ from_columns!(ExportPage, |r| ExportPage {
     markdown: r.opt_text("content")?.unwrap_or_default(),
     content_hash: r.opt_text("content_hash")?,
     fetched_at: r.time("fetched_at")?,
+});
+
+from_columns!(Delivery, |r| Delivery {
+    seq: r.int("seq")?,
+    id: r.text("id")?,
+    crawl_id: r.text("crawl_id")?,
+    tenant: r.opt_text("tenant")?,
+    url: r.text("url")?,
+    headers: r.text("headers")?,
+    event: r.text("event")?,
+    body: r.text("body")?,
+    attempts: r.small("attempts")?,
+});
+
+from_columns!(Unannounced, |r| Unannounced {
+    id: r.text("id")?,
+    tenant: r.opt_text("tenant")?,
+    request: r.text("request")?,
 });
 
 /// A crawl's id and state (a source's crawls).

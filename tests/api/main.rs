@@ -27,3 +27,4 @@ mod search;
 mod sources;
 mod store_contract;
 mod validation;
+mod webhooks;

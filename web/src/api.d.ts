@@ -8,6 +8,12 @@
 export type ChunkUnit = 'characters' | 'tokens';
 /**
  * This interface was referenced by `TrawlApi`'s JSON-Schema
+ * via the `definition` "WebhookEvent".
+ */
+export type WebhookEvent =
+  'crawl.started' | 'crawl.page' | 'crawl.completed' | 'crawl.failed' | 'crawl.cancelled';
+/**
+ * This interface was referenced by `TrawlApi`'s JSON-Schema
  * via the `definition` "CrawlState".
  */
 export type CrawlState = 'queued' | 'running' | 'stopping' | 'completed' | 'failed' | 'cancelled';
@@ -181,6 +187,28 @@ export interface CrawlRequest {
    */
   chunkOverlap?: number | null;
   chunkUnit?: null | ('characters' | 'tokens');
+  webhook?: null | WebhookSpec;
+}
+/**
+ * Where to post the crawl's events (signed; see the README's Webhooks).
+ */
+export interface WebhookSpec {
+  /**
+   * Where deliveries are posted (http or https; it passes the address
+   * guard like a crawl's URL).
+   */
+  url: string;
+  /**
+   * Extra headers for the receiver (e.g. its own `Authorization`). Kept
+   * to retry with, never shown back: listings show them redacted.
+   */
+  headers?: {
+    [k: string]: string;
+  };
+  /**
+   * Only these events (default: all).
+   */
+  events?: WebhookEvent[] | null;
 }
 /**
  * `CrawlStatus` of CONTRACT.md.
@@ -602,4 +630,48 @@ export interface StoppingEvent {
    * Always `stop requested`.
    */
   message: string;
+}
+/**
+ * The secret and how deliveries are signed.
+ *
+ * This interface was referenced by `TrawlApi`'s JSON-Schema
+ * via the `definition` "WebhookSecret".
+ */
+export interface WebhookSecret {
+  /**
+   * HMAC-SHA256 key of this tenant's deliveries.
+   */
+  secret: string;
+  /**
+   * The header that carries the signature: `t=<unix seconds>,v1=<hex HMAC of "<t>.<raw body>">`.
+   */
+  header: string;
+  /**
+   * Refuse a delivery whose `t` is older than this many seconds.
+   */
+  toleranceSeconds: number;
+}
+/**
+ * What a crawl request's `webhook` says.
+ *
+ * This interface was referenced by `TrawlApi`'s JSON-Schema
+ * via the `definition` "WebhookSpec".
+ */
+export interface WebhookSpec1 {
+  /**
+   * Where deliveries are posted (http or https; it passes the address
+   * guard like a crawl's URL).
+   */
+  url: string;
+  /**
+   * Extra headers for the receiver (e.g. its own `Authorization`). Kept
+   * to retry with, never shown back: listings show them redacted.
+   */
+  headers?: {
+    [k: string]: string;
+  };
+  /**
+   * Only these events (default: all).
+   */
+  events?: WebhookEvent[] | null;
 }

@@ -14,7 +14,7 @@ use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_
 use url::Url;
 
 use crate::crawl::CrawlerConfig;
-use crate::crawl::guard::{AddressGuard, ForbiddenAddress};
+use crate::guard::{AddressGuard, ForbiddenAddress};
 use crate::urls;
 
 /// At most this many redirects are followed for one URL.

@@ -31,7 +31,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::crawl::guard::{AddressGuard, ForbiddenAddress};
+use crate::guard::{AddressGuard, ForbiddenAddress};
 
 /// The header that marks an answer as the guard's refusal, not the site's.
 pub const GUARD_HEADER: &str = "x-trawl-guard";

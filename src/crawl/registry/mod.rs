@@ -26,9 +26,9 @@ use tracing::Instrument;
 use crate::cluster::{Claimed, Cluster, StopRequest};
 use crate::crawl::CrawlerConfig;
 use crate::crawl::fetch::Renderer;
-use crate::crawl::guard::ForbiddenAddress;
 use crate::crawl::request::{CrawlRequest, RequestError};
 use crate::crawl::run::{self, Crawl, Engine, Slot};
+use crate::guard::ForbiddenAddress;
 use crate::progress::{ActiveList, CrawlState, CrawlStatus, Fanout, Progress, Reporter};
 use crate::store::{CrawlFilter, DynStore, NewCrawl, NewSource, StoreError};
 use crate::sync::LockExt;
@@ -254,6 +254,11 @@ impl Registry {
         // A crawl the store cannot keep is refused now, not failed later.
         self.engine.store.can_write()?;
         self.engine.fetcher.guard().check_resolved(&spec.url).await?;
+        if let Some(hook) = &spec.request.webhook {
+            // A crawl service that posts to internal addresses is an SSRF.
+            let url = hook.validate().map_err(crate::crawl::request::RequestError::Invalid)?;
+            self.engine.fetcher.guard().check_resolved(&url).await?;
+        }
         let id = uuid::Uuid::now_v7().to_string();
         let mut status = CrawlStatus::new_queued(id.clone(), spec.url.to_string(), Utc::now());
         status.refresh = refresh_of.is_some();
@@ -304,6 +309,16 @@ impl Registry {
         let id = crawl.reporter.crawl_id.clone();
         self.live_map().insert(id.clone(), crawl.clone());
         self.spawn_reporter(crawl.reporter.clone(), crawl.span.clone());
+        if let Some(spec) = crawl.spec.request.webhook.clone() {
+            let hook = crate::webhooks::follow::Hook { crawl_id: id.clone(), tenant: crawl.tenant.clone(), spec };
+            let follow = crate::webhooks::follow::follow(
+                self.engine.store.clone(),
+                hook,
+                self.engine.webhooks.clone(),
+                self.engine.root.clone(),
+            );
+            self.tracker.spawn(follow.instrument(crawl.span.clone()));
+        }
         let (engine, registry) = (self.engine.clone(), Arc::downgrade(self));
         let span = crawl.span.clone();
         self.tracker.spawn(

@@ -179,7 +179,7 @@ pub(super) enum PageError {
     #[error("redirect to {0} leaves the crawl's scope")]
     OutOfScope(Url),
     #[error(transparent)]
-    Forbidden(#[from] crate::crawl::guard::ForbiddenAddress),
+    Forbidden(#[from] crate::guard::ForbiddenAddress),
     #[error("the crawl was stopped")]
     Cancelled,
     #[error("HTTP {0}")]

@@ -33,6 +33,8 @@ pub struct Engine {
     /// Crawls come from a queue other instances share: at shutdown they go
     /// back to it instead of ending cancelled.
     pub shared_queue: bool,
+    /// Where a crawl with a webhook enqueues its deliveries.
+    pub webhooks: crate::webhooks::follow::Hooks,
 }
 
 /// One crawl's identity, live state and task bookkeeping.

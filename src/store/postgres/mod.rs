@@ -20,9 +20,9 @@ use sqlx::postgres::PgPool;
 use sqlx::{Postgres, QueryBuilder, Row};
 
 use super::{
-    ChunkHit, CodeHit, CrawlFilter, ExportPage, ExportReader, NewCrawl, PageContent, PageRecord, PageStatus,
-    PageSummary, PriorPage, Removed, SearchFilter, Source, SourceFilter, SourcePatch, Store, StoreError, StoredPage,
-    Unembedded,
+    ChunkHit, CodeHit, CrawlFilter, Delivery, DeliveryOutcome, ExportPage, ExportReader, NewCrawl, NewDelivery,
+    PageContent, PageRecord, PageStatus, PageSummary, PriorPage, Removed, SearchFilter, Source, SourceFilter,
+    SourcePatch, Store, StoreError, StoredPage, Unannounced, Unembedded,
 };
 use crate::progress::{CrawlState, CrawlStatus};
 
@@ -762,6 +762,109 @@ impl Store for PgStore {
             .bind(id)
             .fetch_all(&self.pool)
             .await?)
+    }
+
+    async fn webhook_secret(&self, tenant: &str, candidate: &str) -> Result<String, StoreError> {
+        sqlx::query("INSERT INTO webhook_secrets (tenant, secret) VALUES ($1, $2) ON CONFLICT (tenant) DO NOTHING")
+            .bind(tenant)
+            .bind(candidate)
+            .execute(&self.pool)
+            .await?;
+        Ok(sqlx::query_scalar("SELECT secret FROM webhook_secrets WHERE tenant = $1")
+            .bind(tenant)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn enqueue_delivery(&self, d: &NewDelivery) -> Result<bool, StoreError> {
+        let added = sqlx::query(
+            "INSERT INTO webhook_deliveries (id, crawl_id, tenant, url, headers, event, body, page_row, next_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now()) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&d.id)
+        .bind(&d.crawl_id)
+        .bind(&d.tenant)
+        .bind(&d.url)
+        .bind(&d.headers)
+        .bind(&d.event)
+        .bind(&d.body)
+        .bind(d.page_row)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(added > 0)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let mut due: Vec<Delivery> = sqlx::query_as(
+            "WITH due AS (
+               SELECT d.seq FROM webhook_deliveries d
+               WHERE d.status = 'pending' AND d.next_at <= $1
+                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e
+                                 WHERE e.crawl_id = d.crawl_id AND e.status = 'pending' AND e.seq < d.seq)
+               ORDER BY d.seq LIMIT $3 FOR UPDATE SKIP LOCKED)
+             UPDATE webhook_deliveries w SET next_at = $2 FROM due WHERE w.seq = due.seq
+             RETURNING w.seq, w.id, w.crawl_id, w.tenant, w.url, w.headers, w.event, w.body, w.attempts",
+        )
+        .bind(now)
+        .bind(lease_until)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        due.sort_by_key(|d| d.seq);
+        Ok(due)
+    }
+
+    async fn finish_delivery(&self, seq: i64, outcome: &DeliveryOutcome) -> Result<(), StoreError> {
+        let q = match outcome {
+            DeliveryOutcome::Delivered => sqlx::query(
+                "UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1, last_error = NULL,
+                   delivered_at = now() WHERE seq = $1",
+            )
+            .bind(seq),
+            DeliveryOutcome::Retry { at, error } => sqlx::query(
+                "UPDATE webhook_deliveries SET attempts = attempts + 1, next_at = $2, last_error = $3 WHERE seq = $1",
+            )
+            .bind(seq)
+            .bind(*at)
+            .bind(clean(error).into_owned()),
+            DeliveryOutcome::Failed { error } => sqlx::query(
+                "UPDATE webhook_deliveries SET status = 'failed', attempts = attempts + 1, last_error = $2 WHERE seq = $1",
+            )
+            .bind(seq)
+            .bind(clean(error).into_owned()),
+        };
+        q.execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn webhook_cursor(&self, crawl_id: &str) -> Result<i64, StoreError> {
+        let row: Option<i64> = sqlx::query_scalar("SELECT MAX(page_row) FROM webhook_deliveries WHERE crawl_id = $1")
+            .bind(crawl_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.unwrap_or(0))
+    }
+
+    async fn unannounced_crawls(&self, before: DateTime<Utc>, limit: u32) -> Result<Vec<Unannounced>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT c.id, c.tenant, c.request::text AS request FROM crawls c
+             WHERE c.status IN ('completed', 'failed', 'cancelled') AND c.request ? 'webhook'
+               AND (NOT (c.request->'webhook' ? 'events')
+                    OR c.request->'webhook'->'events' ?| array['crawl.completed', 'crawl.failed', 'crawl.cancelled'])
+               AND c.finished_at < $1 AND c.finished_at > $1 - interval '1 day'
+               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries w WHERE w.id = c.id || ':end')
+             ORDER BY c.id LIMIT $2",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn mark_interrupted(&self) -> Result<u64, StoreError> {

@@ -9,9 +9,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{
-    ChunkHit, CodeHit, CrawlFilter, ExportPage, ExportReader, NewCrawl, PageContent, PageRecord, PageStatus,
-    PageSummary, PriorPage, Removed, SearchFilter, Source, SourceFilter, SourcePatch, Store, StoreError, StoredPage,
-    Unembedded,
+    ChunkHit, CodeHit, CrawlFilter, Delivery, DeliveryOutcome, ExportPage, ExportReader, NewCrawl, NewDelivery,
+    PageContent, PageRecord, PageStatus, PageSummary, PriorPage, Removed, SearchFilter, Source, SourceFilter,
+    SourcePatch, Store, StoreError, StoredPage, Unannounced, Unembedded,
 };
 use crate::progress::{CrawlState, CrawlStatus};
 use crate::sync::LockExt;
@@ -815,6 +815,123 @@ impl Store for SqliteStore {
 
     async fn set_vectors(&self, rows: &[(Unembedded, Vec<f32>)], model: &str) -> Result<(), StoreError> {
         self.noted(self.update_vectors(rows, model).await)
+    }
+
+    async fn webhook_secret(&self, tenant: &str, candidate: &str) -> Result<String, StoreError> {
+        let write = sqlx::query("INSERT OR IGNORE INTO webhook_secrets (tenant, secret, created_at) VALUES (?, ?, ?)")
+            .bind(tenant)
+            .bind(candidate)
+            .bind(ts(&Utc::now()))
+            .execute(&self.writer)
+            .await
+            .map(|_| ())
+            .map_err(StoreError::from);
+        self.noted(write)?;
+        Ok(sqlx::query_scalar("SELECT secret FROM webhook_secrets WHERE tenant = ?")
+            .bind(tenant)
+            .fetch_one(&self.writer)
+            .await?)
+    }
+
+    async fn enqueue_delivery(&self, d: &NewDelivery) -> Result<bool, StoreError> {
+        let now = ts(&Utc::now());
+        let added = sqlx::query(
+            "INSERT OR IGNORE INTO webhook_deliveries
+               (id, crawl_id, tenant, url, headers, event, body, page_row, next_at, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&d.id)
+        .bind(&d.crawl_id)
+        .bind(&d.tenant)
+        .bind(&d.url)
+        .bind(&d.headers)
+        .bind(&d.event)
+        .bind(&d.body)
+        .bind(d.page_row)
+        .bind(&now)
+        .bind(&now)
+        .execute(&self.writer)
+        .await
+        .map(|r| r.rows_affected() > 0)
+        .map_err(StoreError::from);
+        self.noted(added)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let claimed = sqlx::query_as::<_, Delivery>(
+            "UPDATE webhook_deliveries SET next_at = ?2 WHERE seq IN (
+               SELECT d.seq FROM webhook_deliveries d
+               WHERE d.status = 'pending' AND d.next_at <= ?1
+                 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e
+                                 WHERE e.crawl_id = d.crawl_id AND e.status = 'pending' AND e.seq < d.seq)
+               ORDER BY d.seq LIMIT ?3)
+             RETURNING seq, id, crawl_id, tenant, url, headers, event, body, attempts",
+        )
+        .bind(ts(&now))
+        .bind(ts(&lease_until))
+        .bind(i64::from(limit))
+        .fetch_all(&self.writer)
+        .await
+        .map_err(StoreError::from);
+        let mut due = self.noted(claimed)?;
+        due.sort_by_key(|d| d.seq);
+        Ok(due)
+    }
+
+    async fn finish_delivery(&self, seq: i64, outcome: &DeliveryOutcome) -> Result<(), StoreError> {
+        let now = ts(&Utc::now());
+        let q = match outcome {
+            DeliveryOutcome::Delivered => sqlx::query(
+                "UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1, last_error = NULL,
+                   delivered_at = ?2 WHERE seq = ?1",
+            )
+            .bind(seq)
+            .bind(now),
+            DeliveryOutcome::Retry { at, error } => sqlx::query(
+                "UPDATE webhook_deliveries SET attempts = attempts + 1, next_at = ?2, last_error = ?3 WHERE seq = ?1",
+            )
+            .bind(seq)
+            .bind(ts(at))
+            .bind(error.clone()),
+            DeliveryOutcome::Failed { error } => sqlx::query(
+                "UPDATE webhook_deliveries SET status = 'failed', attempts = attempts + 1, last_error = ?2 WHERE seq = ?1",
+            )
+            .bind(seq)
+            .bind(error.clone()),
+        };
+        let r = q.execute(&self.writer).await.map(|_| ()).map_err(StoreError::from);
+        self.noted(r)
+    }
+
+    async fn webhook_cursor(&self, crawl_id: &str) -> Result<i64, StoreError> {
+        let row: Option<i64> = sqlx::query_scalar("SELECT MAX(page_row) FROM webhook_deliveries WHERE crawl_id = ?")
+            .bind(crawl_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.unwrap_or(0))
+    }
+
+    async fn unannounced_crawls(&self, before: DateTime<Utc>, limit: u32) -> Result<Vec<Unannounced>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT c.id, c.tenant, c.request FROM crawls c
+             WHERE c.status IN ('completed', 'failed', 'cancelled') AND json_type(c.request, '$.webhook') IS NOT NULL
+               AND (json_type(c.request, '$.webhook.events') IS NULL
+                    OR EXISTS (SELECT 1 FROM json_each(c.request, '$.webhook.events')
+                               WHERE value IN ('crawl.completed', 'crawl.failed', 'crawl.cancelled')))
+               AND c.finished_at < ?1 AND c.finished_at > ?2
+               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries w WHERE w.id = c.id || ':end')
+             ORDER BY c.id LIMIT ?3",
+        )
+        .bind(ts(&before))
+        .bind(ts(&(before - chrono::Duration::days(1))))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn mark_interrupted(&self) -> Result<u64, StoreError> {

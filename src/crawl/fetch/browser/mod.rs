@@ -31,7 +31,7 @@ use tokio_util::task::TaskTracker;
 use url::Url;
 
 use crate::crawl::fetch::proxy::GuardedProxy;
-use crate::crawl::guard::{AddressGuard, ForbiddenAddress};
+use crate::guard::{AddressGuard, ForbiddenAddress};
 use crate::sync::LockExt;
 
 mod page;

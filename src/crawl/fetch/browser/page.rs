@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use url::Url;
 
 use crate::crawl::fetch::proxy::GUARD_HEADER;
-use crate::crawl::guard::ForbiddenAddress;
+use crate::guard::ForbiddenAddress;
 
 use super::*;
 
