@@ -9,7 +9,8 @@
 //!   meets first (header deadline, connection bound, the open mode's Origin
 //!   and Host checks); `error`: the `ApiError` they answer with.
 //! - `interfaces`: the ways in for tools people already run: `mcp`, an MCP
-//!   server (rmcp) at `/mcp` and over stdio (`trawl mcp`).
+//!   server (rmcp) at `/mcp` and over stdio (`trawl mcp`); `firecrawl`,
+//!   Firecrawl's `/v2` API.
 //! - `realtime`: Socket.IO (socketioxide): rooms, handlers, auth middleware;
 //!   `docs`, which writes `docs/events.md` and `docs/events.schema.json`
 //!   from the event types.
@@ -176,7 +177,8 @@ fn assemble<A: socketioxide::adapter::Adapter + socketioxide_core::adapter::Defi
     };
     // The edge checks wrap Socket.IO too: its handshake is a request like any other.
     let router = api::router(state.clone())
-        .merge(interfaces::mcp::router(state, root.clone()))
+        .merge(interfaces::mcp::router(state.clone(), root.clone()))
+        .merge(interfaces::firecrawl::router(state, root.clone()))
         .merge(web::router())
         .layer(layer)
         .layer(axum::middleware::from_fn_with_state(policy, api::edge::check));

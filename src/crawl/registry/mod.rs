@@ -138,6 +138,12 @@ impl Registry {
         self.tracker.spawn(task);
     }
 
+    /// What every crawl of this process shares (the fetcher, the pool), for
+    /// the interfaces that fetch a page without a crawl (`/v2/scrape`).
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
     /// This instance's cluster membership, when instances share a queue.
     pub fn cluster(&self) -> Option<&Arc<Cluster>> {
         self.cluster.as_ref()
