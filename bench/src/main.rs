@@ -31,6 +31,23 @@ enum Cli {
     /// Sources: a refresh of an unchanged site against its first crawl (inputs sent to an
     /// OpenAI-compatible stand-in, wall time), a refresh after edits, and a large export.
     Sources(SourcesArgs),
+    /// The tools' ways in: `/v2/scrape` latency on a loopback page (sequential and concurrent),
+    /// and webhook delivery latency from the event to a loopback receiver.
+    Interfaces(InterfacesArgs),
+}
+
+#[derive(Parser)]
+struct InterfacesArgs {
+    /// Scrapes timed, one after the other and then `concurrency` at a time.
+    #[arg(long, default_value_t = 1000)]
+    scrapes: usize,
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Crawls with a webhook (one page each) whose deliveries are timed.
+    #[arg(long, default_value_t = 200)]
+    crawls: usize,
+    #[arg(long, default_value = "target/release/trawl")]
+    trawl: PathBuf,
 }
 
 #[derive(Parser)]
@@ -386,6 +403,7 @@ async fn main() {
         Cli::Browser(args) => browser_bench(args).await,
         Cli::Cluster(args) => cluster_bench(args).await,
         Cli::Sources(args) => sources_bench(args).await,
+        Cli::Interfaces(args) => interfaces_bench(args).await,
     }
 }
 
@@ -1324,4 +1342,115 @@ async fn sources_bench(args: SourcesArgs) {
             peak.saturating_sub(rss_before) as f64 / 1024.0
         );
     }
+}
+
+async fn interfaces_bench(args: InterfacesArgs) {
+    let client = reqwest::Client::new();
+    let svc = start_service(&args.trawl, &[]).await;
+    let site = FixtureServer::start(SiteOptions { pages: 200, ..SiteOptions::default() }).await.unwrap();
+
+    // /v2/scrape: a loopback page fetched, extracted and answered as markdown.
+    let scrape = |i: usize| {
+        let (client, url) = (client.clone(), format!("{}/v2/scrape", svc.base));
+        let page = site.url(&format!("/docs/{}.html", i % 199 + 1));
+        async move {
+            let t = Instant::now();
+            let r = client.post(url).json(&json!({"url": page, "formats": ["markdown"]})).send().await.unwrap();
+            assert!(r.status().is_success(), "scrape answered {}", r.status());
+            let _ = r.bytes().await.unwrap();
+            t.elapsed().as_secs_f64() * 1000.0
+        }
+    };
+    for i in 0..50 {
+        scrape(i).await;
+    }
+    let mut sequential = Vec::with_capacity(args.scrapes);
+    for i in 0..args.scrapes {
+        sequential.push(scrape(i).await);
+    }
+    println!(
+        "/v2/scrape, one at a time: {} scrapes, p50 {:.2} ms, p99 {:.2} ms",
+        args.scrapes,
+        pct(&sequential, 50.0),
+        pct(&sequential, 99.0)
+    );
+    let t = Instant::now();
+    let concurrent: Vec<f64> = {
+        use futures::StreamExt;
+        futures::stream::iter(0..args.scrapes).map(scrape).buffer_unordered(args.concurrency).collect().await
+    };
+    println!(
+        "/v2/scrape, {} at a time: p50 {:.2} ms, p99 {:.2} ms, {:.0} scrapes/s",
+        args.concurrency,
+        pct(&concurrent, 50.0),
+        pct(&concurrent, 99.0),
+        args.scrapes as f64 / t.elapsed().as_secs_f64()
+    );
+
+    // Webhooks: from the event (the body's createdAt, when it was enqueued;
+    // and, for the end, the crawl's finishedAt) to the receiver.
+    let arrivals: std::sync::Arc<std::sync::Mutex<Vec<(f64, Value)>>> = Default::default();
+    let sink = arrivals.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let sink = sink.clone();
+            async move {
+                // Seconds since midnight, as `chrono_like` reads the service's times.
+                let now = chrono_like(&trawl::progress::format_time(&chrono::Utc::now()));
+                sink.lock().unwrap().push((now, body));
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut ids = Vec::new();
+    for i in 0..args.crawls {
+        let body = json!({"url": site.url(&format!("/docs/{}.html", i % 199 + 1)), "crawlType": "page", "webhook": {"url": hook}});
+        ids.push(start_crawl_with(&client, &svc, &body).await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while arrivals.lock().unwrap().iter().filter(|(_, b)| b["type"] == "crawl.completed").count() < ids.len() {
+        if Instant::now() > deadline {
+            let got = arrivals.lock().unwrap();
+            let count = |t: &str| got.iter().filter(|(_, b)| b["type"] == t).count();
+            panic!(
+                "not every crawl's end arrived: {} started, {} page, {} completed, {} failed of {}",
+                count("crawl.started"),
+                count("crawl.page"),
+                count("crawl.completed"),
+                count("crawl.failed"),
+                ids.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = arrivals.lock().unwrap().clone();
+    let by_type = |t: &str| -> Vec<f64> {
+        got.iter()
+            .filter(|(_, b)| b["type"] == t)
+            .map(|(at, b)| (at - chrono_like(b["createdAt"].as_str().unwrap_or(""))) * 1000.0)
+            .collect()
+    };
+    for t in ["crawl.started", "crawl.page", "crawl.completed"] {
+        let v = by_type(t);
+        println!(
+            "webhook {t}: {} deliveries, enqueued → received p50 {:.2} ms, p99 {:.2} ms",
+            v.len(),
+            pct(&v, 50.0),
+            pct(&v, 99.0)
+        );
+    }
+    let ends: Vec<f64> = got
+        .iter()
+        .filter(|(_, b)| b["type"] == "crawl.completed")
+        .map(|(at, b)| (at - chrono_like(b["data"]["finishedAt"].as_str().unwrap_or(""))) * 1000.0)
+        .collect();
+    println!(
+        "webhook crawl.completed: crawl ended → received p50 {:.2} ms, p99 {:.2} ms",
+        pct(&ends, 50.0),
+        pct(&ends, 99.0)
+    );
 }

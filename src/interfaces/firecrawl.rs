@@ -58,17 +58,25 @@ pub struct Firecrawl {
 pub fn router(app: AppState, root: CancellationToken) -> Router {
     let keys = app.keys.clone();
     let state = Firecrawl { app, batches: Default::default(), root };
-    Router::new()
-        .route("/v2/scrape", post(scrape))
-        .route("/v2/crawl", post(start_crawl))
-        .route("/v2/crawl/{id}", get(crawl_status).delete(cancel_crawl))
-        .route("/v2/crawl/{id}/errors", get(crawl_errors))
-        .route("/v2/map", post(map))
-        .route("/v2/batch/scrape", post(start_batch))
-        .route("/v2/batch/scrape/{id}", get(batch_status).delete(cancel_batch))
-        .route("/v2/batch/scrape/{id}/errors", get(batch_errors))
-        .with_state(state)
-        .layer(axum::middleware::from_fn_with_state(keys, crate::api::auth::require_key))
+    let mut router = Router::new();
+    // v1 and v2 differ only where noted (crawl depth and scope options,
+    // map links as strings, the version in `url` and `next`).
+    macro_rules! version {
+        ($v:literal) => {
+            router = router
+                .route(concat!("/v", $v, "/scrape"), post(scrape))
+                .route(concat!("/v", $v, "/crawl"), post(start_crawl::<$v>))
+                .route(concat!("/v", $v, "/crawl/{id}"), get(crawl_status::<$v>).delete(cancel_crawl))
+                .route(concat!("/v", $v, "/crawl/{id}/errors"), get(crawl_errors))
+                .route(concat!("/v", $v, "/map"), post(map::<$v>))
+                .route(concat!("/v", $v, "/batch/scrape"), post(start_batch::<$v>))
+                .route(concat!("/v", $v, "/batch/scrape/{id}"), get(batch_status::<$v>).delete(cancel_batch))
+                .route(concat!("/v", $v, "/batch/scrape/{id}/errors"), get(batch_errors));
+        };
+    }
+    version!(1);
+    version!(2);
+    router.with_state(state).layer(axum::middleware::from_fn_with_state(keys, crate::api::auth::require_key))
 }
 
 /// Firecrawl's error shape, with the HTTP status trawl's error has.
@@ -342,7 +350,7 @@ fn uint(req: &Map<String, Value>, key: &str) -> Result<Option<u32>, FcError> {
     }
 }
 
-async fn start_crawl(
+async fn start_crawl<const V: u8>(
     State(fc): State<Firecrawl>,
     Extension(tenant): Extension<Tenant>,
     headers: HeaderMap,
@@ -355,7 +363,9 @@ async fn start_crawl(
         // Crawled pages are stored as markdown of their main content.
         refuse_unsupported(o, "scrapeOptions.")?;
     }
-    let crawl_entire_domain = req.get("crawlEntireDomain").and_then(Value::as_bool).unwrap_or(false);
+    // v1 says allowBackwardLinks for what v2 calls crawlEntireDomain.
+    let entire_key = if V == 1 { "allowBackwardLinks" } else { "crawlEntireDomain" };
+    let crawl_entire_domain = req.get(entire_key).and_then(Value::as_bool).unwrap_or(false);
     let mut include = globs(&req, "includePaths")?;
     if include.is_empty() && !crawl_entire_domain {
         // Firecrawl crawls below the start URL's path unless told otherwise.
@@ -369,7 +379,7 @@ async fn start_crawl(
     let mut request = CrawlRequest::new(url.trim());
     request.crawl_type = CrawlType::Recursive;
     request.max_pages = uint(&req, "limit")?;
-    request.max_depth = uint(&req, "maxDiscoveryDepth")?;
+    request.max_depth = uint(&req, if V == 1 { "maxDepth" } else { "maxDiscoveryDepth" })?;
     request.include = include;
     request.exclude = globs(&req, "excludePaths")?;
     request.same_domain = Some(!req.get("allowExternalLinks").and_then(Value::as_bool).unwrap_or(false));
@@ -380,7 +390,7 @@ async fn start_crawl(
     request.concurrency = uint(&req, "maxConcurrency")?;
     let status = fc.app.registry.start(request, tenant.0).await?;
     let id = status.progress_id;
-    Ok(Json(json!({ "success": true, "id": id, "url": format!("{}/v2/crawl/{id}", base(&headers)) })))
+    Ok(Json(json!({ "success": true, "id": id, "url": format!("{}/v{V}/crawl/{id}", base(&headers)) })))
 }
 
 fn fc_status(s: CrawlState) -> &'static str {
@@ -404,7 +414,7 @@ async fn visible_crawl(fc: &Firecrawl, id: &str, tenant: &Tenant) -> Result<Craw
     })
 }
 
-async fn crawl_status(
+async fn crawl_status<const V: u8>(
     State(fc): State<Firecrawl>,
     Extension(tenant): Extension<Tenant>,
     Path(id): Path<String>,
@@ -444,7 +454,7 @@ async fn crawl_status(
             break;
         }
     }
-    let next = more.then(|| format!("{}/v2/crawl/{id}?skip={after}", base(&headers)));
+    let next = more.then(|| format!("{}/v{V}/crawl/{id}?skip={after}", base(&headers)));
     let expires = status.finished_at.unwrap_or(status.created_at) + chrono::Duration::days(1);
     Ok(Json(json!({
         "success": true,
@@ -499,7 +509,7 @@ async fn crawl_errors(
 
 /// URLs of a site: its sitemap's (through robots.txt's `Sitemap:` lines and
 /// `/sitemap.xml`, one index level deep) and the start page's links.
-async fn map(State(fc): State<Firecrawl>, raw: axum::body::Bytes) -> FcResult {
+async fn map<const V: u8>(State(fc): State<Firecrawl>, raw: axum::body::Bytes) -> FcResult {
     let req = body(&raw)?;
     let raw_url = req.get("url").and_then(Value::as_str).ok_or_else(|| bad("url is required"))?;
     let start = Url::parse(raw_url.trim()).map_err(|e| bad(format!("url is not a URL: {e}")))?;
@@ -571,7 +581,8 @@ async fn map(State(fc): State<Firecrawl>, raw: axum::body::Bytes) -> FcResult {
         .filter(|u| search.as_ref().is_none_or(|s| u.as_str().to_lowercase().contains(s)))
         .filter(|u| seen.insert(u.as_str().trim_end_matches('/').to_string()))
         .take(limit)
-        .map(|u| json!({ "url": u.as_str() }))
+        // v1 answers the URLs themselves, v2 objects.
+        .map(|u| if V == 1 { json!(u.as_str()) } else { json!({ "url": u.as_str() }) })
         .collect();
     Ok(Json(json!({ "success": true, "links": links })))
 }
@@ -593,7 +604,7 @@ struct BatchState {
     finished: bool,
 }
 
-async fn start_batch(
+async fn start_batch<const V: u8>(
     State(fc): State<Firecrawl>,
     Extension(tenant): Extension<Tenant>,
     headers: HeaderMap,
@@ -655,7 +666,7 @@ async fn start_batch(
         }
         batch.state.locked().finished = true;
     });
-    let mut answer = json!({ "success": true, "id": id, "url": format!("{}/v2/batch/scrape/{id}", base(&headers)) });
+    let mut answer = json!({ "success": true, "id": id, "url": format!("{}/v{V}/batch/scrape/{id}", base(&headers)) });
     if !invalid.is_empty() {
         answer["invalidURLs"] = invalid.into();
     }
@@ -669,7 +680,7 @@ fn visible_batch(fc: &Firecrawl, id: &str, tenant: &Tenant) -> Result<Arc<Batch>
     })
 }
 
-async fn batch_status(
+async fn batch_status<const V: u8>(
     State(fc): State<Firecrawl>,
     Extension(tenant): Extension<Tenant>,
     Path(id): Path<String>,
@@ -688,7 +699,7 @@ async fn batch_status(
     };
     let data: Vec<Value> = s.docs.iter().skip(skip).take(PAGE_DOCS as usize).cloned().collect();
     let end = skip + data.len();
-    let next = (end < s.docs.len()).then(|| format!("{}/v2/batch/scrape/{id}?skip={end}", base(&headers)));
+    let next = (end < s.docs.len()).then(|| format!("{}/v{V}/batch/scrape/{id}?skip={end}", base(&headers)));
     Ok(Json(json!({
         "success": true,
         "status": status,

@@ -14,7 +14,6 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{WebhookEvent, WebhookSettings, WebhookSpec};
-use crate::backoff::pause;
 use crate::progress::{CrawlState, CrawlStatus, format_time};
 use crate::store::{DynStore, NewDelivery, StoreError};
 
@@ -36,22 +35,32 @@ pub struct Hook {
 
 /// Follows a running crawl until its end is enqueued, or until `stop` (the
 /// service shuts down: the instance that resumes the crawl, or the
-/// recovery, carries on from what was enqueued).
-pub async fn follow(store: DynStore, hook: Hook, hooks: Hooks, stop: CancellationToken) {
-    if let Err(e) = run(&store, &hook, &hooks, &stop).await {
+/// recovery, carries on from what was enqueued). `ended` fires once the
+/// crawl's terminal status is stored, so the end goes out at once rather
+/// than at the next look.
+pub async fn follow(store: DynStore, hook: Hook, hooks: Hooks, stop: CancellationToken, ended: CancellationToken) {
+    if let Err(e) = run(&store, &hook, &hooks, &stop, &ended).await {
         tracing::warn!(error = %e, "webhook: could not keep the crawl's deliveries; the recovery retries its end");
     }
 }
 
-async fn run(store: &DynStore, hook: &Hook, hooks: &Hooks, stop: &CancellationToken) -> Result<(), StoreError> {
+async fn run(
+    store: &DynStore,
+    hook: &Hook,
+    hooks: &Hooks,
+    stop: &CancellationToken,
+    ended: &CancellationToken,
+) -> Result<(), StoreError> {
     let Some(first) = store.get_crawl(&hook.crawl_id).await? else { return Ok(()) };
     if !first.status.is_terminal() {
         enqueue(store, hook, hooks, WebhookEvent::Started, "started".into(), status_data(&first), None).await?;
     }
     let mut cursor = store.webhook_cursor(&hook.crawl_id).await?;
     loop {
-        if !pause(stop, hooks.settings.page_every).await {
-            return Ok(());
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = ended.cancelled() => {}
+            _ = tokio::time::sleep(hooks.settings.page_every) => {}
         }
         // The status first: once it is terminal, every page is stored.
         let Some(status) = store.get_crawl(&hook.crawl_id).await? else { return Ok(()) };

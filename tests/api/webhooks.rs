@@ -75,18 +75,24 @@ impl Receiver {
         self.inbox.got.lock().unwrap().clone()
     }
 
-    /// Waits until a delivery of the crawl's end has arrived (30 s at most).
-    async fn until_end(&self) -> Vec<Received> {
+    /// Waits, woken by each arrival, until what arrived satisfies `done`
+    /// (30 s at most).
+    async fn until(&self, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let arrived = self.inbox.arrived.notified();
             let got = self.got();
-            if got.iter().any(|r| r.delivery.ends_with(":end")) {
+            if done(&got) {
                 return got;
             }
-            assert!(tokio::time::Instant::now() < deadline, "no end delivered; got {got:#?}");
+            assert!(tokio::time::Instant::now() < deadline, "{what} never arrived; got {got:#?}");
             let _ = tokio::time::timeout_at(deadline, arrived).await;
         }
+    }
+
+    /// Waits until a delivery of a crawl's end has arrived.
+    async fn until_end(&self) -> Vec<Received> {
+        self.until("a crawl's end", |got| got.iter().any(|r| r.delivery.ends_with(":end"))).await
     }
 }
 
@@ -264,4 +270,24 @@ async fn a_bad_webhook_is_refused_with_a_clear_error() {
         assert_eq!(code, 400, "{hook}: {v}");
         assert!(matches!(v["error"]["code"].as_str(), Some("invalid_request" | "invalid_json")), "{hook}: {v}");
     }
+}
+
+#[tokio::test]
+async fn a_sources_refresh_posts_to_the_webhook_its_first_crawl_named() {
+    let (app, site, hook) = (spawn_app_with(fast).await, fixture().await, Receiver::start(0).await);
+    let id = app
+        .start_crawl(json!({"url": site.url("/docs/1.html"), "crawlType": "page",
+            "webhook": {"url": hook.url, "events": ["crawl.completed"]}}))
+        .await;
+    let source = app.finished(&id).await.source_id.unwrap();
+    hook.until_end().await;
+    let resp = app.client.post(app.url(&format!("/api/sources/{source}/refresh"))).send().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    let refresh: Value = resp.json().await.unwrap();
+    let refresh_id = refresh["progressId"].as_str().unwrap().to_string();
+    let end = format!("{refresh_id}:end");
+    hook.until("the refresh's end", |got| got.iter().any(|r| r.delivery == end)).await;
+    let events: Vec<String> = hook.got().iter().map(|r| r.event.clone()).collect();
+    assert_eq!(events, ["crawl.completed", "crawl.completed"], "only the events asked for");
+    assert_eq!(hook.got()[1].body["data"]["refresh"], true);
 }

@@ -315,6 +315,8 @@ impl Registry {
         let id = crawl.reporter.crawl_id.clone();
         self.live_map().insert(id.clone(), crawl.clone());
         self.spawn_reporter(crawl.reporter.clone(), crawl.span.clone());
+        // Fired once the run has ended and its terminal status is stored.
+        let ended = CancellationToken::new();
         if let Some(spec) = crawl.spec.request.webhook.clone() {
             let hook = crate::webhooks::follow::Hook { crawl_id: id.clone(), tenant: crawl.tenant.clone(), spec };
             let follow = crate::webhooks::follow::follow(
@@ -322,6 +324,7 @@ impl Registry {
                 hook,
                 self.engine.webhooks.clone(),
                 self.engine.root.clone(),
+                ended.clone(),
             );
             self.tracker.spawn(follow.instrument(crawl.span.clone()));
         }
@@ -333,6 +336,7 @@ impl Registry {
                 if !saved && fin.status.is_terminal() {
                     saved = run::store_terminal_later(&engine, &fin).await;
                 }
+                ended.cancel();
                 // Served from the store from now on; kept in memory only if
                 // the store could not take the terminal status.
                 let ended = registry.upgrade().filter(|_| saved).and_then(|r| {
