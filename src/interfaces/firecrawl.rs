@@ -1,4 +1,4 @@
-//! A Firecrawl-compatible API under `/v2`, so that the tools built on
+//! A Firecrawl-compatible API under `/v2` (and `/v1`), so that the tools built on
 //! Firecrawl's SDKs (Dify, Langflow, Flowise, scripts) can point at trawl:
 //! `POST /v2/scrape`, `POST /v2/crawl` with its status, pages, errors and
 //! cancel, `POST /v2/map`, and `POST /v2/batch/scrape`.
@@ -40,6 +40,10 @@ const PAGE_DOCS: u32 = 50;
 const BATCH_TTL: Duration = Duration::from_secs(3600);
 /// URLs per batch scrape, at most, and scrapes of one batch at once.
 const MAX_BATCH: usize = 1000;
+/// Documents are kept in memory: at most this many bytes of one batch's
+/// (a scrape past it is that URL's error), and this many batches at once.
+const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
+const MAX_BATCHES: usize = 64;
 const BATCH_CONCURRENCY: usize = 4;
 /// A scrape's timeout when none is given, and the longest one taken.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,7 +51,7 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 /// URLs a map answers at most.
 const MAX_MAP: usize = 30_000;
 
-/// What the `/v2` routes share.
+/// What the `/v1` and `/v2` routes share.
 #[derive(Clone)]
 pub struct Firecrawl {
     app: AppState,
@@ -322,7 +326,7 @@ fn regex_to_glob(pattern: &str) -> Result<String, FcError> {
             c => out.push(c),
         }
     }
-    let lead = if out.starts_with('/') { "" } else { "/" };
+    let lead = if out.starts_with('/') || out.starts_with('*') { "" } else { "/" };
     let prefix = if anchored { "" } else { "*" };
     let suffix = if ends || out.ends_with('*') { "" } else { "*" };
     Ok(format!("{prefix}{lead}{out}{suffix}").replace("**", "*"))
@@ -393,6 +397,27 @@ async fn start_crawl<const V: u8>(
     Ok(Json(json!({ "success": true, "id": id, "url": format!("{}/v{V}/crawl/{id}", base(&headers)) })))
 }
 
+/// A crawl's or a batch's status with one page of its documents.
+fn job_page(
+    status: &str,
+    completed: u64,
+    total: u64,
+    expires: chrono::DateTime<chrono::Utc>,
+    next: Option<String>,
+    data: Vec<Value>,
+) -> Json<Value> {
+    Json(json!({
+        "success": true,
+        "status": status,
+        "completed": completed,
+        "total": total,
+        "creditsUsed": completed,
+        "expiresAt": crate::progress::format_time(&expires),
+        "next": next,
+        "data": data,
+    }))
+}
+
 fn fc_status(s: CrawlState) -> &'static str {
     match s {
         CrawlState::Completed => "completed",
@@ -456,16 +481,8 @@ async fn crawl_status<const V: u8>(
     }
     let next = more.then(|| format!("{}/v{V}/crawl/{id}?skip={after}", base(&headers)));
     let expires = status.finished_at.unwrap_or(status.created_at) + chrono::Duration::days(1);
-    Ok(Json(json!({
-        "success": true,
-        "status": fc_status(status.status),
-        "completed": status.pages_crawled,
-        "total": status.pages_done() + status.pages_queued,
-        "creditsUsed": status.pages_crawled,
-        "expiresAt": crate::progress::format_time(&expires),
-        "next": next,
-        "data": data,
-    })))
+    let total = status.pages_done() + status.pages_queued;
+    Ok(job_page(fc_status(status.status), status.pages_crawled, total, expires, next, data))
 }
 
 async fn cancel_crawl(
@@ -599,6 +616,8 @@ struct Batch {
 #[derive(Default)]
 struct BatchState {
     docs: Vec<Value>,
+    /// The documents' size as JSON.
+    bytes: usize,
     errors: Vec<Value>,
     done: usize,
     finished: bool,
@@ -639,6 +658,12 @@ async fn start_batch<const V: u8>(
     {
         let mut batches = fc.batches.locked();
         batches.retain(|_, b| b.created.elapsed() < BATCH_TTL);
+        if batches.len() >= MAX_BATCHES {
+            return Err(FcError(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("{MAX_BATCHES} batch scrapes are kept already; try again when one has expired (after an hour)"),
+            ));
+        }
         batches.insert(id.clone(), batch.clone());
     }
     let engine = fc.app.registry.engine().clone();
@@ -651,8 +676,21 @@ async fn start_batch<const V: u8>(
                 let result = scrape_page(&engine, &url, &opts).await;
                 let mut s = batch.state.locked();
                 s.done += 1;
+                let size = result.as_ref().map_or(0, |doc| doc.to_string().len());
+                let result = match result {
+                    Ok(_) if s.bytes + size > MAX_BATCH_BYTES => Err(FcError(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!(
+                            "the batch's documents passed {MAX_BATCH_BYTES} bytes; scrape the rest in another batch"
+                        ),
+                    )),
+                    other => other,
+                };
                 match result {
-                    Ok(doc) => s.docs.push(doc),
+                    Ok(doc) => {
+                        s.bytes += size;
+                        s.docs.push(doc)
+                    }
                     Err(FcError(code, error)) => {
                         let n = s.done.to_string();
                         s.errors.push(json!({ "id": n, "url": url, "error": error, "code": code.as_u16() }))
@@ -700,16 +738,8 @@ async fn batch_status<const V: u8>(
     let data: Vec<Value> = s.docs.iter().skip(skip).take(PAGE_DOCS as usize).cloned().collect();
     let end = skip + data.len();
     let next = (end < s.docs.len()).then(|| format!("{}/v{V}/batch/scrape/{id}?skip={end}", base(&headers)));
-    Ok(Json(json!({
-        "success": true,
-        "status": status,
-        "completed": s.docs.len(),
-        "total": batch.total,
-        "creditsUsed": s.docs.len(),
-        "expiresAt": crate::progress::format_time(&(chrono::Utc::now() + chrono::Duration::from_std(BATCH_TTL.saturating_sub(batch.created.elapsed())).unwrap_or_default())),
-        "next": next,
-        "data": data,
-    })))
+    let left = chrono::Duration::from_std(BATCH_TTL.saturating_sub(batch.created.elapsed())).unwrap_or_default();
+    Ok(job_page(status, s.docs.len() as u64, batch.total as u64, chrono::Utc::now() + left, next, data))
 }
 
 async fn cancel_batch(

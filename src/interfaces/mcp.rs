@@ -152,7 +152,7 @@ pub struct StartCrawl {
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CrawlRef {
+pub struct CrawlArgs {
     /// The crawl's `progressId`.
     pub progress_id: String,
     /// Wait for the crawl's end, up to `timeoutSeconds` (crawl_status only).
@@ -342,7 +342,7 @@ impl TrawlMcp {
                           `wait`, once it has ended.")]
     async fn crawl_status(
         &self,
-        Parameters(a): Parameters<CrawlRef>,
+        Parameters(a): Parameters<CrawlArgs>,
         cx: RequestContext<RoleServer>,
     ) -> CallToolResult {
         answer(async {
@@ -359,7 +359,7 @@ impl TrawlMcp {
     }
 
     #[tool(description = "Stop a crawl: what was stored stays; nothing more is fetched or stored.")]
-    async fn stop_crawl(&self, Parameters(a): Parameters<CrawlRef>, cx: RequestContext<RoleServer>) -> CallToolResult {
+    async fn stop_crawl(&self, Parameters(a): Parameters<CrawlArgs>, cx: RequestContext<RoleServer>) -> CallToolResult {
         answer(async {
             let tenant = tenant(&cx)?;
             let status = self

@@ -119,3 +119,12 @@ async fn bad_list_parameters_answer_400() {
         assert_eq!(v["error"]["code"], code, "{q}: {v}");
     }
 }
+
+#[tokio::test]
+async fn a_nul_in_a_requests_strings_is_kept_on_both_stores_never_a_500() {
+    // PostgreSQL's jsonb cannot hold \u0000: the store keeps U+FFFD instead.
+    let app = spawn_app().await;
+    let body = json!({"url": "http://127.0.0.1:1/", "crawlType": "page", "exclude": ["/a\u{0}b"], "tags": ["x\u{0}y"]});
+    let resp = app.post_crawl(body).await;
+    assert_eq!(resp.status(), 202, "{:?}", resp.text().await);
+}

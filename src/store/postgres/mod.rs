@@ -81,8 +81,9 @@ impl Store for PgStore {
 
     async fn create_crawl(&self, c: &NewCrawl) -> Result<String, StoreError> {
         let s = &c.status;
-        let request: serde_json::Value =
+        let mut request: serde_json::Value =
             serde_json::from_str(&c.request_json).map_err(|e| StoreError::Corrupt(format!("request: {e}")))?;
+        clean_json(&mut request);
         let mut tx = self.pool.begin().await?;
         // A refresh names its source, which must still be there (it may
         // have been deleted since it was claimed); any other crawl is filed
@@ -179,7 +180,11 @@ impl Store for PgStore {
             .as_deref()
             .map(serde_json::from_str::<serde_json::Value>)
             .transpose()
-            .map_err(|e| StoreError::Corrupt(format!("request: {e}")))?;
+            .map_err(|e| StoreError::Corrupt(format!("request: {e}")))?
+            .map(|mut r| {
+                clean_json(&mut r);
+                r
+            });
         let tags = patch.tags.as_ref().map(|t| sqlx::types::Json(t.iter().map(|t| clean(t)).collect::<Vec<_>>()));
         let schedule = patch.schedule.clone().unwrap_or_default();
         let done = sqlx::query(
