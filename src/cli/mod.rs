@@ -160,6 +160,7 @@ async fn crawl(args: CrawlArgs) -> Result<ExitCode, CliError> {
         include: args.include,
         exclude: args.exclude,
         same_domain: Some(!args.any_domain),
+        allow_subdomains: None,
         respect_robots: Some(!args.ignore_robots),
         render: args.render,
         concurrency: args.concurrency,

@@ -70,6 +70,11 @@ pub struct CrawlRequest {
     #[serde(default, alias = "same_domain")]
     #[schema(default = true)]
     pub same_domain: Option<bool>,
+    /// With `sameDomain`, hosts below the start host count as its own
+    /// (`docs.example.com` for `example.com`; default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(default = false)]
+    pub allow_subdomains: Option<bool>,
     /// Honour robots.txt (default true).
     #[serde(default, alias = "respect_robots")]
     #[schema(default = true)]
@@ -261,7 +266,8 @@ impl CrawlRequest {
         }
         let same_domain = self.same_domain.unwrap_or(true);
         let scope = Scope::new(&url, same_domain, &self.include, &self.exclude)
-            .map_err(|e| RequestError::Invalid(e.to_string()))?;
+            .map_err(|e| RequestError::Invalid(e.to_string()))?
+            .with_subdomains(self.allow_subdomains.unwrap_or(false));
         Ok(CrawlSpec {
             url,
             crawl_type: self.crawl_type,

@@ -9,6 +9,9 @@ pub struct Scope {
     /// Hosts (with port) the crawl stays on when `same_domain` is set.
     hosts: Vec<(String, Option<u16>)>,
     same_domain: bool,
+    /// With `same_domain`, hosts below the start host are in scope too
+    /// (`docs.example.com` for `example.com`).
+    subdomains: bool,
     include: Option<GlobSet>,
     exclude: Option<GlobSet>,
 }
@@ -46,15 +49,27 @@ impl Scope {
         Ok(Self {
             hosts: vec![host_key(start)],
             same_domain,
+            subdomains: false,
             include: build("include", include)?,
             exclude: build("exclude", exclude)?,
         })
     }
 
+    /// Admits the hosts below the start host too.
+    pub fn with_subdomains(mut self, subdomains: bool) -> Self {
+        self.subdomains = subdomains;
+        self
+    }
+
     /// Same host as the start URL (or where it redirected to), unless
     /// `sameDomain` is off. http and https of one host count as one.
     pub fn host_allowed(&self, url: &Url) -> bool {
-        !self.same_domain || self.hosts.contains(&host_key(url))
+        !self.same_domain || self.hosts.contains(&host_key(url)) || self.subdomain(url)
+    }
+
+    fn subdomain(&self, url: &Url) -> bool {
+        let Some(host) = url.host_str().filter(|_| self.subdomains) else { return false };
+        self.hosts.iter().any(|(h, _)| host.strip_suffix(h.as_str()).is_some_and(|rest| rest.ends_with('.')))
     }
 
     /// Admits the host of `url` too (the start URL's redirect target).
@@ -91,6 +106,17 @@ mod tests {
 
     fn u(s: &str) -> Url {
         Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn subdomains_are_in_scope_only_when_asked() {
+        let s = Scope::new(&u("http://example.com/"), true, &[], &[]).unwrap();
+        assert!(!s.allows(&u("http://docs.example.com/")));
+        let s = s.with_subdomains(true);
+        assert!(s.allows(&u("http://docs.example.com/")));
+        assert!(s.allows(&u("http://a.b.example.com/")));
+        assert!(!s.allows(&u("http://badexample.com/")));
+        assert!(!s.allows(&u("http://example.com.evil.org/")));
     }
 
     #[test]

@@ -388,9 +388,7 @@ async fn start_crawl<const V: u8>(
     request.exclude = globs(&req, "excludePaths")?;
     request.same_domain = Some(!req.get("allowExternalLinks").and_then(Value::as_bool).unwrap_or(false));
     request.respect_robots = Some(!req.get("ignoreRobotsTxt").and_then(Value::as_bool).unwrap_or(false));
-    if req.get("allowSubdomains").and_then(Value::as_bool) == Some(true) {
-        return Err(bad("allowSubdomains is not supported by this server (trawl): a crawl stays on its host"));
-    }
+    request.allow_subdomains = req.get("allowSubdomains").and_then(Value::as_bool);
     request.concurrency = uint(&req, "maxConcurrency")?;
     let status = fc.app.registry.start(request, tenant.0).await?;
     let id = status.progress_id;

@@ -156,6 +156,11 @@ export interface CrawlRequest {
    */
   sameDomain?: boolean | null;
   /**
+   * With `sameDomain`, hosts below the start host count as its own
+   * (`docs.example.com` for `example.com`; default false).
+   */
+  allowSubdomains?: boolean | null;
+  /**
    * Honour robots.txt (default true).
    */
   respectRobots?: boolean | null;
