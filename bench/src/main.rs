@@ -34,6 +34,21 @@ enum Cli {
     /// The tools' ways in: `/v2/scrape` latency on a loopback page (sequential and concurrent),
     /// and webhook delivery latency from the event to a loopback receiver.
     Interfaces(InterfacesArgs),
+    /// Main-content extraction on the public article-extraction benchmark (181 real pages with their
+    /// true text), crawled through the service and scored from the stored markdown.
+    Extract(ExtractArgs),
+}
+
+#[derive(Parser)]
+struct ExtractArgs {
+    /// The benchmark's data: `ground-truth.json` and `html/<id>.html.gz`.
+    #[arg(long, default_value = "../shared/data/article-extraction-benchmark")]
+    data: PathBuf,
+    /// Print the worst pages, by F1.
+    #[arg(long, default_value_t = 10)]
+    worst: usize,
+    #[arg(long, default_value = "target/release/trawl")]
+    trawl: PathBuf,
 }
 
 #[derive(Parser)]
@@ -404,6 +419,7 @@ async fn main() {
         Cli::Cluster(args) => cluster_bench(args).await,
         Cli::Sources(args) => sources_bench(args).await,
         Cli::Interfaces(args) => interfaces_bench(args).await,
+        Cli::Extract(args) => extract_bench(args).await,
     }
 }
 
@@ -1453,4 +1469,142 @@ async fn interfaces_bench(args: InterfacesArgs) {
         pct(&ends, 50.0),
         pct(&ends, 99.0)
     );
+}
+
+/// The text a reader sees of markdown: no link targets, no image sources or
+/// alt text, no markup.
+fn markdown_text(md: &str) -> String {
+    use pulldown_cmark::{Event, Parser, Tag, TagEnd};
+    let mut out = String::new();
+    let mut in_image = 0usize;
+    for event in Parser::new(md) {
+        match event {
+            Event::Start(Tag::Image { .. }) => in_image += 1,
+            Event::End(TagEnd::Image) => in_image = in_image.saturating_sub(1),
+            Event::Text(t) | Event::Code(t) if in_image == 0 => out.push_str(&t),
+            Event::SoftBreak | Event::HardBreak | Event::End(_) => out.push('\n'),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Word tokens as the benchmark cuts them (`\w+`, Unicode), lowercased.
+fn tokens(text: &str) -> Vec<String> {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|t| !t.is_empty()).map(str::to_lowercase).collect()
+}
+
+/// Shingles of four tokens, counted.
+fn shingles(text: &str) -> std::collections::HashMap<Vec<String>, usize> {
+    let t = tokens(text);
+    let mut out = std::collections::HashMap::new();
+    for w in t.windows(4) {
+        *out.entry(w.to_vec()).or_insert(0) += 1;
+    }
+    out
+}
+
+/// (precision, recall) of one page, as the benchmark scores it.
+fn page_score(truth: &str, predicted: &str) -> (f64, f64) {
+    let (t, p) = (shingles(truth), shingles(predicted));
+    let (mut tp, mut fp, mut fneg) = (0usize, 0usize, 0usize);
+    for (k, &n) in &t {
+        let m = p.get(k).copied().unwrap_or(0);
+        tp += n.min(m);
+        fneg += n.saturating_sub(m);
+    }
+    for (k, &m) in &p {
+        fp += m.saturating_sub(t.get(k).copied().unwrap_or(0));
+    }
+    let precision = if tp + fp == 0 { 1.0 } else { tp as f64 / (tp + fp) as f64 };
+    let recall = if tp + fneg == 0 { 1.0 } else { tp as f64 / (tp + fneg) as f64 };
+    (precision, recall)
+}
+
+async fn extract_bench(args: ExtractArgs) {
+    use axum::response::IntoResponse;
+    use std::io::Read;
+    let truth: Value =
+        serde_json::from_slice(&std::fs::read(args.data.join("ground-truth.json")).expect("ground-truth.json"))
+            .expect("ground truth is JSON");
+    let truth = truth.as_object().expect("an object of pages").clone();
+    let mut pages = std::collections::HashMap::new();
+    for id in truth.keys() {
+        let gz = std::fs::read(args.data.join("html").join(format!("{id}.html.gz"))).expect("page");
+        let mut html = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut html).expect("gzip");
+        pages.insert(format!("/{id}.html"), html);
+    }
+    let pages = std::sync::Arc::new(pages);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let sitemap: String = truth.keys().map(|id| format!("<url><loc>{base}/{id}.html</loc></url>")).collect();
+    let sitemap = format!(
+        "<?xml version=\"1.0\"?><urlset xmlns=\"http://www.sitemaps.org/schemas/sitemap/0.9\">{sitemap}</urlset>"
+    );
+    let served = pages.clone();
+    let app = axum::Router::new()
+        .route(
+            "/sitemap.xml",
+            axum::routing::get(move || async move { ([("content-type", "application/xml")], sitemap) }),
+        )
+        .fallback(move |uri: axum::http::Uri| {
+            let served = served.clone();
+            async move {
+                match served.get(uri.path()) {
+                    Some(b) => ([("content-type", "text/html")], b.clone()).into_response(),
+                    None => axum::http::StatusCode::NOT_FOUND.into_response(),
+                }
+            }
+        });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let client = reqwest::Client::new();
+    let svc = start_service(&args.trawl, &[]).await;
+    let id = start_crawl_with(
+        &client,
+        &svc,
+        &json!({"url": format!("{base}/sitemap.xml"), "crawlType": "sitemap", "maxPages": 1000}),
+    )
+    .await;
+    let fin = wait_end(&client, &svc, &id).await;
+    println!("crawled {} of {} pages ({} failed)", fin["pagesCrawled"], truth.len(), fin["pagesFailed"]);
+    let mut stored = std::collections::HashMap::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{}/api/crawls/{id}/pages?limit=100&include=markdown", svc.base);
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let v: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+        for p in v["pages"].as_array().into_iter().flatten() {
+            stored
+                .insert(p["url"].as_str().unwrap_or("").to_string(), p["markdown"].as_str().unwrap_or("").to_string());
+        }
+        match v["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let mut scores = Vec::new();
+    for (pid, t) in &truth {
+        let predicted = markdown_text(&stored.get(&format!("{base}/{pid}.html")).cloned().unwrap_or_default());
+        let (p, r) = page_score(t["articleBody"].as_str().unwrap_or(""), &predicted);
+        scores.push((pid.clone(), p, r));
+    }
+    let n = scores.len() as f64;
+    let precision = scores.iter().map(|s| s.1).sum::<f64>() / n;
+    let recall = scores.iter().map(|s| s.2).sum::<f64>() / n;
+    let f1 = 2.0 * precision * recall / (precision + recall);
+    println!(
+        "article-extraction benchmark, {} pages: F1 {f1:.3}, precision {precision:.3}, recall {recall:.3}",
+        scores.len()
+    );
+    scores.sort_by(|a, b| {
+        let f = |s: &(String, f64, f64)| 2.0 * s.1 * s.2 / (s.1 + s.2).max(1e-9);
+        f(a).total_cmp(&f(b))
+    });
+    for (pid, p, r) in scores.iter().take(args.worst) {
+        println!("  {} precision {p:.2} recall {r:.2}  {}", &pid[..12], truth[pid]["url"].as_str().unwrap_or(""));
+    }
 }
