@@ -45,6 +45,9 @@ pub struct Processed {
 struct Scan {
     title: String,
     in_title: bool,
+    /// The document's title is its first `<title>`: an SVG's `<title>`
+    /// in the body names an icon, not the page.
+    title_done: bool,
     description: Option<String>,
     base: Option<Url>,
     canonical: Option<String>,
@@ -92,7 +95,8 @@ fn scan(html: &str, page_url: &Url) -> Scan {
                         Ok(())
                     }),
                     element!("title", |_| {
-                        st.borrow_mut().in_title = true;
+                        let mut s = st.borrow_mut();
+                        s.in_title = !s.title_done;
                         Ok(())
                     }),
                     text!("title", |t| {
@@ -101,6 +105,7 @@ fn scan(html: &str, page_url: &Url) -> Scan {
                             s.title.push_str(t.as_str());
                             if t.last_in_text_node() {
                                 s.in_title = false;
+                                s.title_done = true;
                             }
                         }
                         Ok(())
@@ -210,13 +215,10 @@ pub fn extract_html(html: &str, page_url: &Url) -> Extracted {
     let (article_title, markdown) = main_markdown(html, page_url);
     let markdown = code::label_fences(&markdown, &scan.blocks);
     let page_title = decode_entities(&scan.title).split_whitespace().collect::<Vec<_>>().join(" ");
+    // The title is a field of its own; the markdown is the page's content
+    // only (a title heading that is not in the page would be words the page
+    // does not have, in search and in embeddings, which get the title anyway).
     let title = (!page_title.is_empty()).then_some(page_title).or(article_title);
-    // Readability drops an <h1> that repeats the title; chunks and their
-    // heading paths read better with it.
-    let markdown = match &title {
-        Some(t) if !markdown.trim_start().starts_with("# ") => format!("# {t}\n\n{markdown}"),
-        _ => markdown,
-    };
     let description = scan.description.filter(|d| !d.is_empty());
     Extracted { title, description, markdown, links, canonical, blocks: scan.blocks }
 }
@@ -277,6 +279,17 @@ mod tests {
         assert_eq!(links, vec!["http://e.com/docs/a.html", "http://e.com/b", "http://e.com/c?x=1"]);
         assert!(p.markdown.contains("Para"), "{}", p.markdown);
         assert!(p.canonical.is_none());
+    }
+
+    #[test]
+    fn the_title_is_the_documents_not_an_icons_and_stays_out_of_the_markdown() {
+        let html = r#"<html><head><title>Launch day - Example News</title></head><body><article>
+            <svg><title>Search Icon</title></svg><p>The launch went well, said everyone who was there today.</p>
+            <p>More text follows here so that the article is long enough to be the main content.</p></article></body></html>"#;
+        let p = process_html(html, &Url::parse("http://e.com/a").unwrap(), &ProcessOptions::default());
+        assert_eq!(p.title.as_deref(), Some("Launch day - Example News"));
+        assert!(!p.markdown.contains("Launch day"), "{}", p.markdown);
+        assert!(p.markdown.contains("The launch went well"), "{}", p.markdown);
     }
 
     #[test]

@@ -165,6 +165,7 @@ pub struct Kept {
 pub struct PriorPage {
     pub row: i64,
     pub url: String,
+    pub title: Option<String>,
     pub content_hash: Option<String>,
     pub body_hash: Option<String>,
     pub etag: Option<String>,

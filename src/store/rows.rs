@@ -273,6 +273,7 @@ from_columns!(CodeHit, |r| CodeHit {
 from_columns!(PriorPage, |r| PriorPage {
     row: r.int("id")?,
     url: r.text("url")?,
+    title: r.opt_text("title")?,
     content_hash: r.opt_text("content_hash")?,
     body_hash: r.opt_text("body_hash")?,
     etag: r.opt_text("etag")?,

@@ -182,7 +182,8 @@ async fn a_304_keeps_the_page_and_leads_on_through_its_stored_links() {
     let page = app.page(id, &site.url("/docs/5.html")).await;
     assert_eq!(page["httpStatus"], 304, "{page}");
     let (_, full) = app.get(&format!("/api/pages/{}", page["id"])).await;
-    assert!(full["markdown"].as_str().unwrap().contains("Fixture page 5"), "the kept copy: {full}");
+    assert_eq!(full["title"], "Fixture page 5", "the kept copy: {full}");
+    assert!(full["markdown"].as_str().unwrap().contains("(page 5, paragraph 0)"), "the kept copy: {full}");
 }
 
 #[tokio::test]

@@ -310,6 +310,7 @@ pub(super) async fn process_body(
     let detect = detect && matches!(kind, Kind::Html);
     let prior = ctx.crawl.prior(&r.url).cloned();
     let prior_hash = prior.as_ref().and_then(|p| p.content_hash.clone());
+    let prior_title = prior.as_ref().and_then(|p| p.title.clone());
     let has_prior = prior.is_some();
     // The very bytes the source's copy was made from make the same copy:
     // nothing to extract (links only, for a crawl that follows them). Not
@@ -347,8 +348,10 @@ pub(super) async fn process_body(
             };
             // Hashing a large page is CPU work too: here, not on the async threads.
             let digest = format!("{:x}", sha2::Sha256::digest(extracted.markdown.as_bytes()));
-            let content_hash = std::hash::BuildHasher::hash_one(&hasher, &digest);
-            if prior_hash.as_deref() == Some(digest.as_str()) {
+            // The title is not in the markdown but is the page's too: two
+            // pages differ, and a page changed, when either does.
+            let content_hash = std::hash::BuildHasher::hash_one(&hasher, (&digest, &extracted.title));
+            if prior_hash.as_deref() == Some(digest.as_str()) && prior_title == extracted.title {
                 let page = Box::new(extracted.unchunked());
                 return PageOutcome::Page {
                     page,

@@ -293,7 +293,7 @@ impl Store for PgStore {
 
     async fn source_pages(&self, source_id: &str, except: &str) -> Result<Vec<PriorPage>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT id, url, content_hash, body_hash, etag, last_modified, chunk_count, code_count,
+            "SELECT id, url, title, content_hash, body_hash, etag, last_modified, chunk_count, code_count,
                links IS NOT NULL AS has_links
              FROM pages WHERE status = 'crawled' AND crawl_id IN (SELECT id FROM crawls WHERE source_id = $1 AND id <> $2)",
         )

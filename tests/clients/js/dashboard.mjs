@@ -164,7 +164,7 @@ const scenarios = {
     check(!(await page.locator('#panel-rendered script, #panel-rendered [onerror]').count()), 'nothing executable rendered');
     await page.getByRole('tab', { name: 'Markdown' }).click();
     const raw = await page.locator('#panel-raw').innerText();
-    check(raw.includes(`# ${title}`), 'raw markdown shown as text');
+    check(raw.includes(word) && raw.includes('```'), 'raw markdown (its code fences) shown as text');
     await page.getByRole('tab', { name: /Chunks/ }).press('ArrowRight');
     await page.getByRole('tab', { name: /Code examples/ }).waitFor();
     out({ kind: 'page', url: page.url() });
