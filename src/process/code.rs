@@ -91,11 +91,21 @@ pub fn guess_language(code: &str) -> String {
     if (t.starts_with('{') || t.starts_with('[')) && serde_json::from_str::<serde_json::Value>(code).is_ok() {
         return "json".into();
     }
-    let upper = code.to_ascii_uppercase();
-    if (upper.contains("SELECT ") && upper.contains(" FROM "))
-        || upper.starts_with("CREATE TABLE")
-        || upper.starts_with("INSERT INTO")
-    {
+    // Trimmed: a block often starts with a blank line before its statement.
+    let upper = t.to_ascii_uppercase();
+    const SQL_STARTS: [&str; 8] = [
+        "CREATE TABLE",
+        "CREATE INDEX",
+        "CREATE UNIQUE INDEX",
+        "CREATE VIEW",
+        "ALTER TABLE",
+        "INSERT INTO",
+        "DELETE FROM",
+        "DROP TABLE",
+    ];
+    let statement = SQL_STARTS.iter().any(|s| upper.starts_with(s))
+        || (upper.starts_with("UPDATE ") && upper.contains(" SET ") && upper.contains(';'));
+    if (upper.contains("SELECT ") && upper.contains(" FROM ")) || statement {
         return "sql".into();
     }
     let scores = [
@@ -293,6 +303,10 @@ mod tests {
         assert_eq!(guess_language("def f(self):\n    import os\n    print(os)"), "python");
         assert_eq!(guess_language("{\"a\": [1, 2]}"), "json");
         assert_eq!(guess_language("SELECT id FROM pages WHERE x = 1"), "sql");
+        assert_eq!(guess_language("\n\nCREATE TABLE t (id int);"), "sql", "a leading blank line");
+        assert_eq!(guess_language("ALTER TABLE t ADD COLUMN x int;"), "sql");
+        assert_eq!(guess_language("UPDATE t SET x = 1 WHERE id = 2;"), "sql");
+        assert_ne!(guess_language("with open(path) as f:\n    data = f.read()\n    print(data)"), "sql");
         assert_eq!(guess_language("const f = () => console.log(1);"), "javascript");
     }
 
