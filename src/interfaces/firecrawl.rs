@@ -672,9 +672,10 @@ async fn start_batch<const V: u8>(
             let (engine, batch, opts) = (engine.clone(), batch.clone(), opts.clone());
             async move {
                 let result = scrape_page(&engine, &url, &opts).await;
+                // Measured before the lock: a document can be megabytes.
+                let size = result.as_ref().map_or(0, |doc| doc.to_string().len());
                 let mut s = batch.state.locked();
                 s.done += 1;
-                let size = result.as_ref().map_or(0, |doc| doc.to_string().len());
                 let result = match result {
                     Ok(_) if s.bytes + size > MAX_BATCH_BYTES => Err(FcError(
                         StatusCode::PAYLOAD_TOO_LARGE,

@@ -19,6 +19,7 @@ use super::{WebhookSpec, new_secret, signature, tenant_key};
 use crate::backoff::Backoff;
 use crate::guard::AddressGuard;
 use crate::store::{Delivery, DeliveryOutcome, DynStore};
+use crate::sync::LockExt;
 
 /// Deliveries claimed per round; at most one of each crawl.
 const CLAIM: u32 = 32;
@@ -34,6 +35,9 @@ pub struct Sender {
     client: reqwest::Client,
     guard: AddressGuard,
     hooks: Hooks,
+    /// Tenants' signing secrets, read once: they never change, and on
+    /// SQLite each read-or-make is a write on the one writer connection.
+    secrets: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +55,7 @@ impl Sender {
         if let Some(resolver) = guard.resolver() {
             builder = builder.dns_resolver(resolver);
         }
-        Ok(Self { store, client: builder.build()?, guard, hooks })
+        Ok(Self { store, client: builder.build()?, guard, hooks, secrets: Default::default() })
     }
 
     /// Sends until `stop`. A delivery in flight at shutdown stays leased
@@ -112,11 +116,7 @@ impl Sender {
     async fn post(&self, d: &Delivery) -> Result<(), String> {
         let url = url::Url::parse(&d.url).map_err(|e| format!("invalid URL: {e}"))?;
         self.guard.check_resolved(&url).await.map_err(|e| e.to_string())?;
-        let secret = self
-            .store
-            .webhook_secret(tenant_key(d.tenant.as_deref()), &new_secret())
-            .await
-            .map_err(|e| format!("no signing secret: {e}"))?;
+        let secret = self.secret(tenant_key(d.tenant.as_deref())).await?;
         let headers: BTreeMap<String, String> = serde_json::from_str(&d.headers).unwrap_or_default();
         let mut req = self
             .client
@@ -131,6 +131,16 @@ impl Sender {
         let resp = req.body(d.body.clone()).send().await.map_err(|e| format!("request failed: {}", e.without_url()))?;
         let status = resp.status();
         if status.is_success() { Ok(()) } else { Err(format!("the receiver answered {status}")) }
+    }
+
+    async fn secret(&self, tenant: &str) -> Result<String, String> {
+        if let Some(s) = self.secrets.locked().get(tenant) {
+            return Ok(s.clone());
+        }
+        let secret =
+            self.store.webhook_secret(tenant, &new_secret()).await.map_err(|e| format!("no signing secret: {e}"))?;
+        self.secrets.locked().insert(tenant.to_string(), secret.clone());
+        Ok(secret)
     }
 
     /// Announces the end of crawls that ended with nobody following them.
