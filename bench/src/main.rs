@@ -37,6 +37,34 @@ enum Cli {
     /// Main-content extraction on the public article-extraction benchmark (181 real pages with their
     /// true text), crawled through the service and scored from the stored markdown.
     Extract(ExtractArgs),
+    /// Main-content extraction on a documentation manual a Debian package ships as HTML (the
+    /// PostgreSQL manual by default): words of each page's main container kept, navigation rows
+    /// kept, code blocks labelled with a language, and a sample of labels to check by hand.
+    Docs(DocsArgs),
+}
+
+#[derive(Parser)]
+struct DocsArgs {
+    /// The manual's HTML files (`scripts/bench-data` installs the default).
+    #[arg(long, default_value = "/usr/share/doc/postgresql-doc-15/html")]
+    dir: PathBuf,
+    /// A page's main container, as the manual's markup marks it.
+    #[arg(long, default_value = "body")]
+    container: String,
+    /// The manual's navigation, inside or around the container.
+    #[arg(long, default_value = "div.navheader, div.navfooter")]
+    nav: String,
+    /// Code blocks printed with their label, to check by hand (every n-th block).
+    #[arg(long, default_value_t = 60)]
+    sample: usize,
+    /// Print the pages that keep the least.
+    #[arg(long, default_value_t = 10)]
+    worst: usize,
+    /// Print these pages' stored markdown and the container words they lost (e.g. `/index.html`).
+    #[arg(long)]
+    show: Vec<String>,
+    #[arg(long, default_value = "target/release/trawl")]
+    trawl: PathBuf,
 }
 
 #[derive(Parser)]
@@ -420,6 +448,7 @@ async fn main() {
         Cli::Sources(args) => sources_bench(args).await,
         Cli::Interfaces(args) => interfaces_bench(args).await,
         Cli::Extract(args) => extract_bench(args).await,
+        Cli::Docs(args) => docs_bench(args).await,
     }
 }
 
@@ -1471,27 +1500,11 @@ async fn interfaces_bench(args: InterfacesArgs) {
     );
 }
 
-/// The text a reader sees of markdown: no link targets, no image sources or
-/// alt text, no markup.
-fn markdown_text(md: &str) -> String {
-    use pulldown_cmark::{Event, Parser, Tag, TagEnd};
-    let mut out = String::new();
-    let mut in_image = 0usize;
-    for event in Parser::new(md) {
-        match event {
-            Event::Start(Tag::Image { .. }) => in_image += 1,
-            Event::End(TagEnd::Image) => in_image = in_image.saturating_sub(1),
-            Event::Text(t) | Event::Code(t) if in_image == 0 => out.push_str(&t),
-            Event::SoftBreak | Event::HardBreak | Event::End(_) => out.push('\n'),
-            _ => {}
-        }
-    }
-    out
-}
+use trawl::process::consensus::plain as markdown_text;
 
 /// Word tokens as the benchmark cuts them (`\w+`, Unicode), lowercased.
 fn tokens(text: &str) -> Vec<String> {
-    text.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|t| !t.is_empty()).map(str::to_lowercase).collect()
+    trawl::process::consensus::tokens(text).collect()
 }
 
 /// Shingles of four tokens, counted.
@@ -1522,7 +1535,6 @@ fn page_score(truth: &str, predicted: &str) -> (f64, f64) {
 }
 
 async fn extract_bench(args: ExtractArgs) {
-    use axum::response::IntoResponse;
     use std::io::Read;
     let truth: Value =
         serde_json::from_slice(&std::fs::read(args.data.join("ground-truth.json")).expect("ground-truth.json"))
@@ -1535,57 +1547,7 @@ async fn extract_bench(args: ExtractArgs) {
         flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut html).expect("gzip");
         pages.insert(format!("/{id}.html"), html);
     }
-    let pages = std::sync::Arc::new(pages);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let sitemap: String = truth.keys().map(|id| format!("<url><loc>{base}/{id}.html</loc></url>")).collect();
-    let sitemap = format!(
-        "<?xml version=\"1.0\"?><urlset xmlns=\"http://www.sitemaps.org/schemas/sitemap/0.9\">{sitemap}</urlset>"
-    );
-    let served = pages.clone();
-    let app = axum::Router::new()
-        .route(
-            "/sitemap.xml",
-            axum::routing::get(move || async move { ([("content-type", "application/xml")], sitemap) }),
-        )
-        .fallback(move |uri: axum::http::Uri| {
-            let served = served.clone();
-            async move {
-                match served.get(uri.path()) {
-                    Some(b) => ([("content-type", "text/html")], b.clone()).into_response(),
-                    None => axum::http::StatusCode::NOT_FOUND.into_response(),
-                }
-            }
-        });
-    tokio::spawn(async move { axum::serve(listener, app).await });
-
-    let client = reqwest::Client::new();
-    let svc = start_service(&args.trawl, &[]).await;
-    let id = start_crawl_with(
-        &client,
-        &svc,
-        &json!({"url": format!("{base}/sitemap.xml"), "crawlType": "sitemap", "maxPages": 1000}),
-    )
-    .await;
-    let fin = wait_end(&client, &svc, &id).await;
-    println!("crawled {} of {} pages ({} failed)", fin["pagesCrawled"], truth.len(), fin["pagesFailed"]);
-    let mut stored = std::collections::HashMap::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = format!("{}/api/crawls/{id}/pages?limit=100&include=markdown", svc.base);
-        if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
-        }
-        let v: Value = client.get(url).send().await.unwrap().json().await.unwrap();
-        for p in v["pages"].as_array().into_iter().flatten() {
-            stored
-                .insert(p["url"].as_str().unwrap_or("").to_string(), p["markdown"].as_str().unwrap_or("").to_string());
-        }
-        match v["nextCursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => break,
-        }
-    }
+    let (base, stored) = crawl_served(&args.trawl, pages).await;
     let mut scores = Vec::new();
     for (pid, t) in &truth {
         let predicted = markdown_text(&stored.get(&format!("{base}/{pid}.html")).cloned().unwrap_or_default());
@@ -1607,4 +1569,213 @@ async fn extract_bench(args: ExtractArgs) {
     for (pid, p, r) in scores.iter().take(args.worst) {
         println!("  {} precision {p:.2} recall {r:.2}  {}", &pid[..12], truth[pid]["url"].as_str().unwrap_or(""));
     }
+}
+
+/// Serves `pages` (path → HTML) on loopback with a sitemap of them, crawls
+/// the sitemap through the service, and returns the base URL and each
+/// page's stored markdown by URL.
+async fn crawl_served(
+    trawl: &std::path::Path,
+    pages: std::collections::HashMap<String, Vec<u8>>,
+) -> (String, std::collections::HashMap<String, String>) {
+    use axum::response::IntoResponse;
+    let pages = std::sync::Arc::new(pages);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let sitemap: String = pages.keys().map(|path| format!("<url><loc>{base}{path}</loc></url>")).collect();
+    let sitemap = format!(
+        "<?xml version=\"1.0\"?><urlset xmlns=\"http://www.sitemaps.org/schemas/sitemap/0.9\">{sitemap}</urlset>"
+    );
+    let served = pages.clone();
+    let app = axum::Router::new()
+        .route(
+            "/sitemap.xml",
+            axum::routing::get(move || async move { ([("content-type", "application/xml")], sitemap) }),
+        )
+        .fallback(move |uri: axum::http::Uri| {
+            let served = served.clone();
+            async move {
+                match served.get(uri.path()) {
+                    Some(b) => ([("content-type", "text/html")], b.clone()).into_response(),
+                    None => axum::http::StatusCode::NOT_FOUND.into_response(),
+                }
+            }
+        });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let client = reqwest::Client::new();
+    let svc = start_service(trawl, &[]).await;
+    let id = start_crawl_with(
+        &client,
+        &svc,
+        &json!({"url": format!("{base}/sitemap.xml"), "crawlType": "sitemap", "maxPages": 10000}),
+    )
+    .await;
+    let fin = wait_end(&client, &svc, &id).await;
+    println!("crawled {} of {} pages ({} failed)", fin["pagesCrawled"], pages.len(), fin["pagesFailed"]);
+    let mut stored = std::collections::HashMap::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{}/api/crawls/{id}/pages?limit=100&include=markdown", svc.base);
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let v: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+        for p in v["pages"].as_array().into_iter().flatten() {
+            stored
+                .insert(p["url"].as_str().unwrap_or("").to_string(), p["markdown"].as_str().unwrap_or("").to_string());
+        }
+        match v["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    (base, stored)
+}
+
+async fn docs_bench(args: DocsArgs) {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&args.dir)
+        .unwrap_or_else(|e| panic!("{}: {e} (scripts/bench-data installs the manual)", args.dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "html"))
+        .collect();
+    files.sort();
+    let mut pages = std::collections::HashMap::new();
+    let mut containers = std::collections::HashMap::new();
+    for f in &files {
+        let html = std::fs::read(f).expect("page");
+        let path = format!("/{}", f.file_name().unwrap().to_string_lossy());
+        let doc = dom_query::Document::from(String::from_utf8_lossy(&html).as_ref());
+        doc.select(&args.nav).remove();
+        // Word by text node: the manual's markup often has no space between
+        // elements (`<dt>…</dt><dt>…</dt>`, table cells).
+        let text: Vec<String> = doc
+            .select(&args.container)
+            .nodes()
+            .iter()
+            .flat_map(|n| n.descendants_it())
+            .filter(|n| n.is_text())
+            .map(|n| n.text().to_string())
+            .collect();
+        containers.insert(path.clone(), tokens(&text.join(" ")));
+        pages.insert(path, html);
+    }
+    let (base, stored) = crawl_served(&args.trawl, pages).await;
+    let nav_row = |t: &[String]| {
+        t.windows(2).any(|w| matches!((w[0].as_str(), w[1].as_str()), ("prev", "up") | ("up", "home") | ("home", "next")))
+    };
+    let (mut whole, mut with_nav, mut under80) = (0usize, 0usize, 0usize);
+    let mut kept_by_page = Vec::new();
+    for (path, want) in &containers {
+        let md = stored.get(&format!("{base}{path}")).cloned().unwrap_or_default();
+        let got = tokens(&markdown_text(&md));
+        let mut have: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for w in &got {
+            *have.entry(w.as_str()).or_default() += 1;
+        }
+        let kept = want
+            .iter()
+            .filter(|w| match have.get_mut(w.as_str()) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    true
+                }
+                _ => false,
+            })
+            .count();
+        let share = if want.is_empty() { 1.0 } else { kept as f64 / want.len() as f64 };
+        if args.show.contains(path) {
+            let mut left: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+            for w in &got {
+                *left.entry(w.as_str()).or_default() += 1;
+            }
+            let missing: Vec<&str> = want
+                .iter()
+                .filter(|w| match left.get_mut(w.as_str()) {
+                    Some(n) if *n > 0 => {
+                        *n -= 1;
+                        false
+                    }
+                    _ => true,
+                })
+                .map(String::as_str)
+                .collect();
+            println!("==== {path} ({:.1} %)\n{md}\n==== lost words: {}", 100.0 * share, missing.join(" "));
+        }
+        whole += usize::from(share >= 0.95);
+        under80 += usize::from(share < 0.8);
+        with_nav += usize::from(nav_row(&got));
+        kept_by_page.push((share, path.clone()));
+    }
+    let n = containers.len();
+    println!(
+        "{n} pages: {whole} ({:.1} %) keep >= 95 % of their main container's words, {under80} keep < 80 %, {with_nav} ({:.1} %) keep a navigation row",
+        100.0 * whole as f64 / n as f64,
+        100.0 * with_nav as f64 / n as f64
+    );
+    kept_by_page.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (share, path) in kept_by_page.iter().take(args.worst) {
+        println!("  {:.1} % {path}", 100.0 * share);
+    }
+    // Code blocks: the fences of the stored markdown, with their labels.
+    let mut blocks = Vec::new();
+    let mut paths: Vec<&String> = containers.keys().collect();
+    paths.sort();
+    for path in paths {
+        let md = stored.get(&format!("{base}{path}")).cloned().unwrap_or_default();
+        for ev in pulldown_cmark::Parser::new(&md) {
+            if let pulldown_cmark::Event::Start(pulldown_cmark::Tag::CodeBlock(kind)) = ev {
+                let lang = match kind {
+                    pulldown_cmark::CodeBlockKind::Fenced(l) => l.to_string(),
+                    pulldown_cmark::CodeBlockKind::Indented => String::new(),
+                };
+                blocks.push((path.clone(), lang));
+            }
+        }
+    }
+    let labelled = blocks.iter().filter(|b| !b.1.is_empty()).count();
+    let mut by_lang: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for b in &blocks {
+        *by_lang.entry(if b.1.is_empty() { "(none)" } else { b.1.as_str() }).or_default() += 1;
+    }
+    println!(
+        "{} code blocks, {labelled} ({:.1} %) labelled: {by_lang:?}",
+        blocks.len(),
+        100.0 * labelled as f64 / blocks.len().max(1) as f64
+    );
+    let unlabelled: Vec<&str> = blocks.iter().filter(|b| b.1.is_empty()).map(|b| b.0.as_str()).take(8).collect();
+    if !unlabelled.is_empty() {
+        println!("unlabelled blocks on: {}", unlabelled.join(" "));
+    }
+    if args.sample > 0 {
+        println!("sample (every {}th block) to check by hand:", args.sample);
+        for (i, (path, lang)) in blocks.iter().enumerate().filter(|(i, _)| i % args.sample == 0) {
+            let md = stored.get(&format!("{base}{path}")).cloned().unwrap_or_default();
+            let code = nth_code_block(&md, blocks[..i].iter().filter(|b| &b.0 == path).count());
+            let first: String = code.lines().take(3).collect::<Vec<_>>().join(" ⏎ ");
+            println!("  [{}] {path}: {}", if lang.is_empty() { "-" } else { lang }, first.chars().take(110).collect::<String>());
+        }
+    }
+}
+
+/// The text of the `n`-th code block of `md`.
+fn nth_code_block(md: &str, n: usize) -> String {
+    use pulldown_cmark::{Event, Parser, Tag, TagEnd};
+    let mut i = 0;
+    let mut inside = false;
+    let mut out = String::new();
+    for ev in Parser::new(md) {
+        match ev {
+            Event::Start(Tag::CodeBlock(_)) => inside = i == n,
+            Event::End(TagEnd::CodeBlock) => {
+                if inside {
+                    return out;
+                }
+                i += 1;
+            }
+            Event::Text(t) if inside => out.push_str(&t),
+            _ => {}
+        }
+    }
+    out
 }

@@ -41,6 +41,18 @@ pub fn language_from_class(class: &str) -> Option<String> {
     bare
 }
 
+/// The language of a Sphinx `highlight-<lang>` wrapper class.
+pub fn language_from_highlight(class: &str) -> Option<String> {
+    let lang = class.split_whitespace().find_map(|c| c.strip_prefix("highlight-"))?;
+    match lang {
+        "default" | "" => None,
+        "python3" | "py3" | "pycon" | "pycon3" => Some("python".into()),
+        "none" | "text" | "output" => Some("text".into()),
+        "shell" | "sh" | "bash" | "shell-session" | "console" | "sh-session" => Some("bash".into()),
+        other => Some(normalize_language(other)),
+    }
+}
+
 const KNOWN: &[&str] = &[
     "rust",
     "python",
@@ -84,45 +96,163 @@ const KNOWN: &[&str] = &[
 
 pub use crate::content::normalize_language;
 
-/// A guess from the code itself, for blocks without a declared language.
+/// A guess from the code itself, for blocks without a declared language:
+/// the language, or `text` for plain output (query results, plans, logs)
+/// and anything not recognised. Reads the trimmed text; checked on a table
+/// of real snippets below and on a manual's blocks (`trawl-bench docs`).
 pub fn guess_language(code: &str) -> String {
+    guess(code.trim_matches(|c: char| c == '\n' || c == '\r')).to_string()
+}
+
+fn guess(code: &str) -> &'static str {
     let t = code.trim_start();
+    if t.is_empty() {
+        return "text";
+    }
+    if (t.starts_with('{') || t.starts_with('[')) && serde_json::from_str::<serde_json::Value>(t).is_ok() {
+        return "json";
+    }
+    let lines: Vec<&str> = code.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect();
+    let first = lines.first().map(|l| l.trim()).unwrap_or("");
+    if is_output(&lines) {
+        return "text";
+    }
+    // A psql session (`=>`, `=#` prompts) or SQL statements.
+    if lines.iter().any(|l| psql_prompt(l).is_some()) || (lines.iter().any(|l| statement_line(l).is_some()) && sql_first(&lines)) {
+        return "sql";
+    }
+    if t.starts_with("<?xml") || (t.starts_with('<') && t.trim_end().ends_with('>')) {
+        let lower = t.to_ascii_lowercase();
+        let html = ["<!doctype html", "<html", "<div", "<p>", "<body", "<span", "<a href", "<head", "<script", "<table"];
+        return if html.iter().any(|h| lower.contains(h)) { "html" } else { "xml" };
+    }
+    if shell_prompt(first) {
+        return "console";
+    }
     let has = |s: &str| code.contains(s);
-    if (t.starts_with('{') || t.starts_with('[')) && serde_json::from_str::<serde_json::Value>(code).is_ok() {
-        return "json".into();
-    }
-    // Trimmed: a block often starts with a blank line before its statement.
-    let upper = t.to_ascii_uppercase();
-    const SQL_STARTS: [&str; 8] = [
-        "CREATE TABLE",
-        "CREATE INDEX",
-        "CREATE UNIQUE INDEX",
-        "CREATE VIEW",
-        "ALTER TABLE",
-        "INSERT INTO",
-        "DELETE FROM",
-        "DROP TABLE",
+    let starts = |s: &str| lines.iter().any(|l| l.trim_start().starts_with(s));
+    let scores: [(&'static str, usize); 9] = [
+        ("c", [has("#include"), has("int main("), starts("typedef "), has("PG_FUNCTION_ARGS"), has("Datum"), has("->"), has("/*"), has("void "), has("char *"), has("return ") && has(";"), starts("static "), has("struct ")].iter().filter(|h| **h).count()),
+        ("rust", [has("fn "), has("let mut "), has("::"), has("impl "), has("pub fn"), has("-> "), has("println!"), has("use std")].iter().filter(|h| **h).count()),
+        ("python", [starts("def "), starts("import "), starts("from ") && has(" import "), has("self."), starts("elif "), has("print("), has("):\n"), starts("class ") && has(":\n"), has("None")].iter().filter(|h| **h).count()),
+        ("javascript", [starts("const "), has("function "), has("=> "), has("console.log"), has("require("), starts("let "), has("document."), starts("export "), has("===")].iter().filter(|h| **h).count()),
+        ("go", [has("func "), starts("package "), has(":= "), has("fmt."), has("chan "), has("err != nil")].iter().filter(|h| **h).count()),
+        ("java", [has("public class"), has("public static void"), has("System.out"), starts("import java"), has("private "), has("new ") && has(";")].iter().filter(|h| **h).count()),
+        ("perl", [has("my $"), has("my @"), has("$_["), has("sub "), starts("use strict")].iter().filter(|h| **h).count()),
+        ("tcl", [has("proc "), has("set "), has("$1"), has("return_null"), has("elog ")].iter().filter(|h| **h).count().saturating_sub(1)),
+        ("bash", [command_line(first), has("sudo "), has("apt-get "), has(" | "), has("export "), t.starts_with("#!"), lines.iter().all(|l| command_line(l.trim()) || l.trim_start().starts_with('#') || l.ends_with('\\') || l.starts_with(' '))].iter().filter(|h| **h).count()),
     ];
-    let statement = SQL_STARTS.iter().any(|s| upper.starts_with(s))
-        || (upper.starts_with("UPDATE ") && upper.contains(" SET ") && upper.contains(';'));
-    if (upper.contains("SELECT ") && upper.contains(" FROM ")) || statement {
-        return "sql".into();
+    if let Some((lang, n)) = scores.iter().max_by_key(|(_, n)| *n)
+        && *n >= 2
+    {
+        return lang;
     }
-    let scores = [
-        ("rust", [has("fn "), has("let mut "), has("::"), has("impl "), has("pub "), has("-> ")]),
-        ("python", [has("def "), has("import "), has("self."), has("elif "), has("print("), has("):\n")]),
-        ("javascript", [has("const "), has("function "), has("=> "), has("console.log"), has("require("), has("let ")]),
-        ("go", [has("func "), has("package "), has(":= "), has("fmt."), has("go "), has("chan ")]),
-        ("bash", [t.starts_with("$ "), has("sudo "), has("apt-get "), has("npm "), has("cargo "), t.starts_with("#!")]),
-        ("html", [has("<div"), has("</"), has("<span"), has("<a "), has("<p>"), has("class=\"")]),
-    ];
-    scores
-        .iter()
-        .map(|(lang, hits)| (hits.iter().filter(|h| **h).count(), *lang))
-        .filter(|(n, _)| *n >= 2)
-        .max_by_key(|(n, _)| *n)
-        .map(|(_, l)| l.to_string())
-        .unwrap_or_else(|| "text".into())
+    if command_line(first) && lines.len() <= 3 {
+        return "bash";
+    }
+    if is_config(&lines) {
+        return "ini";
+    }
+    if lines.iter().filter(|l| yaml_line(l)).count() * 10 >= lines.len() * 8 && lines.len() >= 2 {
+        return "yaml";
+    }
+    "text"
+}
+
+/// SQL's statements, as a line starts them (after a psql prompt).
+const SQL_STATEMENTS: &[&str] = &[
+    "SELECT", "INSERT INTO", "UPDATE", "DELETE FROM", "CREATE", "ALTER", "DROP", "GRANT", "REVOKE",
+    "BEGIN", "COMMIT", "ROLLBACK", "WITH", "EXPLAIN", "SET", "SHOW", "VACUUM", "ANALYZE", "COPY", "TRUNCATE",
+    "DECLARE", "FETCH", "PREPARE", "EXECUTE", "LISTEN", "NOTIFY", "LOCK", "REINDEX", "CLUSTER", "COMMENT ON",
+    "SAVEPOINT", "RELEASE", "START TRANSACTION", "VALUES", "TABLE", "CALL", "DO", "IMPORT FOREIGN",
+    "SECURITY LABEL", "REFRESH MATERIALIZED", "MERGE INTO", "DISCARD", "LOAD", "CHECKPOINT", "ABORT", "END",
+    "DEALLOCATE", "RESET", "UNLISTEN", "REASSIGN", "MOVE", "CLOSE", "RETURN", "RAISE", "PERFORM", "IF", "LOOP",
+    "FOR", "ELSE", "ELSIF", "EXCEPTION", "ORDER BY", "FROM", "WHERE", "GROUP BY", "LIMIT", "UNION", "JOIN",
+];
+
+/// The statement a line starts with, upper case as SQL is written in
+/// documentation (a lower-case `set` or `do` is as likely a shell's).
+fn statement_line(line: &str) -> Option<&'static str> {
+    let l = psql_prompt(line).unwrap_or(line).trim_start();
+    SQL_STATEMENTS.iter().copied().find(|s| {
+        l.starts_with(s) && l[s.len()..].chars().next().is_none_or(|c| c == ' ' || c == ';' || c == '(' || c == '\t')
+    })
+}
+
+/// The first line that is code (not a comment) starts a statement, or most
+/// lines do.
+fn sql_first(lines: &[&str]) -> bool {
+    let code: Vec<&&str> = lines.iter().filter(|l| !l.trim_start().starts_with("--")).collect();
+    let first = code.first().is_some_and(|l| statement_line(l).is_some());
+    let most = code.iter().filter(|l| statement_line(l).is_some() || l.trim_end().ends_with(';')).count() * 2 >= code.len();
+    first || most
+}
+
+/// A psql prompt (`=>`, `=#`, `db=>`, `db=#`, `db->` continuation): the rest of the line.
+fn psql_prompt(line: &str) -> Option<&str> {
+    let l = line.trim_start();
+    let word_end = l.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(l.len());
+    let rest = &l[word_end..];
+    ["=>", "=#", "->", "-#"].iter().find_map(|p| rest.strip_prefix(p)).filter(|r| r.is_empty() || r.starts_with(' ')).filter(|_| word_end > 0 || rest.starts_with('='))
+}
+
+/// A shell prompt followed by a command.
+fn shell_prompt(line: &str) -> bool {
+    ["$ ", "% ", "# ", "> "].iter().any(|p| line.strip_prefix(p).is_some_and(|r| command_line(r) || r.starts_with("./")))
+}
+
+/// Commands that start a shell line in documentation.
+const COMMANDS: &[&str] = &[
+    "sudo", "apt", "apt-get", "yum", "dnf", "brew", "pip", "pip3", "python", "python3", "npm", "npx", "yarn", "pnpm",
+    "cargo", "rustup", "go", "git", "curl", "wget", "docker", "kubectl", "make", "gmake", "cmake", "cd", "ls", "cp",
+    "mv", "rm", "mkdir", "chmod", "chown", "ln", "cat", "echo", "export", "tar", "gunzip", "gzip", "unzip", "kill",
+    "su", "env", "ssh", "scp", "rsync", "systemctl", "service", "initdb", "pg_ctl", "pg_ctlcluster", "psql",
+    "createdb", "dropdb", "createuser", "dropuser", "clusterdb", "reindexdb", "vacuumdb", "ecpg", "postgres",
+    "postmaster", "pgbench", "oid2name", "vacuumlo", "ldconfig", "configure", "./configure", "meson", "ninja",
+    "LANG=C", "PGDATA=", "nohup", "ulimit", "sysctl", "tail", "grep", "find", "sed", "awk", "perl", "openssl",
+];
+
+fn command_line(line: &str) -> bool {
+    let word = line.split_whitespace().next().unwrap_or("");
+    COMMANDS.iter().any(|c| word == *c || (c.ends_with('=') && word.starts_with(c)))
+        || (word.starts_with("pg_") && word.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+}
+
+/// Output, not code: a query's result table, a plan, a log.
+fn is_output(lines: &[&str]) -> bool {
+    let ruled = lines.iter().any(|l| {
+        let l = l.trim();
+        l.len() >= 3 && l.starts_with('-') && l.chars().all(|c| c == '-' || c == '+')
+    });
+    let rows = lines.iter().any(|l| {
+        let l = l.trim();
+        l.starts_with('(') && (l.ends_with(" rows)") || l.ends_with(" row)"))
+    });
+    let plan = lines.iter().filter(|l| l.contains("(cost=") || l.contains("(actual time=") || l.trim_start().starts_with("->  ")).count();
+    let log = lines.iter().filter(|l| {
+        let l = l.trim_start();
+        ["ERROR:", "WARNING:", "NOTICE:", "LOG:", "DETAIL:", "HINT:", "INFO:", "DEBUG:", "FATAL:", "CONTEXT:", "STATEMENT:"].iter().any(|p| l.starts_with(p))
+    }).count();
+    let prompt = lines.iter().any(|l| psql_prompt(l).is_some());
+    !prompt && ((ruled && !lines.iter().any(|l| statement_line(l).is_some())) || rows || plan * 2 >= lines.len().max(1) || log * 2 >= lines.len().max(1) && log > 0)
+}
+
+/// A configuration file: `name = value` lines and `#` comments.
+fn is_config(lines: &[&str]) -> bool {
+    let setting = |l: &&str| {
+        let l = l.trim();
+        l.starts_with('#') || l.starts_with('[') && l.ends_with(']') || l.split_once(" = ").or_else(|| l.split_once('=')).is_some_and(|(k, _)| {
+            !k.trim().is_empty() && k.trim().chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.' || c == '-')
+        })
+    };
+    !lines.is_empty() && lines.iter().filter(|l| setting(l)).count() == lines.len() && lines.iter().any(|l| !l.trim().starts_with('#'))
+}
+
+fn yaml_line(line: &str) -> bool {
+    let l = line.trim_start();
+    l.starts_with("- ") || l.starts_with('#') || l.split_once(": ").or_else(|| l.strip_suffix(':').map(|k| (k, ""))).is_some_and(|(k, _)| {
+        !k.is_empty() && k.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-' || c == '.')
+    })
 }
 
 /// The fenced blocks of a markdown text: (language, code, start, end) with
@@ -252,19 +382,12 @@ pub fn blocks_from_markdown(md: &str) -> Vec<RawBlock> {
     fenced_blocks(md).into_iter().map(|(language, code, _, _)| RawBlock { language, code }).collect()
 }
 
-/// Puts the languages found in the HTML (or confidently guessed) onto the
-/// markdown fences that lack one; readability drops the classes that carried them.
+/// Puts a language on every markdown fence that lacks one: the one the
+/// HTML declared for the same code (readability drops the classes that
+/// carried it), else a guess from the code (`text` for output).
 pub fn label_fences(md: &str, blocks: &[RawBlock]) -> String {
-    let known: Vec<(String, String)> = blocks
-        .iter()
-        .filter_map(|b| {
-            let lang = b.language.clone().unwrap_or_else(|| guess_language(&b.code));
-            (lang != "text").then(|| (normalized(&b.code), lang))
-        })
-        .collect();
-    if known.is_empty() {
-        return md.to_string();
-    }
+    let declared: Vec<(String, &str)> =
+        blocks.iter().filter_map(|b| Some((normalized(&b.code), b.language.as_deref()?))).collect();
     let mut out = String::with_capacity(md.len() + 64);
     let mut last = 0;
     let mut used = HashSet::new();
@@ -273,13 +396,17 @@ pub fn label_fences(md: &str, blocks: &[RawBlock]) -> String {
             continue;
         }
         let norm = normalized(&code);
-        if let Some((i, (_, l))) = known.iter().enumerate().find(|(i, (c, _))| *c == norm && !used.contains(i)) {
-            used.insert(i);
-            let line_end = md[start..].find('\n').map(|n| start + n).unwrap_or(md.len());
-            out.push_str(&md[last..line_end]);
-            out.push_str(l.as_str());
-            last = line_end;
-        }
+        let label = match declared.iter().enumerate().find(|(i, (c, _))| *c == norm && !used.contains(i)) {
+            Some((i, (_, l))) => {
+                used.insert(i);
+                l.to_string()
+            }
+            None => guess_language(&code),
+        };
+        let line_end = md[start..].find('\n').map(|n| start + n).unwrap_or(md.len());
+        out.push_str(&md[last..line_end]);
+        out.push_str(&label);
+        last = line_end;
     }
     out.push_str(&md[last..]);
     out
@@ -308,6 +435,60 @@ mod tests {
         assert_eq!(guess_language("UPDATE t SET x = 1 WHERE id = 2;"), "sql");
         assert_ne!(guess_language("with open(path) as f:\n    data = f.read()\n    print(data)"), "sql");
         assert_eq!(guess_language("const f = () => console.log(1);"), "javascript");
+    }
+
+    /// Blocks as manuals and READMEs print them, each with the label a
+    /// reader would give it.
+    const SNIPPETS: &[(&str, &str)] = &[
+        ("sql", "\nCREATE TABLE weather (\n    city    varchar(80),\n    temp_lo int\n);\n"),
+        ("sql", "SELECT city, max(temp_lo)\n    FROM weather\n    GROUP BY city;"),
+        ("sql", "INSERT INTO weather VALUES ('San Francisco', 46, 50, 0.25, '1994-11-27');"),
+        ("sql", "GRANT SELECT ON mytable TO PUBLIC;"),
+        ("sql", "BEGIN;\nUPDATE accounts SET balance = balance - 100.00\n    WHERE name = 'Alice';\nCOMMIT;"),
+        ("sql", "CREATE FUNCTION add(integer, integer) RETURNS integer\n    AS 'select $1 + $2;'\n    LANGUAGE SQL\n    IMMUTABLE;"),
+        ("sql", "-- a comment first\nVACUUM (VERBOSE, ANALYZE) onek;"),
+        ("sql", "=> SELECT 2 + 2;\n ?column?\n----------\n        4\n(1 row)"),
+        ("sql", "mydb=# \\dt\n"),
+        ("sql", "CREATE TABLE [ IF NOT EXISTS ] table_name ( [\n  column_name data_type [ COLLATE collation ]\n] )"),
+        ("text", " city  | temp_lo\n-------+---------\n Hayward |      37\n(1 row)"),
+        ("text", "                        QUERY PLAN\n-------------------------------------------------------------\n Seq Scan on tenk1  (cost=0.00..458.00 rows=10000 width=244)"),
+        ("text", "ERROR:  relation \"foo\" does not exist\nLINE 1: SELECT * FROM foo;"),
+        ("c", "#include \"postgres.h\"\n\nPG_MODULE_MAGIC;\n\nDatum\nadd_one(PG_FUNCTION_ARGS)\n{\n    int32 arg = PG_GETARG_INT32(0);\n    PG_RETURN_INT32(arg + 1);\n}"),
+        ("c", "typedef struct\n{\n    int   x, y;\n} Point;\n\nstatic void\nfree_point(Point *p)\n{\n    pfree(p);\n}"),
+        ("console", "$ initdb -D /usr/local/pgsql/data\nThe files belonging to this database system will be owned by user \"postgres\"."),
+        ("bash", "./configure --prefix=/usr/local/pgsql\nmake\nsudo make install"),
+        ("bash", "pg_dump [connection-option...] [option...] [dbname]"),
+        ("bash", "tar xf postgresql-15.tar.gz\ncd postgresql-15"),
+        ("python", "def fetch(url):\n    import urllib.request\n    with urllib.request.urlopen(url) as r:\n        return r.read()"),
+        ("python", "from pathlib import Path\n\nfor p in Path('.').glob('*.py'):\n    print(p)"),
+        ("javascript", "const socket = io();\nsocket.on('crawl:progress', (p) => console.log(p.percent));"),
+        ("rust", "use std::collections::HashMap;\n\nfn main() {\n    let mut m = HashMap::new();\n    m.insert(1, 2);\n}"),
+        ("go", "package main\n\nimport \"fmt\"\n\nfunc main() {\n    x := 1\n    fmt.Println(x)\n}"),
+        ("java", "public class Hello {\n    public static void main(String[] args) {\n        System.out.println(\"hi\");\n    }\n}"),
+        ("json", "\n{\"name\": \"trawl\", \"pages\": [1, 2, 3]}\n"),
+        ("yaml", "services:\n  db:\n    image: postgres:15\n    ports:\n      - \"5432:5432\""),
+        ("ini", "# memory\nshared_buffers = 128MB\nwork_mem = 4MB"),
+        ("xml", "<?xml version=\"1.0\"?>\n<config><entry key=\"a\">1</entry></config>"),
+        ("html", "<div class=\"note\">\n  <p>Read <a href=\"/docs\">the docs</a>.</p>\n</div>"),
+    ];
+
+    #[test]
+    fn guesses_real_snippets() {
+        let wrong: Vec<String> = SNIPPETS
+            .iter()
+            .filter(|(want, code)| guess_language(code) != *want)
+            .map(|(want, code)| format!("{want} guessed as {}: {code:?}", guess_language(code)))
+            .collect();
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn labels_every_fence_from_the_markup_or_a_guess() {
+        let md = "```\nSELECT 1 FROM t;\n```\n\n```\n(3 rows)\n```\n\n```python\nx = 1\n```\n";
+        let out = label_fences(md, &[]);
+        assert_eq!(out, "```sql\nSELECT 1 FROM t;\n```\n\n```text\n(3 rows)\n```\n\n```python\nx = 1\n```\n");
+        assert_eq!(language_from_highlight("highlight-python3 notranslate").as_deref(), Some("python"));
+        assert_eq!(language_from_highlight("highlight-default notranslate"), None);
     }
 
     #[test]

@@ -5,11 +5,15 @@
 //!   chunks, code examples).
 //! - `chunk`: markdown chunking (text-splitter).
 //! - `code`: code-example extraction.
-//! - `html`: whole-body markdown (htmd), the fallback when readability finds nothing.
+//! - `main_content`: the main content as markdown, by kind of page (docs or not).
+//! - `consensus`: a second extractor confirming readability's blocks.
+//! - `html`: whole-body markdown (htmd), the fallback when nothing else finds content.
 
 pub mod chunk;
 pub mod code;
+pub mod consensus;
 pub mod html;
+pub mod main_content;
 pub mod page;
 
 use std::sync::Arc;

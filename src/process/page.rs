@@ -1,7 +1,7 @@
-//! One page through the pipeline: links and code blocks (lol_html, one
-//! streaming pass over the whole page), main content as markdown
-//! (dom_smoothie's readability, falling back to the whole body), chunks and
-//! code examples.
+//! One page through the pipeline: links, code blocks and what tells a docs
+//! page (lol_html, one streaming pass over the whole page), main content as
+//! markdown (`main_content`; the whole body when it finds nothing), chunks
+//! and code examples.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -11,6 +11,7 @@ use url::Url;
 
 use super::chunk::{Chunk, ChunkOptions, chunk_markdown};
 use super::code::{self, CodeExample, RawBlock};
+use super::main_content::{DOCS_THEME_SELECTOR, Hints, main_markdown};
 use crate::urls;
 
 /// How pages are processed; per crawl.
@@ -55,6 +56,9 @@ struct Scan {
     blocks: Vec<RawBlock>,
     /// The `<pre>` being read: its language and text so far.
     pre: Option<(Option<String>, String)>,
+    /// The language a Sphinx `highlight-<lang>` wrapper gives the `<pre>` inside it.
+    highlight: Option<String>,
+    hints: Hints,
 }
 
 fn decode_entities(s: &str) -> String {
@@ -94,6 +98,14 @@ fn scan(html: &str, page_url: &Url) -> Scan {
                         }
                         Ok(())
                     }),
+                    element!("meta[name=generator][content], meta[name=Generator][content]", |el| {
+                        st.borrow_mut().hints.generator = el.get_attribute("content");
+                        Ok(())
+                    }),
+                    element!(DOCS_THEME_SELECTOR, |_| {
+                        st.borrow_mut().hints.docs_theme = true;
+                        Ok(())
+                    }),
                     element!("title", |_| {
                         let mut s = st.borrow_mut();
                         s.in_title = !s.title_done;
@@ -110,13 +122,31 @@ fn scan(html: &str, page_url: &Url) -> Scan {
                         }
                         Ok(())
                     }),
+                    element!("div[class*='highlight-']", |el| {
+                        let lang = el.get_attribute("class").and_then(|c| code::language_from_highlight(&c));
+                        if lang.is_some() {
+                            st.borrow_mut().highlight = lang;
+                            if let Some(handlers) = el.end_tag_handlers() {
+                                let st = st.clone();
+                                let on_end: lol_html::EndTagHandler<'static> = Box::new(move |_end| {
+                                    st.borrow_mut().highlight = None;
+                                    Ok(())
+                                });
+                                handlers.push(on_end);
+                            }
+                        }
+                        Ok(())
+                    }),
                     element!("pre", |el| {
                         let lang = el
                             .get_attribute("data-language")
                             .or_else(|| el.get_attribute("data-lang"))
                             .map(|l| code::normalize_language(&l))
                             .or_else(|| el.get_attribute("class").and_then(|c| code::language_from_class(&c)));
-                        st.borrow_mut().pre = Some((lang, String::new()));
+                        let mut s = st.borrow_mut();
+                        let lang = lang.or_else(|| s.highlight.clone());
+                        s.pre = Some((lang, String::new()));
+                        drop(s);
                         if let Some(handlers) = el.end_tag_handlers() {
                             let st = st.clone();
                             let on_end: lol_html::EndTagHandler<'static> = Box::new(move |_end| {
@@ -166,20 +196,6 @@ fn links(scan: &Scan, page_url: &Url) -> Vec<Url> {
         .collect()
 }
 
-/// The main content as markdown, by readability; the whole body when it
-/// finds nothing.
-fn main_markdown(html: &str, page_url: &Url) -> (Option<String>, String) {
-    let cfg = dom_smoothie::Config { text_mode: dom_smoothie::TextMode::Markdown, ..Default::default() };
-    let article = dom_smoothie::Readability::new(html, Some(page_url.as_str()), Some(cfg)).and_then(|mut r| r.parse());
-    match article {
-        Ok(a) if !a.text_content.trim().is_empty() => {
-            let title = (!a.title.trim().is_empty()).then(|| a.title.trim().to_string());
-            (title, a.text_content.trim().to_string())
-        }
-        _ => (None, super::html::to_markdown(html).trim().to_string()),
-    }
-}
-
 /// A page's main content and what surrounds it, before chunking: enough
 /// to tell whether it changed (its markdown) and where it leads.
 pub struct Extracted {
@@ -212,7 +228,8 @@ pub fn extract_html(html: &str, page_url: &Url) -> Extracted {
     let scan = scan(html, page_url);
     let links = links(&scan, page_url);
     let canonical = scan.canonical.as_deref().and_then(|h| urls::resolve_link(page_url, h));
-    let (article_title, markdown) = main_markdown(html, page_url);
+    let (article_title, markdown) = main_markdown(html, page_url, &scan.hints);
+    let markdown = if markdown.is_empty() { super::html::to_markdown(html).trim().to_string() } else { markdown };
     let markdown = code::label_fences(&markdown, &scan.blocks);
     let page_title = decode_entities(&scan.title).split_whitespace().collect::<Vec<_>>().join(" ");
     // The title is a field of its own; the markdown is the page's content

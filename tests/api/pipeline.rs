@@ -19,8 +19,13 @@ fn golden(name: &str, actual: &str) {
 #[tokio::test]
 async fn fixture_pages_match_their_golden_markdown() {
     let (app, site) = (spawn_app().await, fixture().await);
-    for (path, name) in [("/docs/5.html", "docs-5"), ("/code/examples.html", "code-examples"), ("/trouble/", "trouble")]
-    {
+    for (path, name) in [
+        ("/docs/5.html", "docs-5"),
+        ("/code/examples.html", "code-examples"),
+        ("/trouble/", "trouble"),
+        ("/extract/reference.html", "extract-reference"),
+        ("/extract/news.html", "extract-news"),
+    ] {
         let id = app.start_crawl(crawl_body(site.url(path), "page")).await;
         app.wait_terminal(&id).await;
         let page = app.store().get_page(&id, &site.url(path)).await.unwrap().unwrap();

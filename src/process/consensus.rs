@@ -1,0 +1,198 @@
+//! A second extractor's opinion on readability's markdown: readability keeps
+//! a page's structure (headings, tables, fences) but also the boilerplate
+//! inside the article (captions, share rows, "related" lists); trafilatura
+//! drops more of that but renders text only. Where trafilatura's text is a
+//! clear subset of readability's, readability's blocks that trafilatura does
+//! not have are dropped; measured on the public article benchmark
+//! (`trawl-bench extract`).
+
+use std::collections::{HashMap, HashSet};
+
+/// Shingles of four word tokens, as the benchmark (and most
+/// near-duplicate measures) cut text.
+const SHINGLE: usize = 4;
+
+/// Word tokens, lowercased: runs of letters, digits and `_`.
+pub fn tokens(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|t| !t.is_empty()).map(str::to_lowercase)
+}
+
+fn shingles(tokens: &[String]) -> HashMap<&[String], usize> {
+    let mut out = HashMap::new();
+    for w in tokens.windows(SHINGLE) {
+        *out.entry(w).or_insert(0) += 1;
+    }
+    out
+}
+
+/// How many of `part`'s shingles `whole` also has (a multiset count).
+fn shared(part: &HashMap<&[String], usize>, whole: &HashMap<&[String], usize>) -> usize {
+    part.iter().map(|(k, &n)| n.min(whole.get(k).copied().unwrap_or(0))).sum()
+}
+
+/// When the second opinion is trusted: it must lie inside readability's
+/// text almost whole (else the two found different parts of the page) and
+/// hold at least half of it (else it lost the article, not boilerplate).
+const INSIDE: f64 = 0.9;
+const AT_LEAST: f64 = 0.5;
+/// A block is kept when this share of its shingles is in the second text.
+const KEEP: f64 = 0.5;
+
+/// `markdown` with the blocks that `other` (plain text) does not confirm
+/// removed, or unchanged when `other` is not a trustworthy subset of it.
+/// Fenced code is always kept: losing an example costs more than a stray
+/// block.
+pub fn confirm(markdown: &str, other: &str) -> String {
+    let mine: Vec<String> = tokens(&plain(markdown)).collect();
+    let theirs: Vec<String> = tokens(other).collect();
+    let (mine_sh, theirs_sh) = (shingles(&mine), shingles(&theirs));
+    let (n_mine, n_theirs): (usize, usize) = (mine_sh.values().sum(), theirs_sh.values().sum());
+    if n_theirs == 0
+        || n_theirs >= n_mine
+        || (n_theirs as f64) < AT_LEAST * n_mine as f64
+        || (shared(&theirs_sh, &mine_sh) as f64) < INSIDE * n_theirs as f64
+    {
+        return markdown.to_string();
+    }
+    let words: HashSet<&str> = theirs.iter().map(String::as_str).collect();
+    let mut out = String::with_capacity(markdown.len());
+    for block in blocks(markdown) {
+        let keep = block.fenced || {
+            let t: Vec<String> = tokens(&plain(block.text)).collect();
+            if t.len() < SHINGLE {
+                // Too short for shingles (a heading, a short item): kept when
+                // every word is in the other text.
+                !t.is_empty() && t.iter().all(|w| words.contains(w.as_str()))
+            } else {
+                let sh = shingles(&t);
+                shared(&sh, &theirs_sh) as f64 >= KEEP * sh.values().sum::<usize>() as f64
+            }
+        };
+        if keep {
+            if !out.is_empty() && !block.tight {
+                out.push('\n');
+            }
+            out.push_str(block.text);
+        }
+    }
+    out.trim_end().to_string()
+}
+
+/// A run of markdown lines decided as one: a paragraph, a fenced block, a
+/// table, or one list item.
+struct Block<'a> {
+    text: &'a str,
+    fenced: bool,
+    /// Follows the previous block without a blank line (a list item).
+    tight: bool,
+}
+
+fn blocks<'a>(md: &'a str) -> Vec<Block<'a>> {
+    let mut out = Vec::new();
+    let mut start: Option<usize> = None;
+    let mut fence: Option<&str> = None;
+    let mut tight = false;
+    let mut pos = 0;
+    let close = |out: &mut Vec<Block<'a>>, start: &mut Option<usize>, end: usize, fenced: bool, tight: bool| {
+        if let Some(s) = start.take()
+            && !md[s..end].trim().is_empty()
+        {
+            out.push(Block { text: &md[s..end], fenced, tight });
+        }
+    };
+    for line in md.split_inclusive('\n') {
+        let at = pos;
+        pos += line.len();
+        let t = line.trim_start();
+        if let Some(f) = fence {
+            if t.starts_with(f) && t[f.len()..].trim().is_empty() {
+                close(&mut out, &mut start, pos, true, false);
+                fence = None;
+            }
+            continue;
+        }
+        if t.starts_with("```") || t.starts_with("~~~") {
+            close(&mut out, &mut start, at, false, tight);
+            let run = t.len() - t.trim_start_matches(&t[..1]).len();
+            fence = Some(&t[..run]);
+            start = Some(at);
+            tight = false;
+            continue;
+        }
+        if t.trim().is_empty() {
+            close(&mut out, &mut start, at, false, tight);
+            tight = false;
+            continue;
+        }
+        if is_item(t) && start.is_some() {
+            close(&mut out, &mut start, at, false, tight);
+            tight = true;
+        }
+        start.get_or_insert(at);
+    }
+    close(&mut out, &mut start, pos, fence.is_some(), tight);
+    out
+}
+
+fn is_item(line: &str) -> bool {
+    ["- ", "* ", "+ "].iter().any(|m| line.starts_with(m))
+        || line.split_once(". ").is_some_and(|(n, _)| !n.is_empty() && n.len() < 4 && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The text a reader sees of markdown: no link targets or image sources.
+pub fn plain(md: &str) -> String {
+    use pulldown_cmark::{Event, Parser, Tag, TagEnd};
+    let mut out = String::new();
+    let mut image = 0usize;
+    for event in Parser::new(md) {
+        match event {
+            Event::Start(Tag::Image { .. }) => image += 1,
+            Event::End(TagEnd::Image) => image = image.saturating_sub(1),
+            Event::Text(t) | Event::Code(t) if image == 0 => out.push_str(&t),
+            Event::SoftBreak | Event::HardBreak | Event::End(_) => out.push('\n'),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ARTICLE: &str = "The council voted on Tuesday to build a new library in the old market square downtown.\n\n\
+        Work starts next spring and should take two years, the mayor said after the meeting ended.\n\n\
+        Share this story on Facebook Twitter and by email with your friends\n\n\
+        - Related: the old market square through the ages in twenty photographs\n\
+        - Related: ten libraries you have to see before you die this year\n\n\
+        ```sql\nSELECT 1;\n```\n\n\
+        Residents can comment on the plans until the end of the month at the town hall.";
+
+    #[test]
+    fn drops_the_blocks_the_other_text_does_not_have_and_keeps_code() {
+        let other = "The council voted on Tuesday to build a new library in the old market square downtown. \
+            Work starts next spring and should take two years, the mayor said after the meeting ended. \
+            Residents can comment on the plans until the end of the month at the town hall.";
+        let out = confirm(ARTICLE, other);
+        assert!(out.contains("The council voted"), "{out}");
+        assert!(out.contains("Residents can comment"), "{out}");
+        assert!(out.contains("```sql\nSELECT 1;\n```"), "{out}");
+        assert!(!out.contains("Share this story"), "{out}");
+        assert!(!out.contains("Related"), "{out}");
+    }
+
+    #[test]
+    fn an_other_text_that_lost_the_article_changes_nothing() {
+        let out = confirm(ARTICLE, "Share this story on Facebook Twitter and by email with your friends");
+        assert_eq!(out, ARTICLE);
+        assert_eq!(confirm(ARTICLE, ""), ARTICLE);
+    }
+
+    #[test]
+    fn a_fence_with_blank_lines_is_one_block() {
+        let b = blocks("a para\n\n```\nx\n\ny\n```\n- one\n- two\n");
+        let texts: Vec<&str> = b.iter().map(|b| b.text).collect();
+        assert_eq!(texts, vec!["a para\n", "```\nx\n\ny\n```\n", "- one\n", "- two\n"]);
+        assert!(b[1].fenced && b[3].tight);
+    }
+}
