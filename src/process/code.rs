@@ -101,62 +101,172 @@ pub use crate::content::normalize_language;
 /// and anything not recognised. Reads the trimmed text; checked on a table
 /// of real snippets below and on a manual's blocks (`trawl-bench docs`).
 pub fn guess_language(code: &str) -> String {
-    guess(code.trim_matches(|c: char| c == '\n' || c == '\r')).to_string()
+    guess(code).lang.to_string()
 }
 
-fn guess(code: &str) -> &'static str {
+/// A guess and whether the code itself settles it; an unsure guess is
+/// `text`, and a page's other blocks may settle it (`label_fences`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Guess {
+    pub lang: &'static str,
+    pub sure: bool,
+}
+
+fn sure(lang: &'static str) -> Guess {
+    Guess { lang, sure: true }
+}
+
+pub fn guess(code: &str) -> Guess {
+    let code = code.trim_matches(|c: char| c == '\n' || c == '\r');
     let t = code.trim_start();
     if t.is_empty() {
-        return "text";
+        return sure("text");
     }
     if (t.starts_with('{') || t.starts_with('[')) && serde_json::from_str::<serde_json::Value>(t).is_ok() {
-        return "json";
+        return sure("json");
     }
     let lines: Vec<&str> = code.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect();
     let first = lines.first().map(|l| l.trim()).unwrap_or("");
-    if is_output(&lines) {
-        return "text";
+    let statements = lines.iter().any(|l| psql_prompt(l).is_some()) || (lines.iter().any(|l| statement_line(l).is_some()) && sql_first(&lines));
+    if !statements && is_output(&lines) {
+        return sure("text");
     }
-    // A psql session (`=>`, `=#` prompts) or SQL statements.
-    if lines.iter().any(|l| psql_prompt(l).is_some()) || (lines.iter().any(|l| statement_line(l).is_some()) && sql_first(&lines)) {
-        return "sql";
+    // Embedded SQL in C (ECPG) before SQL itself.
+    if lines.iter().any(|l| l.trim_start().starts_with("EXEC SQL")) {
+        return sure("c");
+    }
+    if statements {
+        return sure("sql");
     }
     if t.starts_with("<?xml") || (t.starts_with('<') && t.trim_end().ends_with('>')) {
         let lower = t.to_ascii_lowercase();
         let html = ["<!doctype html", "<html", "<div", "<p>", "<body", "<span", "<a href", "<head", "<script", "<table"];
-        return if html.iter().any(|h| lower.contains(h)) { "html" } else { "xml" };
+        return sure(if html.iter().any(|h| lower.contains(h)) { "html" } else { "xml" });
     }
     if shell_prompt(first) {
-        return "console";
+        return sure("console");
     }
     let has = |s: &str| code.contains(s);
     let starts = |s: &str| lines.iter().any(|l| l.trim_start().starts_with(s));
+    let count = |hits: &[bool]| hits.iter().filter(|h| **h).count();
     let scores: [(&'static str, usize); 9] = [
-        ("c", [has("#include"), has("int main("), starts("typedef "), has("PG_FUNCTION_ARGS"), has("Datum"), has("->"), has("/*"), has("void "), has("char *"), has("return ") && has(";"), starts("static "), has("struct ")].iter().filter(|h| **h).count()),
-        ("rust", [has("fn "), has("let mut "), has("::"), has("impl "), has("pub fn"), has("-> "), has("println!"), has("use std")].iter().filter(|h| **h).count()),
-        ("python", [starts("def "), starts("import "), starts("from ") && has(" import "), has("self."), starts("elif "), has("print("), has("):\n"), starts("class ") && has(":\n"), has("None")].iter().filter(|h| **h).count()),
-        ("javascript", [starts("const "), has("function "), has("=> "), has("console.log"), has("require("), starts("let "), has("document."), starts("export "), has("===")].iter().filter(|h| **h).count()),
-        ("go", [has("func "), starts("package "), has(":= "), has("fmt."), has("chan "), has("err != nil")].iter().filter(|h| **h).count()),
-        ("java", [has("public class"), has("public static void"), has("System.out"), starts("import java"), has("private "), has("new ") && has(";")].iter().filter(|h| **h).count()),
-        ("perl", [has("my $"), has("my @"), has("$_["), has("sub "), starts("use strict")].iter().filter(|h| **h).count()),
-        ("tcl", [has("proc "), has("set "), has("$1"), has("return_null"), has("elog ")].iter().filter(|h| **h).count().saturating_sub(1)),
-        ("bash", [command_line(first), has("sudo "), has("apt-get "), has(" | "), has("export "), t.starts_with("#!"), lines.iter().all(|l| command_line(l.trim()) || l.trim_start().starts_with('#') || l.ends_with('\\') || l.starts_with(' '))].iter().filter(|h| **h).count()),
+        ("c", count(&[has("#include"), has("int main("), has("NULL"), starts("typedef "), has("PG_FUNCTION_ARGS"), has("Datum"), has("->"), has("/*"), has("void "), has("char *"), has("return ") && has(";"), starts("static "), has("struct ")])),
+        ("rust", count(&[has("fn "), has("let mut "), has("::"), has("impl "), has("pub fn"), has("-> "), has("println!"), has("use std")])),
+        ("python", count(&[starts("def "), starts("import "), starts("from ") && has(" import "), has("self."), starts("elif "), has("print("), has("):\n"), starts("class ") && has(":\n"), has("None")])),
+        ("javascript", count(&[starts("const "), has("function "), has("=> "), has("console.log"), has("require("), starts("let "), has("document."), starts("export "), has("===")])),
+        ("go", count(&[has("func "), starts("package "), has(":= "), has("fmt."), has("chan "), has("err != nil")])),
+        ("java", count(&[has("public class"), has("public static void"), has("System.out"), starts("import java"), has("private "), has("new ") && has(";")])),
+        ("perl", count(&[has("my $"), has("my @"), has("$_["), has("sub "), starts("use strict")])),
+        ("tcl", count(&[has("proc "), has("set "), has("$1"), has("return_null"), has("elog ")]).saturating_sub(1)),
+        ("bash", count(&[command_line(first), has("sudo "), has("apt-get "), has(" | "), has("export "), t.starts_with("#!"), lines.iter().all(|l| command_line(l.trim()) || l.trim_start().starts_with('#') || l.ends_with('\\') || l.starts_with(' '))])),
     ];
     if let Some((lang, n)) = scores.iter().max_by_key(|(_, n)| *n)
         && *n >= 2
     {
-        return lang;
+        return sure(lang);
     }
     if command_line(first) && lines.len() <= 3 {
-        return "bash";
+        return sure("bash");
+    }
+    if lines.iter().all(|l| c_declaration(l.trim()) || l.starts_with(' ') || l.trim_start().starts_with('{') || l.trim_start().starts_with('}')) && c_declaration(first) {
+        return sure("c");
+    }
+    // A prototype over a few lines (`void\nambuildempty (Relation r);`).
+    if lines.len() <= 4 && c_declaration(&lines.iter().map(|l| l.trim()).collect::<Vec<_>>().join(" ")) {
+        return sure("c");
+    }
+    if sql_synopsis(&lines) {
+        return sure("sql");
     }
     if is_config(&lines) {
-        return "ini";
+        return sure("ini");
     }
-    if lines.iter().filter(|l| yaml_line(l)).count() * 10 >= lines.len() * 8 && lines.len() >= 2 {
-        return "yaml";
+    let nested = lines.iter().any(|l| l.starts_with(' ') || l.trim_start().starts_with("- "));
+    if lines.len() >= 2 && nested && lines.iter().all(|l| yaml_line(l)) {
+        return sure("yaml");
     }
-    "text"
+    if is_diff(&lines) {
+        return sure("diff");
+    }
+    if lines.len() == 1 && options(first) {
+        return sure("bash");
+    }
+    // `rv = plpy.execute(plan, [1])`: an assignment from a call, no `;`.
+    if lines.len() == 1 && python_assignment(first) {
+        return sure("python");
+    }
+    Guess { lang: "text", sure: false }
+}
+
+/// A unified diff: `@@` hunks or `+`/`-` lines with a space or tab after.
+fn is_diff(lines: &[&str]) -> bool {
+    let marked = lines.iter().filter(|l| {
+        l.starts_with("@@") || l.starts_with("+ ") || l.starts_with("- ") || l.starts_with("+\t") || l.starts_with("-\t") || l.starts_with("+++") || l.starts_with("---")
+    });
+    let plus = lines.iter().any(|l| l.starts_with('+'));
+    plus && marked.count() * 2 >= lines.len() && lines.iter().all(|l| l.starts_with(['+', '-', ' ', '@']))
+}
+
+fn python_assignment(line: &str) -> bool {
+    line.split_once(" = ").is_some_and(|(name, value)| {
+        name.chars().all(|c| c.is_alphanumeric() || c == '_')
+            && value.split_once('(').is_some_and(|(callee, _)| callee.contains('.') && callee.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.'))
+            && !line.ends_with(';')
+    })
+}
+
+/// A command line: a lower-case program name and `--long` or `-x` options.
+fn options(line: &str) -> bool {
+    let mut words = line.split_whitespace();
+    let program = words.next().unwrap_or("");
+    program.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.' | '/'))
+        && words.any(|w| (w.starts_with("--") && w.len() > 2 && w[2..].starts_with(|c: char| c.is_ascii_lowercase())) || (w.len() == 2 && w.starts_with('-') && w[1..].starts_with(|c: char| c.is_ascii_alphabetic())))
+}
+
+/// A bare call or signature (`substring(string, pattern)`, `f(x) returns y`):
+/// a synopsis whose language is the page's.
+pub fn synopsis(code: &str) -> bool {
+    let line = code.trim();
+    if line.lines().count() > 3 {
+        return false;
+    }
+    let line: String = line.split_whitespace().collect::<Vec<_>>().join(" ");
+    let Some((name, rest)) = line.split_once('(') else { return false };
+    let name = name.trim_end();
+    !name.is_empty()
+        && name.split(' ').count() <= 3
+        && name.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | ' ' | '*' | ':'))
+        && rest.contains(')')
+}
+
+/// A C declaration or prototype: a type, a name, `(`, and a `;`, `)`, `{`
+/// or `,` at the end (`int PQstatus(const PGconn *conn);`).
+fn c_declaration(line: &str) -> bool {
+    let Some((head, _)) = line.split_once('(') else { return false };
+    let words: Vec<&str> = head.split(|c: char| c.is_whitespace() || c == '*').filter(|w| !w.is_empty()).collect();
+    let ident = |w: &str| w.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_') && w.chars().all(|c| c.is_alphanumeric() || c == '_');
+    words.len() >= 2
+        && words.iter().all(|w| ident(w))
+        && statement_line(line).is_none()
+        && !words[0].chars().all(|c| c.is_ascii_uppercase() || c == '_')
+        && [';', ')', '{', ','].iter().any(|e| line.trim_end().ends_with(*e))
+}
+
+/// SQL's upper-case words that a synopsis or a fragment has.
+const SQL_WORDS: &[&str] = &[
+    "FROM", "WHERE", "IS", "NOT", "NULL", "AND", "OR", "AS", "IN", "BETWEEN", "DISTINCT", "LIKE", "SIMILAR", "TO", "ON",
+    "USING", "RETURNS", "LANGUAGE", "TABLE", "INDEX", "EXISTS", "ANY", "ALL", "SOME", "ESCAPE", "TRUE", "FALSE",
+    "UNKNOWN", "CASE", "WHEN", "THEN", "ELSE", "END", "OVER", "PARTITION", "BY", "ORDER", "ASC", "DESC", "COLLATE",
+    "CAST", "INTERVAL", "TIMESTAMP", "ZONE", "AT", "FOR", "OF", "SET", "DEFAULT", "ROW", "ROWS", "RANGE", "WITH",
+];
+
+/// A synopsis or fragment of SQL: upper-case SQL words beside lower-case
+/// names (`a IS NOT DISTINCT FROM b`), or a signature with `returns`.
+fn sql_synopsis(lines: &[&str]) -> bool {
+    let words: Vec<&str> = lines.iter().flat_map(|l| l.split(|c: char| !(c.is_alphanumeric() || c == '_'))).filter(|w| !w.is_empty()).collect();
+    let upper = words.iter().filter(|w| SQL_WORDS.contains(w)).count();
+    let signature = lines.iter().any(|l| l.contains(") returns ") || l.contains(") RETURNS ") || l.contains(") → "));
+    signature || upper >= 2 && upper * 4 >= words.len()
 }
 
 /// SQL's statements, as a line starts them (after a psql prompt).
@@ -191,14 +301,31 @@ fn sql_first(lines: &[&str]) -> bool {
 /// A psql prompt (`=>`, `=#`, `db=>`, `db=#`, `db->` continuation): the rest of the line.
 fn psql_prompt(line: &str) -> Option<&str> {
     let l = line.trim_start();
-    let word_end = l.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(l.len());
-    let rest = &l[word_end..];
-    ["=>", "=#", "->", "-#"].iter().find_map(|p| rest.strip_prefix(p)).filter(|r| r.is_empty() || r.starts_with(' ')).filter(|_| word_end > 0 || rest.starts_with('='))
+    // The prompt's prefix: a database name, maybe `user@host ` before it.
+    let name = |p: &str| p.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '@' | '.' | '-'));
+    ["=>", "=#", "->", "-#"].iter().find_map(|p| {
+        let at = l.find(p)?;
+        let (prefix, rest) = (&l[..at], &l[at + p.len()..]);
+        let ok_prefix = match prefix.split_once(' ') {
+            Some((host, db)) => host.contains('@') && name(host) && !db.is_empty() && name(db),
+            None => name(prefix) && (!prefix.is_empty() || p.starts_with('=')),
+        };
+        (ok_prefix && (rest.is_empty() || rest.starts_with(' '))).then_some(rest)
+    })
 }
 
 /// A shell prompt followed by a command.
 fn shell_prompt(line: &str) -> bool {
-    ["$ ", "% ", "# ", "> "].iter().any(|p| line.strip_prefix(p).is_some_and(|r| command_line(r) || r.starts_with("./")))
+    if ["$ ", "% ", "# ", "> "].iter().any(|p| line.strip_prefix(p).is_some_and(|r| command_line(r) || r.starts_with("./"))) {
+        return true;
+    }
+    // `user@host:~/dir$ cmd`, `doc/src$ make`: a prompt naming where it is.
+    line.split_once("$ ").is_some_and(|(prefix, rest)| {
+        !prefix.is_empty()
+            && !prefix.contains(' ')
+            && prefix.contains(['@', '/', '~', ':'])
+            && rest.split_whitespace().next().is_some_and(|w| w.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '/')))
+    })
 }
 
 /// Commands that start a shell line in documentation.
@@ -214,6 +341,8 @@ const COMMANDS: &[&str] = &[
 
 fn command_line(line: &str) -> bool {
     let word = line.split_whitespace().next().unwrap_or("");
+    // `/usr/local/pgsql/bin/initdb` runs `initdb`.
+    let word = if word.starts_with('/') { word.rsplit('/').next().unwrap_or(word) } else { word };
     COMMANDS.iter().any(|c| word == *c || (c.ends_with('=') && word.starts_with(c)))
         || (word.starts_with("pg_") && word.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
 }
@@ -233,16 +362,19 @@ fn is_output(lines: &[&str]) -> bool {
         let l = l.trim_start();
         ["ERROR:", "WARNING:", "NOTICE:", "LOG:", "DETAIL:", "HINT:", "INFO:", "DEBUG:", "FATAL:", "CONTEXT:", "STATEMENT:"].iter().any(|p| l.starts_with(p))
     }).count();
-    let prompt = lines.iter().any(|l| psql_prompt(l).is_some());
-    !prompt && ((ruled && !lines.iter().any(|l| statement_line(l).is_some())) || rows || plan * 2 >= lines.len().max(1) || log * 2 >= lines.len().max(1) && log > 0)
+    ruled || rows || plan * 2 >= lines.len().max(1) || (log * 2 >= lines.len().max(1) && log > 0)
 }
 
 /// A configuration file: `name = value` lines and `#` comments.
 fn is_config(lines: &[&str]) -> bool {
     let setting = |l: &&str| {
         let l = l.trim();
-        l.starts_with('#') || l.starts_with('[') && l.ends_with(']') || l.split_once(" = ").or_else(|| l.split_once('=')).is_some_and(|(k, _)| {
-            !k.trim().is_empty() && k.trim().chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.' || c == '-')
+        l.starts_with('#') || l.starts_with('[') && l.ends_with(']') || l.split_once(" = ").or_else(|| l.split_once('=')).is_some_and(|(k, v)| {
+            // A value indexes or calls nothing outside quotes (`x = rv[i]` is code).
+            let unquoted: String = v.split(['\'', '"']).step_by(2).collect();
+            !k.trim().is_empty()
+                && k.trim().chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.' || c == '-')
+                && !unquoted.contains(['[', '(', '{'])
         })
     };
     !lines.is_empty() && lines.iter().filter(|l| setting(l)).count() == lines.len() && lines.iter().any(|l| !l.trim().starts_with('#'))
@@ -388,24 +520,51 @@ pub fn blocks_from_markdown(md: &str) -> Vec<RawBlock> {
 pub fn label_fences(md: &str, blocks: &[RawBlock]) -> String {
     let declared: Vec<(String, &str)> =
         blocks.iter().filter_map(|b| Some((normalized(&b.code), b.language.as_deref()?))).collect();
+    let mut used = HashSet::new();
+    let fences = fenced_blocks(md);
+    let labels: Vec<Option<(String, bool)>> = fences
+        .iter()
+        .map(|(lang, code, _, _)| {
+            if lang.is_some() {
+                return None;
+            }
+            let norm = normalized(code);
+            Some(match declared.iter().enumerate().find(|(i, (c, _))| *c == norm && !used.contains(i)) {
+                Some((i, (_, l))) => {
+                    used.insert(i);
+                    (l.to_string(), true)
+                }
+                None => {
+                    let g = guess(code);
+                    (g.lang.to_string(), g.sure)
+                }
+            })
+        })
+        .collect();
+    // A block the code alone does not settle (a bare `name(args)` synopsis)
+    // is in the language most of the page's code is in.
+    let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (lang, _, _, _) in &fences {
+        if let Some(l) = lang.as_deref().filter(|l| *l != "text") {
+            *counts.entry(l).or_default() += 1;
+        }
+    }
+    for (l, _) in labels.iter().flatten().filter(|(l, sure)| *sure && l != "text") {
+        *counts.entry(l.as_str()).or_default() += 1;
+    }
+    let page_language = counts.into_iter().max_by_key(|(l, n)| (*n, std::cmp::Reverse(*l))).map(|(l, _)| l.to_string());
     let mut out = String::with_capacity(md.len() + 64);
     let mut last = 0;
-    let mut used = HashSet::new();
-    for (lang, code, start, _) in fenced_blocks(md) {
-        if lang.is_some() {
-            continue;
-        }
-        let norm = normalized(&code);
-        let label = match declared.iter().enumerate().find(|(i, (c, _))| *c == norm && !used.contains(i)) {
-            Some((i, (_, l))) => {
-                used.insert(i);
-                l.to_string()
-            }
-            None => guess_language(&code),
+    for ((_, code, start, _), label) in fences.iter().zip(&labels) {
+        let Some((label, sure)) = label else { continue };
+        let label = match (&page_language, sure) {
+            (Some(page), false) if synopsis(code) => page.as_str(),
+            _ => label.as_str(),
         };
+        let start = *start;
         let line_end = md[start..].find('\n').map(|n| start + n).unwrap_or(md.len());
         out.push_str(&md[last..line_end]);
-        out.push_str(&label);
+        out.push_str(label);
         last = line_end;
     }
     out.push_str(&md[last..]);
@@ -470,6 +629,24 @@ mod tests {
         ("ini", "# memory\nshared_buffers = 128MB\nwork_mem = 4MB"),
         ("xml", "<?xml version=\"1.0\"?>\n<config><entry key=\"a\">1</entry></config>"),
         ("html", "<div class=\"note\">\n  <p>Read <a href=\"/docs\">the docs</a>.</p>\n</div>"),
+        ("c", "int PQresultSetInstanceData(PGresult *res, PGEventProc proc, void *data);"),
+        ("c", "const char *PQsslAttribute(const PGconn *conn, const char *attribute_name);"),
+        ("c", "void SPI_freetuple(HeapTuple row)"),
+        ("c", "EXEC SQL CREATE TABLE foo (number integer, ascii char(16));\nEXEC SQL COMMIT;"),
+        ("sql", "row_constructor IS NOT DISTINCT FROM row_constructor"),
+        ("sql", "metaphone(text source, int max_output_length) returns text"),
+        ("sql", "CREATE FUNCTION reffunc2() RETURNS refcursor AS '\nDECLARE\n    ref refcursor;\nBEGIN\n    OPEN ref FOR SELECT col FROM test;\n    RETURN ref;\nEND;\n' LANGUAGE plpgsql;\n\nSELECT reffunc2();\n\n      reffunc2\n--------------------\n <unnamed cursor 1>\n(1 row)"),
+        ("bash", "/usr/local/pgsql/bin/initdb -D /usr/local/pgsql/data"),
+        ("sql", "peter@localhost testdb=> \\pset border 2\nBorder style is 2.\npeter@localhost testdb=> SELECT * FROM my_table;"),
+        ("console", "doc/src/sgml$ make check"),
+        ("c", "void\nambuildempty (Relation indexRelation);"),
+        ("bash", "gpg --gen-key"),
+        ("diff", "+    /* see PROKIND_ categories below */\n+    char        prokind BKI_DEFAULT(f);\n     char        provolatile;"),
+        ("text", "IpcMemoryCreate: shmget(key=%d, size=%u, 0%o) failed: %m\n(plus a long addendum that is basically a hint)"),
+        ("text", "==== sqlca ====\nsqlcode: -400\nsqlerrm.sqlerrml: 49"),
+        ("text", "/etc/selinux/targeted/contexts/sepgsql_contexts:  line 33 has invalid object type db_blobs"),
+        ("c", "((fcinfo)->context != NULL && IsA((fcinfo)->context, EventTriggerData))"),
+        ("python", "rv = plpy.execute(plan, [\"name\"], 5)"),
     ];
 
     #[test]
