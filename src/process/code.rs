@@ -128,6 +128,9 @@ pub fn guess(code: &str) -> Guess {
     let lines: Vec<&str> = code.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect();
     let first = lines.first().map(|l| l.trim()).unwrap_or("");
     let statements = lines.iter().any(|l| psql_prompt(l).is_some()) || (lines.iter().any(|l| statement_line(l).is_some()) && sql_first(&lines));
+    if shell_prompt(first) {
+        return sure("console");
+    }
     if !statements && is_output(&lines) {
         return sure("text");
     }
@@ -146,11 +149,17 @@ pub fn guess(code: &str) -> Guess {
     if shell_prompt(first) {
         return sure("console");
     }
+    if is_diff(&lines) {
+        return sure("diff");
+    }
+    if lines.iter().all(|l| c_variable(l)) {
+        return sure("c");
+    }
     let has = |s: &str| code.contains(s);
     let starts = |s: &str| lines.iter().any(|l| l.trim_start().starts_with(s));
     let count = |hits: &[bool]| hits.iter().filter(|h| **h).count();
     let scores: [(&'static str, usize); 9] = [
-        ("c", count(&[has("#include"), has("int main("), has("NULL"), starts("typedef "), has("PG_FUNCTION_ARGS"), has("Datum"), has("->"), has("/*"), has("void "), has("char *"), has("return ") && has(";"), starts("static "), has("struct ")])),
+        ("c", count(&[has("#include"), has("int main("), has("NULL"), has("typedef struct"), has(" *") && has(";\n"), lines.iter().any(|l| c_variable(l)), starts("typedef "), has("PG_FUNCTION_ARGS"), has("Datum"), has("->"), has("/*"), has("void "), has("char *"), has("return ") && has(";"), starts("static "), has("struct ")])),
         ("rust", count(&[has("fn "), has("let mut "), has("::"), has("impl "), has("pub fn"), has("-> "), has("println!"), has("use std")])),
         ("python", count(&[starts("def "), starts("import "), starts("from ") && has(" import "), has("self."), starts("elif "), has("print("), has("):\n"), starts("class ") && has(":\n"), has("None")])),
         ("javascript", count(&[starts("const "), has("function "), has("=> "), has("console.log"), has("require("), starts("let "), has("document."), starts("export "), has("===")])),
@@ -179,17 +188,21 @@ pub fn guess(code: &str) -> Guess {
         return sure("sql");
     }
     if is_config(&lines) {
-        return sure("ini");
+        // `NAME=value` lines with no spaces are a shell's environment.
+        let env = lines.iter().filter(|l| !l.trim_start().starts_with('#')).all(|l| {
+            l.split_once('=').is_some_and(|(k, _)| !k.is_empty() && k.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+        });
+        return sure(if env { "bash" } else { "ini" });
     }
     let nested = lines.iter().any(|l| l.starts_with(' ') || l.trim_start().starts_with("- "));
     if lines.len() >= 2 && nested && lines.iter().all(|l| yaml_line(l)) {
         return sure("yaml");
     }
-    if is_diff(&lines) {
-        return sure("diff");
-    }
     if lines.len() == 1 && options(first) {
         return sure("bash");
+    }
+    if lines.len() == 1 && first.starts_with('$') && first.contains(" = ") && first.ends_with(';') {
+        return sure("perl");
     }
     // `rv = plpy.execute(plan, [1])`: an assignment from a call, no `;`.
     if lines.len() == 1 && python_assignment(first) {
@@ -205,6 +218,13 @@ fn is_diff(lines: &[&str]) -> bool {
     });
     let plus = lines.iter().any(|l| l.starts_with('+'));
     plus && marked.count() * 2 >= lines.len() && lines.iter().all(|l| l.starts_with(['+', '-', ' ', '@']))
+}
+
+/// `int x = 4;`, `char foo[16], bar[16];`: a C type, names, a `;`.
+fn c_variable(line: &str) -> bool {
+    const TYPES: &[&str] = &["int", "char", "long", "short", "double", "float", "unsigned", "signed", "bool", "size_t", "int32", "int64", "uint32", "uint64", "int16", "uint8", "Oid", "Datum"];
+    let l = line.trim();
+    l.ends_with(';') && l.split_whitespace().next().is_some_and(|w| TYPES.contains(&w)) && !l.contains(" = '") && statement_line(l).is_none()
 }
 
 fn python_assignment(line: &str) -> bool {
@@ -248,6 +268,7 @@ fn c_declaration(line: &str) -> bool {
     words.len() >= 2
         && words.iter().all(|w| ident(w))
         && statement_line(line).is_none()
+        && !words.iter().any(|w| w.len() > 1 && w.chars().all(|c| c.is_ascii_uppercase()) && (SQL_WORDS.contains(w) || ["ANY", "SOME", "ALL"].contains(w)))
         && !words[0].chars().all(|c| c.is_ascii_uppercase() || c == '_')
         && [';', ')', '{', ','].iter().any(|e| line.trim_end().ends_with(*e))
 }
@@ -266,7 +287,7 @@ fn sql_synopsis(lines: &[&str]) -> bool {
     let words: Vec<&str> = lines.iter().flat_map(|l| l.split(|c: char| !(c.is_alphanumeric() || c == '_'))).filter(|w| !w.is_empty()).collect();
     let upper = words.iter().filter(|w| SQL_WORDS.contains(w)).count();
     let signature = lines.iter().any(|l| l.contains(") returns ") || l.contains(") RETURNS ") || l.contains(") → "));
-    signature || upper >= 2 && upper * 4 >= words.len()
+    signature || upper >= 2 && upper * 5 >= words.len()
 }
 
 /// SQL's statements, as a line starts them (after a psql prompt).
@@ -284,10 +305,18 @@ const SQL_STATEMENTS: &[&str] = &[
 /// documentation (a lower-case `set` or `do` is as likely a shell's).
 fn statement_line(line: &str) -> Option<&'static str> {
     let l = psql_prompt(line).unwrap_or(line).trim_start();
-    SQL_STATEMENTS.iter().copied().find(|s| {
-        l.starts_with(s) && l[s.len()..].chars().next().is_none_or(|c| c == ' ' || c == ';' || c == '(' || c == '\t')
+    let follows = |rest: &str| rest.chars().next().is_none_or(|c| c == ' ' || c == ';' || c == '(' || c == '\t');
+    SQL_STATEMENTS.iter().copied().find(|s| l.starts_with(s) && follows(&l[s.len()..])).or_else(|| {
+        // Lower case only for statements no shell or language starts a line with.
+        LOWER_CASE_STATEMENTS.iter().copied().find(|s| {
+            l.len() > s.len() && l.is_char_boundary(s.len()) && l[..s.len()].eq_ignore_ascii_case(s) && l[..s.len()] == s.to_ascii_lowercase() && follows(&l[s.len()..])
+        })
     })
 }
+
+/// Statements recognised in lower case too (`select 1;`).
+const LOWER_CASE_STATEMENTS: &[&str] =
+    &["SELECT", "INSERT INTO", "DELETE FROM", "CREATE TABLE", "CREATE INDEX", "CREATE FUNCTION", "CREATE VIEW", "ALTER TABLE", "DROP TABLE", "EXPLAIN", "VACUUM", "TRUNCATE"];
 
 /// The first line that is code (not a comment) starts a statement, or most
 /// lines do.
@@ -647,6 +676,13 @@ mod tests {
         ("text", "/etc/selinux/targeted/contexts/sepgsql_contexts:  line 33 has invalid object type db_blobs"),
         ("c", "((fcinfo)->context != NULL && IsA((fcinfo)->context, EventTriggerData))"),
         ("python", "rv = plpy.execute(plan, [\"name\"], 5)"),
+        ("sql", "select 1\\; select 2\\; select 3;"),
+        ("bash", "# FOP binary distribution\nFOP_OPTS='-Xmx1500m'\n# Debian\nJAVA_OPTS='-Xmx1500m'"),
+        ("c", "int   x = 4;\nchar  foo[16], bar[16];"),
+        ("sql", "expression operator ANY (array expression)\nexpression operator SOME (array expression)"),
+        ("c", "typedef struct\n{\n    const PGresult *src;\n    PGresult   *dest;\n} PGEventResultCopy;"),
+        ("console", "$ psql -l\n                 List of databases\n   Name    |  Owner   | Encoding\n-----------+----------+----------\n clocaledb | hlinnaka | SQL_ASCII\n(1 row)"),
+        ("perl", "$rv = spi_exec_query('SELECT * FROM my_table', 5);"),
     ];
 
     #[test]

@@ -101,7 +101,7 @@ pub fn main_markdown(html: &str, page_url: &Url, hints: &Hints) -> (Option<Strin
     let doc = Document::from(html);
     doc.select(CHROME).remove();
     inline_code_on_one_line(&doc);
-    text_after_pre_in_paragraphs(&doc);
+    empty_anchors(&doc);
     if hints.is_docs() {
         return (None, docs_markdown(&doc));
     }
@@ -156,14 +156,14 @@ fn inline_code_on_one_line(doc: &Document) {
     }
 }
 
-/// Wraps text that directly follows a `<pre>` (a manual's `<p>` around a
-/// `<pre>`, which HTML closes at the `<pre>`) in a paragraph: the markdown
-/// writer would put it on the closing fence's line, where it is no fence.
-fn text_after_pre_in_paragraphs(doc: &Document) {
-    for pre in doc.select("pre").nodes() {
-        let Some(next) = pre.next_sibling() else { continue };
-        if next.is_text() && !next.text().trim().is_empty() {
-            next.replace_with_html(format!("<p>{}</p>", html_escape::encode_text(&next.text())));
+/// Removes empty anchors (a manual's index targets, `<a id=… class=indexterm>`):
+/// at the start of a paragraph right after a code block, the markdown writer
+/// drops the line break after the closing fence and the paragraph runs on
+/// from it, which ends the fence nowhere.
+fn empty_anchors(doc: &Document) {
+    for a in doc.select("a").nodes() {
+        if a.children().is_empty() {
+            a.remove_from_parent();
         }
     }
 }
@@ -223,8 +223,8 @@ mod tests {
 
     #[test]
     fn text_after_a_code_block_starts_its_own_paragraph() {
-        let html = "<html><body><p>Greeted with:</p><pre class=\"screen\">mydb=&gt;</pre> The last line could also be:\
-            <pre class=\"screen\">mydb=#</pre></body></html>";
+        let html = "<html><body><p>Greeted with:</p><pre class=\"screen\">mydb=&gt;\n</pre><p>\n    \
+            <a id=\"id-1\" class=\"indexterm\"></a>\n    The last line could also be:</p><pre class=\"screen\">mydb=#</pre></body></html>";
         let hints = Hints { generator: Some("DocBook XSL".into()), docs_theme: false };
         let (_, md) = main_markdown(html, &url(), &hints);
         assert!(md.contains("```\nmydb=>\n```\n\nThe last line could also be:"), "{md}");
