@@ -143,7 +143,7 @@ pub fn guess(code: &str) -> Guess {
     }
     if t.starts_with("<?xml") || (t.starts_with('<') && t.trim_end().ends_with('>')) {
         let lower = t.to_ascii_lowercase();
-        let html = ["<!doctype html", "<html", "<div", "<p>", "<body", "<span", "<a href", "<head", "<script", "<table"];
+        let html = ["<!doctype html", "<html", "<div", "<p>", "<body", "<span", "<a href", "<head", "<script", "<table>", "<table "];
         return sure(if html.iter().any(|h| lower.contains(h)) { "html" } else { "xml" });
     }
     if shell_prompt(first) {
@@ -159,7 +159,7 @@ pub fn guess(code: &str) -> Guess {
     let starts = |s: &str| lines.iter().any(|l| l.trim_start().starts_with(s));
     let count = |hits: &[bool]| hits.iter().filter(|h| **h).count();
     let scores: [(&'static str, usize); 9] = [
-        ("c", count(&[has("#include"), has("int main("), has("NULL"), has("typedef struct"), has(" *") && has(";\n"), lines.iter().any(|l| c_variable(l)), starts("typedef "), has("PG_FUNCTION_ARGS"), has("Datum"), has("->"), has("/*"), has("void "), has("char *"), has("return ") && has(";"), starts("static "), has("struct ")])),
+        ("c", count(&[has("#include"), has("int main("), has("NULL"), has("typedef struct"), has(" *") && has(";"), has("(*"), lines.iter().any(|l| c_variable(l)), starts("typedef "), has("PG_FUNCTION_ARGS"), has("Datum"), has("->"), has("/*"), has("void "), has("char *"), has("return ") && has(";"), starts("static "), has("struct ")])),
         ("rust", count(&[has("fn "), has("let mut "), has("::"), has("impl "), has("pub fn"), has("-> "), has("println!"), has("use std")])),
         ("python", count(&[starts("def "), starts("import "), starts("from ") && has(" import "), has("self."), starts("elif "), has("print("), has("):\n"), starts("class ") && has(":\n"), has("None")])),
         ("javascript", count(&[starts("const "), has("function "), has("=> "), has("console.log"), has("require("), starts("let "), has("document."), starts("export "), has("===")])),
@@ -181,7 +181,7 @@ pub fn guess(code: &str) -> Guess {
         return sure("c");
     }
     // A prototype over a few lines (`void\nambuildempty (Relation r);`).
-    if lines.len() <= 4 && c_declaration(&lines.iter().map(|l| l.trim()).collect::<Vec<_>>().join(" ")) {
+    if lines.len() <= 8 && c_declaration(&lines.iter().map(|l| l.trim()).collect::<Vec<_>>().join(" ")) {
         return sure("c");
     }
     if sql_synopsis(&lines) {
@@ -279,6 +279,7 @@ const SQL_WORDS: &[&str] = &[
     "USING", "RETURNS", "LANGUAGE", "TABLE", "INDEX", "EXISTS", "ANY", "ALL", "SOME", "ESCAPE", "TRUE", "FALSE",
     "UNKNOWN", "CASE", "WHEN", "THEN", "ELSE", "END", "OVER", "PARTITION", "BY", "ORDER", "ASC", "DESC", "COLLATE",
     "CAST", "INTERVAL", "TIMESTAMP", "ZONE", "AT", "FOR", "OF", "SET", "DEFAULT", "ROW", "ROWS", "RANGE", "WITH",
+    "UNBOUNDED", "PRECEDING", "FOLLOWING", "CURRENT", "EXCLUDE", "GROUPS", "TIES", "OTHERS", "NO",
 ];
 
 /// A synopsis or fragment of SQL: upper-case SQL words beside lower-case
@@ -370,6 +371,10 @@ const COMMANDS: &[&str] = &[
 
 fn command_line(line: &str) -> bool {
     let word = line.split_whitespace().next().unwrap_or("");
+    // `MANPATH=/usr/local/man:$MANPATH`: setting a variable.
+    if word.split_once('=').is_some_and(|(k, _)| !k.is_empty() && k.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')) {
+        return true;
+    }
     // `/usr/local/pgsql/bin/initdb` runs `initdb`.
     let word = if word.starts_with('/') { word.rsplit('/').next().unwrap_or(word) } else { word };
     COMMANDS.iter().any(|c| word == *c || (c.ends_with('=') && word.starts_with(c)))
@@ -683,6 +688,11 @@ mod tests {
         ("c", "typedef struct\n{\n    const PGresult *src;\n    PGresult   *dest;\n} PGEventResultCopy;"),
         ("console", "$ psql -l\n                 List of databases\n   Name    |  Owner   | Encoding\n-----------+----------+----------\n clocaledb | hlinnaka | SQL_ASCII\n(1 row)"),
         ("perl", "$rv = spi_exec_query('SELECT * FROM my_table', 5);"),
+        ("c", "Plan *(*PlanCustomPath) (PlannerInfo *root,\n                          RelOptInfo *rel,\n                          List *custom_plans);"),
+        ("c", "int\nAcquireSampleRowsFunc(Relation relation,\n                      int elevel,\n                      HeapTuple *rows,\n                      int targrows,\n                      double *totalrows);"),
+        ("xml", "<tablename>\n  <row>\n    <columnname1>data</columnname1>\n  </row>\n</tablename>"),
+        ("bash", "MANPATH=/usr/local/pgsql/share/man:$MANPATH\nexport MANPATH"),
+        ("sql", "UNBOUNDED PRECEDING\noffset PRECEDING\nCURRENT ROW"),
     ];
 
     #[test]
@@ -702,6 +712,9 @@ mod tests {
         assert_eq!(out, "```sql\nSELECT 1 FROM t;\n```\n\n```text\n(3 rows)\n```\n\n```python\nx = 1\n```\n");
         assert_eq!(language_from_highlight("highlight-python3 notranslate").as_deref(), Some("python"));
         assert_eq!(language_from_highlight("highlight-default notranslate"), None);
+        // A bare call takes the page's language.
+        let md = "```\nint PQstatus(const PGconn *conn);\n```\n\n```\nereport(ERROR,\n        (errcode(ERRCODE_DIVISION_BY_ZERO),\n         errmsg(\"division by zero\")));\n```\n";
+        assert!(label_fences(md, &[]).ends_with("```c\nereport(ERROR,\n        (errcode(ERRCODE_DIVISION_BY_ZERO),\n         errmsg(\"division by zero\")));\n```\n"), "{}", label_fences(md, &[]));
     }
 
     #[test]
