@@ -138,7 +138,8 @@ pub fn guess(code: &str) -> Guess {
     if lines.iter().any(|l| l.trim_start().starts_with("EXEC SQL")) {
         return sure("c");
     }
-    if statements {
+    // PL/pgSQL assignments: `x := a || $$…$$;`.
+    if statements || (has_plpgsql_assignment(&lines) && !code.contains("func ")) {
         return sure("sql");
     }
     if t.starts_with("<?xml") || (t.starts_with('<') && t.trim_end().ends_with('>')) {
@@ -227,6 +228,10 @@ fn c_variable(line: &str) -> bool {
     l.ends_with(';') && l.split_whitespace().next().is_some_and(|w| TYPES.contains(&w)) && !l.contains(" = '") && statement_line(l).is_none()
 }
 
+fn has_plpgsql_assignment(lines: &[&str]) -> bool {
+    lines.iter().any(|l| l.contains(" := ")) && lines.iter().any(|l| l.contains("||") || l.contains("$$") || l.trim_end().ends_with(';'))
+}
+
 fn python_assignment(line: &str) -> bool {
     line.split_once(" = ").is_some_and(|(name, value)| {
         name.chars().all(|c| c.is_alphanumeric() || c == '_')
@@ -288,6 +293,15 @@ fn sql_synopsis(lines: &[&str]) -> bool {
     let words: Vec<&str> = lines.iter().flat_map(|l| l.split(|c: char| !(c.is_alphanumeric() || c == '_'))).filter(|w| !w.is_empty()).collect();
     let upper = words.iter().filter(|w| SQL_WORDS.contains(w)).count();
     let signature = lines.iter().any(|l| l.contains(") returns ") || l.contains(") RETURNS ") || l.contains(") → "));
+    // `GET DESCRIPTOR name …`: a statement's keywords, however unknown.
+    let keywords = lines.first().is_some_and(|l| {
+        let mut w = l.split_whitespace();
+        let upper = |w: Option<&str>| w.is_some_and(|w| w.len() >= 2 && w.chars().all(|c| c.is_ascii_uppercase()));
+        upper(w.next()) && upper(w.next())
+    });
+    if keywords {
+        return true;
+    }
     signature || upper >= 2 && upper * 5 >= words.len()
 }
 
@@ -367,6 +381,10 @@ const COMMANDS: &[&str] = &[
     "createdb", "dropdb", "createuser", "dropuser", "clusterdb", "reindexdb", "vacuumdb", "ecpg", "postgres",
     "postmaster", "pgbench", "oid2name", "vacuumlo", "ldconfig", "configure", "./configure", "meson", "ninja",
     "LANG=C", "PGDATA=", "nohup", "ulimit", "sysctl", "tail", "grep", "find", "sed", "awk", "perl", "openssl",
+    "pkg", "port", "emerge", "zypper", "pacman", "xcrun", "gcc", "cc", "clang", "ld", "install", "ldd", "which", "man",
+    "more", "less", "head", "sort", "uniq", "wc", "cut", "xargs", "diff", "patch", "touch", "date", "id", "mount", "df",
+    "du", "ps", "top", "chkconfig", "update-rc.d", "launchctl", "bison", "flex", "xsltproc", "valgrind", "gdb",
+    "strace", "lcov", "genhtml", "bzip2", "xz", "zstd", "lz4", "gpg", "useradd", "adduser", "groupadd", "passwd",
 ];
 
 fn command_line(line: &str) -> bool {
@@ -693,6 +711,10 @@ mod tests {
         ("xml", "<tablename>\n  <row>\n    <columnname1>data</columnname1>\n  </row>\n</tablename>"),
         ("bash", "MANPATH=/usr/local/pgsql/share/man:$MANPATH\nexport MANPATH"),
         ("sql", "UNBOUNDED PRECEDING\noffset PRECEDING\nCURRENT ROW"),
+        ("bash", "pkg install docbook-xml docbook-xsl libxslt fop"),
+        ("bash", "more -x4\nless -x4"),
+        ("sql", "a_output := a_output || $$ if v_$$ || referrer_keys.kind || $$ like '$$\n    || referrer_keys.key_string || $$'' then return $$;"),
+        ("sql", "GET DESCRIPTOR descriptor_name :cvariable = descriptor_header_item [, ... ]"),
     ];
 
     #[test]
