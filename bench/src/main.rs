@@ -1662,7 +1662,8 @@ async fn docs_bench(args: DocsArgs) {
     }
     let (base, stored) = crawl_served(&args.trawl, pages).await;
     let nav_row = |t: &[String]| {
-        t.windows(2).any(|w| matches!((w[0].as_str(), w[1].as_str()), ("prev", "up") | ("up", "home") | ("home", "next")))
+        t.windows(2)
+            .any(|w| matches!((w[0].as_str(), w[1].as_str()), ("prev", "up") | ("up", "home") | ("home", "next")))
     };
     let (mut whole, mut with_nav, mut under80) = (0usize, 0usize, 0usize);
     let mut kept_by_page = Vec::new();
@@ -1753,7 +1754,11 @@ async fn docs_bench(args: DocsArgs) {
             let md = stored.get(&format!("{base}{path}")).cloned().unwrap_or_default();
             let code = nth_code_block(&md, blocks[..i].iter().filter(|b| &b.0 == path).count());
             let first: String = code.lines().take(3).collect::<Vec<_>>().join(" ⏎ ");
-            println!("  [{}] {path}: {}", if lang.is_empty() { "-" } else { lang }, first.chars().take(110).collect::<String>());
+            println!(
+                "  [{}] {path}: {}",
+                if lang.is_empty() { "-" } else { lang },
+                first.chars().take(110).collect::<String>()
+            );
         }
     }
 }

@@ -127,7 +127,8 @@ pub fn guess(code: &str) -> Guess {
     }
     let lines: Vec<&str> = code.lines().map(str::trim_end).filter(|l| !l.trim().is_empty()).collect();
     let first = lines.first().map(|l| l.trim()).unwrap_or("");
-    let statements = lines.iter().any(|l| psql_prompt(l).is_some()) || (lines.iter().any(|l| statement_line(l).is_some()) && sql_first(&lines));
+    let statements = lines.iter().any(|l| psql_prompt(l).is_some())
+        || (lines.iter().any(|l| statement_line(l).is_some()) && sql_first(&lines));
     if shell_prompt(first) {
         return sure("console");
     }
@@ -144,7 +145,19 @@ pub fn guess(code: &str) -> Guess {
     }
     if t.starts_with("<?xml") || (t.starts_with('<') && t.trim_end().ends_with('>')) {
         let lower = t.to_ascii_lowercase();
-        let html = ["<!doctype html", "<html", "<div", "<p>", "<body", "<span", "<a href", "<head", "<script", "<table>", "<table "];
+        let html = [
+            "<!doctype html",
+            "<html",
+            "<div",
+            "<p>",
+            "<body",
+            "<span",
+            "<a href",
+            "<head",
+            "<script",
+            "<table>",
+            "<table ",
+        ];
         return sure(if html.iter().any(|h| lower.contains(h)) { "html" } else { "xml" });
     }
     if shell_prompt(first) {
@@ -160,15 +173,97 @@ pub fn guess(code: &str) -> Guess {
     let starts = |s: &str| lines.iter().any(|l| l.trim_start().starts_with(s));
     let count = |hits: &[bool]| hits.iter().filter(|h| **h).count();
     let scores: [(&'static str, usize); 9] = [
-        ("c", count(&[has("#include"), has("int main("), has("NULL"), has("typedef struct"), has(" *") && has(";"), has("(*"), lines.iter().any(|l| c_variable(l)), starts("typedef "), has("PG_FUNCTION_ARGS"), has("Datum"), has("->"), has("/*"), has("void "), has("char *"), has("return ") && has(";"), starts("static "), has("struct ")])),
-        ("rust", count(&[has("fn "), has("let mut "), has("::"), has("impl "), has("pub fn"), has("-> "), has("println!"), has("use std")])),
-        ("python", count(&[starts("def "), starts("import "), starts("from ") && has(" import "), has("self."), starts("elif "), has("print("), has("):\n"), starts("class ") && has(":\n"), has("None")])),
-        ("javascript", count(&[starts("const "), has("function "), has("=> "), has("console.log"), has("require("), starts("let "), has("document."), starts("export "), has("===")])),
+        (
+            "c",
+            count(&[
+                has("#include"),
+                has("int main("),
+                has("NULL"),
+                has("typedef struct"),
+                has(" *") && has(";"),
+                has("(*"),
+                lines.iter().any(|l| c_variable(l)),
+                starts("typedef "),
+                has("PG_FUNCTION_ARGS"),
+                has("Datum"),
+                has("->"),
+                has("/*"),
+                has("void "),
+                has("char *"),
+                has("return ") && has(";"),
+                starts("static "),
+                has("struct "),
+            ]),
+        ),
+        (
+            "rust",
+            count(&[
+                has("fn "),
+                has("let mut "),
+                has("::"),
+                has("impl "),
+                has("pub fn"),
+                has("-> "),
+                has("println!"),
+                has("use std"),
+            ]),
+        ),
+        (
+            "python",
+            count(&[
+                starts("def "),
+                starts("import "),
+                starts("from ") && has(" import "),
+                has("self."),
+                starts("elif "),
+                has("print("),
+                has("):\n"),
+                starts("class ") && has(":\n"),
+                has("None"),
+            ]),
+        ),
+        (
+            "javascript",
+            count(&[
+                starts("const "),
+                has("function "),
+                has("=> "),
+                has("console.log"),
+                has("require("),
+                starts("let "),
+                has("document."),
+                starts("export "),
+                has("==="),
+            ]),
+        ),
         ("go", count(&[has("func "), starts("package "), has(":= "), has("fmt."), has("chan "), has("err != nil")])),
-        ("java", count(&[has("public class"), has("public static void"), has("System.out"), starts("import java"), has("private "), has("new ") && has(";")])),
+        (
+            "java",
+            count(&[
+                has("public class"),
+                has("public static void"),
+                has("System.out"),
+                starts("import java"),
+                has("private "),
+                has("new ") && has(";"),
+            ]),
+        ),
         ("perl", count(&[has("my $"), has("my @"), has("$_["), has("sub "), starts("use strict")])),
         ("tcl", count(&[has("proc "), has("set "), has("$1"), has("return_null"), has("elog ")]).saturating_sub(1)),
-        ("bash", count(&[command_line(first), has("sudo "), has("apt-get "), has(" | "), has("export "), t.starts_with("#!"), lines.iter().all(|l| command_line(l.trim()) || l.trim_start().starts_with('#') || l.ends_with('\\') || l.starts_with(' '))])),
+        (
+            "bash",
+            count(&[
+                command_line(first),
+                has("sudo "),
+                has("apt-get "),
+                has(" | "),
+                has("export "),
+                t.starts_with("#!"),
+                lines.iter().all(|l| {
+                    command_line(l.trim()) || l.trim_start().starts_with('#') || l.ends_with('\\') || l.starts_with(' ')
+                }),
+            ]),
+        ),
     ];
     if let Some((lang, n)) = scores.iter().max_by_key(|(_, n)| *n)
         && *n >= 2
@@ -178,7 +273,13 @@ pub fn guess(code: &str) -> Guess {
     if command_line(first) && lines.len() <= 3 {
         return sure("bash");
     }
-    if lines.iter().all(|l| c_declaration(l.trim()) || l.starts_with(' ') || l.trim_start().starts_with('{') || l.trim_start().starts_with('}')) && c_declaration(first) {
+    if lines.iter().all(|l| {
+        c_declaration(l.trim())
+            || l.starts_with(' ')
+            || l.trim_start().starts_with('{')
+            || l.trim_start().starts_with('}')
+    }) && c_declaration(first)
+    {
         return sure("c");
     }
     // A prototype over a few lines (`void\nambuildempty (Relation r);`).
@@ -191,7 +292,9 @@ pub fn guess(code: &str) -> Guess {
     if is_config(&lines) {
         // `NAME=value` lines with no spaces are a shell's environment.
         let env = lines.iter().filter(|l| !l.trim_start().starts_with('#')).all(|l| {
-            l.split_once('=').is_some_and(|(k, _)| !k.is_empty() && k.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+            l.split_once('=').is_some_and(|(k, _)| {
+                !k.is_empty() && k.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            })
         });
         return sure(if env { "bash" } else { "ini" });
     }
@@ -215,7 +318,13 @@ pub fn guess(code: &str) -> Guess {
 /// A unified diff: `@@` hunks or `+`/`-` lines with a space or tab after.
 fn is_diff(lines: &[&str]) -> bool {
     let marked = lines.iter().filter(|l| {
-        l.starts_with("@@") || l.starts_with("+ ") || l.starts_with("- ") || l.starts_with("+\t") || l.starts_with("-\t") || l.starts_with("+++") || l.starts_with("---")
+        l.starts_with("@@")
+            || l.starts_with("+ ")
+            || l.starts_with("- ")
+            || l.starts_with("+\t")
+            || l.starts_with("-\t")
+            || l.starts_with("+++")
+            || l.starts_with("---")
     });
     let plus = lines.iter().any(|l| l.starts_with('+'));
     plus && marked.count() * 2 >= lines.len() && lines.iter().all(|l| l.starts_with(['+', '-', ' ', '@']))
@@ -223,19 +332,28 @@ fn is_diff(lines: &[&str]) -> bool {
 
 /// `int x = 4;`, `char foo[16], bar[16];`: a C type, names, a `;`.
 fn c_variable(line: &str) -> bool {
-    const TYPES: &[&str] = &["int", "char", "long", "short", "double", "float", "unsigned", "signed", "bool", "size_t", "int32", "int64", "uint32", "uint64", "int16", "uint8", "Oid", "Datum"];
+    const TYPES: &[&str] = &[
+        "int", "char", "long", "short", "double", "float", "unsigned", "signed", "bool", "size_t", "int32", "int64",
+        "uint32", "uint64", "int16", "uint8", "Oid", "Datum",
+    ];
     let l = line.trim();
-    l.ends_with(';') && l.split_whitespace().next().is_some_and(|w| TYPES.contains(&w)) && !l.contains(" = '") && statement_line(l).is_none()
+    l.ends_with(';')
+        && l.split_whitespace().next().is_some_and(|w| TYPES.contains(&w))
+        && !l.contains(" = '")
+        && statement_line(l).is_none()
 }
 
 fn has_plpgsql_assignment(lines: &[&str]) -> bool {
-    lines.iter().any(|l| l.contains(" := ")) && lines.iter().any(|l| l.contains("||") || l.contains("$$") || l.trim_end().ends_with(';'))
+    lines.iter().any(|l| l.contains(" := "))
+        && lines.iter().any(|l| l.contains("||") || l.contains("$$") || l.trim_end().ends_with(';'))
 }
 
 fn python_assignment(line: &str) -> bool {
     line.split_once(" = ").is_some_and(|(name, value)| {
         name.chars().all(|c| c.is_alphanumeric() || c == '_')
-            && value.split_once('(').is_some_and(|(callee, _)| callee.contains('.') && callee.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.'))
+            && value.split_once('(').is_some_and(|(callee, _)| {
+                callee.contains('.') && callee.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.')
+            })
             && !line.ends_with(';')
     })
 }
@@ -245,7 +363,10 @@ fn options(line: &str) -> bool {
     let mut words = line.split_whitespace();
     let program = words.next().unwrap_or("");
     program.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.' | '/'))
-        && words.any(|w| (w.starts_with("--") && w.len() > 2 && w[2..].starts_with(|c: char| c.is_ascii_lowercase())) || (w.len() == 2 && w.starts_with('-') && w[1..].starts_with(|c: char| c.is_ascii_alphabetic())))
+        && words.any(|w| {
+            (w.starts_with("--") && w.len() > 2 && w[2..].starts_with(|c: char| c.is_ascii_lowercase()))
+                || (w.len() == 2 && w.starts_with('-') && w[1..].starts_with(|c: char| c.is_ascii_alphabetic()))
+        })
 }
 
 /// A bare call or signature (`substring(string, pattern)`, `f(x) returns y`):
@@ -269,28 +390,96 @@ pub fn synopsis(code: &str) -> bool {
 fn c_declaration(line: &str) -> bool {
     let Some((head, _)) = line.split_once('(') else { return false };
     let words: Vec<&str> = head.split(|c: char| c.is_whitespace() || c == '*').filter(|w| !w.is_empty()).collect();
-    let ident = |w: &str| w.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_') && w.chars().all(|c| c.is_alphanumeric() || c == '_');
+    let ident = |w: &str| {
+        w.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+            && w.chars().all(|c| c.is_alphanumeric() || c == '_')
+    };
     words.len() >= 2
         && words.iter().all(|w| ident(w))
         && statement_line(line).is_none()
-        && !words.iter().any(|w| w.len() > 1 && w.chars().all(|c| c.is_ascii_uppercase()) && (SQL_WORDS.contains(w) || ["ANY", "SOME", "ALL"].contains(w)))
+        && !words.iter().any(|w| {
+            w.len() > 1
+                && w.chars().all(|c| c.is_ascii_uppercase())
+                && (SQL_WORDS.contains(w) || ["ANY", "SOME", "ALL"].contains(w))
+        })
         && !words[0].chars().all(|c| c.is_ascii_uppercase() || c == '_')
         && [';', ')', '{', ','].iter().any(|e| line.trim_end().ends_with(*e))
 }
 
 /// SQL's upper-case words that a synopsis or a fragment has.
 const SQL_WORDS: &[&str] = &[
-    "FROM", "WHERE", "IS", "NOT", "NULL", "AND", "OR", "AS", "IN", "BETWEEN", "DISTINCT", "LIKE", "SIMILAR", "TO", "ON",
-    "USING", "RETURNS", "LANGUAGE", "TABLE", "INDEX", "EXISTS", "ANY", "ALL", "SOME", "ESCAPE", "TRUE", "FALSE",
-    "UNKNOWN", "CASE", "WHEN", "THEN", "ELSE", "END", "OVER", "PARTITION", "BY", "ORDER", "ASC", "DESC", "COLLATE",
-    "CAST", "INTERVAL", "TIMESTAMP", "ZONE", "AT", "FOR", "OF", "SET", "DEFAULT", "ROW", "ROWS", "RANGE", "WITH",
-    "UNBOUNDED", "PRECEDING", "FOLLOWING", "CURRENT", "EXCLUDE", "GROUPS", "TIES", "OTHERS", "NO",
+    "FROM",
+    "WHERE",
+    "IS",
+    "NOT",
+    "NULL",
+    "AND",
+    "OR",
+    "AS",
+    "IN",
+    "BETWEEN",
+    "DISTINCT",
+    "LIKE",
+    "SIMILAR",
+    "TO",
+    "ON",
+    "USING",
+    "RETURNS",
+    "LANGUAGE",
+    "TABLE",
+    "INDEX",
+    "EXISTS",
+    "ANY",
+    "ALL",
+    "SOME",
+    "ESCAPE",
+    "TRUE",
+    "FALSE",
+    "UNKNOWN",
+    "CASE",
+    "WHEN",
+    "THEN",
+    "ELSE",
+    "END",
+    "OVER",
+    "PARTITION",
+    "BY",
+    "ORDER",
+    "ASC",
+    "DESC",
+    "COLLATE",
+    "CAST",
+    "INTERVAL",
+    "TIMESTAMP",
+    "ZONE",
+    "AT",
+    "FOR",
+    "OF",
+    "SET",
+    "DEFAULT",
+    "ROW",
+    "ROWS",
+    "RANGE",
+    "WITH",
+    "UNBOUNDED",
+    "PRECEDING",
+    "FOLLOWING",
+    "CURRENT",
+    "EXCLUDE",
+    "GROUPS",
+    "TIES",
+    "OTHERS",
+    "NO",
 ];
 
 /// A synopsis or fragment of SQL: upper-case SQL words beside lower-case
 /// names (`a IS NOT DISTINCT FROM b`), or a signature with `returns`.
 fn sql_synopsis(lines: &[&str]) -> bool {
-    let words: Vec<&str> = lines.iter().flat_map(|l| l.split(|c: char| !(c.is_alphanumeric() || c == '_'))).filter(|w| !w.is_empty()).collect();
+    let words: Vec<&str> = lines
+        .iter()
+        .flat_map(|l| l.split(|c: char| !(c.is_alphanumeric() || c == '_')))
+        .filter(|w| !w.is_empty())
+        .collect();
     let upper = words.iter().filter(|w| SQL_WORDS.contains(w)).count();
     let signature = lines.iter().any(|l| l.contains(") returns ") || l.contains(") RETURNS ") || l.contains(") → "));
     // `GET DESCRIPTOR name …`: a statement's keywords, however unknown.
@@ -307,13 +496,74 @@ fn sql_synopsis(lines: &[&str]) -> bool {
 
 /// SQL's statements, as a line starts them (after a psql prompt).
 const SQL_STATEMENTS: &[&str] = &[
-    "SELECT", "INSERT INTO", "UPDATE", "DELETE FROM", "CREATE", "ALTER", "DROP", "GRANT", "REVOKE",
-    "BEGIN", "COMMIT", "ROLLBACK", "WITH", "EXPLAIN", "SET", "SHOW", "VACUUM", "ANALYZE", "COPY", "TRUNCATE",
-    "DECLARE", "FETCH", "PREPARE", "EXECUTE", "LISTEN", "NOTIFY", "LOCK", "REINDEX", "CLUSTER", "COMMENT ON",
-    "SAVEPOINT", "RELEASE", "START TRANSACTION", "VALUES", "TABLE", "CALL", "DO", "IMPORT FOREIGN",
-    "SECURITY LABEL", "REFRESH MATERIALIZED", "MERGE INTO", "DISCARD", "LOAD", "CHECKPOINT", "ABORT", "END",
-    "DEALLOCATE", "RESET", "UNLISTEN", "REASSIGN", "MOVE", "CLOSE", "RETURN", "RAISE", "PERFORM", "IF", "LOOP",
-    "FOR", "ELSE", "ELSIF", "EXCEPTION", "ORDER BY", "FROM", "WHERE", "GROUP BY", "LIMIT", "UNION", "JOIN",
+    "SELECT",
+    "INSERT INTO",
+    "UPDATE",
+    "DELETE FROM",
+    "CREATE",
+    "ALTER",
+    "DROP",
+    "GRANT",
+    "REVOKE",
+    "BEGIN",
+    "COMMIT",
+    "ROLLBACK",
+    "WITH",
+    "EXPLAIN",
+    "SET",
+    "SHOW",
+    "VACUUM",
+    "ANALYZE",
+    "COPY",
+    "TRUNCATE",
+    "DECLARE",
+    "FETCH",
+    "PREPARE",
+    "EXECUTE",
+    "LISTEN",
+    "NOTIFY",
+    "LOCK",
+    "REINDEX",
+    "CLUSTER",
+    "COMMENT ON",
+    "SAVEPOINT",
+    "RELEASE",
+    "START TRANSACTION",
+    "VALUES",
+    "TABLE",
+    "CALL",
+    "DO",
+    "IMPORT FOREIGN",
+    "SECURITY LABEL",
+    "REFRESH MATERIALIZED",
+    "MERGE INTO",
+    "DISCARD",
+    "LOAD",
+    "CHECKPOINT",
+    "ABORT",
+    "END",
+    "DEALLOCATE",
+    "RESET",
+    "UNLISTEN",
+    "REASSIGN",
+    "MOVE",
+    "CLOSE",
+    "RETURN",
+    "RAISE",
+    "PERFORM",
+    "IF",
+    "LOOP",
+    "FOR",
+    "ELSE",
+    "ELSIF",
+    "EXCEPTION",
+    "ORDER BY",
+    "FROM",
+    "WHERE",
+    "GROUP BY",
+    "LIMIT",
+    "UNION",
+    "JOIN",
 ];
 
 /// The statement a line starts with, upper case as SQL is written in
@@ -324,21 +574,38 @@ fn statement_line(line: &str) -> Option<&'static str> {
     SQL_STATEMENTS.iter().copied().find(|s| l.starts_with(s) && follows(&l[s.len()..])).or_else(|| {
         // Lower case only for statements no shell or language starts a line with.
         LOWER_CASE_STATEMENTS.iter().copied().find(|s| {
-            l.len() > s.len() && l.is_char_boundary(s.len()) && l[..s.len()].eq_ignore_ascii_case(s) && l[..s.len()] == s.to_ascii_lowercase() && follows(&l[s.len()..])
+            l.len() > s.len()
+                && l.is_char_boundary(s.len())
+                && l[..s.len()].eq_ignore_ascii_case(s)
+                && l[..s.len()] == s.to_ascii_lowercase()
+                && follows(&l[s.len()..])
         })
     })
 }
 
 /// Statements recognised in lower case too (`select 1;`).
-const LOWER_CASE_STATEMENTS: &[&str] =
-    &["SELECT", "INSERT INTO", "DELETE FROM", "CREATE TABLE", "CREATE INDEX", "CREATE FUNCTION", "CREATE VIEW", "ALTER TABLE", "DROP TABLE", "EXPLAIN", "VACUUM", "TRUNCATE"];
+const LOWER_CASE_STATEMENTS: &[&str] = &[
+    "SELECT",
+    "INSERT INTO",
+    "DELETE FROM",
+    "CREATE TABLE",
+    "CREATE INDEX",
+    "CREATE FUNCTION",
+    "CREATE VIEW",
+    "ALTER TABLE",
+    "DROP TABLE",
+    "EXPLAIN",
+    "VACUUM",
+    "TRUNCATE",
+];
 
 /// The first line that is code (not a comment) starts a statement, or most
 /// lines do.
 fn sql_first(lines: &[&str]) -> bool {
     let code: Vec<&&str> = lines.iter().filter(|l| !l.trim_start().starts_with("--")).collect();
     let first = code.first().is_some_and(|l| statement_line(l).is_some());
-    let most = code.iter().filter(|l| statement_line(l).is_some() || l.trim_end().ends_with(';')).count() * 2 >= code.len();
+    let most =
+        code.iter().filter(|l| statement_line(l).is_some() || l.trim_end().ends_with(';')).count() * 2 >= code.len();
     first || most
 }
 
@@ -360,7 +627,10 @@ fn psql_prompt(line: &str) -> Option<&str> {
 
 /// A shell prompt followed by a command.
 fn shell_prompt(line: &str) -> bool {
-    if ["$ ", "% ", "# ", "> "].iter().any(|p| line.strip_prefix(p).is_some_and(|r| command_line(r) || r.starts_with("./"))) {
+    if ["$ ", "% ", "# ", "> "]
+        .iter()
+        .any(|p| line.strip_prefix(p).is_some_and(|r| command_line(r) || r.starts_with("./")))
+    {
         return true;
     }
     // `user@host:~/dir$ cmd`, `doc/src$ make`: a prompt naming where it is.
@@ -368,29 +638,158 @@ fn shell_prompt(line: &str) -> bool {
         !prefix.is_empty()
             && !prefix.contains(' ')
             && prefix.contains(['@', '/', '~', ':'])
-            && rest.split_whitespace().next().is_some_and(|w| w.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '/')))
+            && rest
+                .split_whitespace()
+                .next()
+                .is_some_and(|w| w.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '/')))
     })
 }
 
 /// Commands that start a shell line in documentation.
 const COMMANDS: &[&str] = &[
-    "sudo", "apt", "apt-get", "yum", "dnf", "brew", "pip", "pip3", "python", "python3", "npm", "npx", "yarn", "pnpm",
-    "cargo", "rustup", "go", "git", "curl", "wget", "docker", "kubectl", "make", "gmake", "cmake", "cd", "ls", "cp",
-    "mv", "rm", "mkdir", "chmod", "chown", "ln", "cat", "echo", "export", "tar", "gunzip", "gzip", "unzip", "kill",
-    "su", "env", "ssh", "scp", "rsync", "systemctl", "service", "initdb", "pg_ctl", "pg_ctlcluster", "psql",
-    "createdb", "dropdb", "createuser", "dropuser", "clusterdb", "reindexdb", "vacuumdb", "ecpg", "postgres",
-    "postmaster", "pgbench", "oid2name", "vacuumlo", "ldconfig", "configure", "./configure", "meson", "ninja",
-    "LANG=C", "PGDATA=", "nohup", "ulimit", "sysctl", "tail", "grep", "find", "sed", "awk", "perl", "openssl",
-    "pkg", "port", "emerge", "zypper", "pacman", "xcrun", "gcc", "cc", "clang", "ld", "install", "ldd", "which", "man",
-    "more", "less", "head", "sort", "uniq", "wc", "cut", "xargs", "diff", "patch", "touch", "date", "id", "mount", "df",
-    "du", "ps", "top", "chkconfig", "update-rc.d", "launchctl", "bison", "flex", "xsltproc", "valgrind", "gdb",
-    "strace", "lcov", "genhtml", "bzip2", "xz", "zstd", "lz4", "gpg", "useradd", "adduser", "groupadd", "passwd",
+    "sudo",
+    "apt",
+    "apt-get",
+    "yum",
+    "dnf",
+    "brew",
+    "pip",
+    "pip3",
+    "python",
+    "python3",
+    "npm",
+    "npx",
+    "yarn",
+    "pnpm",
+    "cargo",
+    "rustup",
+    "go",
+    "git",
+    "curl",
+    "wget",
+    "docker",
+    "kubectl",
+    "make",
+    "gmake",
+    "cmake",
+    "cd",
+    "ls",
+    "cp",
+    "mv",
+    "rm",
+    "mkdir",
+    "chmod",
+    "chown",
+    "ln",
+    "cat",
+    "echo",
+    "export",
+    "tar",
+    "gunzip",
+    "gzip",
+    "unzip",
+    "kill",
+    "su",
+    "env",
+    "ssh",
+    "scp",
+    "rsync",
+    "systemctl",
+    "service",
+    "initdb",
+    "pg_ctl",
+    "pg_ctlcluster",
+    "psql",
+    "createdb",
+    "dropdb",
+    "createuser",
+    "dropuser",
+    "clusterdb",
+    "reindexdb",
+    "vacuumdb",
+    "ecpg",
+    "postgres",
+    "postmaster",
+    "pgbench",
+    "oid2name",
+    "vacuumlo",
+    "ldconfig",
+    "configure",
+    "./configure",
+    "meson",
+    "ninja",
+    "LANG=C",
+    "PGDATA=",
+    "nohup",
+    "ulimit",
+    "sysctl",
+    "tail",
+    "grep",
+    "find",
+    "sed",
+    "awk",
+    "perl",
+    "openssl",
+    "pkg",
+    "port",
+    "emerge",
+    "zypper",
+    "pacman",
+    "xcrun",
+    "gcc",
+    "cc",
+    "clang",
+    "ld",
+    "install",
+    "ldd",
+    "which",
+    "man",
+    "more",
+    "less",
+    "head",
+    "sort",
+    "uniq",
+    "wc",
+    "cut",
+    "xargs",
+    "diff",
+    "patch",
+    "touch",
+    "date",
+    "id",
+    "mount",
+    "df",
+    "du",
+    "ps",
+    "top",
+    "chkconfig",
+    "update-rc.d",
+    "launchctl",
+    "bison",
+    "flex",
+    "xsltproc",
+    "valgrind",
+    "gdb",
+    "strace",
+    "lcov",
+    "genhtml",
+    "bzip2",
+    "xz",
+    "zstd",
+    "lz4",
+    "gpg",
+    "useradd",
+    "adduser",
+    "groupadd",
+    "passwd",
 ];
 
 fn command_line(line: &str) -> bool {
     let word = line.split_whitespace().next().unwrap_or("");
     // `MANPATH=/usr/local/man:$MANPATH`: setting a variable.
-    if word.split_once('=').is_some_and(|(k, _)| !k.is_empty() && k.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')) {
+    if word.split_once('=').is_some_and(|(k, _)| {
+        !k.is_empty() && k.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    }) {
         return true;
     }
     // `/usr/local/pgsql/bin/initdb` runs `initdb`.
@@ -409,11 +808,31 @@ fn is_output(lines: &[&str]) -> bool {
         let l = l.trim();
         l.starts_with('(') && (l.ends_with(" rows)") || l.ends_with(" row)"))
     });
-    let plan = lines.iter().filter(|l| l.contains("(cost=") || l.contains("(actual time=") || l.trim_start().starts_with("->  ")).count();
-    let log = lines.iter().filter(|l| {
-        let l = l.trim_start();
-        ["ERROR:", "WARNING:", "NOTICE:", "LOG:", "DETAIL:", "HINT:", "INFO:", "DEBUG:", "FATAL:", "CONTEXT:", "STATEMENT:"].iter().any(|p| l.starts_with(p))
-    }).count();
+    let plan = lines
+        .iter()
+        .filter(|l| l.contains("(cost=") || l.contains("(actual time=") || l.trim_start().starts_with("->  "))
+        .count();
+    let log = lines
+        .iter()
+        .filter(|l| {
+            let l = l.trim_start();
+            [
+                "ERROR:",
+                "WARNING:",
+                "NOTICE:",
+                "LOG:",
+                "DETAIL:",
+                "HINT:",
+                "INFO:",
+                "DEBUG:",
+                "FATAL:",
+                "CONTEXT:",
+                "STATEMENT:",
+            ]
+            .iter()
+            .any(|p| l.starts_with(p))
+        })
+        .count();
     ruled || rows || plan * 2 >= lines.len().max(1) || (log * 2 >= lines.len().max(1) && log > 0)
 }
 
@@ -421,22 +840,28 @@ fn is_output(lines: &[&str]) -> bool {
 fn is_config(lines: &[&str]) -> bool {
     let setting = |l: &&str| {
         let l = l.trim();
-        l.starts_with('#') || l.starts_with('[') && l.ends_with(']') || l.split_once(" = ").or_else(|| l.split_once('=')).is_some_and(|(k, v)| {
-            // A value indexes or calls nothing outside quotes (`x = rv[i]` is code).
-            let unquoted: String = v.split(['\'', '"']).step_by(2).collect();
-            !k.trim().is_empty()
-                && k.trim().chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.' || c == '-')
-                && !unquoted.contains(['[', '(', '{'])
-        })
+        l.starts_with('#')
+            || l.starts_with('[') && l.ends_with(']')
+            || l.split_once(" = ").or_else(|| l.split_once('=')).is_some_and(|(k, v)| {
+                // A value indexes or calls nothing outside quotes (`x = rv[i]` is code).
+                let unquoted: String = v.split(['\'', '"']).step_by(2).collect();
+                !k.trim().is_empty()
+                    && k.trim().chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.' || c == '-')
+                    && !unquoted.contains(['[', '(', '{'])
+            })
     };
-    !lines.is_empty() && lines.iter().filter(|l| setting(l)).count() == lines.len() && lines.iter().any(|l| !l.trim().starts_with('#'))
+    !lines.is_empty()
+        && lines.iter().filter(|l| setting(l)).count() == lines.len()
+        && lines.iter().any(|l| !l.trim().starts_with('#'))
 }
 
 fn yaml_line(line: &str) -> bool {
     let l = line.trim_start();
-    l.starts_with("- ") || l.starts_with('#') || l.split_once(": ").or_else(|| l.strip_suffix(':').map(|k| (k, ""))).is_some_and(|(k, _)| {
-        !k.is_empty() && k.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-' || c == '.')
-    })
+    l.starts_with("- ")
+        || l.starts_with('#')
+        || l.split_once(": ").or_else(|| l.strip_suffix(':').map(|k| (k, ""))).is_some_and(|(k, _)| {
+            !k.is_empty() && k.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-' || c == '.')
+        })
 }
 
 /// The fenced blocks of a markdown text: (language, code, start, end) with
@@ -656,26 +1081,47 @@ mod tests {
         ("sql", "INSERT INTO weather VALUES ('San Francisco', 46, 50, 0.25, '1994-11-27');"),
         ("sql", "GRANT SELECT ON mytable TO PUBLIC;"),
         ("sql", "BEGIN;\nUPDATE accounts SET balance = balance - 100.00\n    WHERE name = 'Alice';\nCOMMIT;"),
-        ("sql", "CREATE FUNCTION add(integer, integer) RETURNS integer\n    AS 'select $1 + $2;'\n    LANGUAGE SQL\n    IMMUTABLE;"),
+        (
+            "sql",
+            "CREATE FUNCTION add(integer, integer) RETURNS integer\n    AS 'select $1 + $2;'\n    LANGUAGE SQL\n    IMMUTABLE;",
+        ),
         ("sql", "-- a comment first\nVACUUM (VERBOSE, ANALYZE) onek;"),
         ("sql", "=> SELECT 2 + 2;\n ?column?\n----------\n        4\n(1 row)"),
         ("sql", "mydb=# \\dt\n"),
         ("sql", "CREATE TABLE [ IF NOT EXISTS ] table_name ( [\n  column_name data_type [ COLLATE collation ]\n] )"),
         ("text", " city  | temp_lo\n-------+---------\n Hayward |      37\n(1 row)"),
-        ("text", "                        QUERY PLAN\n-------------------------------------------------------------\n Seq Scan on tenk1  (cost=0.00..458.00 rows=10000 width=244)"),
+        (
+            "text",
+            "                        QUERY PLAN\n-------------------------------------------------------------\n Seq Scan on tenk1  (cost=0.00..458.00 rows=10000 width=244)",
+        ),
         ("text", "ERROR:  relation \"foo\" does not exist\nLINE 1: SELECT * FROM foo;"),
-        ("c", "#include \"postgres.h\"\n\nPG_MODULE_MAGIC;\n\nDatum\nadd_one(PG_FUNCTION_ARGS)\n{\n    int32 arg = PG_GETARG_INT32(0);\n    PG_RETURN_INT32(arg + 1);\n}"),
+        (
+            "c",
+            "#include \"postgres.h\"\n\nPG_MODULE_MAGIC;\n\nDatum\nadd_one(PG_FUNCTION_ARGS)\n{\n    int32 arg = PG_GETARG_INT32(0);\n    PG_RETURN_INT32(arg + 1);\n}",
+        ),
         ("c", "typedef struct\n{\n    int   x, y;\n} Point;\n\nstatic void\nfree_point(Point *p)\n{\n    pfree(p);\n}"),
-        ("console", "$ initdb -D /usr/local/pgsql/data\nThe files belonging to this database system will be owned by user \"postgres\"."),
+        (
+            "console",
+            "$ initdb -D /usr/local/pgsql/data\nThe files belonging to this database system will be owned by user \"postgres\".",
+        ),
         ("bash", "./configure --prefix=/usr/local/pgsql\nmake\nsudo make install"),
         ("bash", "pg_dump [connection-option...] [option...] [dbname]"),
         ("bash", "tar xf postgresql-15.tar.gz\ncd postgresql-15"),
-        ("python", "def fetch(url):\n    import urllib.request\n    with urllib.request.urlopen(url) as r:\n        return r.read()"),
+        (
+            "python",
+            "def fetch(url):\n    import urllib.request\n    with urllib.request.urlopen(url) as r:\n        return r.read()",
+        ),
         ("python", "from pathlib import Path\n\nfor p in Path('.').glob('*.py'):\n    print(p)"),
         ("javascript", "const socket = io();\nsocket.on('crawl:progress', (p) => console.log(p.percent));"),
-        ("rust", "use std::collections::HashMap;\n\nfn main() {\n    let mut m = HashMap::new();\n    m.insert(1, 2);\n}"),
+        (
+            "rust",
+            "use std::collections::HashMap;\n\nfn main() {\n    let mut m = HashMap::new();\n    m.insert(1, 2);\n}",
+        ),
         ("go", "package main\n\nimport \"fmt\"\n\nfunc main() {\n    x := 1\n    fmt.Println(x)\n}"),
-        ("java", "public class Hello {\n    public static void main(String[] args) {\n        System.out.println(\"hi\");\n    }\n}"),
+        (
+            "java",
+            "public class Hello {\n    public static void main(String[] args) {\n        System.out.println(\"hi\");\n    }\n}",
+        ),
         ("json", "\n{\"name\": \"trawl\", \"pages\": [1, 2, 3]}\n"),
         ("yaml", "services:\n  db:\n    image: postgres:15\n    ports:\n      - \"5432:5432\""),
         ("ini", "# memory\nshared_buffers = 128MB\nwork_mem = 4MB"),
@@ -687,14 +1133,26 @@ mod tests {
         ("c", "EXEC SQL CREATE TABLE foo (number integer, ascii char(16));\nEXEC SQL COMMIT;"),
         ("sql", "row_constructor IS NOT DISTINCT FROM row_constructor"),
         ("sql", "metaphone(text source, int max_output_length) returns text"),
-        ("sql", "CREATE FUNCTION reffunc2() RETURNS refcursor AS '\nDECLARE\n    ref refcursor;\nBEGIN\n    OPEN ref FOR SELECT col FROM test;\n    RETURN ref;\nEND;\n' LANGUAGE plpgsql;\n\nSELECT reffunc2();\n\n      reffunc2\n--------------------\n <unnamed cursor 1>\n(1 row)"),
+        (
+            "sql",
+            "CREATE FUNCTION reffunc2() RETURNS refcursor AS '\nDECLARE\n    ref refcursor;\nBEGIN\n    OPEN ref FOR SELECT col FROM test;\n    RETURN ref;\nEND;\n' LANGUAGE plpgsql;\n\nSELECT reffunc2();\n\n      reffunc2\n--------------------\n <unnamed cursor 1>\n(1 row)",
+        ),
         ("bash", "/usr/local/pgsql/bin/initdb -D /usr/local/pgsql/data"),
-        ("sql", "peter@localhost testdb=> \\pset border 2\nBorder style is 2.\npeter@localhost testdb=> SELECT * FROM my_table;"),
+        (
+            "sql",
+            "peter@localhost testdb=> \\pset border 2\nBorder style is 2.\npeter@localhost testdb=> SELECT * FROM my_table;",
+        ),
         ("console", "doc/src/sgml$ make check"),
         ("c", "void\nambuildempty (Relation indexRelation);"),
         ("bash", "gpg --gen-key"),
-        ("diff", "+    /* see PROKIND_ categories below */\n+    char        prokind BKI_DEFAULT(f);\n     char        provolatile;"),
-        ("text", "IpcMemoryCreate: shmget(key=%d, size=%u, 0%o) failed: %m\n(plus a long addendum that is basically a hint)"),
+        (
+            "diff",
+            "+    /* see PROKIND_ categories below */\n+    char        prokind BKI_DEFAULT(f);\n     char        provolatile;",
+        ),
+        (
+            "text",
+            "IpcMemoryCreate: shmget(key=%d, size=%u, 0%o) failed: %m\n(plus a long addendum that is basically a hint)",
+        ),
         ("text", "==== sqlca ====\nsqlcode: -400\nsqlerrm.sqlerrml: 49"),
         ("text", "/etc/selinux/targeted/contexts/sepgsql_contexts:  line 33 has invalid object type db_blobs"),
         ("c", "((fcinfo)->context != NULL && IsA((fcinfo)->context, EventTriggerData))"),
@@ -704,16 +1162,28 @@ mod tests {
         ("c", "int   x = 4;\nchar  foo[16], bar[16];"),
         ("sql", "expression operator ANY (array expression)\nexpression operator SOME (array expression)"),
         ("c", "typedef struct\n{\n    const PGresult *src;\n    PGresult   *dest;\n} PGEventResultCopy;"),
-        ("console", "$ psql -l\n                 List of databases\n   Name    |  Owner   | Encoding\n-----------+----------+----------\n clocaledb | hlinnaka | SQL_ASCII\n(1 row)"),
+        (
+            "console",
+            "$ psql -l\n                 List of databases\n   Name    |  Owner   | Encoding\n-----------+----------+----------\n clocaledb | hlinnaka | SQL_ASCII\n(1 row)",
+        ),
         ("perl", "$rv = spi_exec_query('SELECT * FROM my_table', 5);"),
-        ("c", "Plan *(*PlanCustomPath) (PlannerInfo *root,\n                          RelOptInfo *rel,\n                          List *custom_plans);"),
-        ("c", "int\nAcquireSampleRowsFunc(Relation relation,\n                      int elevel,\n                      HeapTuple *rows,\n                      int targrows,\n                      double *totalrows);"),
+        (
+            "c",
+            "Plan *(*PlanCustomPath) (PlannerInfo *root,\n                          RelOptInfo *rel,\n                          List *custom_plans);",
+        ),
+        (
+            "c",
+            "int\nAcquireSampleRowsFunc(Relation relation,\n                      int elevel,\n                      HeapTuple *rows,\n                      int targrows,\n                      double *totalrows);",
+        ),
         ("xml", "<tablename>\n  <row>\n    <columnname1>data</columnname1>\n  </row>\n</tablename>"),
         ("bash", "MANPATH=/usr/local/pgsql/share/man:$MANPATH\nexport MANPATH"),
         ("sql", "UNBOUNDED PRECEDING\noffset PRECEDING\nCURRENT ROW"),
         ("bash", "pkg install docbook-xml docbook-xsl libxslt fop"),
         ("bash", "more -x4\nless -x4"),
-        ("sql", "a_output := a_output || $$ if v_$$ || referrer_keys.kind || $$ like '$$\n    || referrer_keys.key_string || $$'' then return $$;"),
+        (
+            "sql",
+            "a_output := a_output || $$ if v_$$ || referrer_keys.kind || $$ like '$$\n    || referrer_keys.key_string || $$'' then return $$;",
+        ),
         ("sql", "GET DESCRIPTOR descriptor_name :cvariable = descriptor_header_item [, ... ]"),
     ];
 

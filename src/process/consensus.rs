@@ -136,7 +136,9 @@ fn blocks<'a>(md: &'a str) -> Vec<Block<'a>> {
 
 fn is_item(line: &str) -> bool {
     ["- ", "* ", "+ "].iter().any(|m| line.starts_with(m))
-        || line.split_once(". ").is_some_and(|(n, _)| !n.is_empty() && n.len() < 4 && n.bytes().all(|b| b.is_ascii_digit()))
+        || line
+            .split_once(". ")
+            .is_some_and(|(n, _)| !n.is_empty() && n.len() < 4 && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The text a reader sees of markdown: no link targets or image sources.

@@ -106,8 +106,8 @@ pub fn main_markdown(html: &str, page_url: &Url, hints: &Hints) -> (Option<Strin
         return (None, docs_markdown(&doc));
     }
     let cfg = dom_smoothie::Config { text_mode: dom_smoothie::TextMode::Markdown, ..Default::default() };
-    let article = dom_smoothie::Readability::with_document(doc, Some(page_url.as_str()), Some(cfg))
-        .and_then(|mut r| r.parse());
+    let article =
+        dom_smoothie::Readability::with_document(doc, Some(page_url.as_str()), Some(cfg)).and_then(|mut r| r.parse());
     let (title, markdown) = match article {
         Ok(a) if !a.text_content.trim().is_empty() => {
             let title = (!a.title.trim().is_empty()).then(|| a.title.trim().to_string());
@@ -232,7 +232,10 @@ mod tests {
 
     #[test]
     fn docs_are_told_by_generator_or_theme() {
-        assert!(Hints { generator: Some("Docutils 0.19: https://docutils.sourceforge.io/".into()), docs_theme: false }.is_docs());
+        assert!(
+            Hints { generator: Some("Docutils 0.19: https://docutils.sourceforge.io/".into()), docs_theme: false }
+                .is_docs()
+        );
         assert!(Hints { generator: None, docs_theme: true }.is_docs());
         assert!(!Hints { generator: Some("WordPress 6.4".into()), docs_theme: false }.is_docs());
         assert!(!Hints::default().is_docs());
