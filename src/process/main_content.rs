@@ -122,9 +122,12 @@ pub fn main_markdown(html: &str, page_url: &Url, hints: &Hints) -> (Option<Strin
     // whose result is not used: readability has already run.
     let mut opts = trafilatura::Options::default().with_url(page_url.clone()).with_fallback(false);
     opts.html_date_mode = trafilatura::HtmlDateMode::Disabled;
-    match trafilatura::extract(html, &opts) {
-        Ok(second) => (title, consensus::confirm(&markdown, &second.content_text)),
-        Err(_) => (title, markdown),
+    // A second opinion that fails (or panics on a page it cannot handle)
+    // leaves readability's markdown as it is.
+    let second = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| trafilatura::extract(html, &opts)));
+    match second {
+        Ok(Ok(second)) => (title, consensus::confirm(&markdown, &second.content_text)),
+        _ => (title, markdown),
     }
 }
 
