@@ -76,7 +76,7 @@ const CHROME: &str = "script, style, noscript, template, svg, iframe, button, na
 
 /// More chrome that docs themes put around (or inside) the content:
 /// sidebars, previous/next pagers, "edit this page" rows, footers.
-const DOCS_CHROME: &str = "aside, footer, body > header, div.sphinxsidebar, div.related, \
+const DOCS_CHROME: &str = "aside:not(.footnote, .footnote-list, .topic, .admonition), footer, body > header, div.sphinxsidebar, div.related, \
     .rst-footer-buttons, .md-footer, .md-sidebar, .pagination-nav, .theme-doc-footer, \
     .theme-doc-toc-mobile, .theme-doc-breadcrumbs, .pager, .prev-next, .nav-chapters, \
     .mobile-nav-chapters, .edit-this-page, #rustdoc-toolbar, .toc-backref";
