@@ -78,6 +78,44 @@ pub fn confirm(markdown: &str, other: &str) -> String {
     out.trim_end().to_string()
 }
 
+/// Blocks shorter than this (in words) are what a second opinion removes
+/// (bylines, captions, share rows, "read more" links); a heading is not.
+const SHORT: usize = 25;
+
+/// Whether `markdown` has a block the second opinion could be needed for: a
+/// short one, a list item, a table, an image, or one that is mostly links.
+/// Pages of long prose, headings and code (most of a docs or blog site) do
+/// not pay for a second extractor whose only power is to drop blocks; on
+/// the article benchmark the pages it would change all have such a block.
+pub fn worth_asking(markdown: &str) -> bool {
+    blocks(markdown).iter().any(|b| !b.fenced && suspect(b))
+}
+
+fn suspect(b: &Block) -> bool {
+    use pulldown_cmark::{Event, Parser, Tag, TagEnd};
+    let t = b.text.trim_start();
+    if b.tight || is_item(t) || t.starts_with('|') || t.starts_with('>') || t.contains("![") {
+        return true;
+    }
+    let (mut words, mut linked, mut link, mut heading) = (0usize, 0usize, 0usize, false);
+    for event in Parser::new(b.text) {
+        match event {
+            Event::Start(Tag::Heading { .. }) => heading = true,
+            Event::Start(Tag::Link { .. }) => link += 1,
+            Event::End(TagEnd::Link) => link = link.saturating_sub(1),
+            Event::Text(t) | Event::Code(t) => {
+                let n = tokens(&t).count();
+                words += n;
+                if link > 0 {
+                    linked += n;
+                }
+            }
+            _ => {}
+        }
+    }
+    !heading && (words < SHORT || 2 * linked > words)
+}
+
 /// A run of markdown lines decided as one: a paragraph, a fenced block, a
 /// table, or one list item.
 struct Block<'a> {
@@ -188,6 +226,26 @@ mod tests {
         let out = confirm(ARTICLE, "Share this story on Facebook Twitter and by email with your friends");
         assert_eq!(out, ARTICLE);
         assert_eq!(confirm(ARTICLE, ""), ARTICLE);
+    }
+
+    #[test]
+    fn only_a_page_with_a_block_of_the_removable_kinds_is_worth_a_second_opinion() {
+        let prose = "Work starts next spring and should take two years, the mayor said after the meeting ended \
+            on Tuesday evening, when the council had voted on the plans that the architects showed.";
+        let clean = format!("## Plans\n\n{prose}\n\n```sql\nSELECT 1;\n```\n\n{prose}");
+        assert!(!worth_asking(&clean));
+        assert!(worth_asking(ARTICLE));
+        for extra in [
+            "By Jane Doe, 3 March",
+            "- Related: the old market square",
+            "| a | b |\n|---|---|\n| 1 | 2 |",
+            "![The square](/sq.png) The square at dawn",
+            "> Quoted from elsewhere",
+        ] {
+            assert!(worth_asking(&format!("{clean}\n\n{extra}")), "{extra}");
+        }
+        let links: String = (0..30).map(|i| format!("[tag number {i}](/t/{i}) ")).collect();
+        assert!(worth_asking(&format!("{clean}\n\n{links}")));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!   loses a reference page's other sections, tables and examples; on a
 //!   manual every section is content.
 //! - Everything else: readability (dom_smoothie), whose blocks trafilatura
-//!   must confirm when it clearly found the same article (see `consensus`).
+//!   must confirm when it clearly found the same article (see `consensus`),
+//!   asked only when readability kept a block of the kinds it removes.
 //!   Falling back to the body minus navigation when readability keeps under
 //!   a quarter of the body's prose was measured and dropped: on the article
 //!   benchmark it let comment threads in (F1 0.972 without, 0.966 with).
@@ -115,7 +116,9 @@ pub fn main_markdown(html: &str, page_url: &Url, hints: &Hints) -> (Option<Strin
         }
         _ => (None, String::new()),
     };
-    if markdown.is_empty() {
+    // The second opinion costs twice what readability does; it is asked
+    // only when there is a block it could remove.
+    if !consensus::worth_asking(&markdown) {
         return (title, markdown);
     }
     // Its own fallbacks (readability, jusText) and date search are work

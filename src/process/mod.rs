@@ -4,7 +4,8 @@
 //! - `page`: one page through the pipeline (links, main content as markdown,
 //!   chunks, code examples).
 //! - `chunk`: markdown chunking (text-splitter).
-//! - `code`: code-example extraction.
+//! - `code`: code-example extraction; every fence labelled.
+//! - `language`: a code block's language, from its markup or a guess.
 //! - `main_content`: the main content as markdown, by kind of page (docs or not).
 //! - `consensus`: a second extractor confirming readability's blocks.
 //! - `html`: whole-body markdown (htmd), the fallback when nothing else finds content.
@@ -13,6 +14,7 @@ pub mod chunk;
 pub mod code;
 pub mod consensus;
 pub mod html;
+pub mod language;
 pub mod main_content;
 pub mod page;
 

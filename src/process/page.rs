@@ -11,6 +11,7 @@ use url::Url;
 
 use super::chunk::{Chunk, ChunkOptions, chunk_markdown};
 use super::code::{self, CodeExample, RawBlock};
+use super::language;
 use super::main_content::{DOCS_THEME_SELECTOR, Hints, main_markdown};
 use crate::urls;
 
@@ -123,7 +124,7 @@ fn scan(html: &str, page_url: &Url) -> Scan {
                         Ok(())
                     }),
                     element!("div[class*='highlight-']", |el| {
-                        let lang = el.get_attribute("class").and_then(|c| code::language_from_highlight(&c));
+                        let lang = el.get_attribute("class").and_then(|c| language::language_from_highlight(&c));
                         if lang.is_some() {
                             st.borrow_mut().highlight = lang;
                             if let Some(handlers) = el.end_tag_handlers() {
@@ -141,8 +142,8 @@ fn scan(html: &str, page_url: &Url) -> Scan {
                         let lang = el
                             .get_attribute("data-language")
                             .or_else(|| el.get_attribute("data-lang"))
-                            .map(|l| code::normalize_language(&l))
-                            .or_else(|| el.get_attribute("class").and_then(|c| code::language_from_class(&c)));
+                            .map(|l| language::normalize_language(&l))
+                            .or_else(|| el.get_attribute("class").and_then(|c| language::language_from_class(&c)));
                         let mut s = st.borrow_mut();
                         let lang = lang.or_else(|| s.highlight.clone());
                         s.pre = Some((lang, String::new()));
@@ -163,7 +164,7 @@ fn scan(html: &str, page_url: &Url) -> Scan {
                     element!("pre code", |el| {
                         let mut s = st.borrow_mut();
                         if let Some((lang @ None, _)) = s.pre.as_mut() {
-                            *lang = el.get_attribute("class").and_then(|c| code::language_from_class(&c));
+                            *lang = el.get_attribute("class").and_then(|c| language::language_from_class(&c));
                         }
                         Ok(())
                     }),
