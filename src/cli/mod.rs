@@ -86,8 +86,10 @@ pub fn init_tracing(default_filter: &str) {
     // the browser itself.
     let spec = if spec.contains("chromiumoxide") { spec } else { format!("{spec},chromiumoxide::handler=off") };
     // trafilatura (the second opinion on a page's main content) warns about
-    // every page's malformed JSON-LD, which it only reads for metadata.
+    // every page's malformed JSON-LD, which it only reads for metadata, and
+    // the HTML parser about every page's misnested tables.
     let spec = if spec.contains("trafilatura") { spec } else { format!("{spec},trafilatura=error") };
+    let spec = if spec.contains("html5ever") { spec } else { format!("{spec},html5ever=error") };
     let filter = tracing_subscriber::EnvFilter::try_new(&spec)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     // Colour only on a terminal: a log file gets plain text.
