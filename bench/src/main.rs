@@ -240,6 +240,16 @@ struct Args {
     /// Fetches in flight per crawl.
     #[arg(long, default_value_t = 64)]
     concurrency: u32,
+    /// Every page answers after this many milliseconds...
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// ...except this share of them (percent, spread over every depth)...
+    #[arg(long, default_value_t = 0)]
+    slow_percent: u32,
+    /// ...which answer after this many (a heavy tail: `--latency-ms 5
+    /// --slow-percent 3 --slow-ms 1500 --pages 3000 --stops 0`).
+    #[arg(long, default_value_t = 1500)]
+    slow_ms: u64,
     /// The trawl binary (build it with `cargo build --release`).
     #[arg(long, default_value = "target/release/trawl")]
     trawl: PathBuf,
@@ -819,11 +829,39 @@ async fn realtime_bench(args: RealtimeArgs) {
 }
 
 async fn crawl_bench(args: Args) {
-    let site = FixtureServer::start(SiteOptions { pages: args.pages, fanout: args.fanout, ..Default::default() })
-        .await
-        .expect("fixture server");
+    let site = FixtureServer::start(SiteOptions {
+        pages: args.pages,
+        fanout: args.fanout,
+        latency: Duration::from_millis(args.latency_ms),
+        slow_percent: args.slow_percent,
+        slow_latency: Duration::from_millis(args.slow_ms),
+        ..Default::default()
+    })
+    .await
+    .expect("fixture server");
     let url = site.url("/");
     println!("site: {} pages, fanout {}, at {url}", args.pages, args.fanout);
+    if args.latency_ms > 0 || args.slow_percent > 0 {
+        // No crawl can beat the pages' total latency spread over its
+        // connections, nor the slowest chain of pages from the root.
+        let latency = |i: usize| {
+            if trawl_fixtures::Site::slow(i, args.slow_percent) { args.slow_ms } else { args.latency_ms }
+        };
+        let mut path = vec![0u64; args.pages];
+        for i in 0..args.pages {
+            path[i] = latency(i) + if i == 0 { 0 } else { path[trawl_fixtures::Site::parent(i, args.fanout)] };
+        }
+        let total: u64 = (0..args.pages).map(latency).sum();
+        let slow = (0..args.pages).filter(|&i| trawl_fixtures::Site::slow(i, args.slow_percent)).count();
+        let (spread, critical) =
+            (total as f64 / 1000.0 / f64::from(args.concurrency), *path.iter().max().unwrap_or(&0) as f64 / 1000.0);
+        println!(
+            "latency: {slow} pages after {} ms, the rest after {} ms; bound {:.2}s (total over concurrency {spread:.2}s, critical path {critical:.2}s)",
+            args.slow_ms,
+            args.latency_ms,
+            spread.max(critical)
+        );
+    }
     let svc = start_service(&args.trawl, &[("TRAWL_PER_HOST_CONCURRENCY", args.concurrency.to_string())]).await;
     let client = reqwest::Client::new();
 

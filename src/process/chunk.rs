@@ -71,13 +71,13 @@ fn headings(md: &str) -> Vec<(usize, usize, String)> {
 }
 
 pub fn chunk_markdown(md: &str, opts: ChunkOptions) -> Vec<Chunk> {
-    match (opts.unit, tokenizer()) {
-        (ChunkUnit::Tokens, Some(bpe)) => {
-            match ChunkConfig::new(opts.size.max(1)).with_sizer(bpe).with_overlap(opts.overlap) {
-                Ok(config) => split(md, MarkdownSplitter::new(config)),
-                Err(_) => Vec::new(),
-            }
-        }
+    // Asked for only when used: building it takes a while.
+    let bpe = if opts.unit == ChunkUnit::Tokens { tokenizer() } else { None };
+    match bpe {
+        Some(bpe) => match ChunkConfig::new(opts.size.max(1)).with_sizer(bpe).with_overlap(opts.overlap) {
+            Ok(config) => split(md, MarkdownSplitter::new(config)),
+            Err(_) => Vec::new(),
+        },
         _ => match ChunkConfig::new(opts.size.max(1)).with_overlap(opts.overlap) {
             Ok(config) => split(md, MarkdownSplitter::new(config)),
             Err(_) => Vec::new(),

@@ -17,7 +17,20 @@ pub fn tokens(text: &str) -> impl Iterator<Item = String> + '_ {
     text.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|t| !t.is_empty()).map(str::to_lowercase)
 }
 
-fn shingles(tokens: &[String]) -> HashMap<&[String], usize> {
+/// Word tokens as numbers (a hash of the lowercased word): comparing
+/// shingles of numbers allocates nothing per word.
+fn token_ids(text: &str) -> Vec<u64> {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.chars()
+                .flat_map(char::to_lowercase)
+                .fold(0xcbf2_9ce4_8422_2325u64, |h, c| (h ^ u64::from(c)).wrapping_mul(0x0100_0000_01b3))
+        })
+        .collect()
+}
+
+fn shingles(tokens: &[u64]) -> HashMap<&[u64], usize> {
     let mut out = HashMap::new();
     for w in tokens.windows(SHINGLE) {
         *out.entry(w).or_insert(0) += 1;
@@ -26,7 +39,7 @@ fn shingles(tokens: &[String]) -> HashMap<&[String], usize> {
 }
 
 /// How many of `part`'s shingles `whole` also has (a multiset count).
-fn shared(part: &HashMap<&[String], usize>, whole: &HashMap<&[String], usize>) -> usize {
+fn shared(part: &HashMap<&[u64], usize>, whole: &HashMap<&[u64], usize>) -> usize {
     part.iter().map(|(k, &n)| n.min(whole.get(k).copied().unwrap_or(0))).sum()
 }
 
@@ -43,8 +56,8 @@ const KEEP: f64 = 0.5;
 /// Fenced code is always kept: losing an example costs more than a stray
 /// block.
 pub fn confirm(markdown: &str, other: &str) -> String {
-    let mine: Vec<String> = tokens(&plain(markdown)).collect();
-    let theirs: Vec<String> = tokens(other).collect();
+    let mine = token_ids(&plain(markdown));
+    let theirs = token_ids(other);
     let (mine_sh, theirs_sh) = (shingles(&mine), shingles(&theirs));
     let (n_mine, n_theirs): (usize, usize) = (mine_sh.values().sum(), theirs_sh.values().sum());
     if n_theirs == 0
@@ -54,15 +67,15 @@ pub fn confirm(markdown: &str, other: &str) -> String {
     {
         return markdown.to_string();
     }
-    let words: HashSet<&str> = theirs.iter().map(String::as_str).collect();
+    let words: HashSet<u64> = theirs.iter().copied().collect();
     let mut out = String::with_capacity(markdown.len());
     for block in blocks(markdown) {
         let keep = block.fenced || {
-            let t: Vec<String> = tokens(&plain(block.text)).collect();
+            let t = token_ids(&plain(block.text));
             if t.len() < SHINGLE {
                 // Too short for shingles (a heading, a short item): kept when
                 // every word is in the other text.
-                !t.is_empty() && t.iter().all(|w| words.contains(w.as_str()))
+                !t.is_empty() && t.iter().all(|w| words.contains(w))
             } else {
                 let sh = shingles(&t);
                 shared(&sh, &theirs_sh) as f64 >= KEEP * sh.values().sum::<usize>() as f64
@@ -96,6 +109,17 @@ fn suspect(b: &Block) -> bool {
     let t = b.text.trim_start();
     if b.tight || is_item(t) || t.starts_with('|') || t.starts_with('>') || t.contains("![") {
         return true;
+    }
+    // Most blocks are plain prose or a heading: no markdown parse needed.
+    if t.starts_with('#') {
+        return false;
+    }
+    if !t.contains('[') && !t.contains('<') {
+        return t
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty())
+            .nth(SHORT - 1)
+            .is_none();
     }
     let (mut words, mut linked, mut link, mut heading) = (0usize, 0usize, 0usize, false);
     for event in Parser::new(b.text) {

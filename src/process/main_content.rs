@@ -14,7 +14,9 @@
 //! Both run on one parsed document, whose inline `<code>` spans are first
 //! put on one line (a line break inside one is not a code block).
 
-use dom_query::{Document, NodeRef, Selection};
+use std::sync::LazyLock;
+
+use dom_query::{Document, Matcher, NodeRef, Selection};
 use url::Url;
 
 use super::consensus;
@@ -96,11 +98,36 @@ const DOCS_CONTAINERS: &[&str] = &[
     "body",
 ];
 
+/// The selectors above, parsed once: on a small page parsing a selector
+/// costs as much as matching it.
+struct Matchers {
+    chrome: Matcher,
+    docs_chrome: Matcher,
+    code: Matcher,
+    anchors: Matcher,
+    to_paragraphs: Matcher,
+    to_divs: Matcher,
+    containers: Vec<Matcher>,
+}
+
+static MATCHERS: LazyLock<Matchers> = LazyLock::new(|| {
+    let m = |sel: &str| Matcher::new(sel).unwrap_or_else(|e| panic!("selector {sel:?}: {e:?}"));
+    Matchers {
+        chrome: m(CHROME),
+        docs_chrome: m(DOCS_CHROME),
+        code: m("code"),
+        anchors: m("a"),
+        to_paragraphs: m("dt, figcaption, summary, caption"),
+        to_divs: m("dd, figure, details"),
+        containers: DOCS_CONTAINERS.iter().map(|s| m(s)).collect(),
+    }
+});
+
 /// The title readability found (used when `<head>` has none) and the main
 /// content as markdown.
 pub fn main_markdown(html: &str, page_url: &Url, hints: &Hints) -> (Option<String>, String) {
     let doc = Document::from(html);
-    doc.select(CHROME).remove();
+    doc.select_matcher(&MATCHERS.chrome).remove();
     inline_code_on_one_line(&doc);
     empty_anchors(&doc);
     if hints.is_docs() {
@@ -136,12 +163,13 @@ pub fn main_markdown(html: &str, page_url: &Url, hints: &Hints) -> (Option<Strin
 
 /// The main container minus the docs themes' chrome, whole.
 fn docs_markdown(doc: &Document) -> String {
-    doc.select(DOCS_CHROME).remove();
+    let m = &*MATCHERS;
+    doc.select_matcher(&m.docs_chrome).remove();
     // Blocks the markdown writer would run together with their neighbours:
     // a term and its definition, a table of contents' entries, a caption.
-    doc.select("dt, figcaption, summary, caption").rename("p");
-    doc.select("dd, figure, details").rename("div");
-    let container = DOCS_CONTAINERS.iter().map(|sel| doc.select_single(sel)).find(Selection::exists);
+    doc.select_matcher(&m.to_paragraphs).rename("p");
+    doc.select_matcher(&m.to_divs).rename("div");
+    let container = m.containers.iter().map(|c| doc.select_single_matcher(c)).find(Selection::exists);
     let md = match container.as_ref().and_then(|c| c.nodes().first().cloned()) {
         Some(node) => node.md(None),
         None => doc.md(None),
@@ -152,7 +180,7 @@ fn docs_markdown(doc: &Document) -> String {
 /// Puts each inline `<code>` (one with text or an inline element around it,
 /// not inside `<pre>`) on one line; a markdown writer would fence it.
 fn inline_code_on_one_line(doc: &Document) {
-    for code in doc.select("code").iter() {
+    for code in doc.select_matcher(&MATCHERS.code).iter() {
         let Some(node) = code.nodes().first() else { continue };
         let text = node.text();
         if !text.trim().contains('\n') || !is_inline(node) {
@@ -167,7 +195,7 @@ fn inline_code_on_one_line(doc: &Document) {
 /// drops the line break after the closing fence and the paragraph runs on
 /// from it, which ends the fence nowhere.
 fn empty_anchors(doc: &Document) {
-    for a in doc.select("a").nodes() {
+    for a in doc.select_matcher(&MATCHERS.anchors).nodes() {
         if a.children().is_empty() {
             a.remove_from_parent();
         }

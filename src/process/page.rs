@@ -5,8 +5,9 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::LazyLock;
 
-use lol_html::{HtmlRewriter, Settings, element, text};
+use lol_html::{HtmlRewriter, Selector, Settings};
 use url::Url;
 
 use super::chunk::{Chunk, ChunkOptions, chunk_markdown};
@@ -66,53 +67,109 @@ fn decode_entities(s: &str) -> String {
     html_escape::decode_html_entities(s).into_owned()
 }
 
+/// The scan's selectors, parsed once: on a small page parsing them costs
+/// more than the scan itself.
+struct ScanSelectors {
+    base: Selector,
+    canonical: Selector,
+    links: Selector,
+    description: Selector,
+    generator: Selector,
+    docs_theme: Selector,
+    title: Selector,
+    highlight: Selector,
+    pre: Selector,
+    pre_code: Selector,
+}
+
+static SCAN_SELECTORS: LazyLock<ScanSelectors> = LazyLock::new(|| {
+    let p = |s: &str| s.parse().unwrap_or_else(|e| panic!("selector {s:?}: {e}"));
+    ScanSelectors {
+        base: p("base[href]"),
+        canonical: p("link[rel~=canonical][href]"),
+        links: p("a[href], area[href]"),
+        description: p("meta[name=description], meta[property='og:description']"),
+        generator: p("meta[name=generator][content], meta[name=Generator][content]"),
+        docs_theme: p(DOCS_THEME_SELECTOR),
+        title: p("title"),
+        highlight: p("div[class*='highlight-']"),
+        pre: p("pre"),
+        pre_code: p("pre code"),
+    }
+});
+
+/// lol_html's `element!` and `text!` with a selector from `SCAN_SELECTORS`.
+macro_rules! on {
+    (element, $sel:expr, $handler:expr) => {{
+        #[inline(always)]
+        const fn hint<'h, T, H: lol_html::HandlerTypes>(h: T) -> T
+        where
+            T: FnMut(&mut lol_html::html_content::Element<'_, '_, H>) -> lol_html::HandlerResult + 'h,
+        {
+            h
+        }
+        (std::borrow::Cow::Borrowed(&$sel), lol_html::ElementContentHandlers::default().element(hint($handler)))
+    }};
+    (text, $sel:expr, $handler:expr) => {{
+        #[inline(always)]
+        fn hint<T>(h: T) -> T
+        where
+            T: FnMut(&mut lol_html::html_content::TextChunk) -> lol_html::HandlerResult,
+        {
+            h
+        }
+        (std::borrow::Cow::Borrowed(&$sel), lol_html::ElementContentHandlers::default().text(hint($handler)))
+    }};
+}
+
 fn scan(html: &str, page_url: &Url) -> Scan {
     // Rc: lol_html's end-tag handlers must own what they touch.
     let st = Rc::new(RefCell::new(Scan::default()));
+    let sel = &*SCAN_SELECTORS;
     {
         let mut rewriter = HtmlRewriter::new(
             Settings {
                 element_content_handlers: vec![
-                    element!("base[href]", |el| {
+                    on!(element, sel.base, |el| {
                         if let Some(h) = el.get_attribute("href") {
                             st.borrow_mut().base = page_url.join(&decode_entities(&h)).ok();
                         }
                         Ok(())
                     }),
-                    element!("link[rel~=canonical][href]", |el| {
+                    on!(element, sel.canonical, |el| {
                         let mut s = st.borrow_mut();
                         if s.canonical.is_none() {
                             s.canonical = el.get_attribute("href").map(|h| decode_entities(&h));
                         }
                         Ok(())
                     }),
-                    element!("a[href], area[href]", |el| {
+                    on!(element, sel.links, |el| {
                         if let Some(h) = el.get_attribute("href") {
                             st.borrow_mut().hrefs.push(decode_entities(&h));
                         }
                         Ok(())
                     }),
-                    element!("meta[name=description], meta[property='og:description']", |el| {
+                    on!(element, sel.description, |el| {
                         let mut s = st.borrow_mut();
                         if s.description.is_none() {
                             s.description = el.get_attribute("content").map(|c| decode_entities(&c).trim().to_string());
                         }
                         Ok(())
                     }),
-                    element!("meta[name=generator][content], meta[name=Generator][content]", |el| {
+                    on!(element, sel.generator, |el| {
                         st.borrow_mut().hints.generator = el.get_attribute("content");
                         Ok(())
                     }),
-                    element!(DOCS_THEME_SELECTOR, |_| {
+                    on!(element, sel.docs_theme, |_| {
                         st.borrow_mut().hints.docs_theme = true;
                         Ok(())
                     }),
-                    element!("title", |_| {
+                    on!(element, sel.title, |_| {
                         let mut s = st.borrow_mut();
                         s.in_title = !s.title_done;
                         Ok(())
                     }),
-                    text!("title", |t| {
+                    on!(text, sel.title, |t| {
                         let mut s = st.borrow_mut();
                         if s.in_title {
                             s.title.push_str(t.as_str());
@@ -123,7 +180,7 @@ fn scan(html: &str, page_url: &Url) -> Scan {
                         }
                         Ok(())
                     }),
-                    element!("div[class*='highlight-']", |el| {
+                    on!(element, sel.highlight, |el| {
                         let lang = el.get_attribute("class").and_then(|c| language::language_from_highlight(&c));
                         if lang.is_some() {
                             st.borrow_mut().highlight = lang;
@@ -138,7 +195,7 @@ fn scan(html: &str, page_url: &Url) -> Scan {
                         }
                         Ok(())
                     }),
-                    element!("pre", |el| {
+                    on!(element, sel.pre, |el| {
                         let lang = el
                             .get_attribute("data-language")
                             .or_else(|| el.get_attribute("data-lang"))
@@ -161,14 +218,14 @@ fn scan(html: &str, page_url: &Url) -> Scan {
                         }
                         Ok(())
                     }),
-                    element!("pre code", |el| {
+                    on!(element, sel.pre_code, |el| {
                         let mut s = st.borrow_mut();
                         if let Some((lang @ None, _)) = s.pre.as_mut() {
                             *lang = el.get_attribute("class").and_then(|c| language::language_from_class(&c));
                         }
                         Ok(())
                     }),
-                    text!("pre", |t| {
+                    on!(text, sel.pre, |t| {
                         if let Some((_, text)) = st.borrow_mut().pre.as_mut() {
                             text.push_str(t.as_str());
                         }
