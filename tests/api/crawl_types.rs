@@ -1,5 +1,7 @@
+use std::time::Duration;
+
 use serde_json::json;
-use trawl_fixtures::{LLMS_LINKS, Site};
+use trawl_fixtures::{LLMS_LINKS, Site, SiteOptions};
 
 use crate::helpers::*;
 
@@ -122,4 +124,61 @@ async fn max_pages_caps_what_a_crawl_takes_on() {
     assert_eq!(s["status"], "completed");
     let (c, f, k) = counts(&s);
     assert_eq!(c + f + k, 10, "{s}");
+}
+
+#[tokio::test]
+async fn a_slow_page_holds_up_only_itself_not_the_pages_below_its_neighbours() {
+    // Page 5 (depth 1) and a few deeper ones answer after 60 s; the others at once.
+    let percent = 10;
+    let site = fixture_with(SiteOptions {
+        pages: 156,
+        fanout: 5,
+        slow_percent: percent,
+        slow_latency: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await;
+    let shape = Site { pages: 156, fanout: 5 };
+    assert!(Site::slow(5, percent), "the fixture's slow pages moved");
+    // Every page with no slow page on its path from the root (itself included).
+    let reachable = |mut i: usize| {
+        while i > 0 {
+            if Site::slow(i, percent) {
+                return false;
+            }
+            i = Site::parent(i, shape.fanout);
+        }
+        true
+    };
+    let fast = (0..shape.pages).filter(|&i| reachable(i) && shape.depth(i) <= 3).count() as u64;
+    let app = spawn_app().await;
+    let id = app
+        .start_crawl(json!({"url": site.url("/"), "crawlType": "recursive", "maxDepth": 3, "concurrency": 16}))
+        .await;
+    // A level-by-level walk would wait for page 5 before any page of depth 2.
+    let s = app.wait_for(&id, |s| s["pagesCrawled"].as_u64() >= Some(fast)).await;
+    assert_eq!(s["status"], "running", "the slow pages are still answering: {s}");
+    let crawled: Vec<String> = app.pages(&id).await.iter().map(|p| p["url"].as_str().unwrap().to_string()).collect();
+    for i in (0..shape.pages).filter(|&i| reachable(i) && shape.depth(i) == 3) {
+        assert!(crawled.contains(&site.url(&Site::path(i))), "page {i} at depth 3");
+    }
+    app.stop(&id).await;
+    assert_eq!(app.wait_terminal(&id).await["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn max_depth_counts_the_shortest_path_even_when_it_answers_last() {
+    // /paths/ → a (slow) → x → y, and /paths/ → b → c → x: x is 2 hops away
+    // by the slow path and 3 by the fast one; y is within maxDepth 3 only
+    // through the slow one.
+    let site = fixture_with(SiteOptions { slow: Duration::from_millis(1500), ..Default::default() }).await;
+    let app = spawn_app().await;
+    let id = app.start_crawl(json!({"url": site.url("/paths/"), "crawlType": "recursive", "maxDepth": 3})).await;
+    let s = app.wait_terminal(&id).await;
+    assert_eq!(s["status"], "completed", "{s}");
+    let pages = app.pages(&id).await;
+    let y = pages.iter().find(|p| p["url"] == site.url("/paths/y.html"));
+    assert!(y.is_some(), "y is 3 hops away by the short path: {pages:?}");
+    assert_eq!(pages.len(), 6, "each page once: {pages:?}");
+    assert_eq!(site.hits("/paths/y.html"), 1);
 }

@@ -1,9 +1,11 @@
-//! One crawl, start to end: discovery, a level-by-level breadth-first walk,
+//! One crawl, start to end: discovery, the walk over a continuous frontier,
 //! page tasks, and the writer that stores their outcomes.
 //!
-//! Levels are crawled one at a time and the next level is admitted in page
-//! order, so depth is the true hop count and the pages a budget admits do not
-//! depend on which fetch finished first: counts are exact and repeatable.
+//! A page starts as soon as one of the crawl's slots is free, whatever its
+//! depth; the frontier hands out the shallowest URL waiting. A slow page
+//! holds up only itself, and `maxDepth` bounds the shortest hop count known
+//! (a URL a shorter path reaches later moves up). Which URLs a `maxPages`
+//! budget admits depends on which pages answered first.
 //!
 //! Every task of a crawl is spawned on the crawl's `TaskTracker` and races the
 //! crawl's token, so a stop drops in-flight requests at once. The orchestrator
@@ -11,7 +13,7 @@
 //! stored after that.
 //!
 //! - `state`: the engine every crawl shares and one crawl's state.
-//! - `walk`: the breadth-first walk, level by level, and its page tasks.
+//! - `walk`: the frontier, the walk over it, and its page tasks.
 //! - `seeds`: what a crawl starts from (its type detected, sitemaps, llms.txt).
 //! - `page`: one page, fetched or rendered, processed or kept as it was.
 //! - `writer`: the batch writer, with the vectors reused or embedded.

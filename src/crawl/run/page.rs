@@ -168,6 +168,38 @@ pub(super) async fn crawl_page(ctx: &Ctx, url: Url, depth: u32, seed: bool, scop
     }
 }
 
+/// A page already done that a shorter path reached since: its links again,
+/// for the walk to follow from there (its outcome is stored already).
+/// Politely, over HTTP; a `304` gives the links of the source's copy.
+pub(super) async fn links_again(ctx: &Ctx, url: &Url, scope: &Scope) -> PageResult {
+    let engine = &ctx.engine;
+    let mut delay = engine.config.politeness_delay;
+    if ctx.crawl.spec.respect_robots
+        && let Some(d) = ctx.robots.rules_for(url, &engine.fetcher).await.crawl_delay()
+    {
+        delay = delay.max(d.min(engine.config.max_crawl_delay));
+    }
+    let _host = ctx.hosts.acquire(url, delay).await;
+    let Ok(b) = fetch(ctx, url, false, scope).await else { return PageResult::default() };
+    if !b.kept_links.is_empty() {
+        return PageResult { final_url: Some(b.final_url), links: b.kept_links };
+    }
+    let html = matches!(Kind::of(b.mime().as_deref()), Some(Kind::Html));
+    let (Some(bytes), true) = (b.bytes, html) else { return PageResult::default() };
+    let (final_url, content_type) = (b.final_url.clone(), b.content_type);
+    let links = engine
+        .pool
+        .run(&ctx.crawl.tracker, move || {
+            let text = decode_charset(&bytes, content_type.as_deref());
+            let (mut links, canonical) = process::links_of(&text, &final_url);
+            links.extend(canonical.filter(|c| *c != final_url && !links.contains(c)));
+            links
+        })
+        .await
+        .unwrap_or_default();
+    PageResult { final_url: Some(b.final_url), links }
+}
+
 /// Why a page failed. Stored (and shown) as `code: message`; the codes are
 /// the contract's and each is written once, here or at its source.
 #[derive(Debug, thiserror::Error)]

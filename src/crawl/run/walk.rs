@@ -1,10 +1,15 @@
-//! The breadth-first walk: level by level, each level's pages in order.
+//! The walk: a continuous frontier, breadth-first in spirit. A page starts
+//! as soon as a slot is free, whatever its depth; the frontier hands out the
+//! shallowest URL waiting, and a URL a shorter path reaches later moves up
+//! (or, done already, has its links followed again from there), so
+//! `maxDepth` bounds the shortest hop count known.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tracing::Instrument;
 use url::Url;
 
@@ -12,6 +17,7 @@ use crate::crawl::discover::{self};
 use crate::crawl::hosts::Hosts;
 use crate::crawl::request::CrawlType;
 use crate::crawl::robots::Robots;
+use crate::crawl::run::state::ResumeFrom;
 use crate::crawl::scope::Scope;
 use crate::progress::{Limit, Outlook, Stage};
 use crate::store::{PageRecord, PageStatus};
@@ -30,96 +36,204 @@ pub(super) struct Ctx {
     pub(super) follow: AtomicBool,
 }
 
-/// What a crawled page hands back to the level loop.
+/// What a crawled page hands back to the walk.
 #[derive(Default, Clone)]
 pub(super) struct PageResult {
     pub(super) final_url: Option<Url>,
     pub(super) links: Vec<Url>,
 }
 
-/// The budget and dedup set: each URL is admitted once, and at most
-/// `maxPages` URLs in all.
+/// Where a URL the crawl took on stands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Waiting,
+    Running,
+    Done,
+}
+
+/// A URL the crawl took on: the shortest hop count known for it.
+struct Seen {
+    depth: u32,
+    state: State,
+}
+
+/// A URL waiting for a slot. A revisit is a page already done that a
+/// shorter path reached since: its links are followed again from there.
+pub(super) struct Waiting {
+    pub(super) url: Url,
+    pub(super) depth: u32,
+    pub(super) revisit: bool,
+}
+
+/// The continuous frontier: each URL taken on once (by a keyed hash, eight
+/// bytes a URL), at most `maxPages` of them, handed out shallowest first.
 pub(super) struct Frontier {
-    pub(super) seen: HashSet<String>,
-    pub(super) max_pages: u64,
+    seen: HashMap<u64, Seen>,
+    hasher: std::hash::RandomState,
+    waiting: BTreeMap<u32, VecDeque<Waiting>>,
+    max_pages: u64,
+    max_depth: u32,
+    /// URLs taken on, those an earlier run of the crawl stored included.
+    pub(super) admitted: u64,
+    /// Stored by an earlier run: already counted in `admitted`.
+    resumed: HashSet<u64>,
     /// A new URL was refused for the budget.
     pub(super) cut: bool,
+    /// Taken on and not done yet, by depth, for the outlook.
+    open: Vec<u64>,
 }
 
 impl Frontier {
-    pub(super) fn admit(&mut self, url: &Url) -> bool {
-        if self.seen.contains(url.as_str()) {
+    fn new(max_pages: u64, max_depth: u32, resume: Option<&ResumeFrom>) -> Self {
+        let hasher = std::hash::RandomState::new();
+        let resumed: HashSet<u64> =
+            resume.map(|r| r.pages.keys().map(|u| hasher.hash_one(u.as_str())).collect()).unwrap_or_default();
+        Frontier {
+            seen: HashMap::new(),
+            hasher,
+            waiting: BTreeMap::new(),
+            max_pages,
+            max_depth,
+            admitted: resumed.len() as u64,
+            resumed,
+            cut: false,
+            open: vec![0; max_depth as usize + 2],
+        }
+    }
+
+    fn key(&self, url: &Url) -> u64 {
+        self.hasher.hash_one(url.as_str())
+    }
+
+    pub(super) fn contains(&self, url: &Url) -> bool {
+        self.seen.contains_key(&self.key(url))
+    }
+
+    fn push(&mut self, url: &Url, depth: u32, revisit: bool) {
+        self.waiting.entry(depth).or_default().push_back(Waiting { url: url.clone(), depth, revisit });
+    }
+
+    fn open_at(&mut self, depth: u32) -> &mut u64 {
+        let last = self.open.len() - 1;
+        &mut self.open[(depth as usize).min(last)]
+    }
+
+    /// Takes `url` on at `depth`, or moves it up when this path is shorter
+    /// than the one it was found by. True when it is new.
+    pub(super) fn admit(&mut self, url: &Url, depth: u32) -> bool {
+        let key = self.key(url);
+        if let Some(seen) = self.seen.get_mut(&key) {
+            if depth >= seen.depth {
+                return false;
+            }
+            let (old, state) = (seen.depth, seen.state);
+            seen.depth = depth;
+            match state {
+                State::Waiting => {
+                    *self.open_at(old) -= 1;
+                    *self.open_at(depth) += 1;
+                    self.push(url, depth, false);
+                }
+                // Its task follows its links from the new depth when it ends.
+                State::Running => {}
+                State::Done if depth < self.max_depth => self.push(url, depth, true),
+                State::Done => {}
+            }
             return false;
         }
-        if self.seen.len() as u64 >= self.max_pages {
+        let resumed = self.resumed.contains(&key);
+        if !resumed && self.admitted >= self.max_pages {
             self.cut = true;
             return false;
         }
-        self.seen.insert(url.as_str().to_string());
+        if !resumed {
+            self.admitted += 1;
+        }
+        self.seen.insert(key, Seen { depth, state: State::Waiting });
+        *self.open_at(depth) += 1;
+        self.push(url, depth, false);
         true
     }
 
+    /// The shallowest URL waiting, skipping entries a shorter path replaced.
+    pub(super) fn pop(&mut self) -> Option<Waiting> {
+        loop {
+            let mut first = self.waiting.first_entry()?;
+            let next = first.get_mut().pop_front();
+            if first.get().is_empty() {
+                first.remove();
+            }
+            let Some(w) = next else { continue };
+            let key = self.key(&w.url);
+            let Some(seen) = self.seen.get_mut(&key) else { continue };
+            let wanted = if w.revisit { State::Done } else { State::Waiting };
+            if seen.depth == w.depth && seen.state == wanted {
+                seen.state = State::Running;
+                return Some(w);
+            }
+        }
+    }
+
+    /// Marks `w` done; returns the shortest depth now known for it.
+    pub(super) fn finish(&mut self, w: &Waiting) -> u32 {
+        let key = self.key(&w.url);
+        let Some(seen) = self.seen.get_mut(&key) else { return w.depth };
+        seen.state = State::Done;
+        let depth = seen.depth;
+        if !w.revisit {
+            let at = self.open_at(depth);
+            *at = at.saturating_sub(1);
+        }
+        depth
+    }
+
     pub(super) fn room(&self) -> u64 {
-        self.max_pages.saturating_sub(self.seen.len() as u64)
+        self.max_pages.saturating_sub(self.admitted)
+    }
+
+    /// The depth the crawl is at: its shallowest waiting URL.
+    fn front(&self) -> Option<u32> {
+        self.waiting.keys().next().copied()
     }
 }
 
-/// New in-scope links found by the pages of the level being crawled, for
-/// the estimate of the work ahead (hashes: the URLs are admitted, in page
-/// order, only when the level ends).
-pub(super) struct Found {
-    pub(super) links: HashSet<u64>,
-    pub(super) hasher: std::hash::RandomState,
-    pub(super) level: u64,
-    pub(super) finished: u64,
-    /// New links per page lately (a moving average): pages later in a
-    /// level find fewer new links, their neighbours' being known already.
-    pub(super) rate: f64,
+/// How many new pages the pages still open should lead to: new links per
+/// page lately (a moving average: pages found late find fewer new links,
+/// their neighbours being known already), compounded down to `maxDepth`,
+/// within the budget left.
+pub(super) struct Growth {
+    rate: f64,
+    pages: u64,
 }
 
-impl Found {
+impl Growth {
     /// The weight of each page in `rate`: about the last twenty pages count.
     const ALPHA: f64 = 0.05;
 
-    pub(super) fn new(level: usize) -> Self {
-        Found { links: HashSet::new(), hasher: Default::default(), level: level as u64, finished: 0, rate: 0.0 }
+    pub(super) fn record(&mut self, new: u64) {
+        let new = new as f64;
+        self.rate = if self.pages == 0 { new } else { self.rate + Self::ALPHA * (new - self.rate) };
+        self.pages += 1;
     }
 
-    pub(super) fn add(&mut self, r: &PageResult, scope: &Scope, frontier: &Frontier) {
-        use std::hash::BuildHasher;
-        let before = self.links.len();
-        for u in &r.links {
-            if !frontier.seen.contains(u.as_str()) && scope.allows(u) {
-                self.links.insert(self.hasher.hash_one(u.as_str()));
+    pub(super) fn outlook(&self, frontier: &Frontier, depth: u32) -> Outlook {
+        let room = frontier.room() as f64;
+        let max = frontier.max_depth;
+        let mut ahead = 0.0;
+        for (d, &open) in frontier.open.iter().enumerate().take(max as usize) {
+            if open == 0 {
+                continue;
+            }
+            // rate + rate² + … over the levels left below depth d.
+            let n = f64::from(max - d as u32);
+            let r = self.rate;
+            let per_page = if (r - 1.0).abs() < 1e-9 { n } else { r * (1.0 - r.powf(n)) / (1.0 - r) };
+            ahead += open as f64 * per_page;
+            if ahead >= room {
+                break;
             }
         }
-        let new = (self.links.len() - before) as f64;
-        self.rate = if self.finished == 0 { new } else { self.rate + Self::ALPHA * (new - self.rate) };
-        self.finished += 1;
-    }
-
-    /// The outlook at level `depth` of `max_depth`: the links found so far,
-    /// plus what the rest of the level should find at the recent rate, grown
-    /// level by level at the same rate down to `maxDepth`, within the budget
-    /// left.
-    pub(super) fn outlook(&self, frontier: &Frontier, depth: u32, max_depth: u32) -> Outlook {
-        let room = frontier.room();
-        let found = (self.links.len() as u64).min(room);
-        let mut ahead = 0;
-        if depth < max_depth && self.finished > 0 {
-            let next = self.links.len() as f64 + self.rate * self.level.saturating_sub(self.finished) as f64;
-            let growth = next / self.level.max(1) as f64;
-            let (mut level, mut total) = (next, next);
-            for _ in depth + 1..max_depth {
-                level *= growth;
-                total += level;
-                if total >= room as f64 {
-                    break;
-                }
-            }
-            ahead = (total.min(room as f64) as u64).max(found);
-        }
-        Outlook { admitted: frontier.seen.len() as u64, found, ahead, depth: Some((depth, max_depth)) }
+        Outlook { admitted: frontier.admitted, found: 0, ahead: ahead.min(room) as u64, depth: Some((depth, max)) }
     }
 }
 
@@ -160,56 +274,68 @@ pub(super) async fn walk(engine: &Arc<Engine>, crawl: &Arc<Crawl>, pages: mpsc::
         },
     };
     ctx.follow.store(follow, Ordering::Relaxed);
-    let mut scope = spec.scope.clone();
-    let mut frontier = Frontier { seen: HashSet::new(), max_pages: u64::from(spec.max_pages), cut: false };
-    let mut level: Vec<Url> =
-        seeds.into_iter().filter(|u| (seeds_are_start || scope.allows(u)) && frontier.admit(u)).collect();
-    let depth_of = |d: u32| follow.then_some((d, spec.max_depth));
-    crawl.set_outlook(Outlook { admitted: frontier.seen.len() as u64, depth: depth_of(0), ..Outlook::default() });
-    crawl.stage(Stage::Crawling, format!("crawling {} URLs", level.len()));
-    let mut depth = 0u32;
-    while !level.is_empty() {
-        let level_scope = Arc::new(scope.clone());
-        let mut found = Found::new(level.len());
-        let following = follow && depth < spec.max_depth;
-        let on_result = |r: &PageResult| {
-            if following {
-                found.add(r, &level_scope, &frontier);
-                crawl.set_outlook(found.outlook(&frontier, depth, spec.max_depth));
-            }
-        };
-        let results =
-            run_level(&ctx, level, depth, seeds_are_start && depth == 0, level_scope.clone(), on_result).await;
-        if follow && depth >= spec.max_depth {
-            let beyond =
-                results.iter().flat_map(|r| &r.links).any(|u| !frontier.seen.contains(u.as_str()) && scope.allows(u));
-            if beyond {
-                crawl.limit.locked().get_or_insert(Limit::MaxDepth);
-            }
+    let max_depth = if follow { spec.max_depth } else { 0 };
+    let mut scope = Arc::new(spec.scope.clone());
+    let mut frontier = Frontier::new(u64::from(spec.max_pages), max_depth, crawl.resume.as_ref());
+    for u in seeds {
+        if seeds_are_start || scope.allows(&u) {
+            frontier.admit(&u, 0);
         }
-        if !following {
+    }
+    let depth_of = |d: u32| follow.then_some((d, spec.max_depth));
+    crawl.set_outlook(Outlook { admitted: frontier.admitted, depth: depth_of(0), ..Outlook::default() });
+    crawl.stage(Stage::Crawling, format!("crawling {} URLs", frontier.admitted));
+
+    // A page starts as soon as a slot is free, whatever its depth: a slow
+    // page holds up only itself.
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Waiting, Option<PageResult>)>();
+    let mut growth = Growth { rate: 0.0, pages: 0 };
+    let mut running = 0usize;
+    let token = crawl.token.clone();
+    loop {
+        while running < spec.concurrency {
+            let Some(w) = frontier.pop() else { break };
+            // Stored by an earlier run of this crawl: its outcome is known.
+            if let Some(r) = crawl.resume.as_ref().and_then(|r| r.result(&w.url)) {
+                settle(&ctx, &mut frontier, &mut scope, &mut growth, w, Some(r), seeds_are_start);
+                continue;
+            }
+            if !w.revisit {
+                crawl.progress.update(|s| s.current_url = Some(w.url.to_string()));
+            }
+            let (ctx2, scope2) = (ctx.clone(), scope.clone());
+            let seed = seeds_are_start && w.depth == 0 && !w.revisit;
+            let (url, depth, revisit) = (w.url.clone(), w.depth, w.revisit);
+            let report = Report { tx: tx.clone(), waiting: Some(w) };
+            let task = async move {
+                let token = ctx2.crawl.token.clone();
+                let result = tokio::select! {
+                    biased;
+                    _ = token.cancelled() => None,
+                    r = async {
+                        if revisit {
+                            links_again(&ctx2, &url, &scope2).await
+                        } else {
+                            page_task(&ctx2, url, depth, seed, &scope2).await
+                        }
+                    } => Some(r),
+                };
+                report.send(result);
+            };
+            crawl.tracker.spawn(task.in_current_span());
+            running += 1;
+        }
+        if running == 0 {
             break;
         }
-        if depth == 0 {
-            // The start page may have moved (http → https, apex → www): its
-            // final host joins the scope.
-            for r in &results {
-                if let Some(f) = &r.final_url {
-                    scope.add_host_of(f);
-                }
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => break,
+            Some((w, r)) = rx.recv() => {
+                running -= 1;
+                settle(&ctx, &mut frontier, &mut scope, &mut growth, w, r, seeds_are_start);
             }
         }
-        let next: Vec<Url> =
-            results.into_iter().flat_map(|r| r.links).filter(|u| scope.allows(u) && frontier.admit(u)).collect();
-        level = next;
-        depth += 1;
-        // Until the new level's pages report, the growth seen so far goes on.
-        crawl.set_outlook(Outlook {
-            admitted: frontier.seen.len() as u64,
-            found: 0,
-            ahead: crawl.outlook().ahead.saturating_sub(level.len() as u64).min(frontier.room()),
-            depth: depth_of(depth),
-        });
     }
     if frontier.cut {
         // The budget outranks maxDepth: it is what stopped the walk first.
@@ -218,60 +344,65 @@ pub(super) async fn walk(engine: &Arc<Engine>, crawl: &Arc<Crawl>, pages: mpsc::
     Outcome::Finished
 }
 
-/// Crawls one level with bounded concurrency; results come back in the
-/// level's order.
-/// `on_result` sees each page's result as it comes.
-pub(super) async fn run_level(
-    ctx: &Arc<Ctx>,
-    level: Vec<Url>,
-    depth: u32,
-    seed: bool,
-    scope: Arc<Scope>,
-    mut on_result: impl FnMut(&PageResult),
-) -> Vec<PageResult> {
-    let n = level.len();
-    let slots = Arc::new(Semaphore::new(ctx.crawl.spec.concurrency));
-    let (tx, mut rx) = mpsc::channel::<(usize, PageResult)>(n.max(1));
-    let mut results = vec![PageResult::default(); n];
-    for (i, url) in level.into_iter().enumerate() {
-        // Stored by an earlier run of this crawl: its outcome is known.
-        if let Some(r) = ctx.crawl.resume.as_ref().and_then(|r| r.result(&url)) {
-            results[i] = r;
-            continue;
+/// A page task's end, sent when the task ends whichever way (a panic
+/// included), so the walk never waits for a slot that is free.
+struct Report {
+    tx: mpsc::UnboundedSender<(Waiting, Option<PageResult>)>,
+    waiting: Option<Waiting>,
+}
+
+impl Report {
+    fn send(mut self, result: Option<PageResult>) {
+        if let Some(w) = self.waiting.take() {
+            let _ = self.tx.send((w, result));
         }
-        // Results are taken as they come, while later pages wait for a slot.
-        let permit = loop {
-            tokio::select! {
-                biased;
-                Some((j, r)) = rx.recv() => {
-                    on_result(&r);
-                    results[j] = r;
-                }
-                p = slots.clone().acquire_owned() => break p,
-            }
-        };
-        let Ok(permit) = permit else {
-            break;
-        };
-        ctx.crawl.progress.update(|s| s.current_url = Some(url.to_string()));
-        let (ctx2, tx, scope) = (ctx.clone(), tx.clone(), scope.clone());
-        let task = async move {
-            let token = ctx2.crawl.token.clone();
-            tokio::select! {
-                biased;
-                _ = token.cancelled() => {}
-                r = page_task(&ctx2, url, depth, seed, &scope) => { let _ = tx.send((i, r)).await; }
-            }
-            drop(permit);
-        };
-        ctx.crawl.tracker.spawn(task.in_current_span());
     }
-    drop(tx);
-    while let Some((i, r)) = rx.recv().await {
-        on_result(&r);
-        results[i] = r;
+}
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        if let Some(w) = self.waiting.take() {
+            let _ = self.tx.send((w, None));
+        }
     }
-    results
+}
+
+/// Takes a finished page's links on (from the shortest depth known for it).
+fn settle(
+    ctx: &Ctx,
+    frontier: &mut Frontier,
+    scope: &mut Arc<Scope>,
+    growth: &mut Growth,
+    w: Waiting,
+    result: Option<PageResult>,
+    seeds_are_start: bool,
+) {
+    let depth = frontier.finish(&w);
+    let crawl = &ctx.crawl;
+    let Some(r) = result else { return };
+    let follow = ctx.follow.load(Ordering::Relaxed);
+    if !follow {
+        return;
+    }
+    if seeds_are_start && w.depth == 0 && !w.revisit {
+        // The start page may have moved (http → https, apex → www): its
+        // final host joins the scope.
+        if let Some(f) = &r.final_url {
+            let mut s = (**scope).clone();
+            s.add_host_of(f);
+            *scope = Arc::new(s);
+        }
+    }
+    let max_depth = crawl.spec.max_depth;
+    if depth < max_depth {
+        let new = r.links.iter().filter(|u| scope.allows(u) && frontier.admit(u, depth + 1)).count();
+        if !w.revisit {
+            growth.record(new as u64);
+        }
+    } else if r.links.iter().any(|u| !frontier.contains(u) && scope.allows(u)) {
+        crawl.limit.locked().get_or_insert(Limit::MaxDepth);
+    }
+    crawl.set_outlook(growth.outlook(frontier, frontier.front().unwrap_or(depth)));
 }
 
 pub(super) async fn page_task(ctx: &Ctx, url: Url, depth: u32, seed: bool, scope: &Scope) -> PageResult {
