@@ -290,7 +290,7 @@ pub(super) async fn walk(engine: &Arc<Engine>, crawl: &Arc<Crawl>, pages: mpsc::
     // page holds up only itself.
     let (tx, mut rx) = mpsc::unbounded_channel::<(Waiting, Option<PageResult>)>();
     let mut growth = Growth { rate: 0.0, pages: 0 };
-    let mut running = 0usize;
+    let (mut running, mut replayed) = (0usize, 0u64);
     let token = crawl.token.clone();
     loop {
         while running < spec.concurrency {
@@ -298,6 +298,11 @@ pub(super) async fn walk(engine: &Arc<Engine>, crawl: &Arc<Crawl>, pages: mpsc::
             // Stored by an earlier run of this crawl: its outcome is known.
             if let Some(r) = crawl.resume.as_ref().and_then(|r| r.result(&w.url)) {
                 settle(&ctx, &mut frontier, &mut scope, &mut growth, w, Some(r), seeds_are_start);
+                replayed += 1;
+                if replayed % 256 == 0 {
+                    // A long replay leaves the async thread to others now and then.
+                    tokio::task::yield_now().await;
+                }
                 continue;
             }
             if !w.revisit {
