@@ -293,7 +293,7 @@ pub(super) async fn walk(engine: &Arc<Engine>, crawl: &Arc<Crawl>, pages: mpsc::
     let (mut running, mut replayed) = (0usize, 0u64);
     let token = crawl.token.clone();
     loop {
-        while running < spec.concurrency {
+        while running < spec.concurrency && !token.is_cancelled() {
             let Some(w) = frontier.pop() else { break };
             // Stored by an earlier run of this crawl: its outcome is known.
             if let Some(r) = crawl.resume.as_ref().and_then(|r| r.result(&w.url)) {
