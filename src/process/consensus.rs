@@ -14,14 +14,18 @@ const SHINGLE: usize = 4;
 
 /// Word tokens, lowercased: runs of letters, digits and `_`.
 pub fn tokens(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|t| !t.is_empty()).map(str::to_lowercase)
+    words(text).map(str::to_lowercase)
+}
+
+/// Runs of letters, digits and `_`, as they stand.
+fn words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|t| !t.is_empty())
 }
 
 /// Word tokens as numbers (a hash of the lowercased word): comparing
 /// shingles of numbers allocates nothing per word.
 fn token_ids(text: &str) -> Vec<u64> {
-    text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
-        .filter(|t| !t.is_empty())
+    words(text)
         .map(|t| {
             t.chars()
                 .flat_map(char::to_lowercase)
@@ -115,21 +119,17 @@ fn suspect(b: &Block) -> bool {
         return false;
     }
     if !t.contains('[') && !t.contains('<') {
-        return t
-            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
-            .filter(|w| !w.is_empty())
-            .nth(SHORT - 1)
-            .is_none();
+        return words(t).nth(SHORT - 1).is_none();
     }
-    let (mut words, mut linked, mut link, mut heading) = (0usize, 0usize, 0usize, false);
+    let (mut total, mut linked, mut link, mut heading) = (0usize, 0usize, 0usize, false);
     for event in Parser::new(b.text) {
         match event {
             Event::Start(Tag::Heading { .. }) => heading = true,
             Event::Start(Tag::Link { .. }) => link += 1,
             Event::End(TagEnd::Link) => link = link.saturating_sub(1),
             Event::Text(t) | Event::Code(t) => {
-                let n = tokens(&t).count();
-                words += n;
+                let n = words(&t).count();
+                total += n;
                 if link > 0 {
                     linked += n;
                 }
@@ -137,7 +137,7 @@ fn suspect(b: &Block) -> bool {
             _ => {}
         }
     }
-    !heading && (words < SHORT || 2 * linked > words)
+    !heading && (total < SHORT || 2 * linked > total)
 }
 
 /// A run of markdown lines decided as one: a paragraph, a fenced block, a

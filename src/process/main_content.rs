@@ -143,8 +143,8 @@ pub fn main_markdown(html: &str, page_url: &Url, hints: &Hints) -> (Option<Strin
         }
         _ => (None, String::new()),
     };
-    // The second opinion costs twice what readability does; it is asked
-    // only when there is a block it could remove.
+    // The second opinion costs more than the rest of the pipeline; it is
+    // asked only when there is a block it could remove.
     if !consensus::worth_asking(&markdown) {
         return (title, markdown);
     }

@@ -126,7 +126,7 @@ pub(super) fn failed(mut r: PageRecord, error: PageError) -> (PageRecord, PageRe
 pub(super) async fn crawl_page(ctx: &Ctx, url: Url, depth: u32, seed: bool, scope: &Scope) -> (PageRecord, PageResult) {
     let engine = &ctx.engine;
     let spec = &ctx.crawl.spec;
-    let mut delay = engine.config.politeness_delay;
+    let mut robots_delay = None;
     if spec.respect_robots {
         let rules = ctx.robots.rules_for(&url, &engine.fetcher).await;
         if !rules.allowed(&url) {
@@ -134,11 +134,9 @@ pub(super) async fn crawl_page(ctx: &Ctx, url: Url, depth: u32, seed: bool, scop
             r.error = Some(rules.reason());
             return (r, PageResult::default());
         }
-        if let Some(d) = rules.crawl_delay() {
-            delay = delay.max(d.min(engine.config.max_crawl_delay));
-        }
+        robots_delay = rules.crawl_delay();
     }
-    let _host = ctx.hosts.acquire(&url, delay).await;
+    let _host = ctx.hosts.acquire(&url, delay(ctx, robots_delay)).await;
     let r = record(&url, depth, PageStatus::Crawled);
     let first = if spec.render == Render::Browser {
         render(ctx, &url, seed, scope).await
@@ -168,18 +166,30 @@ pub(super) async fn crawl_page(ctx: &Ctx, url: Url, depth: u32, seed: bool, scop
     }
 }
 
+/// The politeness delay before a request to a host, raised by its
+/// robots.txt `Crawl-delay` up to the configured cap.
+fn delay(ctx: &Ctx, robots: Option<std::time::Duration>) -> std::time::Duration {
+    let config = &ctx.engine.config;
+    robots.map_or(config.politeness_delay, |d| config.politeness_delay.max(d.min(config.max_crawl_delay)))
+}
+
+/// A page's links, its canonical URL among them when it names another.
+fn links_and_canonical(html: &str, page_url: &Url) -> Vec<Url> {
+    let (mut links, canonical) = process::links_of(html, page_url);
+    links.extend(canonical.filter(|c| c != page_url && !links.contains(c)));
+    links
+}
+
 /// A page already done that a shorter path reached since: its links again,
 /// for the walk to follow from there (its outcome is stored already).
 /// Politely, over HTTP; a `304` gives the links of the source's copy.
 pub(super) async fn links_again(ctx: &Ctx, url: &Url, scope: &Scope) -> PageResult {
     let engine = &ctx.engine;
-    let mut delay = engine.config.politeness_delay;
-    if ctx.crawl.spec.respect_robots
-        && let Some(d) = ctx.robots.rules_for(url, &engine.fetcher).await.crawl_delay()
-    {
-        delay = delay.max(d.min(engine.config.max_crawl_delay));
-    }
-    let _host = ctx.hosts.acquire(url, delay).await;
+    let robots_delay = match ctx.crawl.spec.respect_robots {
+        true => ctx.robots.rules_for(url, &engine.fetcher).await.crawl_delay(),
+        false => None,
+    };
+    let _host = ctx.hosts.acquire(url, delay(ctx, robots_delay)).await;
     let Ok(b) = fetch(ctx, url, false, scope).await else { return PageResult::default() };
     if !b.kept_links.is_empty() {
         return PageResult { final_url: Some(b.final_url), links: b.kept_links };
@@ -190,10 +200,7 @@ pub(super) async fn links_again(ctx: &Ctx, url: &Url, scope: &Scope) -> PageResu
     let links = engine
         .pool
         .run(&ctx.crawl.tracker, move || {
-            let text = decode_charset(&bytes, content_type.as_deref());
-            let (mut links, canonical) = process::links_of(&text, &final_url);
-            links.extend(canonical.filter(|c| *c != final_url && !links.contains(c)));
-            links
+            links_and_canonical(&decode_charset(&bytes, content_type.as_deref()), &final_url)
         })
         .await
         .unwrap_or_default();
@@ -361,11 +368,7 @@ pub(super) async fn process_body(
             let text = decode_charset(&bytes, content_type.as_deref());
             if prior_body.as_deref() == Some(body_digest.as_str()) {
                 let links = match kind {
-                    Kind::Html if follow => {
-                        let (mut links, canonical) = process::links_of(&text, &page_url);
-                        links.extend(canonical.filter(|c| *c != page_url && !links.contains(c)));
-                        links
-                    }
+                    Kind::Html if follow => links_and_canonical(&text, &page_url),
                     _ => Vec::new(),
                 };
                 return PageOutcome::SameBody(body_digest, links);

@@ -282,13 +282,15 @@ pub(super) async fn walk(engine: &Arc<Engine>, crawl: &Arc<Crawl>, pages: mpsc::
             frontier.admit(&u, 0);
         }
     }
-    let depth_of = |d: u32| follow.then_some((d, spec.max_depth));
-    crawl.set_outlook(Outlook { admitted: frontier.admitted, depth: depth_of(0), ..Outlook::default() });
+    let depth = follow.then_some((0, spec.max_depth));
+    crawl.set_outlook(Outlook { admitted: frontier.admitted, depth, ..Outlook::default() });
     crawl.stage(Stage::Crawling, format!("crawling {} URLs", frontier.admitted));
 
     // A page starts as soon as a slot is free, whatever its depth: a slow
     // page holds up only itself.
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Waiting, Option<PageResult>)>();
+    // Each running task sends once, so the channel never holds more than
+    // `concurrency` ends and a send never waits.
+    let (tx, mut rx) = mpsc::channel::<(Waiting, Option<PageResult>)>(spec.concurrency.max(1));
     let mut growth = Growth { rate: 0.0, pages: 0 };
     let (mut running, mut replayed) = (0usize, 0u64);
     let token = crawl.token.clone();
@@ -352,14 +354,14 @@ pub(super) async fn walk(engine: &Arc<Engine>, crawl: &Arc<Crawl>, pages: mpsc::
 /// A page task's end, sent when the task ends whichever way (a panic
 /// included), so the walk never waits for a slot that is free.
 struct Report {
-    tx: mpsc::UnboundedSender<(Waiting, Option<PageResult>)>,
+    tx: mpsc::Sender<(Waiting, Option<PageResult>)>,
     waiting: Option<Waiting>,
 }
 
 impl Report {
     fn send(mut self, result: Option<PageResult>) {
         if let Some(w) = self.waiting.take() {
-            let _ = self.tx.send((w, result));
+            let _ = self.tx.try_send((w, result));
         }
     }
 }
@@ -367,7 +369,7 @@ impl Report {
 impl Drop for Report {
     fn drop(&mut self) {
         if let Some(w) = self.waiting.take() {
-            let _ = self.tx.send((w, None));
+            let _ = self.tx.try_send((w, None));
         }
     }
 }
