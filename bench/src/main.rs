@@ -250,6 +250,11 @@ struct Args {
     /// --slow-percent 3 --slow-ms 1500 --pages 3000 --stops 0`).
     #[arg(long, default_value_t = 1500)]
     slow_ms: u64,
+    /// Instead of the tree site, crawl the link trap (50 long links a page
+    /// to pages no one has seen, without end) and stop at this many pages:
+    /// peak RSS of a crawl whose frontier never ends.
+    #[arg(long)]
+    trap: Option<u64>,
     /// The trawl binary (build it with `cargo build --release`).
     #[arg(long, default_value = "target/release/trawl")]
     trawl: PathBuf,
@@ -330,6 +335,44 @@ async fn start_service_on(trawl: &std::path::Path, database: Option<&str>, env: 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Service { child, base, _dir: dir }
+}
+
+/// The link trap, crawled until `stop_at` pages are stored, then stopped.
+async fn trap_bench(client: &reqwest::Client, svc: &Service, site: &FixtureServer, concurrency: u32, stop_at: u64) {
+    let url = site.url("/trap/0.html");
+    let body =
+        json!({"url": url, "crawlType": "recursive", "maxDepth": 100, "maxPages": 1000000, "concurrency": concurrency});
+    let id = start_crawl_with(client, svc, &body).await;
+    let started = Instant::now();
+    let mut s = status(client, svc, &id).await;
+    let mut next = 10_000;
+    while !terminal(&s) && s["pagesCrawled"].as_u64().unwrap_or(0) < stop_at {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        s = status(client, svc, &id).await;
+        let crawled = s["pagesCrawled"].as_u64().unwrap_or(0);
+        if crawled >= next {
+            println!(
+                "{crawled} pages in {:.1}s, {} queued: RSS {:.1} MiB, peak {:.1} MiB",
+                started.elapsed().as_secs_f64(),
+                s["pagesQueued"],
+                svc.rss_kib() as f64 / 1024.0,
+                svc.peak_rss_kib() as f64 / 1024.0
+            );
+            next += 10_000;
+        }
+    }
+    let _ = client.post(format!("{}/api/crawls/{id}/stop", svc.base)).send().await;
+    while !terminal(&s) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        s = status(client, svc, &id).await;
+    }
+    println!(
+        "link trap: {} after {} pages in {:.1}s; trawl peak RSS (VmHWM) {:.1} MiB",
+        s["status"].as_str().unwrap_or("?"),
+        s["pagesCrawled"],
+        started.elapsed().as_secs_f64(),
+        svc.peak_rss_kib() as f64 / 1024.0
+    );
 }
 
 async fn start_crawl(client: &reqwest::Client, svc: &Service, url: &str, concurrency: u32) -> String {
@@ -864,6 +907,10 @@ async fn crawl_bench(args: Args) {
     }
     let svc = start_service(&args.trawl, &[("TRAWL_PER_HOST_CONCURRENCY", args.concurrency.to_string())]).await;
     let client = reqwest::Client::new();
+    if let Some(stop_at) = args.trap {
+        trap_bench(&client, &svc, &site, args.concurrency, stop_at).await;
+        return;
+    }
 
     let mut rates = Vec::new();
     for run in 1..=args.runs {

@@ -291,6 +291,9 @@ pub struct CrawlerArgs {
     /// Largest page body accepted, in bytes.
     #[arg(long, env = "TRAWL_MAX_PAGE_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_page_bytes: usize,
+    /// Links a crawl follows from one page; the rest are cut and counted on the page.
+    #[arg(long, env = "TRAWL_MAX_LINKS_PER_PAGE", default_value_t = 5_000)]
+    pub max_links_per_page: usize,
     /// Requests in flight to one host at once, per crawl.
     #[arg(long, env = "TRAWL_PER_HOST_CONCURRENCY", default_value_t = 16)]
     pub per_host_concurrency: usize,
@@ -408,6 +411,7 @@ impl CrawlerArgs {
             allow_private_networks: self.allow_private_networks,
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             max_page_bytes: self.max_page_bytes,
+            max_links_per_page: self.max_links_per_page,
             per_host_concurrency: self.per_host_concurrency,
             politeness_delay: Duration::from_millis(self.politeness_delay_ms),
             max_crawls: self.max_crawls,

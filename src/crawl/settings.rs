@@ -11,6 +11,10 @@ pub struct CrawlerConfig {
     pub request_timeout: Duration,
     /// Bodies longer than this are cut off and the page fails.
     pub max_page_bytes: usize,
+    /// Links a crawl follows from one page, in the page's order; the rest
+    /// are cut (and counted on the page), so a link trap cannot flood the
+    /// frontier.
+    pub max_links_per_page: usize,
     /// Requests in flight to one host at once, per crawl.
     pub per_host_concurrency: usize,
     /// Minimum spacing of requests to one host; robots.txt `Crawl-delay` can raise it.
@@ -39,6 +43,7 @@ impl Default for CrawlerConfig {
             allow_private_networks: false,
             request_timeout: Duration::from_secs(30),
             max_page_bytes: 10 * 1024 * 1024,
+            max_links_per_page: 5_000,
             per_host_concurrency: 16,
             politeness_delay: Duration::ZERO,
             max_crawl_delay: Duration::from_secs(30),
@@ -67,6 +72,7 @@ impl CrawlerConfig {
             ("request timeout", self.request_timeout.as_millis() as usize),
             ("max page bytes", self.max_page_bytes),
             ("per-host concurrency", self.per_host_concurrency),
+            ("max links per page", self.max_links_per_page),
             ("default concurrency", self.default_concurrency),
             ("browser page timeout", self.browser.page_timeout.as_millis() as usize),
             ("browser max pages", self.browser.max_pages),

@@ -6,7 +6,7 @@
 //! not have are dropped; measured on the public article benchmark
 //! (`trawl-bench extract`).
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// Shingles of four word tokens, as the benchmark (and most
 /// near-duplicate measures) cut text.
@@ -34,16 +34,22 @@ fn token_ids(text: &str) -> Vec<u64> {
         .collect()
 }
 
-fn shingles(tokens: &[u64]) -> HashMap<&[u64], usize> {
-    let mut out = HashMap::new();
+/// Shingles by a hash of their four tokens (already hashes: a cheap mix
+/// and Fx's map are enough), with how often each occurs.
+type Shingles = FxHashMap<u64, usize>;
+
+fn shingles(tokens: &[u64]) -> Shingles {
+    let mut out = Shingles::default();
+    out.reserve(tokens.len());
     for w in tokens.windows(SHINGLE) {
-        *out.entry(w).or_insert(0) += 1;
+        let key = w.iter().fold(0u64, |h, &t| h.rotate_left(17) ^ t.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        *out.entry(key).or_insert(0) += 1;
     }
     out
 }
 
 /// How many of `part`'s shingles `whole` also has (a multiset count).
-fn shared(part: &HashMap<&[u64], usize>, whole: &HashMap<&[u64], usize>) -> usize {
+fn shared(part: &Shingles, whole: &Shingles) -> usize {
     part.iter().map(|(k, &n)| n.min(whole.get(k).copied().unwrap_or(0))).sum()
 }
 
@@ -60,7 +66,9 @@ const KEEP: f64 = 0.5;
 /// Fenced code is always kept: losing an example costs more than a stray
 /// block.
 pub fn confirm(markdown: &str, other: &str) -> String {
-    let mine = token_ids(&plain(markdown));
+    let blocks = blocks(markdown);
+    let per_block: Vec<Vec<u64>> = blocks.iter().map(block_tokens).collect();
+    let mine: Vec<u64> = per_block.concat();
     let theirs = token_ids(other);
     let (mine_sh, theirs_sh) = (shingles(&mine), shingles(&theirs));
     let (n_mine, n_theirs): (usize, usize) = (mine_sh.values().sum(), theirs_sh.values().sum());
@@ -71,17 +79,16 @@ pub fn confirm(markdown: &str, other: &str) -> String {
     {
         return markdown.to_string();
     }
-    let words: HashSet<u64> = theirs.iter().copied().collect();
+    let words: FxHashSet<u64> = theirs.iter().copied().collect();
     let mut out = String::with_capacity(markdown.len());
-    for block in blocks(markdown) {
+    for (block, t) in blocks.iter().zip(&per_block) {
         let keep = block.fenced || {
-            let t = token_ids(&plain(block.text));
             if t.len() < SHINGLE {
                 // Too short for shingles (a heading, a short item): kept when
                 // every word is in the other text.
                 !t.is_empty() && t.iter().all(|w| words.contains(w))
             } else {
-                let sh = shingles(&t);
+                let sh = shingles(t);
                 shared(&sh, &theirs_sh) as f64 >= KEEP * sh.values().sum::<usize>() as f64
             }
         };
@@ -109,7 +116,6 @@ pub fn worth_asking(markdown: &str) -> bool {
 }
 
 fn suspect(b: &Block) -> bool {
-    use pulldown_cmark::{Event, Parser, Tag, TagEnd};
     let t = b.text.trim_start();
     if b.tight || is_item(t) || t.starts_with('|') || t.starts_with('>') || t.contains("![") {
         return true;
@@ -121,10 +127,24 @@ fn suspect(b: &Block) -> bool {
     if !t.contains('[') && !t.contains('<') {
         return words(t).nth(SHORT - 1).is_none();
     }
-    let (mut total, mut linked, mut link, mut heading) = (0usize, 0usize, 0usize, false);
-    for event in Parser::new(b.text) {
+    let (total, linked) = match link_words(t) {
+        Some(counts) => counts,
+        None => match parsed_link_words(b.text) {
+            Some(counts) => counts,
+            None => return false,
+        },
+    };
+    total < SHORT || 2 * linked > total
+}
+
+/// Words in all and words in link text by a markdown parse; `None` for a
+/// heading.
+fn parsed_link_words(text: &str) -> Option<(usize, usize)> {
+    use pulldown_cmark::{Event, Parser, Tag, TagEnd};
+    let (mut total, mut linked, mut link) = (0usize, 0usize, 0usize);
+    for event in Parser::new(text) {
         match event {
-            Event::Start(Tag::Heading { .. }) => heading = true,
+            Event::Start(Tag::Heading { .. }) => return None,
             Event::Start(Tag::Link { .. }) => link += 1,
             Event::End(TagEnd::Link) => link = link.saturating_sub(1),
             Event::Text(t) | Event::Code(t) => {
@@ -137,7 +157,37 @@ fn suspect(b: &Block) -> bool {
             _ => {}
         }
     }
-    !heading && (total < SHORT || 2 * linked > total)
+    Some((total, linked))
+}
+
+/// Words in all and words in link text of a block of plain `[text](url)`
+/// links on one line, read without a markdown parse; `None` for anything
+/// else (HTML, images, nested brackets, code, several lines).
+fn link_words(t: &str) -> Option<(usize, usize)> {
+    if t.trim_end().contains(['<', '`', '\\', '\n']) || t.contains("![") {
+        return None;
+    }
+    let (mut total, mut linked, mut rest) = (0usize, 0usize, t);
+    while let Some(open) = rest.find('[') {
+        total += words(&rest[..open]).count();
+        let after = &rest[open + 1..];
+        let close = after.find(']')?;
+        let text = &after[..close];
+        if text.contains('[') || !after[close + 1..].starts_with('(') {
+            return None;
+        }
+        let target = &after[close + 2..];
+        let end = target.find(')')?;
+        if target[..end].contains('(') {
+            return None;
+        }
+        let n = words(text).count();
+        total += n;
+        linked += n;
+        rest = &target[end + 1..];
+    }
+    total += words(rest).count();
+    Some((total, linked))
 }
 
 /// A run of markdown lines decided as one: a paragraph, a fenced block, a
@@ -203,6 +253,33 @@ fn is_item(line: &str) -> bool {
             .is_some_and(|(n, _)| !n.is_empty() && n.len() < 4 && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// A block's words as a reader sees them (see [`plain`]). Most blocks
+/// carry no link, image, entity or HTML, and their words are read off the
+/// markdown as it stands, without a markdown parse.
+fn block_tokens(b: &Block) -> Vec<u64> {
+    let text = b.text.trim_start();
+    if b.fenced {
+        // The code, without its fences and info string.
+        let mut lines: Vec<&str> = text.lines().skip(1).collect();
+        if lines.last().is_some_and(|l| {
+            let l = l.trim();
+            l.starts_with("```") || l.starts_with("~~~")
+        }) {
+            lines.pop();
+        }
+        return token_ids(&lines.join("\n"));
+    }
+    if text.bytes().any(|c| matches!(c, b'[' | b'<' | b'&' | b'_' | b'!' | b'\\')) {
+        return token_ids(&plain(text));
+    }
+    // An ordered item's number is markup, not text.
+    let text = match text.split_once(". ") {
+        Some((n, rest)) if is_item(text) && n.bytes().all(|b| b.is_ascii_digit()) => rest,
+        _ => text,
+    };
+    token_ids(text)
+}
+
 /// The text a reader sees of markdown: no link targets or image sources.
 pub fn plain(md: &str) -> String {
     use pulldown_cmark::{Event, Parser, Tag, TagEnd};
@@ -243,6 +320,29 @@ mod tests {
         assert!(out.contains("```sql\nSELECT 1;\n```"), "{out}");
         assert!(!out.contains("Share this story"), "{out}");
         assert!(!out.contains("Related"), "{out}");
+    }
+
+    #[test]
+    fn a_block_read_without_a_parse_has_the_words_a_parse_gives() {
+        let md = "## A heading with `code` and *stress*\n\n1. An ordered item\n- An item\n\n\
+            | a | b |\n|---|---|\n| c | d |\n\n```rust\nfn main() {}\n```\n\n\
+            A [link](https://example.com/x_y) and ![an image](/i.png) &amp; <b>bold</b> snake_case.";
+        for b in blocks(md) {
+            assert_eq!(block_tokens(&b), token_ids(&plain(b.text.trim_start())), "{}", b.text);
+        }
+    }
+
+    #[test]
+    fn links_read_without_a_parse_count_as_a_parse_counts() {
+        for t in [
+            "Read [the guide](https://example.com/guide) and [the reference](/ref) first, then write.",
+            "[a](b) [c d](e)",
+        ] {
+            assert_eq!(link_words(t), parsed_link_words(t), "{t}");
+        }
+        for t in ["[![logo](/l.png)](/)", "see `[x](y)`", "<b>[a](b)</b>", "[a] alone"] {
+            assert_eq!(link_words(t), None, "{t}");
+        }
     }
 
     #[test]

@@ -148,9 +148,10 @@ pub fn main_markdown(html: &str, page_url: &Url, hints: &Hints) -> (Option<Strin
     if !consensus::worth_asking(&markdown) {
         return (title, markdown);
     }
-    // Its own fallbacks (readability, jusText) and date search are work
-    // whose result is not used: readability has already run.
-    let mut opts = trafilatura::Options::default().with_url(page_url.clone()).with_fallback(false);
+    // Its own fallbacks (readability, jusText), metadata, language and date
+    // search are work whose result is not used: readability has already run.
+    let mut opts =
+        trafilatura::Options::default().with_url(page_url.clone()).with_fallback(false).with_content_only(true);
     opts.html_date_mode = trafilatura::HtmlDateMode::Disabled;
     // A second opinion that fails (or panics on a page it cannot handle)
     // leaves readability's markdown as it is.

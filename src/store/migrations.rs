@@ -25,6 +25,7 @@ pub const SQLITE: Files = files!("sqlite":
     "0005_last_event_id.sql",
     "0006_sources.sql",
     "0007_webhooks.sql",
+    "0008_links_cut.sql",
 );
 
 pub const POSTGRES: Files = files!("postgres":
@@ -35,6 +36,7 @@ pub const POSTGRES: Files = files!("postgres":
     "0005_last_event_id.sql",
     "0006_sources.sql",
     "0007_webhooks.sql",
+    "0008_links_cut.sql",
 );
 
 /// The migrator `sqlx::migrate!` would build from the same files: version

@@ -139,6 +139,8 @@ pub struct PageRecord {
     pub earlier_row: Option<i64>,
     /// Vectors the embedder made for this page so far.
     pub embedded: u64,
+    /// Links past the per-page cap, not followed.
+    pub links_cut: u32,
     /// Where the page leads, kept (PostgreSQL) for crawls that follow links,
     /// so that another instance can resume the crawl from its stored pages.
     pub links: Vec<String>,
@@ -194,6 +196,9 @@ pub struct PageSummary {
     pub error: Option<String>,
     /// Whether the content was rendered in Chromium (`render` `browser`, or `auto` for a page that needed scripts).
     pub rendered: bool,
+    /// Links past the per-page cap (`TRAWL_MAX_LINKS_PER_PAGE`, 5,000 by
+    /// default) that a crawl following links did not follow.
+    pub links_cut: u32,
     /// The page's markdown, with `?include=markdown`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub markdown: Option<String>,

@@ -186,6 +186,7 @@ from_columns!(PageSummary, |r| PageSummary {
     code_examples: r.count("code_count")?,
     error: r.opt_text("error")?,
     rendered: r.flag("rendered")?,
+    links_cut: r.small("links_cut")?,
     markdown: r.opt_text("content")?,
 });
 

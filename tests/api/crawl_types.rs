@@ -182,3 +182,22 @@ async fn max_depth_counts_the_shortest_path_even_when_it_answers_last() {
     assert_eq!(pages.len(), 6, "each page once: {pages:?}");
     assert_eq!(site.hits("/paths/y.html"), 1);
 }
+
+#[tokio::test]
+async fn a_page_with_more_links_than_the_cap_has_the_rest_cut_and_counted() {
+    let site = fixture().await;
+    let app = spawn_app_with(|c| c.crawler.max_links_per_page = 10).await;
+    let id = app
+        .start_crawl(json!({"url": site.url("/trap/0.html"), "crawlType": "recursive", "maxDepth": 1, "maxPages": 100}))
+        .await;
+    let s = app.wait_terminal(&id).await;
+    assert_eq!(s["status"], "completed", "{s}");
+    let pages = app.pages(&id).await;
+    assert_eq!(pages.len(), 11, "the start page and its first ten links: {pages:?}");
+    let start = pages.iter().find(|p| p["url"] == site.url("/trap/0.html")).expect("the start page");
+    assert_eq!(start["linksCut"], trawl_fixtures::TRAP_LINKS - 10, "{start}");
+    assert!(pages.iter().any(|p| p["url"].as_str().is_some_and(|u| u.contains("/trap/10-"))), "{pages:?}");
+    assert!(!pages.iter().any(|p| p["url"].as_str().is_some_and(|u| u.contains("/trap/11-"))), "{pages:?}");
+    // Every page of a crawl that follows links says what it cut.
+    assert!(pages.iter().all(|p| p["linksCut"] == trawl_fixtures::TRAP_LINKS - 10), "{pages:?}");
+}

@@ -321,7 +321,9 @@ pub(super) async fn walk(engine: &Arc<Engine>, crawl: &Arc<Crawl>, pages: mpsc::
                     _ = token.cancelled() => None,
                     r = async {
                         if revisit {
-                            links_again(&ctx2, &url, &scope2).await
+                            let mut again = links_again(&ctx2, &url, &scope2).await;
+                            cap_links(&mut again.links, ctx2.engine.config.max_links_per_page);
+                            again
                         } else {
                             page_task(&ctx2, url, depth, seed, &scope2).await
                         }
@@ -374,6 +376,13 @@ impl Drop for Report {
     }
 }
 
+/// Keeps a page's first `cap` links; returns how many were cut.
+pub(super) fn cap_links(links: &mut Vec<Url>, cap: usize) -> u32 {
+    let cut = links.len().saturating_sub(cap);
+    links.truncate(cap);
+    u32::try_from(cut).unwrap_or(u32::MAX)
+}
+
 /// Takes a finished page's links on (from the shortest depth known for it).
 fn settle(
     ctx: &Ctx,
@@ -413,7 +422,11 @@ fn settle(
 }
 
 pub(super) async fn page_task(ctx: &Ctx, url: Url, depth: u32, seed: bool, scope: &Scope) -> PageResult {
-    let (record, result) = crawl_page(ctx, url, depth, seed, scope).await;
+    let (mut record, mut result) = crawl_page(ctx, url, depth, seed, scope).await;
+    if ctx.follow.load(Ordering::Relaxed) {
+        record.links_cut = cap_links(&mut result.links, ctx.engine.config.max_links_per_page);
+        record.links.truncate(result.links.len());
+    }
     // A page that failed once the crawl was stopping may have failed of the
     // stop itself: it is not recorded. A crawl handed over at a shutdown
     // then fetches it again on the next instance (and follows its links)

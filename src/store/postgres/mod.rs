@@ -465,7 +465,7 @@ impl Store for PgStore {
     ) -> Result<Vec<PageSummary>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT id, url, final_url, title, status, http_status, depth, error, chunk_count, code_count, rendered,
-               CASE WHEN $4 THEN content END AS content
+               links_cut, CASE WHEN $4 THEN content END AS content
              FROM pages WHERE crawl_id = $1 AND id > $2 ORDER BY id LIMIT $3",
         )
         .bind(crawl_id)

@@ -110,15 +110,17 @@ pub(super) async fn insert_pages(
     let body_hashes: Vec<Option<&str>> = pages.iter().map(|p| p.body_hash.as_deref()).collect();
     let etags: Vec<Option<Cow<str>>> = pages.iter().map(|p| clean_opt(&p.etag)).collect();
     let modified: Vec<Option<Cow<str>>> = pages.iter().map(|p| clean_opt(&p.last_modified)).collect();
+    let links_cut: Vec<i32> = pages.iter().map(|p| p.links_cut.min(i32::MAX as u32) as i32).collect();
     let links: Vec<Option<String>> =
         pages.iter().map(|p| (!p.links.is_empty()).then(|| clean(&p.links.join("\n")).into_owned())).collect();
     let rows = sqlx::query(
         "INSERT INTO pages (crawl_id, content_hash, url, final_url, status, http_status, depth, title, description,
            content_type, format, content, bytes, error, source, chunk_count, code_count, fetched_at, rendered, links,
-           etag, last_modified, body_hash)
+           etag, last_modified, body_hash, links_cut)
          SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::text[],
            $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[], $14::text[], $15::text[], $16::int[],
-           $17::int[], $18::timestamptz[], $19::bool[], $20::text[], $21::text[], $22::text[], $23::text[])
+           $17::int[], $18::timestamptz[], $19::bool[], $20::text[], $21::text[], $22::text[], $23::text[],
+           $24::int[])
          RETURNING id, url",
     )
     .bind(crawl_id)
@@ -144,6 +146,7 @@ pub(super) async fn insert_pages(
     .bind(opt_strs(&etags))
     .bind(opt_strs(&modified))
     .bind(body_hashes)
+    .bind(links_cut)
     .fetch_all(&mut **tx)
     .await?;
     rows.iter().map(|r| Ok((r.try_get::<String, _>("url")?, r.try_get::<i64, _>("id")?))).collect()

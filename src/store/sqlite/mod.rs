@@ -280,7 +280,7 @@ impl SqliteStore {
             let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO pages (crawl_id, url, final_url, status, http_status, depth, title, content_type, format,
                    content, bytes, error, fetched_at, description, source, chunk_count, code_count, rendered,
-                   content_hash, etag, last_modified, links, body_hash) ",
+                   content_hash, etag, last_modified, links, body_hash, links_cut) ",
             );
             qb.push_values(chunk, |mut b, p| {
                 b.push_bind(&s.progress_id)
@@ -305,7 +305,8 @@ impl SqliteStore {
                     .push_bind(&p.etag)
                     .push_bind(&p.last_modified)
                     .push_bind((!p.links.is_empty()).then(|| p.links.join("\n")))
-                    .push_bind(&p.body_hash);
+                    .push_bind(&p.body_hash)
+                    .push_bind(i64::from(p.links_cut));
             });
             qb.build().execute(&mut *tx).await?;
         }
@@ -589,7 +590,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<PageSummary>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT id, url, final_url, title, status, http_status, depth, error, chunk_count, code_count, rendered,
-               CASE WHEN ?4 THEN content END AS content
+               links_cut, CASE WHEN ?4 THEN content END AS content
              FROM pages WHERE crawl_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
         )
         .bind(crawl_id)
