@@ -464,6 +464,11 @@ export interface PageSummary {
    */
   rendered: boolean;
   /**
+   * Links past the per-page cap (`TRAWL_MAX_LINKS_PER_PAGE`, 5,000 by
+   * default) that a crawl following links did not follow.
+   */
+  linksCut: number;
+  /**
    * The page's markdown, with `?include=markdown`.
    */
   markdown?: string | null;
