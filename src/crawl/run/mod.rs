@@ -30,6 +30,7 @@ use crate::backoff::{Backoff, Wait, pause};
 use crate::progress::{CrawlState, CrawlStatus, Limit, Stage};
 use crate::sync::LockExt;
 
+mod frontier;
 mod page;
 mod seeds;
 mod state;
