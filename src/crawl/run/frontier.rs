@@ -150,7 +150,10 @@ impl Frontier {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, depth, "could not read the frontier's file back; its URLs are lost")
+                    // They no longer count as open at their depth.
+                    let at = self.open_at(depth);
+                    *at = at.saturating_sub(spill.count as u64);
+                    tracing::warn!(error = %e, depth, lost = spill.count, "could not read the frontier's file back");
                 }
             }
         }
@@ -279,14 +282,16 @@ impl Spill {
         self.count == 0
     }
 
+    /// Appends an entry; on an error nothing is appended (the buffer stays
+    /// bounded and the entry is the caller's to keep).
     fn push(&mut self, url: &Url, revisit: bool) -> std::io::Result<()> {
+        if self.out.len() >= Self::BUFFER {
+            self.flush()?;
+        }
         self.out.push(if revisit { b'r' } else { b'n' });
         self.out.extend_from_slice(url.as_str().as_bytes());
         self.out.push(b'\n');
         self.count += 1;
-        if self.out.len() >= Self::BUFFER {
-            self.flush()?;
-        }
         Ok(())
     }
 
@@ -308,8 +313,11 @@ impl Spill {
                 if self.read == self.written {
                     self.flush()?;
                 }
-                let mut buf = vec![0u8; Self::BUFFER];
-                let got = self.file.read_at(&mut buf, self.read)?;
+                let start = self.carry.len();
+                self.carry.resize(start + Self::BUFFER, 0);
+                let got = self.file.read_at(&mut self.carry[start..], self.read);
+                self.carry.truncate(start + *got.as_ref().unwrap_or(&0));
+                let got = got?;
                 if got == 0 {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
@@ -317,7 +325,6 @@ impl Spill {
                     ));
                 }
                 self.read += got as u64;
-                self.carry.extend_from_slice(&buf[..got]);
             }
             let mut used = 0;
             for line in self.carry.split_inclusive(|&b| b == b'\n') {

@@ -183,7 +183,14 @@ fn links_and_canonical(html: &str, page_url: &Url) -> Vec<Url> {
 /// A page already done that a shorter path reached since: its links again,
 /// for the walk to follow from there (its outcome is stored already).
 /// Politely, over HTTP; a `304` gives the links of the source's copy.
+/// Capped as a page's links are.
 pub(super) async fn links_again(ctx: &Ctx, url: &Url, scope: &Scope) -> PageResult {
+    let mut again = links_again_uncapped(ctx, url, scope).await;
+    cap_links(&mut again.links, ctx.engine.config.max_links_per_page);
+    again
+}
+
+async fn links_again_uncapped(ctx: &Ctx, url: &Url, scope: &Scope) -> PageResult {
     let engine = &ctx.engine;
     let robots_delay = match ctx.crawl.spec.respect_robots {
         true => ctx.robots.rules_for(url, &engine.fetcher).await.crawl_delay(),

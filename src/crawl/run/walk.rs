@@ -125,9 +125,7 @@ pub(super) async fn walk(engine: &Arc<Engine>, crawl: &Arc<Crawl>, pages: mpsc::
                     _ = token.cancelled() => None,
                     r = async {
                         if revisit {
-                            let mut again = links_again(&ctx2, &url, &scope2).await;
-                            cap_links(&mut again.links, ctx2.engine.config.max_links_per_page);
-                            again
+                            links_again(&ctx2, &url, &scope2).await
                         } else {
                             page_task(&ctx2, url, depth, seed, &scope2).await
                         }
@@ -229,6 +227,7 @@ pub(super) async fn page_task(ctx: &Ctx, url: Url, depth: u32, seed: bool, scope
     let (mut record, mut result) = crawl_page(ctx, url, depth, seed, scope).await;
     if ctx.follow.load(Ordering::Relaxed) {
         record.links_cut = cap_links(&mut result.links, ctx.engine.config.max_links_per_page);
+        // The record keeps the same links, in the same order, as strings.
         record.links.truncate(result.links.len());
     }
     // A page that failed once the crawl was stopping may have failed of the
