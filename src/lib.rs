@@ -132,12 +132,25 @@ pub fn engine(
     shared_queue: bool,
     webhooks: webhooks::follow::Hooks,
 ) -> Result<crawl::Engine, AppError> {
+    engine_sharing(config, store, root, shared_queue, webhooks, None)
+}
+
+/// [`engine`], with hosts' politeness shared with other instances.
+pub fn engine_sharing(
+    config: crawl::CrawlerConfig,
+    store: store::DynStore,
+    root: CancellationToken,
+    shared_queue: bool,
+    webhooks: webhooks::follow::Hooks,
+    shared_hosts: Option<crawl::hosts::SharedHosts>,
+) -> Result<crawl::Engine, AppError> {
+    let hosts = crawl::hosts::Hosts::new(config.per_host_concurrency, shared_hosts);
     let fetcher = crawl::fetch::HttpFetcher::new(&config)?;
     let renderer =
         Arc::new(crawl::fetch::Renderer::new(config.browser.clone(), config.user_agent.clone(), fetcher.guard()));
     let pool = process::Pool::new(None)?;
     let embedder = embed::build(&config.embedding)?;
-    Ok(crawl::Engine { config, fetcher, renderer, pool, store, embedder, root, shared_queue, webhooks })
+    Ok(crawl::Engine { config, fetcher, renderer, pool, store, embedder, root, shared_queue, webhooks, hosts })
 }
 
 /// The registry, Socket.IO (with adapter `A`) and the HTTP API, wired together.
@@ -152,7 +165,21 @@ fn assemble<A: socketioxide::adapter::Adapter + socketioxide_core::adapter::Defi
 ) -> Result<(axum::Router, Arc<Registry>, A::InitRes), AppError> {
     let fanout = Arc::new(realtime::SocketFanout::new(io.clone(), root.clone(), node_room));
     let hooks = webhooks::follow::Hooks { settings: config.webhooks.clone(), wake: Default::default() };
-    let engine = engine(config.crawler, store.clone(), root.clone(), cluster.is_some(), hooks.clone())?;
+    let shared_hosts = match &cluster {
+        None => None,
+        Some(c) => {
+            // Longer than any request holds its host: a fetch, or a page in Chromium.
+            let ttl = config.crawler.request_timeout.max(config.crawler.browser.page_timeout) + Duration::from_secs(15);
+            match &config.cluster.redis_url {
+                Some(url) => {
+                    Some(crawl::hosts::SharedHosts::redis(url, ttl).map_err(realtime::RealtimeError::RedisUrl)?)
+                }
+                None => Some(crawl::hosts::SharedHosts::postgres(c.pool().clone(), ttl)),
+            }
+        }
+    };
+    let engine =
+        engine_sharing(config.crawler, store.clone(), root.clone(), cluster.is_some(), hooks.clone(), shared_hosts)?;
     let sender = webhooks::deliver::Sender::new(store.clone(), engine.fetcher.guard(), hooks)?;
     let embedder = engine.embedder.clone();
     let registry = Registry::new(engine, fanout.clone(), cluster)?;

@@ -698,6 +698,7 @@ async fn insert_and_index(
             status: status.clone(),
             tenant: None,
             request_json: "{}".into(),
+            settings_json: "{}".into(),
             claimed: false,
             source: Default::default(),
         })

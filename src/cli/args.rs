@@ -270,6 +270,10 @@ pub struct CrawlArgs {
     /// When a rendered page counts as loaded.
     #[arg(long, value_enum, env = "TRAWL_WAIT_UNTIL")]
     pub wait_until: Option<crate::crawl::fetch::WaitUntil>,
+    /// A header sent to the site's host only, `"Name: value"` (repeatable),
+    /// for a site behind a login; basic auth goes in the URL (`https://user:pass@host/`).
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
     /// Print the final status as JSON instead of a summary.
     #[arg(long)]
     pub json: bool,

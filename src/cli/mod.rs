@@ -150,6 +150,16 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
 }
 
 async fn crawl(args: CrawlArgs) -> Result<ExitCode, CliError> {
+    let mut headers = std::collections::BTreeMap::new();
+    for h in &args.headers {
+        let Some((name, value)) = h.split_once(':') else {
+            return Err(CliError::Usage(format!(
+                "--header '{}' is not 'Name: value'",
+                h.split(':').next().unwrap_or("")
+            )));
+        };
+        headers.insert(name.trim().to_string(), crate::crawl::login::Secret(value.trim().to_string()));
+    }
     let registry = local_registry(args.crawler, &args.database).await?;
     let req = CrawlRequest {
         url: args.url,
@@ -176,6 +186,9 @@ async fn crawl(args: CrawlArgs) -> Result<ExitCode, CliError> {
         chunk_overlap: None,
         chunk_unit: None,
         webhook: None,
+        headers,
+        cookies: Default::default(),
+        basic_auth: None,
     };
     let started = Instant::now();
     let status = registry.start(req, None).await?;

@@ -80,6 +80,11 @@ pub struct Beat {
 
 impl Cluster {
     /// Registers this instance (a name plus a unique suffix per process).
+    /// The database the instances share.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     pub async fn join(pool: PgPool, config: ClusterConfig) -> Result<Arc<Self>, StoreError> {
         let suffix = uuid::Uuid::now_v7().simple().to_string();
         let id = format!("{}-{}", config.instance_name, &suffix[suffix.len() - 8..]);

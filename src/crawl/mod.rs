@@ -3,7 +3,8 @@
 
 pub mod discover;
 pub mod fetch;
-mod hosts;
+pub mod hosts;
+pub mod login;
 pub mod registry;
 pub mod request;
 pub mod robots;

@@ -1,11 +1,15 @@
 //! `CrawlRequest` as clients send it, and `CrawlSpec`, the validated form the
 //! engine runs. All checks of user input happen here, once.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::crawl::CrawlerConfig;
 use crate::crawl::fetch::WaitUntil;
+use crate::crawl::login::{BasicAuth, Login, Secret};
 use crate::crawl::scope::Scope;
 use crate::process::{ChunkOptions, ChunkUnit, ProcessOptions};
 use crate::urls;
@@ -118,6 +122,23 @@ pub struct CrawlRequest {
     /// Where to post the crawl's events (signed; see the README's Webhooks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<crate::webhooks::WebhookSpec>,
+    /// For a site behind a login: headers sent with every request to the
+    /// crawl's hosts (e.g. `{"Authorization": "Bearer …"}`): robots.txt,
+    /// sitemaps, llms.txt, pages, redirect hops and a rendered page's own
+    /// requests; never to another host, nor over `http` after an `https`
+    /// start. At most 50, each value at most 8 KiB. Never shown; stored only
+    /// until the crawl ends (for another instance to resume it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = HashMap<String, String>)]
+    pub headers: BTreeMap<String, Secret>,
+    /// Cookies sent as one `Cookie` header, as `headers` are: name to value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = HashMap<String, String>)]
+    pub cookies: BTreeMap<String, Secret>,
+    /// HTTP basic auth, sent as `headers` are. A start URL's
+    /// `user:password@` is taken as this.
+    #[serde(default, alias = "basic_auth", skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
 }
 
 impl CrawlRequest {
@@ -160,6 +181,8 @@ pub struct CrawlSpec {
     pub scope: Scope,
     /// How pages become markdown, chunks and code examples.
     pub process: ProcessOptions,
+    /// What a site behind a login needs, sent only to the crawl's hosts.
+    pub login: Option<Arc<Login>>,
     /// The request as accepted, kept with the crawl.
     pub request: CrawlRequest,
 }
@@ -265,9 +288,23 @@ impl CrawlRequest {
             hook.validate().map_err(RequestError::Invalid)?;
         }
         let same_domain = self.same_domain.unwrap_or(true);
+        let subdomains = self.allow_subdomains.unwrap_or(false);
         let scope = Scope::new(&url, same_domain, &self.include, &self.exclude)
             .map_err(|e| RequestError::Invalid(e.to_string()))?
-            .with_subdomains(self.allow_subdomains.unwrap_or(false));
+            .with_subdomains(subdomains);
+        let mut request = self.clone();
+        // `user:password@` in the start URL is basic auth, kept as such and
+        // not in the URL (which is shown).
+        if let Some(basic) = userinfo(&self.url) {
+            if self.basic_auth.is_some() {
+                return Err(RequestError::Invalid("give basicAuth or a user in the url, not both".into()));
+            }
+            request.basic_auth = Some(basic);
+            request.url = url.to_string();
+        }
+        let login = Login::new(&request.headers, &request.cookies, request.basic_auth.as_ref(), &url, subdomains)
+            .map_err(|e| RequestError::Invalid(e.to_string()))?
+            .map(Arc::new);
         Ok(CrawlSpec {
             url,
             crawl_type: self.crawl_type,
@@ -281,9 +318,25 @@ impl CrawlRequest {
             wait_until: self.wait_until.unwrap_or_default(),
             scope,
             process: ProcessOptions { chunks, ..ProcessOptions::default() },
-            request: self.clone(),
+            login,
+            request,
         })
     }
+
+    /// The request without its login, as it may be kept after the crawl.
+    pub fn without_login(&self) -> CrawlRequest {
+        CrawlRequest { headers: BTreeMap::new(), cookies: BTreeMap::new(), basic_auth: None, ..self.clone() }
+    }
+}
+
+/// The `user:password@` of a URL as given, percent-decoded.
+fn userinfo(raw: &str) -> Option<BasicAuth> {
+    let url = Url::parse(raw.trim()).ok()?;
+    if url.username().is_empty() && url.password().is_none() {
+        return None;
+    }
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    Some(BasicAuth { username: decode(url.username()), password: Secret(decode(url.password().unwrap_or_default())) })
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use tokio::sync::{Mutex, OnceCell};
 use url::Url;
 
 use crate::crawl::fetch::HttpFetcher;
+use crate::crawl::login::Login;
 
 /// robots.txt files larger than this are cut, as RFC 9309 allows (500 KiB).
 const MAX_ROBOTS_BYTES: usize = 500 * 1024;
@@ -54,14 +55,16 @@ impl Rules {
 /// The robots.txt rules of every origin one crawl touches.
 pub struct Robots {
     agent: String,
+    /// The crawl's login, for robots.txt of its hosts.
+    login: Option<Arc<Login>>,
     by_origin: Mutex<HashMap<String, Arc<OnceCell<Arc<Rules>>>>>,
 }
 
 impl Robots {
     /// `user_agent` is matched by its product token ("trawl" of "trawl/0.1 (...)").
-    pub fn new(user_agent: &str) -> Self {
+    pub fn new(user_agent: &str, login: Option<Arc<Login>>) -> Self {
         let agent = user_agent.split(['/', ' ']).next().unwrap_or(user_agent).to_string();
-        Self { agent, by_origin: Mutex::new(HashMap::new()) }
+        Self { agent, login, by_origin: Mutex::new(HashMap::new()) }
     }
 
     pub async fn rules_for(&self, url: &Url, fetcher: &HttpFetcher) -> Arc<Rules> {
@@ -77,7 +80,8 @@ impl Robots {
         let Ok(url) = Url::parse(&format!("{origin}/robots.txt")) else {
             return Rules::AllowAll;
         };
-        let result = fetcher.fetch(&url, &|_| true, &|status, _| (200..300).contains(&status)).await;
+        let want = |status: u16, _: Option<&str>| (200..300).contains(&status);
+        let result = fetcher.fetch_if_changed(&url, self.login.as_deref(), &|_| true, &want, &Default::default()).await;
         match result {
             Ok(f) if (200..300).contains(&f.status) => {
                 let body = f.body.unwrap_or_default();

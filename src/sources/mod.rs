@@ -109,6 +109,11 @@ impl SourceUpdate {
                 let request: CrawlRequest = serde_json::from_value(serde_json::Value::Object(settings))
                     .map_err(|e| UpdateError::Invalid(format!("invalid settings: {e}")))?;
                 let spec = request.validate(cfg)?;
+                if spec.login.is_some() {
+                    return Err(UpdateError::Invalid(
+                        "a source keeps no login (headers, cookies, basicAuth, or a user in the url): a login is sent only with the crawl it is given to, and forgotten when that crawl ends".into(),
+                    ));
+                }
                 serde_json::to_string(&spec.request).map_err(|e| UpdateError::Invalid(e.to_string()))
             })
             .transpose()?;

@@ -26,6 +26,7 @@ pub const SQLITE: Files = files!("sqlite":
     "0006_sources.sql",
     "0007_webhooks.sql",
     "0008_links_cut.sql",
+    "0009_forget_login.sql",
 );
 
 pub const POSTGRES: Files = files!("postgres":
@@ -37,6 +38,8 @@ pub const POSTGRES: Files = files!("postgres":
     "0006_sources.sql",
     "0007_webhooks.sql",
     "0008_links_cut.sql",
+    "0009_forget_login.sql",
+    "0010_host_leases.sql",
 );
 
 /// The migrator `sqlx::migrate!` would build from the same files: version

@@ -352,7 +352,11 @@ pub struct NewCrawl {
     /// refresh; other crawls are filed by the store, which answers the id.
     pub status: CrawlStatus,
     pub tenant: Option<String>,
+    /// The request as the crawl runs it, its login included (the store
+    /// drops that when the crawl ends).
     pub request_json: String,
+    /// The request as its source keeps it: without a login, ever.
+    pub settings_json: String,
     /// What the tenant's source for this URL is made with, when this crawl
     /// is its first.
     pub source: NewSource,
@@ -708,6 +712,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// The tenant a crawl belongs to (`None` inside `Some` for open crawls).
     async fn crawl_tenant(&self, id: &str) -> Result<Option<Option<String>>, StoreError>;
+
+    /// The crawl's request as stored (JSON): what an instance resuming it
+    /// runs. An ended crawl's has no login left.
+    async fn crawl_request(&self, id: &str) -> Result<Option<String>, StoreError>;
 
     /// Newest first.
     async fn list_crawls(&self, filter: &CrawlFilter) -> Result<Vec<CrawlStatus>, StoreError>;

@@ -37,6 +37,7 @@ async fn restart_marks_a_crawl_left_running_as_failed_interrupted() {
                 status: s.clone(),
                 tenant: None,
                 request_json: "{}".into(),
+                settings_json: "{}".into(),
                 claimed: false,
                 source: Default::default(),
             })

@@ -12,6 +12,7 @@ mod guard;
 mod hardening;
 mod helpers;
 mod lifecycle;
+mod login;
 mod mcp;
 mod misbehaving;
 mod netns;

@@ -53,6 +53,7 @@ contract!(
     no_write_lands_after_cancelled,
     missing_vectors_are_listed_and_filled_in,
     interrupted_crawls_are_marked_at_start,
+    a_crawls_login_is_kept_while_it_runs_and_forgotten_when_it_ends,
 );
 
 fn new_crawl(tenant: Option<&str>) -> NewCrawl {
@@ -61,6 +62,7 @@ fn new_crawl(tenant: Option<&str>) -> NewCrawl {
         status: CrawlStatus::new_queued(id, "https://docs.example.com/".into(), Utc::now()),
         tenant: tenant.map(str::to_string),
         request_json: r#"{"url":"https://docs.example.com/"}"#.into(),
+        settings_json: r#"{"url":"https://docs.example.com/"}"#.into(),
         claimed: false,
         source: Default::default(),
     }
@@ -414,4 +416,30 @@ async fn interrupted_crawls_are_marked_at_start(store: DynStore) {
     let st = store.get_crawl(&stopping.status.progress_id).await.unwrap().unwrap();
     assert_eq!(st.status, CrawlState::Cancelled);
     assert!(st.finished_at.is_some());
+}
+
+async fn a_crawls_login_is_kept_while_it_runs_and_forgotten_when_it_ends(store: DynStore) {
+    for end in [CrawlState::Completed, CrawlState::Failed, CrawlState::Cancelled] {
+        let mut c = new_crawl(None);
+        c.request_json = r#"{"url":"https://docs.example.com/","maxPages":5,"headers":{"X-Api-Key":"k-123"},
+            "cookies":{"session":"c-456"},"basicAuth":{"username":"ann","password":"p-789"},
+            "webhook":{"url":"https://hooks.example.com/","headers":{"X-Hook":"h"}}}"#
+            .into();
+        store.create_crawl(&c).await.unwrap();
+        let id = c.status.progress_id.clone();
+        let mut s = c.status.clone();
+        s.status = CrawlState::Running;
+        store.save_status(&s).await.unwrap();
+        let running = store.crawl_request(&id).await.unwrap().unwrap();
+        assert!(["k-123", "c-456", "p-789"].iter().all(|v| running.contains(v)), "kept for a resume: {running}");
+        s.status = end;
+        s.finished_at = Some(Utc::now());
+        store.save_status(&s).await.unwrap();
+        let ended: serde_json::Value = serde_json::from_str(&store.crawl_request(&id).await.unwrap().unwrap()).unwrap();
+        for gone in ["headers", "cookies", "basicAuth"] {
+            assert!(ended.get(gone).is_none(), "{end:?}: {gone} is forgotten: {ended}");
+        }
+        assert_eq!(ended["maxPages"], 5, "the rest stays: {ended}");
+        assert_eq!(ended["webhook"]["headers"]["X-Hook"], "h", "a webhook's headers are the receiver's, kept: {ended}");
+    }
 }

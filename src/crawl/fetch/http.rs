@@ -14,6 +14,7 @@ use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_
 use url::Url;
 
 use crate::crawl::CrawlerConfig;
+use crate::crawl::login::Login;
 use crate::guard::{AddressGuard, ForbiddenAddress};
 use crate::urls;
 
@@ -200,19 +201,21 @@ impl HttpFetcher {
         in_scope: &(dyn Fn(&Url) -> bool + Sync),
         want_body: &(dyn Fn(u16, Option<&str>) -> bool + Sync),
     ) -> Result<Fetched, FetchError> {
-        self.fetch_if_changed(url, in_scope, want_body, &Validators::default()).await
+        self.fetch_if_changed(url, None, in_scope, want_body, &Validators::default()).await
     }
 
-    /// As [`HttpFetcher::fetch`], asking with `validators`: a server whose
-    /// copy matches answers `304` (with no body).
+    /// As [`HttpFetcher::fetch`], for a crawl: with its `login` on the hops
+    /// to its hosts, and asking with `validators` (a server whose copy
+    /// matches answers `304`, with no body).
     pub async fn fetch_if_changed(
         &self,
         url: &Url,
+        login: Option<&Login>,
         in_scope: &(dyn Fn(&Url) -> bool + Sync),
         want_body: &(dyn Fn(u16, Option<&str>) -> bool + Sync),
         validators: &Validators,
     ) -> Result<Fetched, FetchError> {
-        match tokio::time::timeout(self.timeout, self.fetch_inner(url, in_scope, want_body, validators)).await {
+        match tokio::time::timeout(self.timeout, self.fetch_inner(url, login, in_scope, want_body, validators)).await {
             Ok(r) => r,
             Err(_) => Err(FetchError::Timeout(self.timeout)),
         }
@@ -221,6 +224,7 @@ impl HttpFetcher {
     async fn fetch_inner(
         &self,
         url: &Url,
+        login: Option<&Login>,
         in_scope: &(dyn Fn(&Url) -> bool + Sync),
         want_body: &(dyn Fn(u16, Option<&str>) -> bool + Sync),
         validators: &Validators,
@@ -230,6 +234,10 @@ impl HttpFetcher {
         loop {
             self.guard.check_literal(&current)?;
             let mut request = self.client.get(current.clone());
+            // Each hop on its own: a redirect to another host goes without it.
+            if let Some(headers) = login.and_then(|l| l.headers_for(&current)) {
+                request = request.headers(headers.clone());
+            }
             if let Some(etag) = &validators.etag {
                 request = request.header(IF_NONE_MATCH, etag);
             }

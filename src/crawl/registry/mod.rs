@@ -270,6 +270,7 @@ impl Registry {
         status.refresh = refresh_of.is_some();
         status.source_id = refresh_of.map(str::to_string);
         let request_json = serde_json::to_string(&spec.request)?;
+        let settings_json = serde_json::to_string(&spec.request.without_login())?;
         // With a shared queue, a crawl posted to an instance with a free
         // slot runs there at once, like a lone instance's; the others wait
         // in the queue for whichever instance frees a slot first. The
@@ -281,7 +282,7 @@ impl Registry {
         };
         let claimed = self.cluster.is_none() || permit.is_some();
         let source = NewSource::named_after(&spec.url, spec.request.tags.clone());
-        let mut new = NewCrawl { status, tenant: tenant.clone(), request_json, claimed, source };
+        let mut new = NewCrawl { status, tenant: tenant.clone(), request_json, settings_json, claimed, source };
         new.status.source_id = Some(self.engine.store.create_crawl(&new).await?);
         let status = new.status.clone();
         metrics::counter!("trawl_crawls_started_total").increment(1);

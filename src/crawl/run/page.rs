@@ -136,7 +136,7 @@ pub(super) async fn crawl_page(ctx: &Ctx, url: Url, depth: u32, seed: bool, scop
         }
         robots_delay = rules.crawl_delay();
     }
-    let _host = ctx.hosts.acquire(&url, delay(ctx, robots_delay)).await;
+    let _host = ctx.engine.hosts.acquire(&ctx.host_key, &ctx.crawl.tracker, &url, delay(ctx, robots_delay)).await;
     let r = record(&url, depth, PageStatus::Crawled);
     let first = if spec.render == Render::Browser {
         render(ctx, &url, seed, scope).await
@@ -196,7 +196,7 @@ async fn links_again_uncapped(ctx: &Ctx, url: &Url, scope: &Scope) -> PageResult
         true => ctx.robots.rules_for(url, &engine.fetcher).await.crawl_delay(),
         false => None,
     };
-    let _host = ctx.hosts.acquire(url, delay(ctx, robots_delay)).await;
+    let _host = ctx.engine.hosts.acquire(&ctx.host_key, &ctx.crawl.tracker, url, delay(ctx, robots_delay)).await;
     let Ok(b) = fetch(ctx, url, false, scope).await else { return PageResult::default() };
     if !b.kept_links.is_empty() {
         return PageResult { final_url: Some(b.final_url), links: b.kept_links };
@@ -277,7 +277,7 @@ pub(super) async fn fetch(ctx: &Ctx, url: &Url, seed: bool, scope: &Scope) -> Re
     let get = |validators: Validators| async move {
         ctx.engine
             .fetcher
-            .fetch_if_changed(url, &in_scope, &want, &validators)
+            .fetch_if_changed(url, ctx.crawl.spec.login.as_deref(), &in_scope, &want, &validators)
             .await
             .map(PageBytes::fetched)
             .map_err(PageError::from)
@@ -302,7 +302,13 @@ pub(super) async fn render(ctx: &Ctx, url: &Url, seed: bool, scope: &Scope) -> R
     let _slot = ctx.crawl.browser_slots.acquire().await.map_err(|_| PageError::Cancelled)?;
     let rendered = engine
         .renderer
-        .render(url, ctx.crawl.spec.wait_until, &ctx.crawl.tracker, engine.config.browser.page_timeout)
+        .render(
+            url,
+            ctx.crawl.spec.wait_until,
+            ctx.crawl.spec.login.as_deref(),
+            &ctx.crawl.tracker,
+            engine.config.browser.page_timeout,
+        )
         .await?;
     if rendered.final_url != *url {
         if !seed && !scope.allows(&rendered.final_url) {

@@ -30,7 +30,9 @@ pub(super) async fn detect_type(ctx: &Ctx, url: &Url) -> CrawlType {
     if ctx.crawl.spec.respect_robots && !ctx.robots.rules_for(url, &ctx.engine.fetcher).await.allowed(url) {
         return CrawlType::Recursive;
     }
-    let fetched = ctx.engine.fetcher.fetch(url, &|_| true, &|s, _| (200..300).contains(&s)).await;
+    let want = |s: u16, _: Option<&str>| (200..300).contains(&s);
+    let login = ctx.crawl.spec.login.as_deref();
+    let fetched = ctx.engine.fetcher.fetch_if_changed(url, login, &|_| true, &want, &Default::default()).await;
     match fetched {
         Ok(f) if (200..300).contains(&f.status) => {
             let mime = f.mime().unwrap_or_default();
@@ -55,7 +57,13 @@ pub(super) async fn fetch_document(ctx: &Ctx, url: &Url, scope: &Scope) -> Resul
     let f = ctx
         .engine
         .fetcher
-        .fetch(url, &|u| scope.host_allowed(u), &|s, _| (200..300).contains(&s))
+        .fetch_if_changed(
+            url,
+            ctx.crawl.spec.login.as_deref(),
+            &|u| scope.host_allowed(u),
+            &|s, _| (200..300).contains(&s),
+            &Default::default(),
+        )
         .await
         .map_err(|e| format!("{url}: {}: {e}", e.code()))?;
     if !(200..300).contains(&f.status) {

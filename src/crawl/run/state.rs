@@ -35,6 +35,9 @@ pub struct Engine {
     pub shared_queue: bool,
     /// Where a crawl with a webhook enqueues its deliveries.
     pub webhooks: crate::webhooks::follow::Hooks,
+    /// Politeness per host, for every crawl of the process (and, with
+    /// shared leases, of every instance).
+    pub hosts: crate::crawl::hosts::Hosts,
 }
 
 /// One crawl's identity, live state and task bookkeeping.

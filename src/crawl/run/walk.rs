@@ -12,7 +12,6 @@ use tracing::Instrument;
 use url::Url;
 
 use crate::crawl::discover::{self};
-use crate::crawl::hosts::Hosts;
 use crate::crawl::request::CrawlType;
 use crate::crawl::robots::Robots;
 use crate::crawl::scope::Scope;
@@ -28,7 +27,8 @@ pub(super) struct Ctx {
     pub(super) engine: Arc<Engine>,
     pub(super) crawl: Arc<Crawl>,
     pub(super) robots: Robots,
-    pub(super) hosts: Hosts,
+    /// The crawl's name among the crawls waiting for a host.
+    pub(super) host_key: Arc<str>,
     pub(super) pages: mpsc::Sender<PageRecord>,
     /// The crawl follows links: pages keep theirs, for a resume.
     pub(super) follow: AtomicBool,
@@ -46,8 +46,8 @@ pub(super) async fn walk(engine: &Arc<Engine>, crawl: &Arc<Crawl>, pages: mpsc::
     let ctx = Arc::new(Ctx {
         engine: engine.clone(),
         crawl: crawl.clone(),
-        robots: Robots::new(&engine.config.user_agent),
-        hosts: Hosts::new(engine.config.per_host_concurrency.min(spec.concurrency)),
+        robots: Robots::new(&engine.config.user_agent, spec.login.clone()),
+        host_key: Arc::from(crawl.reporter.crawl_id.as_str()),
         pages,
         follow: AtomicBool::new(false),
     });

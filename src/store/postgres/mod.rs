@@ -84,6 +84,9 @@ impl Store for PgStore {
         let mut request: serde_json::Value =
             serde_json::from_str(&c.request_json).map_err(|e| StoreError::Corrupt(format!("request: {e}")))?;
         clean_json(&mut request);
+        let mut settings: serde_json::Value =
+            serde_json::from_str(&c.settings_json).map_err(|e| StoreError::Corrupt(format!("settings: {e}")))?;
+        clean_json(&mut settings);
         let mut tx = self.pool.begin().await?;
         // A refresh names its source, which must still be there (it may
         // have been deleted since it was claimed); any other crawl is filed
@@ -106,7 +109,7 @@ impl Store for PgStore {
                 .bind(clean(&s.url))
                 .bind(clean(&c.source.name))
                 .bind(sqlx::types::Json(c.source.tags.iter().map(|t| clean(t)).collect::<Vec<_>>()))
-                .bind(sqlx::types::Json(&request))
+                .bind(sqlx::types::Json(&settings))
                 .bind(s.created_at)
                 .fetch_one(&mut *tx)
                 .await?
@@ -439,6 +442,13 @@ impl Store for PgStore {
     async fn crawl_tenant(&self, id: &str) -> Result<Option<Option<String>>, StoreError> {
         let row = sqlx::query("SELECT tenant FROM crawls WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
         row.map(|r| Ok(r.try_get::<Option<String>, _>("tenant")?)).transpose()
+    }
+
+    async fn crawl_request(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT request::text FROM crawls WHERE id = $1")
+            .bind(clean(id).into_owned())
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     async fn list_crawls(&self, f: &CrawlFilter) -> Result<Vec<CrawlStatus>, StoreError> {

@@ -140,7 +140,7 @@ impl SqliteStore {
                 .bind(&s.url)
                 .bind(&c.source.name)
                 .bind(serde_json::to_string(&c.source.tags).unwrap_or_else(|_| "[]".into()))
-                .bind(&c.request_json)
+                .bind(&c.settings_json)
                 .bind(ts(&s.created_at))
                 .fetch_one(&mut *tx)
                 .await?
@@ -564,6 +564,10 @@ impl Store for SqliteStore {
     async fn crawl_tenant(&self, id: &str) -> Result<Option<Option<String>>, StoreError> {
         let row = sqlx::query("SELECT tenant FROM crawls WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
         Ok(row.map(|r| r.get::<Option<String>, _>("tenant")))
+    }
+
+    async fn crawl_request(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT request FROM crawls WHERE id = ?").bind(id).fetch_optional(&self.pool).await?)
     }
 
     async fn list_crawls(&self, f: &CrawlFilter) -> Result<Vec<CrawlStatus>, StoreError> {

@@ -31,6 +31,7 @@ use tokio_util::task::TaskTracker;
 use url::Url;
 
 use crate::crawl::fetch::proxy::GuardedProxy;
+use crate::crawl::login::Login;
 use crate::guard::{AddressGuard, ForbiddenAddress};
 use crate::sync::LockExt;
 
@@ -190,6 +191,7 @@ impl Renderer {
         &self,
         url: &Url,
         wait: WaitUntil,
+        login: Option<&Login>,
         closer: &TaskTracker,
         deadline: Duration,
     ) -> Result<Rendered, RenderError> {
@@ -202,7 +204,7 @@ impl Renderer {
         loop {
             attempt += 1;
             let instance = self.instance().await?;
-            match self.render_on(&instance, url, wait, closer, deadline).await {
+            match self.render_on(&instance, url, wait, login, closer, deadline).await {
                 Err(RenderError::Crashed) if attempt == 1 && !self.closing.is_cancelled() => {
                     tracing::warn!(%url, "Chromium exited during the page; retrying it on a new browser");
                     metrics::counter!("trawl_browser_retries_total").increment(1);
@@ -395,6 +397,7 @@ impl Renderer {
         instance: &Arc<Instance>,
         url: &Url,
         wait: WaitUntil,
+        login: Option<&Login>,
         closer: &TaskTracker,
         deadline: Duration,
     ) -> Result<Rendered, RenderError> {
@@ -403,7 +406,7 @@ impl Renderer {
             let started = Instant::now();
             let page = self.open_page(instance, closer, deadline).await?;
             let opened = started.elapsed();
-            let rendered = load(&page.page, url, wait, self.settings.settle, self.settings.load_media).await;
+            let rendered = load(&page.page, url, wait, self.settings.settle, self.settings.load_media, login).await;
             let loaded = started.elapsed();
             page.close().await;
             tracing::debug!(

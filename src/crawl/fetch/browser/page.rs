@@ -14,42 +14,71 @@ use tokio_util::task::TaskTracker;
 use url::Url;
 
 use crate::crawl::fetch::proxy::GUARD_HEADER;
+use crate::crawl::login::Login;
 use crate::guard::ForbiddenAddress;
 
 use super::*;
 
 /// Navigates `page` to `url` and waits as `wait` says; then reads the DOM.
 /// Unless `load_media`, images, media and fonts are refused by Chromium's
-/// Fetch domain before any request for them leaves the page.
+/// Fetch domain before any request for them leaves the page. With a
+/// `login`, every request is paused there too, and those to the crawl's
+/// hosts go on with its headers (redirect hops are paused anew, so a hop to
+/// another host goes without them).
 pub(super) async fn load(
     page: &Page,
     url: &Url,
     wait: WaitUntil,
     settle: Duration,
     load_media: bool,
+    login: Option<&Login>,
 ) -> Result<Rendered, RenderError> {
-    if load_media {
+    if load_media && login.is_none() {
         return navigate(page, url, wait, settle).await;
     }
     use chromiumoxide::cdp::browser_protocol::fetch::{
-        EnableParams, EventRequestPaused, FailRequestParams, RequestPattern,
+        ContinueRequestParams, EnableParams, EventRequestPaused, FailRequestParams, HeaderEntry, RequestPattern,
     };
     use chromiumoxide::cdp::browser_protocol::network::ErrorReason;
+    let media = [ResourceType::Image, ResourceType::Media, ResourceType::Font];
     let mut paused = page.event_listener::<EventRequestPaused>().await.map_err(protocol)?;
-    let patterns = [ResourceType::Image, ResourceType::Media, ResourceType::Font]
-        .into_iter()
-        .map(|t| RequestPattern::builder().url_pattern("*").resource_type(t).build())
-        .collect::<Vec<_>>();
+    let patterns = match login {
+        Some(_) => vec![RequestPattern::builder().url_pattern("*").build()],
+        None => media
+            .iter()
+            .map(|t| RequestPattern::builder().url_pattern("*").resource_type(t.clone()).build())
+            .collect::<Vec<_>>(),
+    };
     page.execute(EnableParams::builder().patterns(patterns).build()).await.map_err(protocol)?;
-    let refuse = async {
+    let handle = async {
         while let Some(ev) = paused.next().await {
-            let _ = page.execute(FailRequestParams::new(ev.request_id.clone(), ErrorReason::BlockedByClient)).await;
+            if !load_media && media.contains(&ev.resource_type) {
+                let _ = page.execute(FailRequestParams::new(ev.request_id.clone(), ErrorReason::BlockedByClient)).await;
+                continue;
+            }
+            let mut go_on = ContinueRequestParams::new(ev.request_id.clone());
+            let extra = login.zip(Url::parse(&ev.request.url).ok()).and_then(|(l, u)| l.headers_for(&u).cloned());
+            if let Some(extra) = extra {
+                let mut entries: Vec<HeaderEntry> = ev
+                    .request
+                    .headers
+                    .inner()
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(name, _)| !extra.contains_key(name.as_str()))
+                    .map(|(name, value)| HeaderEntry::new(name.clone(), value.as_str().unwrap_or_default()))
+                    .collect();
+                entries.extend(extra.iter().map(|(n, v)| HeaderEntry::new(n.as_str(), v.to_str().unwrap_or_default())));
+                go_on.headers = Some(entries);
+            }
+            let _ = page.execute(go_on).await;
         }
         std::future::pending::<()>().await
     };
     tokio::select! {
         r = navigate(page, url, wait, settle) => r,
-        _ = refuse => Err(RenderError::Protocol("the page's request events ended".into())),
+        _ = handle => Err(RenderError::Protocol("the page's request events ended".into())),
     }
 }
 
