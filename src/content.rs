@@ -9,6 +9,8 @@ pub struct Chunk {
     /// Headings above the chunk, outermost first: `Guide > Install`.
     pub heading_path: String,
     pub char_count: u32,
+    /// The PDF page the chunk starts on (`None` for other documents).
+    pub page: Option<u32>,
     /// Filled by the embedder; `None` until then (or when it failed).
     pub embedding: Option<Vec<f32>>,
 }

@@ -674,6 +674,7 @@ async fn insert_and_index(
                     heading_path: format!("Guide > Part {i}"),
                     char_count: content.chars().count() as u32,
                     content,
+                    page: None,
                     embedding,
                 }
             })

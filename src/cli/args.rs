@@ -298,7 +298,8 @@ pub struct CrawlerArgs {
     /// Links a crawl follows from one page; the rest are cut and counted on the page.
     #[arg(long, env = "TRAWL_MAX_LINKS_PER_PAGE", default_value_t = 5_000)]
     pub max_links_per_page: usize,
-    /// Requests in flight to one host at once, per crawl.
+    /// Requests in flight to one host at once, for all crawls of the
+    /// instance (and of every instance, when they share a database).
     #[arg(long, env = "TRAWL_PER_HOST_CONCURRENCY", default_value_t = 16)]
     pub per_host_concurrency: usize,
     /// Minimum delay between two requests to one host, in milliseconds.
@@ -314,6 +315,12 @@ pub struct CrawlerArgs {
     /// The User-Agent sent, also matched against robots.txt groups.
     #[arg(long, env = "TRAWL_USER_AGENT")]
     pub user_agent: Option<String>,
+    /// Reading one PDF takes at most this long, in milliseconds.
+    #[arg(long, env = "TRAWL_PDF_TIME_LIMIT_MS", default_value_t = 30_000)]
+    pub pdf_time_limit_ms: u64,
+    /// A PDF with more pages is not read.
+    #[arg(long, env = "TRAWL_PDF_MAX_PAGES", default_value_t = 2_000)]
+    pub pdf_max_pages: usize,
     #[command(flatten)]
     pub embedding: EmbedArgs,
     #[command(flatten)]
@@ -422,6 +429,10 @@ impl CrawlerArgs {
             default_concurrency: self.default_concurrency,
             embedding: self.embedding.into_config()?,
             browser: self.browser.into_settings(),
+            pdf: crate::process::pdf::PdfSettings {
+                time_limit: Duration::from_millis(self.pdf_time_limit_ms),
+                max_pages: self.pdf_max_pages,
+            },
             ..CrawlerConfig::default()
         };
         if let Some(ua) = self.user_agent {

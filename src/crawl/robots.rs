@@ -67,19 +67,30 @@ impl Robots {
         Self { agent, login, by_origin: Mutex::new(HashMap::new()) }
     }
 
-    pub async fn rules_for(&self, url: &Url, fetcher: &HttpFetcher) -> Arc<Rules> {
+    /// The rules of `url`'s origin, read on first use. `turn` waits for the
+    /// host's politeness before robots.txt is asked for (what it answers
+    /// is held until the answer is in).
+    pub async fn rules_for<T, F>(&self, url: &Url, fetcher: &HttpFetcher, turn: impl FnOnce(Url) -> F) -> Arc<Rules>
+    where
+        F: std::future::Future<Output = T>,
+    {
         let origin = url.origin().ascii_serialization();
         let cell = {
             let mut map = self.by_origin.lock().await;
             map.entry(origin.clone()).or_default().clone()
         };
-        cell.get_or_init(|| async { Arc::new(self.load(&origin, fetcher).await) }).await.clone()
+        cell.get_or_init(|| async {
+            let Ok(robots) = Url::parse(&format!("{origin}/robots.txt")) else {
+                return Arc::new(Rules::AllowAll);
+            };
+            let _turn = turn(robots.clone()).await;
+            Arc::new(self.load(&origin, robots, fetcher).await)
+        })
+        .await
+        .clone()
     }
 
-    async fn load(&self, origin: &str, fetcher: &HttpFetcher) -> Rules {
-        let Ok(url) = Url::parse(&format!("{origin}/robots.txt")) else {
-            return Rules::AllowAll;
-        };
+    async fn load(&self, origin: &str, url: Url, fetcher: &HttpFetcher) -> Rules {
         let want = |status: u16, _: Option<&str>| (200..300).contains(&status);
         let result = fetcher.fetch_if_changed(&url, self.login.as_deref(), &|_| true, &want, &Default::default()).await;
         match result {

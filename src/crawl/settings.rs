@@ -15,7 +15,8 @@ pub struct CrawlerConfig {
     /// are cut (and counted on the page), so a link trap cannot flood the
     /// frontier.
     pub max_links_per_page: usize,
-    /// Requests in flight to one host at once, per crawl.
+    /// Requests in flight to one host at once, for every crawl of the
+    /// process (and of every instance sharing its database).
     pub per_host_concurrency: usize,
     /// Minimum spacing of requests to one host; robots.txt `Crawl-delay` can raise it.
     pub politeness_delay: Duration,
@@ -35,6 +36,8 @@ pub struct CrawlerConfig {
     pub embedding: crate::embed::EmbedConfig,
     /// Chromium, for `render: "browser"` and `"auto"`.
     pub browser: super::fetch::BrowserSettings,
+    /// Limits on each PDF a crawl reads (its size is `max_page_bytes`).
+    pub pdf: crate::process::pdf::PdfSettings,
 }
 
 impl Default for CrawlerConfig {
@@ -57,6 +60,7 @@ impl Default for CrawlerConfig {
             max_depth_limit: 100,
             embedding: crate::embed::EmbedConfig::default(),
             browser: super::fetch::BrowserSettings::default(),
+            pdf: crate::process::pdf::PdfSettings::default(),
         }
     }
 }
@@ -77,6 +81,8 @@ impl CrawlerConfig {
             ("browser page timeout", self.browser.page_timeout.as_millis() as usize),
             ("browser max pages", self.browser.max_pages),
             ("browser concurrency", self.browser.default_concurrency),
+            ("PDF time limit", self.pdf.time_limit.as_millis() as usize),
+            ("PDF max pages", self.pdf.max_pages),
         ];
         for (name, v) in positive {
             if v == 0 {

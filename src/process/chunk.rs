@@ -71,25 +71,51 @@ fn headings(md: &str) -> Vec<(usize, usize, String)> {
 }
 
 pub fn chunk_markdown(md: &str, opts: ChunkOptions) -> Vec<Chunk> {
+    chunk(md, opts, false)
+}
+
+/// A PDF's markdown (pages under `<!-- page N -->` markers, see
+/// `pdf.rs`): each chunk carries the page it starts on, and the markers
+/// are left out of its text.
+pub fn chunk_pages(md: &str, opts: ChunkOptions) -> Vec<Chunk> {
+    chunk(md, opts, true)
+}
+
+fn chunk(md: &str, opts: ChunkOptions, paged: bool) -> Vec<Chunk> {
     // Asked for only when used: building it takes a while.
     let bpe = if opts.unit == ChunkUnit::Tokens { tokenizer() } else { None };
     match bpe {
         Some(bpe) => match ChunkConfig::new(opts.size.max(1)).with_sizer(bpe).with_overlap(opts.overlap) {
-            Ok(config) => split(md, MarkdownSplitter::new(config)),
+            Ok(config) => split(md, MarkdownSplitter::new(config), paged),
             Err(_) => Vec::new(),
         },
         _ => match ChunkConfig::new(opts.size.max(1)).with_overlap(opts.overlap) {
-            Ok(config) => split(md, MarkdownSplitter::new(config)),
+            Ok(config) => split(md, MarkdownSplitter::new(config), paged),
             Err(_) => Vec::new(),
         },
     }
 }
 
-fn split<S: text_splitter::ChunkSizer>(md: &str, splitter: MarkdownSplitter<S>) -> Vec<Chunk> {
+/// Byte offset and number of each page marker.
+fn page_marks(md: &str) -> Vec<(usize, u32)> {
+    let mut offset = 0;
+    let mut out = Vec::new();
+    for line in md.split_inclusive('\n') {
+        if let Some(page) = super::pdf::marker_page(line) {
+            out.push((offset, page));
+        }
+        offset += line.len();
+    }
+    out
+}
+
+fn split<S: text_splitter::ChunkSizer>(md: &str, splitter: MarkdownSplitter<S>, paged: bool) -> Vec<Chunk> {
     let heads = headings(md);
+    let marks = if paged { page_marks(md) } else { Vec::new() };
     let mut out = Vec::new();
     let mut stack: Vec<(usize, String)> = Vec::new();
-    let mut h = 0;
+    let (mut h, mut m) = (0, 0);
+    let mut page = None;
     for (offset, text) in splitter.chunk_indices(md) {
         while h < heads.len() && heads[h].0 <= offset {
             let (_, level, title) = &heads[h];
@@ -97,11 +123,35 @@ fn split<S: text_splitter::ChunkSizer>(md: &str, splitter: MarkdownSplitter<S>) 
             stack.push((*level, title.clone()));
             h += 1;
         }
+        while m < marks.len() && marks[m].0 <= offset {
+            page = Some(marks[m].1);
+            m += 1;
+        }
+        let (content, starts_on) = match paged {
+            false => (text.to_string(), None),
+            true => {
+                // Markers before the chunk's first words name its page.
+                let mut starts_on = page;
+                for line in text.lines() {
+                    match super::pdf::marker_page(line) {
+                        Some(p) => starts_on = Some(p),
+                        None if line.trim().is_empty() => {}
+                        None => break,
+                    }
+                }
+                let kept: Vec<&str> = text.lines().filter(|l| super::pdf::marker_page(l).is_none()).collect();
+                (kept.join("\n").trim().to_string(), starts_on)
+            }
+        };
+        if content.is_empty() {
+            continue;
+        }
         out.push(Chunk {
             index: out.len() as u32,
-            content: text.to_string(),
+            char_count: content.chars().count() as u32,
+            content,
             heading_path: stack.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>().join(" > "),
-            char_count: text.chars().count() as u32,
+            page: starts_on,
             embedding: None,
         });
     }

@@ -17,6 +17,7 @@ pub mod html;
 pub mod language;
 pub mod main_content;
 pub mod page;
+pub mod pdf;
 
 use std::sync::Arc;
 
@@ -26,8 +27,8 @@ pub use chunk::{Chunk, ChunkOptions, ChunkUnit};
 pub use code::CodeExample;
 pub use html::text_title;
 pub use page::{
-    Extracted, ProcessOptions, Processed, embedding_inputs, extract_html, extract_text, links_of, process_html,
-    process_text,
+    Extracted, ProcessOptions, Processed, embedding_inputs, extract_html, extract_pdf, extract_text, links_of,
+    process_html, process_text,
 };
 
 /// The process-wide rayon pool. Work enters it from a tracked blocking task, so

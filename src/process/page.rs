@@ -263,12 +263,17 @@ pub struct Extracted {
     pub links: Vec<Url>,
     pub canonical: Option<Url>,
     blocks: Vec<code::RawBlock>,
+    /// The markdown is a PDF's, in pages: chunks carry their page.
+    paged: bool,
 }
 
 impl Extracted {
     /// Chunks and code examples: the rest of the work on a page.
     pub fn finish(self, opts: &ProcessOptions) -> Processed {
-        let chunks = chunk_markdown(&self.markdown, opts.chunks);
+        let chunks = match self.paged {
+            true => super::chunk::chunk_pages(&self.markdown, opts.chunks),
+            false => chunk_markdown(&self.markdown, opts.chunks),
+        };
         let code_examples = code::examples(self.blocks, &self.markdown, opts.min_code_chars);
         let Extracted { title, description, markdown, links, canonical, .. } = self;
         Processed { title, description, markdown, links, canonical, chunks, code_examples }
@@ -295,7 +300,7 @@ pub fn extract_html(html: &str, page_url: &Url) -> Extracted {
     // does not have, in search and in embeddings, which get the title anyway).
     let title = (!page_title.is_empty()).then_some(page_title).or(article_title);
     let description = scan.description.filter(|d| !d.is_empty());
-    Extracted { title, description, markdown, links, canonical, blocks: scan.blocks }
+    Extracted { title, description, markdown, links, canonical, blocks: scan.blocks, paged: false }
 }
 
 /// Where a page leads (its links and its `rel=canonical`), without
@@ -330,6 +335,21 @@ pub fn extract_text(text: &str) -> Extracted {
         links: Vec::new(),
         canonical: None,
         blocks: code::blocks_from_markdown(text),
+        paged: false,
+    }
+}
+
+/// A PDF's text, page by page under markers; its title is the document's
+/// own, else `fallback_title` (the file's name).
+pub fn extract_pdf(pdf: &super::pdf::PdfText, fallback_title: Option<String>) -> Extracted {
+    Extracted {
+        title: pdf.title.clone().or(fallback_title),
+        description: None,
+        markdown: pdf.markdown(),
+        links: Vec::new(),
+        canonical: None,
+        blocks: Vec::new(),
+        paged: true,
     }
 }
 

@@ -27,6 +27,7 @@ pub const SQLITE: Files = files!("sqlite":
     "0007_webhooks.sql",
     "0008_links_cut.sql",
     "0009_forget_login.sql",
+    "0010_chunk_pages.sql",
 );
 
 pub const POSTGRES: Files = files!("postgres":
@@ -40,6 +41,7 @@ pub const POSTGRES: Files = files!("postgres":
     "0008_links_cut.sql",
     "0009_forget_login.sql",
     "0010_host_leases.sql",
+    "0011_chunk_pages.sql",
 );
 
 /// The migrator `sqlx::migrate!` would build from the same files: version

@@ -521,6 +521,9 @@ pub struct ChunkHit {
     pub url: String,
     pub title: Option<String>,
     pub content: String,
+    /// The PDF page the chunk starts on; absent for other documents.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
     pub score: f64,
 }
 
@@ -547,7 +550,8 @@ pub struct Unembedded {
 impl Unembedded {
     /// A chunk row, embedded with the same text the crawl would have used.
     pub fn chunk(id: i64, title: Option<&str>, heading_path: String, content: String) -> Self {
-        let chunk = crate::content::Chunk { index: 0, content, heading_path, char_count: 0, embedding: None };
+        let chunk =
+            crate::content::Chunk { index: 0, content, heading_path, char_count: 0, page: None, embedding: None };
         let (texts, _) = crate::content::embedding_inputs(title, &[chunk], &[]);
         Self { code: false, id, text: texts.into_iter().next().unwrap_or_default() }
     }

@@ -241,6 +241,7 @@ from_columns!(Chunk, |r| Chunk {
     heading_path: r.text("heading_path")?,
     content: r.text("content")?,
     char_count: r.small("char_count")?,
+    page: r.opt_int("page")?.and_then(|p| u32::try_from(p).ok()),
     embedding: None,
 });
 
@@ -258,6 +259,7 @@ from_columns!(ChunkHit, |r| ChunkHit {
     url: r.text("url")?,
     title: r.opt_text("title")?,
     content: r.text("content")?,
+    page: r.opt_int("page")?.and_then(|p| u32::try_from(p).ok()),
     score: 0.0,
 });
 

@@ -80,6 +80,17 @@ const TTL_MS: &str = "1500";
 
 impl Instance {
     pub async fn start(name: &str, database: &str, redis: Option<&Redis>, max_crawls: usize) -> Instance {
+        Self::start_with(name, database, redis, max_crawls, &[]).await
+    }
+
+    /// As [`Instance::start`], with more of the environment.
+    pub async fn start_with(
+        name: &str,
+        database: &str,
+        redis: Option<&Redis>,
+        max_crawls: usize,
+        env: &[(&str, &str)],
+    ) -> Instance {
         let port = free_port();
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_trawl"));
         cmd.arg("serve")
@@ -96,6 +107,7 @@ impl Instance {
         if let Some(r) = redis {
             cmd.env("REDIS_URL", r.url());
         }
+        cmd.envs(env.iter().copied());
         match std::env::var("TRAWL_TEST_LOG") {
             Ok(filter) => cmd.env("RUST_LOG", filter).stderr(Stdio::inherit()),
             Err(_) => cmd.stderr(Stdio::null()),
@@ -484,4 +496,42 @@ async fn without_redis_a_socket_on_one_instance_still_follows_and_stops_a_crawl_
     assert!(stopping < end && end == events.len() - 1, "{events:?}");
     assert_eq!(b.status(&stopped).await["status"], "cancelled");
     assert_eq!(b.metric("trawl_crawls_claimed_total").await, 2.0);
+}
+
+/// Ten crawls of one host, five on each of two instances: the host's limit
+/// (4) holds across them, with the leases in Redis or, without it, in
+/// PostgreSQL.
+async fn two_instances_share_a_hosts_limit(with_redis: bool) {
+    let url = crate::pg::fresh_database_url().await;
+    let redis = match with_redis {
+        true => Some(Redis::start().await),
+        false => None,
+    };
+    let env = [("TRAWL_PER_HOST_CONCURRENCY", "4")];
+    let a = Instance::start_with("a", &url, redis.as_ref(), 5, &env).await;
+    let b = Instance::start_with("b", &url, redis.as_ref(), 5, &env).await;
+    let site = fixture_with(SiteOptions { pages: 40, ..paced_site() }).await;
+    let mut crawls = Vec::new();
+    for i in 0..10 {
+        let on = if i % 2 == 0 { &a } else { &b };
+        crawls.push((on, on.start_crawl(recursive(&site, 8)).await));
+    }
+    for (on, id) in &crawls {
+        let s = on.wait_terminal(id).await;
+        assert_eq!(s["status"], "completed", "{s}");
+        assert_eq!(s["pagesCrawled"], 40, "{s}");
+    }
+    let most = site.stats().max_in_flight.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(most <= 4, "the host saw {most} requests at once");
+    assert!(most >= 3, "the crawls ran side by side ({most} at most)");
+}
+
+#[tokio::test]
+async fn two_instances_sharing_redis_keep_a_hosts_limit_across_ten_crawls() {
+    two_instances_share_a_hosts_limit(true).await;
+}
+
+#[tokio::test]
+async fn two_instances_without_redis_keep_a_hosts_limit_through_postgres() {
+    two_instances_share_a_hosts_limit(false).await;
 }

@@ -81,6 +81,8 @@ fn page(url: &str, body: &str, code: Option<(&str, &str)>) -> PageRecord {
             heading_path: "Guide".into(),
             content: c.to_string(),
             char_count: c.chars().count() as u32,
+            // Every chunk on a page of its own, as a PDF's would be.
+            page: Some(i as u32 + 1),
             embedding: Some(embed(c)),
         })
         .collect();
@@ -280,6 +282,7 @@ async fn text_vector_and_hybrid_search_find_the_right_chunk(store: DynStore) {
     let hybrid = trawl::search::search(&*store, &embedder, "hnsw index", Mode::Hybrid, &everywhere, 1).await.unwrap();
     assert_eq!(hybrid.len(), 1);
     assert_eq!(hybrid[0].url, "https://docs.example.com/vectors");
+    assert!(hybrid[0].page.is_some_and(|p| p >= 1), "a chunk's page comes back with it: {hybrid:?}");
     // The RRF score of a chunk first in both rankings: 2 / (60 + 1).
     assert!((hybrid[0].score - 2.0 / 61.0).abs() < 1e-9, "score {}", hybrid[0].score);
 

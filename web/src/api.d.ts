@@ -62,6 +62,19 @@ export type WaitUntil = 'domcontentloaded' | 'load' | 'networkidle';
 
 export interface TrawlApi {}
 /**
+ * `basicAuth` of a crawl request.
+ *
+ * This interface was referenced by `TrawlApi`'s JSON-Schema
+ * via the `definition` "BasicAuth".
+ */
+export interface BasicAuth {
+  /**
+   * Without `:`.
+   */
+  username: string;
+  password: string;
+}
+/**
  * This interface was referenced by `TrawlApi`'s JSON-Schema
  * via the `definition` "ChunkHit".
  */
@@ -70,6 +83,10 @@ export interface ChunkHit {
   url: string;
   title?: string | null;
   content: string;
+  /**
+   * The PDF page the chunk starts on; absent for other documents.
+   */
+  page?: number | null;
   score: number;
 }
 /**
@@ -193,6 +210,24 @@ export interface CrawlRequest {
   chunkOverlap?: number | null;
   chunkUnit?: null | ('characters' | 'tokens');
   webhook?: null | WebhookSpec;
+  /**
+   * For a site behind a login: headers sent with every request to the
+   * crawl's hosts (e.g. `{"Authorization": "Bearer …"}`): robots.txt,
+   * sitemaps, llms.txt, pages, redirect hops and a rendered page's own
+   * requests; never to another host, nor over `http` after an `https`
+   * start. At most 50, each value at most 8 KiB. Never shown; stored only
+   * until the crawl ends (for another instance to resume it).
+   */
+  headers?: {
+    [k: string]: string;
+  };
+  /**
+   * Cookies sent as one `Cookie` header, as `headers` are: name to value.
+   */
+  cookies?: {
+    [k: string]: string;
+  };
+  basicAuth?: null | BasicAuth1;
 }
 /**
  * Where to post the crawl's events (signed; see the README's Webhooks).
@@ -214,6 +249,17 @@ export interface WebhookSpec {
    * Only these events (default: all).
    */
   events?: WebhookEvent[] | null;
+}
+/**
+ * HTTP basic auth, sent as `headers` are. A start URL's
+ * `user:password@` is taken as this.
+ */
+export interface BasicAuth1 {
+  /**
+   * Without `:`.
+   */
+  username: string;
+  password: string;
 }
 /**
  * `CrawlStatus` of CONTRACT.md.

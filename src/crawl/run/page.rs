@@ -22,6 +22,7 @@ pub(super) enum Kind {
     Html,
     Text,
     Markdown,
+    Pdf,
 }
 
 impl Kind {
@@ -30,6 +31,7 @@ impl Kind {
             None | Some("") | Some("text/html") | Some("application/xhtml+xml") => Some(Kind::Html),
             Some("text/plain") => Some(Kind::Text),
             Some("text/markdown") | Some("text/x-markdown") => Some(Kind::Markdown),
+            Some("application/pdf") | Some("application/x-pdf") => Some(Kind::Pdf),
             _ => None,
         }
     }
@@ -114,6 +116,8 @@ pub(super) enum PageOutcome {
     SameBody(String, Vec<Url>),
     /// `auto` mode: the HTML is a shell for scripts, for this reason.
     NeedsBrowser(&'static str),
+    /// A PDF without text (skipped), or one that could not be read (failed).
+    Unusable(process::pdf::PdfError),
     Cancelled,
 }
 
@@ -124,11 +128,10 @@ pub(super) fn failed(mut r: PageRecord, error: PageError) -> (PageRecord, PageRe
 }
 
 pub(super) async fn crawl_page(ctx: &Ctx, url: Url, depth: u32, seed: bool, scope: &Scope) -> (PageRecord, PageResult) {
-    let engine = &ctx.engine;
     let spec = &ctx.crawl.spec;
     let mut robots_delay = None;
     if spec.respect_robots {
-        let rules = ctx.robots.rules_for(&url, &engine.fetcher).await;
+        let rules = ctx.robots_for(&url).await;
         if !rules.allowed(&url) {
             let mut r = record(&url, depth, PageStatus::Skipped);
             r.error = Some(rules.reason());
@@ -136,7 +139,7 @@ pub(super) async fn crawl_page(ctx: &Ctx, url: Url, depth: u32, seed: bool, scop
         }
         robots_delay = rules.crawl_delay();
     }
-    let _host = ctx.engine.hosts.acquire(&ctx.host_key, &ctx.crawl.tracker, &url, delay(ctx, robots_delay)).await;
+    let _host = ctx.host_turn(&url, delay(ctx, robots_delay)).await;
     let r = record(&url, depth, PageStatus::Crawled);
     let first = if spec.render == Render::Browser {
         render(ctx, &url, seed, scope).await
@@ -166,6 +169,14 @@ pub(super) async fn crawl_page(ctx: &Ctx, url: Url, depth: u32, seed: bool, scop
     }
 }
 
+/// The last segment of a URL's path, decoded: a document's name when it
+/// has no title of its own.
+fn file_name(url: &Url) -> Option<String> {
+    let last = url.path_segments()?.rfind(|s| !s.is_empty())?;
+    let name = percent_encoding::percent_decode_str(last).decode_utf8_lossy().trim().to_string();
+    (!name.is_empty()).then_some(name)
+}
+
 /// The politeness delay before a request to a host, raised by its
 /// robots.txt `Crawl-delay` up to the configured cap.
 fn delay(ctx: &Ctx, robots: Option<std::time::Duration>) -> std::time::Duration {
@@ -193,10 +204,10 @@ pub(super) async fn links_again(ctx: &Ctx, url: &Url, scope: &Scope) -> PageResu
 async fn links_again_uncapped(ctx: &Ctx, url: &Url, scope: &Scope) -> PageResult {
     let engine = &ctx.engine;
     let robots_delay = match ctx.crawl.spec.respect_robots {
-        true => ctx.robots.rules_for(url, &engine.fetcher).await.crawl_delay(),
+        true => ctx.robots_for(url).await.crawl_delay(),
         false => None,
     };
-    let _host = ctx.engine.hosts.acquire(&ctx.host_key, &ctx.crawl.tracker, url, delay(ctx, robots_delay)).await;
+    let _host = ctx.host_turn(url, delay(ctx, robots_delay)).await;
     let Ok(b) = fetch(ctx, url, false, scope).await else { return PageResult::default() };
     if !b.kept_links.is_empty() {
         return PageResult { final_url: Some(b.final_url), links: b.kept_links };
@@ -232,6 +243,8 @@ pub(super) enum PageError {
     Status(u16),
     #[error("{0}")]
     Processing(String),
+    #[error(transparent)]
+    Pdf(crate::process::pdf::PdfError),
 }
 
 impl PageError {
@@ -244,6 +257,7 @@ impl PageError {
             PageError::Cancelled => "cancelled",
             PageError::Status(_) => "http_status",
             PageError::Processing(_) => "processing_failed",
+            PageError::Pdf(e) => e.code(),
         }
     }
 
@@ -348,7 +362,7 @@ pub(super) async fn process_body(
     let mime = body.mime();
     let Some(kind) = Kind::of(mime.as_deref()) else {
         r.status = PageStatus::Skipped;
-        r.error = Some(format!("unsupported_content_type: {} is not HTML or text", mime.unwrap_or_default()));
+        r.error = Some(format!("unsupported_content_type: {} is not HTML, text or PDF", mime.unwrap_or_default()));
         return Ok((r, PageResult::default()));
     };
     let bytes = body.bytes.unwrap_or_default();
@@ -370,6 +384,7 @@ pub(super) async fn process_body(
     // show other content.
     let follow = ctx.follow.load(Ordering::Relaxed);
     let prior_body = prior.as_ref().and_then(|p| p.body_hash.clone()).filter(|_| !detect);
+    let pdf_settings = engine.config.pdf.clone();
     let processed = engine
         .pool
         .run(&ctx.crawl.tracker, move || {
@@ -378,7 +393,10 @@ pub(super) async fn process_body(
                 return PageOutcome::Cancelled;
             }
             let body_digest = format!("{:x}", sha2::Sha256::digest(&bytes));
-            let text = decode_charset(&bytes, content_type.as_deref());
+            let text = match kind {
+                Kind::Pdf => String::new(),
+                _ => decode_charset(&bytes, content_type.as_deref()),
+            };
             if prior_body.as_deref() == Some(body_digest.as_str()) {
                 let links = match kind {
                     Kind::Html if follow => links_and_canonical(&text, &page_url),
@@ -393,6 +411,11 @@ pub(super) async fn process_body(
                 Kind::Html => (process::extract_html(&text, &page_url), "markdown"),
                 Kind::Markdown => (process::extract_text(&text), "markdown"),
                 Kind::Text => (process::extract_text(&text), "text"),
+                Kind::Pdf => match process::pdf::read(&bytes, &pdf_settings, &|| token.is_cancelled()) {
+                    Ok(pdf) => (process::extract_pdf(&pdf, file_name(&page_url)), "markdown"),
+                    Err(process::pdf::PdfError::Cancelled) => return PageOutcome::Cancelled,
+                    Err(e) => return PageOutcome::Unusable(e),
+                },
             };
             // Hashing a large page is CPU work too: here, not on the async threads.
             let digest = format!("{:x}", sha2::Sha256::digest(extracted.markdown.as_bytes()));
@@ -438,6 +461,12 @@ pub(super) async fn process_body(
     Ok(match processed {
         Ok(PageOutcome::NeedsBrowser(reason)) => return Err(NeedsBrowser(reason)),
         Ok(PageOutcome::Cancelled) => failed(r, PageError::Cancelled),
+        Ok(PageOutcome::Unusable(e @ process::pdf::PdfError::NoText(_))) => {
+            r.status = PageStatus::Skipped;
+            r.error = Some(format!("{}: {e}", e.code()));
+            (r, PageResult::default())
+        }
+        Ok(PageOutcome::Unusable(e)) => failed(r, PageError::Pdf(e)),
         Ok(PageOutcome::SameBody(body_digest, links)) => match prior {
             Some(prior) => {
                 r.body_hash = Some(body_digest);

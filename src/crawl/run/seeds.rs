@@ -27,11 +27,12 @@ pub(super) async fn detect_type(ctx: &Ctx, url: &Url) -> CrawlType {
     if let Some(t) = discover::type_from_url(url) {
         return t;
     }
-    if ctx.crawl.spec.respect_robots && !ctx.robots.rules_for(url, &ctx.engine.fetcher).await.allowed(url) {
+    if ctx.crawl.spec.respect_robots && !ctx.robots_for(url).await.allowed(url) {
         return CrawlType::Recursive;
     }
     let want = |s: u16, _: Option<&str>| (200..300).contains(&s);
     let login = ctx.crawl.spec.login.as_deref();
+    let _turn = ctx.host_turn(url, ctx.engine.config.politeness_delay).await;
     let fetched = ctx.engine.fetcher.fetch_if_changed(url, login, &|_| true, &want, &Default::default()).await;
     match fetched {
         Ok(f) if (200..300).contains(&f.status) => {
@@ -54,6 +55,7 @@ pub(super) async fn detect_type(ctx: &Ctx, url: &Url) -> CrawlType {
 /// Fetches a discovery document (sitemap, link list) with the crawl's guard;
 /// fails with a message that names the URL.
 pub(super) async fn fetch_document(ctx: &Ctx, url: &Url, scope: &Scope) -> Result<Fetched, String> {
+    let _turn = ctx.host_turn(url, ctx.engine.config.politeness_delay).await;
     let f = ctx
         .engine
         .fetcher

@@ -12,6 +12,7 @@ use tracing::Instrument;
 use url::Url;
 
 use crate::crawl::discover::{self};
+use crate::crawl::hosts::HostPermit;
 use crate::crawl::request::CrawlType;
 use crate::crawl::robots::Robots;
 use crate::crawl::scope::Scope;
@@ -32,6 +33,19 @@ pub(super) struct Ctx {
     pub(super) pages: mpsc::Sender<PageRecord>,
     /// The crawl follows links: pages keep theirs, for a resume.
     pub(super) follow: AtomicBool,
+}
+
+impl Ctx {
+    /// This crawl's turn at `url`'s host: held while the request runs.
+    pub(super) async fn host_turn(&self, url: &Url, delay: std::time::Duration) -> HostPermit {
+        self.engine.hosts.acquire(&self.host_key, &self.crawl.tracker, url, delay).await
+    }
+
+    /// The rules of robots.txt for `url`, read (politely) on first use.
+    pub(super) async fn robots_for(&self, url: &Url) -> Arc<crate::crawl::robots::Rules> {
+        let delay = self.engine.config.politeness_delay;
+        self.robots.rules_for(url, &self.engine.fetcher, async |u: Url| self.host_turn(&u, delay).await).await
+    }
 }
 
 /// What a crawled page hands back to the walk.

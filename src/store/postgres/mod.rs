@@ -546,7 +546,7 @@ impl Store for PgStore {
 
     async fn page_chunks(&self, crawl_id: &str, url: &str) -> Result<Vec<crate::content::Chunk>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT chunk_index, heading_path, content, char_count FROM chunks WHERE crawl_id = $1 AND url = $2
+            "SELECT chunk_index, heading_path, content, char_count, page FROM chunks WHERE crawl_id = $1 AND url = $2
              ORDER BY chunk_index",
         )
         .bind(crawl_id)
@@ -645,7 +645,7 @@ impl Store for PgStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(sqlx::query_as("SELECT id, url, title, content FROM chunks WHERE id = ANY($1)")
+        Ok(sqlx::query_as("SELECT id, url, title, content, page FROM chunks WHERE id = ANY($1)")
             .bind(ids)
             .fetch_all(&self.pool)
             .await?)

@@ -221,6 +221,7 @@ pub(super) async fn insert_content(
     let mut counts = Vec::new();
     let mut vectors = Vec::new();
     let mut models = Vec::new();
+    let mut chunk_pages: Vec<Option<i32>> = Vec::new();
     let mut code = CodeColumns::default();
     for p in pages {
         let Some(&page_id) = ids.get(clean(&p.url).as_ref()) else { continue };
@@ -236,6 +237,7 @@ pub(super) async fn insert_content(
             counts.push(c.char_count as i32);
             vectors.push(vector_of(&c.embedding));
             models.push(c.embedding.as_ref().map(|_| model));
+            chunk_pages.push(c.page.map(|p| p as i32));
         }
         for e in &p.code_examples {
             code.page_ids.push(page_id);
@@ -252,9 +254,9 @@ pub(super) async fn insert_content(
     if !page_ids.is_empty() {
         sqlx::query(
             "INSERT INTO chunks (crawl_id, page_id, url, source, title, chunk_index, heading_path, content, char_count,
-               embedding, model)
+               embedding, model, page)
              SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[],
-               $8::text[], $9::int[], $10::vector[], $11::text[])",
+               $8::text[], $9::int[], $10::vector[], $11::text[], $12::int[])",
         )
         .bind(crawl_id)
         .bind(page_ids)
@@ -267,6 +269,7 @@ pub(super) async fn insert_content(
         .bind(counts)
         .bind(vectors)
         .bind(models)
+        .bind(chunk_pages)
         .execute(&mut **tx)
         .await?;
     }

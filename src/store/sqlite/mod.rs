@@ -665,7 +665,7 @@ impl Store for SqliteStore {
 
     async fn page_chunks(&self, crawl_id: &str, url: &str) -> Result<Vec<crate::content::Chunk>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT chunk_index, heading_path, content, char_count FROM chunks WHERE crawl_id = ? AND url = ?
+            "SELECT chunk_index, heading_path, content, char_count, page FROM chunks WHERE crawl_id = ? AND url = ?
              ORDER BY chunk_index",
         )
         .bind(crawl_id)
@@ -756,7 +756,7 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new("SELECT id, url, title, content FROM chunks WHERE id IN (");
+            QueryBuilder::new("SELECT id, url, title, content, page FROM chunks WHERE id IN (");
         let mut sep = qb.separated(", ");
         for id in ids {
             sep.push_bind(*id);

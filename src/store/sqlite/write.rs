@@ -147,7 +147,7 @@ pub(super) async fn insert_content(
     for rows in chunks.chunks(CONTENT_ROWS_PER_INSERT) {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO chunks (page_id, crawl_id, url, source, title, chunk_index, heading_path, content, char_count,
-               embedding, model) ",
+               embedding, model, page) ",
         );
         qb.push_values(rows, |mut b, r| {
             b.push_bind(r.page_id)
@@ -160,7 +160,8 @@ pub(super) async fn insert_content(
                 .push_bind(&r.chunk.content)
                 .push_bind(i64::from(r.chunk.char_count))
                 .push_bind(r.chunk.embedding.as_deref().map(to_bytes))
-                .push_bind(r.chunk.embedding.as_ref().map(|_| model));
+                .push_bind(r.chunk.embedding.as_ref().map(|_| model))
+                .push_bind(r.chunk.page.map(i64::from));
         });
         qb.build().execute(&mut **tx).await?;
     }
