@@ -33,7 +33,7 @@ async fn every_misbehaving_route_ends_as_a_page_with_a_reason_and_the_crawl_comp
         ("/trouble/error", "http_status: HTTP 500"),
         ("/trouble/slow", "timeout"),
         ("/trouble/huge", "too_large"),
-        ("/trouble/file.pdf", "unsupported_content_type"),
+        ("/trouble/file.zip", "unsupported_content_type"),
     ] {
         assert!(reason(path).starts_with(code), "{path}: {}", reason(path));
     }
