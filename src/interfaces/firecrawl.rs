@@ -11,6 +11,7 @@
 //! `{success: false, error}`), and an option that means nothing here is
 //! refused with a 400 that names it (the README lists them).
 
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,6 +29,7 @@ use url::Url;
 
 use crate::api::AppState;
 use crate::auth::Tenant;
+use crate::crawl::login::{Login, Secret};
 use crate::crawl::request::{CrawlRequest, CrawlType};
 use crate::crawl::{Engine, StartError};
 use crate::error::ApiError;
@@ -128,11 +130,10 @@ fn body(raw: &[u8]) -> Result<Map<String, Value>, FcError> {
 
 /// Options with no meaning here, refused when set to anything but their
 /// default (`false`, empty, null).
-const UNSUPPORTED: [&str; 13] = [
+const UNSUPPORTED: [&str; 12] = [
     "actions",
     "location",
     "mobile",
-    "headers",
     "waitFor",
     "proxy",
     "jsonOptions",
@@ -160,9 +161,27 @@ fn refuse_unsupported(opts: &Map<String, Value>, place: &str) -> Result<(), FcEr
     Ok(())
 }
 
+/// Firecrawl's `headers`: sent to the page's own host only, as a crawl's
+/// login is (never shown, never kept).
+fn headers_of(opts: &Map<String, Value>, place: &str) -> Result<BTreeMap<String, Secret>, FcError> {
+    match opts.get("headers") {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        Some(Value::Object(h)) => h
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), Secret(s.clone()))),
+                _ => Err(bad(format!("{place}headers: the value of '{k}' must be a string"))),
+            })
+            .collect(),
+        Some(_) => Err(bad(format!("{place}headers must be an object of header names to values"))),
+    }
+}
+
 /// What a scrape should answer.
 #[derive(Debug, Clone)]
 struct ScrapeOptions {
+    /// Sent with the request to the page's host (and redirect hops on it).
+    headers: BTreeMap<String, Secret>,
     markdown: bool,
     html: bool,
     raw_html: bool,
@@ -175,6 +194,7 @@ impl ScrapeOptions {
     fn parse(opts: &Map<String, Value>, place: &str) -> Result<Self, FcError> {
         refuse_unsupported(opts, place)?;
         let mut o = ScrapeOptions {
+            headers: headers_of(opts, place)?,
             markdown: false,
             html: false,
             raw_html: false,
@@ -224,9 +244,12 @@ async fn scrape_page(engine: &Engine, raw_url: &str, o: &ScrapeOptions) -> Resul
     if !matches!(url.scheme(), "http" | "https") {
         return Err(bad("url must be http or https"));
     }
+    let login = Login::new(&o.headers, &BTreeMap::new(), None, &url, false).map_err(|e| bad(e.to_string()))?;
     let guard = engine.fetcher.guard();
     guard.check_resolved(&url).await.map_err(|e| FcError(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let fetched = tokio::time::timeout(o.timeout, engine.fetcher.fetch(&url, &|_| true, &|_, _| true))
+    let fresh = Default::default();
+    let fetch = engine.fetcher.fetch_if_changed(&url, login.as_ref(), &|_| true, &|_, _| true, &fresh);
+    let fetched = tokio::time::timeout(o.timeout, fetch)
         .await
         .map_err(|_| FcError(StatusCode::REQUEST_TIMEOUT, format!("the page did not answer within {:?}", o.timeout)))?
         .map_err(|e| FcError(StatusCode::BAD_GATEWAY, format!("{}: {e}", e.code())))?;
@@ -363,9 +386,11 @@ async fn start_crawl<const V: u8>(
     let req = body(&raw)?;
     let url = req.get("url").and_then(Value::as_str).ok_or_else(|| bad("url is required"))?;
     refuse_unsupported(&req, "")?;
+    let mut login_headers = BTreeMap::new();
     if let Some(Value::Object(o)) = req.get("scrapeOptions") {
         // Crawled pages are stored as markdown of their main content.
         refuse_unsupported(o, "scrapeOptions.")?;
+        login_headers = headers_of(o, "scrapeOptions.")?;
     }
     // v1 says allowBackwardLinks for what v2 calls crawlEntireDomain.
     let entire_key = if V == 1 { "allowBackwardLinks" } else { "crawlEntireDomain" };
@@ -390,6 +415,7 @@ async fn start_crawl<const V: u8>(
     request.respect_robots = Some(!req.get("ignoreRobotsTxt").and_then(Value::as_bool).unwrap_or(false));
     request.allow_subdomains = req.get("allowSubdomains").and_then(Value::as_bool);
     request.concurrency = uint(&req, "maxConcurrency")?;
+    request.headers = login_headers;
     let status = fc.app.registry.start(request, tenant.0).await?;
     let id = status.progress_id;
     Ok(Json(json!({ "success": true, "id": id, "url": format!("{}/v{V}/crawl/{id}", base(&headers)) })))

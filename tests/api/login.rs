@@ -281,3 +281,50 @@ async fn a_source_keeps_no_login() {
     assert!(e["error"]["message"].as_str().unwrap().contains("keeps no login"), "{e}");
     assert_no_secret("the refusal", &e.to_string());
 }
+
+#[tokio::test]
+async fn firecrawl_headers_log_a_scrape_and_a_crawl_in_on_the_pages_host_only() {
+    let app = spawn_app().await;
+    let (base, seen, other, elsewhere) = sites().await;
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("ann:{PASSWORD}")));
+    let headers = json!({"X-Api-Key": KEY, "Cookie": format!("session={SESSION}"), "Authorization": basic});
+    let scraped: Value = app
+        .client
+        .post(app.url("/v2/scrape"))
+        .json(&json!({"url": format!("{base}/a"), "headers": headers}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(scraped["success"], true, "{scraped}");
+    assert!(scraped["data"]["markdown"].as_str().unwrap().contains("members' handbook"), "{scraped}");
+    assert_no_secret("the scrape", &scraped["data"].to_string());
+
+    let started: Value = app
+        .client
+        .post(app.url("/v2/crawl"))
+        .json(&json!({"url": format!("{base}/"), "allowExternalLinks": true, "limit": 20, "scrapeOptions": {"headers": headers}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = started["id"].as_str().unwrap_or_else(|| panic!("{started}"));
+    let s = app.wait_terminal(id).await;
+    assert_eq!(s["status"], "completed", "{s}");
+    assert!(seen.all().iter().all(|(_, h)| logged_in(h)), "every request to the host was logged in");
+    let other_asked = elsewhere.all();
+    assert!(!other_asked.is_empty(), "the crawl reached {other}");
+    assert!(other_asked.iter().all(|(_, h)| !carries_any_of_the_login(h)), "nothing leaked to {other}");
+    let refused = app
+        .client
+        .post(app.url("/v2/scrape"))
+        .json(&json!({"url": format!("{base}/a"), "headers": {"X-A": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+}
