@@ -522,6 +522,7 @@ async fn two_instances_share_a_hosts_limit(with_redis: bool) {
         assert_eq!(s["pagesCrawled"], 40, "{s}");
     }
     let most = site.stats().max_in_flight.load(std::sync::atomic::Ordering::SeqCst);
+    println!("the host saw at most {most} requests at once (limit 4)");
     assert!(most <= 4, "the host saw {most} requests at once");
     assert!(most >= 3, "the crawls ran side by side ({most} at most)");
 }

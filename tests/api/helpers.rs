@@ -149,6 +149,13 @@ impl TestApp {
         (code, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// POSTs `body` as JSON to `path`: the status and the JSON answer.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let resp = self.client.post(self.url(path)).json(body).send().await.expect("request");
+        let code = resp.status().as_u16();
+        (code, resp.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn status(&self, id: &str) -> Value {
         let (code, v) = self.get(&format!("/api/crawls/{id}")).await;
         assert_eq!(code, 200, "status of {id}: {v}");

@@ -288,30 +288,13 @@ async fn firecrawl_headers_log_a_scrape_and_a_crawl_in_on_the_pages_host_only() 
     let (base, seen, other, elsewhere) = sites().await;
     let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("ann:{PASSWORD}")));
     let headers = json!({"X-Api-Key": KEY, "Cookie": format!("session={SESSION}"), "Authorization": basic});
-    let scraped: Value = app
-        .client
-        .post(app.url("/v2/scrape"))
-        .json(&json!({"url": format!("{base}/a"), "headers": headers}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, scraped) = app.post("/v2/scrape", &json!({"url": format!("{base}/a"), "headers": headers})).await;
     assert_eq!(scraped["success"], true, "{scraped}");
     assert!(scraped["data"]["markdown"].as_str().unwrap().contains("members' handbook"), "{scraped}");
     assert_no_secret("the scrape", &scraped["data"].to_string());
 
-    let started: Value = app
-        .client
-        .post(app.url("/v2/crawl"))
-        .json(&json!({"url": format!("{base}/"), "allowExternalLinks": true, "limit": 20, "scrapeOptions": {"headers": headers}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json!({"url": format!("{base}/"), "allowExternalLinks": true, "limit": 20, "scrapeOptions": {"headers": headers}});
+    let (_, started) = app.post("/v2/crawl", &body).await;
     let id = started["id"].as_str().unwrap_or_else(|| panic!("{started}"));
     let s = app.wait_terminal(id).await;
     assert_eq!(s["status"], "completed", "{s}");

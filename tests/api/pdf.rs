@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use trawl_fixtures::pdf::MANUAL_TITLE;
 
 use crate::helpers::*;
@@ -33,16 +33,8 @@ async fn a_pdf_reached_by_a_crawl_becomes_markdown_in_pages_with_chunks_that_kno
     assert!(pages.windows(2).all(|w| w[0] <= w[1]) && pages.contains(&Some(3)), "{pages:?}");
 
     // Search answers with the page.
-    let found: Value = app
-        .client
-        .post(app.url("/api/search"))
-        .json(&json!({"query": "priming chamber gauge", "progressId": id, "mode": "text"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, found) =
+        app.post("/api/search", &json!({"query": "priming chamber gauge", "progressId": id, "mode": "text"})).await;
     let top = &found["results"][0];
     assert_eq!(top["url"], site.url("/pdf/manual.pdf"), "{found}");
     assert_eq!(top["page"], 2, "{found}");

@@ -24,6 +24,7 @@ async fn ten_crawls_of_one_host_never_send_it_more_than_its_limit_at_once() {
         assert_eq!(s["pagesCrawled"], 40, "{s}");
     }
     let most = site.stats().max_in_flight.load(Ordering::SeqCst);
+    println!("the host saw at most {most} requests at once (limit 4)");
     assert!(most <= 4, "the host saw {most} requests at once");
     assert!(most >= 3, "the crawls ran side by side ({most} at most)");
 }
