@@ -28,6 +28,8 @@ pub struct Config {
     pub schedule: crate::sources::schedule::ScheduleSettings,
     /// How webhook deliveries are sent and retried.
     pub webhooks: crate::webhooks::WebhookSettings,
+    /// Searches at once, and waiting.
+    pub search: crate::search::SearchSettings,
 }
 
 impl Default for Config {
@@ -42,6 +44,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             schedule: Default::default(),
             webhooks: Default::default(),
+            search: Default::default(),
         }
     }
 }

@@ -49,6 +49,9 @@ pub enum ApiError {
     Unsupported(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Too much of one kind of work at once (searches); the client may retry.
+    #[error("{0}")]
+    Busy(String),
     /// The request collides with the resource's state; the code says how.
     #[error("{1}")]
     Conflict(&'static str, String),
@@ -73,6 +76,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Unsupported(_) => "unsupported",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Busy(_) => "busy",
             ApiError::Conflict(code, _) => code,
             ApiError::Internal(_) => "internal",
         }
@@ -92,7 +96,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Conflict(..) => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -119,6 +123,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status(), Json(self.body())).into_response()
+        let busy = matches!(self, ApiError::Busy(_));
+        let mut r = (self.status(), Json(self.body())).into_response();
+        if busy {
+            r.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
+        r
     }
 }

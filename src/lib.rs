@@ -201,6 +201,7 @@ fn assemble<A: socketioxide::adapter::Adapter + socketioxide_core::adapter::Defi
         keys: config.api_keys,
         operator: config.operator_key,
         connections,
+        searches: Arc::new(search::Gate::new(config.search.clone())),
     };
     // The edge checks wrap Socket.IO too: its handshake is a request like any other.
     let router = api::router(state.clone())

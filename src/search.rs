@@ -3,8 +3,11 @@
 //! fusion of the two rankings.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::embed::Embedder;
 use crate::store::{ChunkHit, SearchFilter, Store, StoreError};
@@ -27,6 +30,72 @@ pub enum SearchError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Embed(#[from] crate::embed::EmbedError),
+}
+
+/// How many searches run at once, and how many may wait for a turn.
+#[derive(Debug, Clone)]
+pub struct SearchSettings {
+    /// Searches running at once; each may read many rows and embed a query.
+    pub max_concurrent: usize,
+    /// Searches waiting for a turn; one more is refused at once.
+    pub max_waiting: usize,
+    /// How long a search waits for a turn before it is refused.
+    pub max_wait: Duration,
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        Self { max_concurrent: 4, max_waiting: 32, max_wait: Duration::from_secs(10) }
+    }
+}
+
+/// The searches of the service take turns here: a few at once, a bounded
+/// queue behind them, and a clear refusal past that, so that a burst of
+/// searches cannot take all memory or starve the crawls.
+pub struct Gate {
+    slots: Semaphore,
+    waiting: AtomicUsize,
+    settings: SearchSettings,
+}
+
+/// A search that got no turn.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}; try again shortly")]
+pub struct Busy(String);
+
+impl Gate {
+    pub fn new(settings: SearchSettings) -> Self {
+        Self { slots: Semaphore::new(settings.max_concurrent.max(1)), waiting: AtomicUsize::new(0), settings }
+    }
+
+    /// A turn to search, held while the search runs.
+    pub async fn enter(&self) -> Result<SemaphorePermit<'_>, Busy> {
+        if let Ok(turn) = self.slots.try_acquire() {
+            return Ok(turn);
+        }
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let ahead = self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
+        if ahead >= self.settings.max_waiting {
+            metrics::counter!("trawl_searches_refused_total").increment(1);
+            return Err(Busy(format!(
+                "{} searches are running and {ahead} waiting, the most this service takes",
+                self.settings.max_concurrent
+            )));
+        }
+        match tokio::time::timeout(self.settings.max_wait, self.slots.acquire()).await {
+            Ok(Ok(turn)) => Ok(turn),
+            _ => {
+                metrics::counter!("trawl_searches_refused_total").increment(1);
+                Err(Busy(format!("no search could start within {:?}", self.settings.max_wait)))
+            }
+        }
+    }
 }
 
 /// Reciprocal rank fusion: each list adds `1 / (k + rank)` to its ids.

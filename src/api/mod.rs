@@ -48,6 +48,8 @@ pub struct AppState {
     pub operator: crate::auth::OperatorKey,
     /// Socket.IO connections to this instance, for `/metrics`.
     pub connections: Arc<dyn Fn() -> usize + Send + Sync>,
+    /// Where searches (REST and MCP) take turns.
+    pub searches: Arc<crate::search::Gate>,
 }
 
 pub fn router(state: AppState) -> Router {

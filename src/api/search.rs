@@ -40,6 +40,12 @@ pub(super) struct SearchRequest {
     mode: Mode,
 }
 
+impl From<crate::search::Busy> for ApiError {
+    fn from(e: crate::search::Busy) -> Self {
+        ApiError::Busy(e.to_string())
+    }
+}
+
 impl From<SearchError> for ApiError {
     fn from(e: SearchError) -> Self {
         match e {
@@ -94,7 +100,7 @@ pub(crate) fn check_limit(limit: Option<u32>, default: u32) -> Result<u32, ApiEr
 #[utoipa::path(post, path = "/api/search", tag = "search", request_body = SearchRequest,
     responses((status = 200, description = "{results: [ChunkHit]}, best first"), (status = 400, body = crate::error::ErrorBody),
               (status = 413, body = crate::error::ErrorBody), (status = 415, body = crate::error::ErrorBody),
-              (status = 503, description = "The embedder did not answer", body = crate::error::ErrorBody)))]
+              (status = 503, description = "The embedder did not answer (`embedding_unavailable`), or too many searches at once (`busy`, with `Retry-After`)", body = crate::error::ErrorBody)))]
 pub(super) async fn search_chunks(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
@@ -103,6 +109,7 @@ pub(super) async fn search_chunks(
     check_query(&req.query)?;
     let limit = check_limit(req.limit, 10)?;
     let filter = SearchFilter { crawl_id: req.progress_id, source: source_host(req.source)?, tenant: tenant.0 };
+    let _turn = state.searches.enter().await?;
     let hits = search::search(&*state.store, &*state.embedder, &req.query, req.mode, &filter, limit).await?;
     Ok(Json(json!({ "results": hits })))
 }
@@ -134,6 +141,7 @@ pub(super) async fn code_examples(
         check_query(q)?;
     }
     let filter = SearchFilter { crawl_id: p.progress_id, source: None, tenant: tenant.0 };
+    let _turn = state.searches.enter().await?;
     let hits = state
         .registry
         .store()

@@ -166,11 +166,29 @@ pub struct ServeArgs {
     /// Connections open at once (Socket.IO included); more are closed at accept.
     #[arg(long, env = "TRAWL_MAX_CONNECTIONS", default_value_t = 20_000)]
     pub max_connections: usize,
+    /// Searches running at once; more wait for a turn.
+    #[arg(long, env = "TRAWL_MAX_CONCURRENT_SEARCHES", default_value_t = 4)]
+    pub max_concurrent_searches: usize,
+    /// Searches waiting for a turn at most; one more is answered 503 `busy`.
+    #[arg(long, env = "TRAWL_MAX_WAITING_SEARCHES", default_value_t = 32)]
+    pub max_waiting_searches: usize,
     #[command(flatten)]
     pub cluster: ClusterArgs,
 }
 
 impl ServeArgs {
+    /// How many searches run and wait at once, checked.
+    pub fn search(&self) -> Result<crate::search::SearchSettings, ConfigError> {
+        if self.max_concurrent_searches == 0 {
+            return Err(ConfigError("max concurrent searches must be greater than 0".into()));
+        }
+        Ok(crate::search::SearchSettings {
+            max_concurrent: self.max_concurrent_searches,
+            max_waiting: self.max_waiting_searches,
+            ..Default::default()
+        })
+    }
+
     /// The edge's settings, checked.
     pub fn edge(&self) -> Result<crate::api::edge::EdgeSettings, ConfigError> {
         if self.header_read_timeout_ms == 0 || self.max_connections == 0 {

@@ -119,6 +119,7 @@ pub async fn shutdown_signal() {
 async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     init_tracing("info,sqlx=warn,tower_http=info");
     let edge = args.edge()?;
+    let search = args.search()?;
     let crawler = args.crawler.into_config()?;
     let api_keys = crate::auth::ApiKeys::parse(args.api_keys.as_deref().unwrap_or(""))?;
     let operator_key = crate::auth::OperatorKey::parse(args.operator_key.as_deref())?;
@@ -133,6 +134,7 @@ async fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         cluster,
         schedule: Default::default(),
         webhooks: Default::default(),
+        search,
     };
     let app = App::build(config).await?;
     let token = app.shutdown_token();
@@ -224,6 +226,7 @@ async fn mcp(args: args::McpArgs) -> Result<ExitCode, CliError> {
         keys: Default::default(),
         operator: Default::default(),
         connections: std::sync::Arc::new(|| 0),
+        searches: std::sync::Arc::new(crate::search::Gate::new(Default::default())),
     };
     let served = crate::interfaces::mcp::serve_stdio(state).await;
     root.cancel();

@@ -189,6 +189,7 @@ impl TrawlMcp {
             let limit = crate::api::search::check_limit(a.limit, 10)?;
             let source = crate::api::search::source_host(a.source)?;
             let filter = SearchFilter { crawl_id: None, source, tenant: tenant.0 };
+            let _turn = self.state.searches.enter().await?;
             let (store, embedder) = (&*self.state.store, &*self.state.embedder);
             let hits = crate::search::search(store, embedder, &a.query, a.mode.unwrap_or_default(), &filter, limit)
                 .await
@@ -223,6 +224,7 @@ impl TrawlMcp {
             let limit = crate::api::search::check_limit(a.limit, 20)?;
             let filter = SearchFilter { crawl_id: None, source: None, tenant: tenant.0 };
             let language = a.language.as_deref().filter(|l| !l.trim().is_empty());
+            let _turn = self.state.searches.enter().await?;
             let hits = self.state.store.search_code(a.query.as_deref(), language, &filter, limit).await?;
             let text = if hits.is_empty() {
                 "No code examples.".to_string()

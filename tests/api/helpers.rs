@@ -418,6 +418,8 @@ pub enum MockMode {
     FirstRateLimited,
     /// Every request gets 500.
     AlwaysFail,
+    /// Every request is answered after a second and a half.
+    Stall,
 }
 
 /// A small OpenAI-compatible embeddings server on loopback: the only stand-in
@@ -461,6 +463,9 @@ impl MockEmbeddings {
                         batches.len() == 1
                     };
                     let mode = *m.lock().unwrap();
+                    if mode == MockMode::Stall {
+                        tokio::time::sleep(Duration::from_millis(1500)).await;
+                    }
                     match mode {
                         MockMode::AlwaysFail => {
                             (StatusCode::INTERNAL_SERVER_ERROR, "upstream exploded").into_response()

@@ -1,6 +1,8 @@
 //! Search over crawled fixtures, code-example lookup, and the embedding
 //! paths: local by default, and async-openai against a loopback stand-in.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -167,4 +169,41 @@ async fn cli_search_prints_the_best_match() {
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.starts_with("1. Code examples"), "{stdout}");
     assert!(stdout.contains(&site.url("/code/examples.html")));
+}
+
+#[tokio::test]
+async fn searches_past_the_limit_and_its_queue_are_answered_503_busy_with_retry_after() {
+    let mock = MockEmbeddings::start(MockMode::Stall).await;
+    let config = mock.config(16, 0);
+    let app = spawn_app_with(move |c| {
+        c.crawler.embedding = config;
+        c.search = trawl::search::SearchSettings { max_concurrent: 1, max_waiting: 0, ..Default::default() };
+    })
+    .await;
+    let first = {
+        let (client, url) = (app.client.clone(), app.url("/api/search"));
+        tokio::spawn(async move {
+            client.post(url).json(&json!({"query": "slow meaning", "mode": "hybrid"})).send().await.unwrap().status()
+        })
+    };
+    // The first search holds the only turn while the embedder answers.
+    while mock.batches.lock().unwrap().is_empty() {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let resp = app
+        .client
+        .post(app.url("/api/search"))
+        .json(&json!({"query": "anything", "mode": "text"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let e: Value = resp.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "busy", "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("try again"), "{e}");
+    assert_eq!(first.await.unwrap(), 200);
+    let (code, _) = search(&app, json!({"query": "anything", "mode": "text"})).await;
+    assert_eq!(code, 200, "a turn is free again");
 }
