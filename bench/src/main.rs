@@ -41,6 +41,24 @@ enum Cli {
     /// PostgreSQL manual by default): words of each page's main container kept, navigation rows
     /// kept, code blocks labelled with a language, and a sample of labels to check by hand.
     Docs(DocsArgs),
+    /// Search quality on a real manual (the Python manual from python3.11-doc): recall@5, MRR@10
+    /// and nDCG@10 of text, vector and hybrid search over questions with the pages that answer them.
+    SearchQuality(SearchQualityArgs),
+}
+
+#[derive(Parser)]
+struct SearchQualityArgs {
+    /// The manual's HTML (`scripts/bench-data` installs it).
+    #[arg(long, default_value = "/usr/share/doc/python3.11/html")]
+    dir: PathBuf,
+    /// The questions, each with the pages that answer it (paths under `dir`).
+    #[arg(long, default_value = "bench/data/python-questions.json")]
+    questions: PathBuf,
+    /// Print each question's first pages, per mode.
+    #[arg(long)]
+    verbose: bool,
+    #[arg(long, default_value = "target/release/trawl")]
+    trawl: PathBuf,
 }
 
 #[derive(Parser)]
@@ -502,6 +520,7 @@ async fn main() {
         Cli::Interfaces(args) => interfaces_bench(args).await,
         Cli::Extract(args) => extract_bench(args).await,
         Cli::Docs(args) => docs_bench(args).await,
+        Cli::SearchQuality(args) => search_quality(args).await,
     }
 }
 
@@ -1665,6 +1684,35 @@ async fn crawl_served(
     trawl: &std::path::Path,
     pages: std::collections::HashMap<String, Vec<u8>>,
 ) -> (String, std::collections::HashMap<String, String>) {
+    let client = reqwest::Client::new();
+    let (base, svc, id) = serve_and_crawl(trawl, pages).await;
+    let mut stored = std::collections::HashMap::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{}/api/crawls/{id}/pages?limit=100&include=markdown", svc.base);
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let v: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+        for p in v["pages"].as_array().into_iter().flatten() {
+            stored
+                .insert(p["url"].as_str().unwrap_or("").to_string(), p["markdown"].as_str().unwrap_or("").to_string());
+        }
+        match v["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    (base, stored)
+}
+
+/// Serves `pages` (path to HTML) on loopback with a sitemap of them, and
+/// crawls the sitemap through a service: the site's address, the service
+/// and the crawl's id, once the crawl has ended.
+async fn serve_and_crawl(
+    trawl: &std::path::Path,
+    pages: std::collections::HashMap<String, Vec<u8>>,
+) -> (String, Service, String) {
     use axum::response::IntoResponse;
     let pages = std::sync::Arc::new(pages);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1700,24 +1748,134 @@ async fn crawl_served(
     .await;
     let fin = wait_end(&client, &svc, &id).await;
     println!("crawled {} of {} pages ({} failed)", fin["pagesCrawled"], pages.len(), fin["pagesFailed"]);
-    let mut stored = std::collections::HashMap::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = format!("{}/api/crawls/{id}/pages?limit=100&include=markdown", svc.base);
-        if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
-        }
-        let v: Value = client.get(url).send().await.unwrap().json().await.unwrap();
-        for p in v["pages"].as_array().into_iter().flatten() {
-            stored
-                .insert(p["url"].as_str().unwrap_or("").to_string(), p["markdown"].as_str().unwrap_or("").to_string());
-        }
-        match v["nextCursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => break,
+    (base, svc, id)
+}
+
+/// Every `.html` file under `dir`, by its path from `dir` (`/library/json.html`).
+fn html_tree(dir: &std::path::Path) -> std::collections::HashMap<String, Vec<u8>> {
+    let mut out = std::collections::HashMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let entries =
+            std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e} (scripts/bench-data installs it)", d.display()));
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if path.extension().is_some_and(|x| x == "html") {
+                let rel = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+                out.insert(format!("/{rel}"), std::fs::read(&path).expect("page"));
+            }
         }
     }
-    (base, stored)
+    out
+}
+
+/// Search quality over a manual: each question asked in every mode, its
+/// results read as pages (a page's first chunk counts), scored against
+/// the pages that answer it. recall@5: a page that answers it is among
+/// the first five; MRR@10: one over the rank of the first such page;
+/// nDCG@10: binary relevance, ideal order of its answers.
+async fn search_quality(args: SearchQualityArgs) {
+    struct Question {
+        q: String,
+        worded: String,
+        answers: Vec<String>,
+    }
+    let raw: Value =
+        serde_json::from_slice(&std::fs::read(&args.questions).expect("questions")).expect("questions JSON");
+    let questions: Vec<Question> = raw["questions"]
+        .as_array()
+        .expect("a list of questions")
+        .iter()
+        .map(|q| Question {
+            q: q["q"].as_str().expect("q").to_string(),
+            worded: q["worded"].as_str().expect("worded").to_string(),
+            answers: q["answers"]
+                .as_array()
+                .expect("answers")
+                .iter()
+                .filter_map(|a| a.as_str().map(str::to_string))
+                .collect(),
+        })
+        .collect();
+    let pages = html_tree(&args.dir);
+    let (base, svc, id) = serve_and_crawl(&args.trawl, pages).await;
+    let client = reqwest::Client::new();
+    let modes = ["text", "vector", "hybrid"];
+    // (mode, worded) → (recall@5 sum, MRR@10 sum, nDCG@10 sum, questions)
+    let mut scores: std::collections::BTreeMap<(&str, String), (f64, f64, f64, usize)> = Default::default();
+    let mut latencies = Vec::new();
+    for q in &questions {
+        let answers: Vec<String> = q.answers.iter().map(|a| format!("{base}/{a}")).collect();
+        for mode in modes {
+            let t0 = Instant::now();
+            let v: Value = client
+                .post(format!("{}/api/search", svc.base))
+                .json(&json!({"query": q.q, "mode": mode, "limit": 50, "progressId": id}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
+            let mut ranked: Vec<String> = Vec::new();
+            for hit in v["results"].as_array().into_iter().flatten() {
+                let url = hit["url"].as_str().unwrap_or_default().to_string();
+                if !ranked.contains(&url) {
+                    ranked.push(url);
+                }
+            }
+            let first = ranked.iter().take(10).position(|u| answers.contains(u));
+            let recall5 = f64::from(u8::from(first.is_some_and(|r| r < 5)));
+            let mrr = first.map_or(0.0, |r| 1.0 / (r as f64 + 1.0));
+            let dcg: f64 = ranked
+                .iter()
+                .take(10)
+                .enumerate()
+                .filter(|(_, u)| answers.contains(u))
+                .map(|(i, _)| 1.0 / (i as f64 + 2.0).log2())
+                .sum();
+            let ideal: f64 = (0..answers.len().min(10)).map(|i| 1.0 / (i as f64 + 2.0).log2()).sum();
+            let ndcg = if ideal > 0.0 { dcg / ideal } else { 0.0 };
+            for worded in [q.worded.clone(), "all".to_string()] {
+                let e = scores.entry((mode, worded)).or_default();
+                e.0 += recall5;
+                e.1 += mrr;
+                e.2 += ndcg;
+                e.3 += 1;
+            }
+            if args.verbose {
+                let top: Vec<&str> = ranked.iter().take(5).map(|u| u.trim_start_matches(&base)).collect();
+                println!(
+                    "{mode:>6} {} [{}] {:?}: {}",
+                    if first.is_some_and(|r| r < 5) { "ok  " } else { "MISS" },
+                    q.worded,
+                    q.q,
+                    top.join(" ")
+                );
+            }
+        }
+    }
+    println!(
+        "{} questions ({} in the manual's words, {} in their own)",
+        questions.len(),
+        questions.iter().filter(|q| q.worded == "manual").count(),
+        questions.iter().filter(|q| q.worded == "own").count()
+    );
+    println!("{:<8} {:<7} {:>9} {:>7} {:>8}", "mode", "worded", "recall@5", "MRR@10", "nDCG@10");
+    for worded in ["all", "manual", "own"] {
+        for mode in modes {
+            if let Some((r, m, n, count)) = scores.get(&(mode, worded.to_string())) {
+                let c = *count as f64;
+                println!("{mode:<8} {worded:<7} {:>9.2} {:>7.2} {:>8.2}", r / c, m / c, n / c);
+            }
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let p = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+    println!("search latency over {} queries: p50 {:.1} ms, p99 {:.1} ms", latencies.len(), p(0.5), p(0.99));
 }
 
 async fn docs_bench(args: DocsArgs) {
