@@ -44,10 +44,6 @@ const RESERVED: [&str; 15] = [
     "range",
 ];
 
-/// The fields of a crawl request that hold a secret, as JSON names them:
-/// what is removed from every copy kept after the crawl.
-pub const FIELDS: [&str; 3] = ["headers", "cookies", "basicAuth"];
-
 /// A value that must not be shown: serialised as it is (to be stored for a
 /// resume), printed as `[redacted]`.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,16 +209,6 @@ fn is_token_byte(b: u8) -> bool {
 /// RFC 6265 `cookie-octet`.
 fn is_cookie_octet(b: u8) -> bool {
     matches!(b, 0x21 | 0x23..=0x2b | 0x2d..=0x3a | 0x3c..=0x5b | 0x5d..=0x7e)
-}
-
-/// `value` (a crawl request as JSON) without its login fields.
-pub fn strip(value: &mut serde_json::Value) {
-    if let Some(o) = value.as_object_mut() {
-        for f in FIELDS {
-            o.remove(f);
-        }
-        o.remove("basic_auth");
-    }
 }
 
 #[cfg(test)]
