@@ -12,8 +12,7 @@ use texting_robots::Robot;
 use tokio::sync::{Mutex, OnceCell};
 use url::Url;
 
-use crate::crawl::fetch::HttpFetcher;
-use crate::crawl::login::Login;
+use crate::crawl::fetch::{FetchError, Fetched};
 
 /// robots.txt files larger than this are cut, as RFC 9309 allows (500 KiB).
 const MAX_ROBOTS_BYTES: usize = 500 * 1024;
@@ -55,24 +54,22 @@ impl Rules {
 /// The robots.txt rules of every origin one crawl touches.
 pub struct Robots {
     agent: String,
-    /// The crawl's login, for robots.txt of its hosts.
-    login: Option<Arc<Login>>,
     by_origin: Mutex<HashMap<String, Arc<OnceCell<Arc<Rules>>>>>,
 }
 
 impl Robots {
     /// `user_agent` is matched by its product token ("trawl" of "trawl/0.1 (...)").
-    pub fn new(user_agent: &str, login: Option<Arc<Login>>) -> Self {
+    pub fn new(user_agent: &str) -> Self {
         let agent = user_agent.split(['/', ' ']).next().unwrap_or(user_agent).to_string();
-        Self { agent, login, by_origin: Mutex::new(HashMap::new()) }
+        Self { agent, by_origin: Mutex::new(HashMap::new()) }
     }
 
-    /// The rules of `url`'s origin, read on first use. `turn` waits for the
-    /// host's politeness before robots.txt is asked for (what it answers
-    /// is held until the answer is in).
-    pub async fn rules_for<T, F>(&self, url: &Url, fetcher: &HttpFetcher, turn: impl FnOnce(Url) -> F) -> Arc<Rules>
+    /// The rules of `url`'s origin, read on first use. `get` asks for
+    /// robots.txt as the crawl asks for its own documents (in the host's
+    /// turn, with its login), downloading a 2xx body.
+    pub async fn rules_for<F>(&self, url: &Url, get: impl FnOnce(Url) -> F) -> Arc<Rules>
     where
-        F: std::future::Future<Output = T>,
+        F: std::future::Future<Output = Result<Fetched, FetchError>>,
     {
         let origin = url.origin().ascii_serialization();
         let cell = {
@@ -83,16 +80,13 @@ impl Robots {
             let Ok(robots) = Url::parse(&format!("{origin}/robots.txt")) else {
                 return Arc::new(Rules::AllowAll);
             };
-            let _turn = turn(robots.clone()).await;
-            Arc::new(self.load(&origin, robots, fetcher).await)
+            Arc::new(self.read(&origin, get(robots).await))
         })
         .await
         .clone()
     }
 
-    async fn load(&self, origin: &str, url: Url, fetcher: &HttpFetcher) -> Rules {
-        let want = |status: u16, _: Option<&str>| (200..300).contains(&status);
-        let result = fetcher.fetch_if_changed(&url, self.login.as_deref(), &|_| true, &want, &Default::default()).await;
+    fn read(&self, origin: &str, result: Result<Fetched, FetchError>) -> Rules {
         match result {
             Ok(f) if (200..300).contains(&f.status) => {
                 let body = f.body.unwrap_or_default();
@@ -107,7 +101,7 @@ impl Robots {
             }
             Ok(f) if (400..500).contains(&f.status) => Rules::AllowAll,
             Ok(f) => Rules::DisallowAll(format!("HTTP {}", f.status)),
-            Err(crate::crawl::fetch::FetchError::TooLarge { .. }) => Rules::AllowAll,
+            Err(FetchError::TooLarge { .. }) => Rules::AllowAll,
             Err(e) => Rules::DisallowAll(e.to_string()),
         }
     }

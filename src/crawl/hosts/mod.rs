@@ -103,11 +103,10 @@ impl Hosts {
         let slot = match slot {
             Ok(slot) => slot,
             // A slot handed over is never lost: dropped with the receiver
-            // (a cancelled wait), it is given back at once.
-            Err(rx) => match rx.await {
-                Ok(slot) => slot,
-                Err(_) => unreachable_slot(),
-            },
+            // (a cancelled wait), it is given back at once. A sender is
+            // dropped unsent only with the host, which this wait holds: the
+            // `Err` arm cannot run, and a slot that counts nothing is harmless.
+            Err(rx) => rx.await.unwrap_or(Slot { host: None }),
         };
         let lease = match &self.shared {
             Some(shared) => Some(shared.lease(&host.key, self.per_host, delay, tracker).await),
@@ -132,12 +131,6 @@ impl Hosts {
 fn sweep(map: &mut HashMap<String, Arc<Host>>) {
     let now = Instant::now();
     map.retain(|_, h| Arc::strong_count(h) > 1 || *h.next_at.locked() > now);
-}
-
-/// A waiter's sender is only dropped after a slot was sent through it, or
-/// with the whole `Hosts`; neither leaves the receiver waiting.
-fn unreachable_slot() -> Slot {
-    Slot { host: None }
 }
 
 impl Drop for Slot {

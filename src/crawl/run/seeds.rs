@@ -30,11 +30,7 @@ pub(super) async fn detect_type(ctx: &Ctx, url: &Url) -> CrawlType {
     if ctx.crawl.spec.respect_robots && !ctx.robots_for(url).await.allowed(url) {
         return CrawlType::Recursive;
     }
-    let want = |s: u16, _: Option<&str>| (200..300).contains(&s);
-    let login = ctx.crawl.spec.login.as_deref();
-    let _turn = ctx.host_turn(url, ctx.engine.config.politeness_delay).await;
-    let fetched = ctx.engine.fetcher.fetch_if_changed(url, login, &|_| true, &want, &Default::default()).await;
-    match fetched {
+    match ctx.get(url, &|_| true).await {
         Ok(f) if (200..300).contains(&f.status) => {
             let mime = f.mime().unwrap_or_default();
             let body = f.body.as_deref().unwrap_or_default();
@@ -55,19 +51,7 @@ pub(super) async fn detect_type(ctx: &Ctx, url: &Url) -> CrawlType {
 /// Fetches a discovery document (sitemap, link list) with the crawl's guard;
 /// fails with a message that names the URL.
 pub(super) async fn fetch_document(ctx: &Ctx, url: &Url, scope: &Scope) -> Result<Fetched, String> {
-    let _turn = ctx.host_turn(url, ctx.engine.config.politeness_delay).await;
-    let f = ctx
-        .engine
-        .fetcher
-        .fetch_if_changed(
-            url,
-            ctx.crawl.spec.login.as_deref(),
-            &|u| scope.host_allowed(u),
-            &|s, _| (200..300).contains(&s),
-            &Default::default(),
-        )
-        .await
-        .map_err(|e| format!("{url}: {}: {e}", e.code()))?;
+    let f = ctx.get(url, &|u| scope.host_allowed(u)).await.map_err(|e| format!("{url}: {}: {e}", e.code()))?;
     if !(200..300).contains(&f.status) {
         return Err(format!("{url}: HTTP {}", f.status));
     }

@@ -41,10 +41,23 @@ impl Ctx {
         self.engine.hosts.acquire(&self.host_key, &self.crawl.tracker, url, delay).await
     }
 
-    /// The rules of robots.txt for `url`, read (politely) on first use.
+    /// A request of the crawl's own rather than a page's (robots.txt, the
+    /// start URL's type, sitemaps, link lists): in the host's turn, with the
+    /// crawl's login, a 2xx body downloaded.
+    pub(super) async fn get(
+        &self,
+        url: &Url,
+        in_scope: &(dyn Fn(&Url) -> bool + Sync),
+    ) -> Result<crate::crawl::fetch::Fetched, crate::crawl::fetch::FetchError> {
+        let _turn = self.host_turn(url, self.engine.config.politeness_delay).await;
+        let want = |status: u16, _: Option<&str>| (200..300).contains(&status);
+        let login = self.crawl.spec.login.as_deref();
+        self.engine.fetcher.fetch_if_changed(url, login, in_scope, &want, &Default::default()).await
+    }
+
+    /// The rules of robots.txt for `url`, read on first use.
     pub(super) async fn robots_for(&self, url: &Url) -> Arc<crate::crawl::robots::Rules> {
-        let delay = self.engine.config.politeness_delay;
-        self.robots.rules_for(url, &self.engine.fetcher, async |u: Url| self.host_turn(&u, delay).await).await
+        self.robots.rules_for(url, async |u: Url| self.get(&u, &|_| true).await).await
     }
 }
 
@@ -60,7 +73,7 @@ pub(super) async fn walk(engine: &Arc<Engine>, crawl: &Arc<Crawl>, pages: mpsc::
     let ctx = Arc::new(Ctx {
         engine: engine.clone(),
         crawl: crawl.clone(),
-        robots: Robots::new(&engine.config.user_agent, spec.login.clone()),
+        robots: Robots::new(&engine.config.user_agent),
         host_key: Arc::from(crawl.reporter.crawl_id.as_str()),
         pages,
         follow: AtomicBool::new(false),
