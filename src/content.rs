@@ -26,13 +26,32 @@ pub struct CodeExample {
     pub embedding: Option<Vec<f32>>,
 }
 
+const TITLE_CHARS: usize = 80;
+const HEADINGS_CHARS: usize = 120;
+
+fn head(s: &str, chars: usize) -> &str {
+    s.char_indices().nth(chars).map_or(s, |(i, _)| &s[..i])
+}
+
+fn tail(s: &str, chars: usize) -> &str {
+    let n = s.chars().count();
+    match n.checked_sub(chars) {
+        Some(skip) if skip > 0 => s.char_indices().nth(skip).map_or(s, |(i, _)| &s[i..]),
+        _ => s,
+    }
+}
+
 /// What is embedded for each chunk and code example, in order: chunks with
 /// their page title and headings, code with its language and the prose just
 /// before it. The crawl and `trawl embed --missing` both use it, so a vector
 /// filled in later matches one made during the crawl.
 pub fn embedding_inputs(title: Option<&str>, chunks: &[Chunk], code: &[CodeExample]) -> (Vec<String>, Vec<String>) {
-    let title = title.unwrap_or_default();
-    let c = chunks.iter().map(|c| format!("{title}\n{}\n{}", c.heading_path, c.content)).collect();
+    // Title and heading path in front of each chunk, cut to fit the room a
+    // model's window keeps for them (`process::chunk::PREFIX_TOKENS`): the
+    // heading path from its nearest heading back.
+    let title = head(title.unwrap_or_default(), TITLE_CHARS);
+    let c =
+        chunks.iter().map(|c| format!("{title}\n{}\n{}", tail(&c.heading_path, HEADINGS_CHARS), c.content)).collect();
     let e = code
         .iter()
         .map(|e| {

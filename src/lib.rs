@@ -26,7 +26,9 @@
 //!   the text embedded for each; a leaf under `process`, `embed` and `store`.
 //! - `process`: CPU work on pages (main content, markdown, chunks, code
 //!   examples), on one rayon pool.
-//! - `embed`: the `Embedder` trait: local (hashed n-grams), openai (async-openai).
+//! - `embed`: the `Embedder` trait: local (a sentence-embedding model in
+//!   process, candle; its files fetched once by `embed::fetch`), lexical
+//!   (hashed n-grams), openai (async-openai).
 //! - `search`: text, vector and hybrid search over the store.
 //! - `sources`: what a tenant keeps from one site (a source per start URL):
 //!   naming, changes, deleting it whole, exporting it as a stream.
@@ -228,7 +230,7 @@ impl App {
     /// Opens the store (running migrations) and binds the listener. On
     /// PostgreSQL the instance joins the cluster, which resumes crawls a
     /// dead instance left behind; on SQLite such crawls are marked interrupted.
-    pub async fn build(config: Config) -> Result<App, AppError> {
+    pub async fn build(mut config: Config) -> Result<App, AppError> {
         install_crypto_provider();
         let dimensions = config.crawler.embedding.vector_dimensions();
         let mut process_lock = None;
@@ -248,6 +250,8 @@ impl App {
             }
             (store, None)
         };
+        // After the store: a server that may not start fetches nothing.
+        embed::prepare(&mut config.crawler.embedding).await;
         let root = CancellationToken::new();
         let listener =
             TcpListener::bind(config.bind).await.map_err(|source| AppError::Bind { addr: config.bind, source })?;

@@ -44,6 +44,22 @@ enum Cli {
     /// Search quality on a real manual (the Python manual from python3.11-doc): recall@5, MRR@10
     /// and nDCG@10 of text, vector and hybrid search over questions with the pages that answer them.
     SearchQuality(SearchQualityArgs),
+    /// The local model's embedding throughput (chunks/s at full chunk length, chunks of the Python
+    /// manual), side by side with the same model in sentence-transformers (PyPI) on the same chunks.
+    EmbedSpeed(EmbedSpeedArgs),
+}
+
+#[derive(Parser)]
+struct EmbedSpeedArgs {
+    /// The manual's HTML (`scripts/bench-data` installs it).
+    #[arg(long, default_value = "/usr/share/doc/python3.11/html")]
+    dir: PathBuf,
+    /// Chunks embedded, the longest the manual has.
+    #[arg(long, default_value_t = 1024)]
+    chunks: usize,
+    /// A Python with sentence-transformers installed (`bench/embed_speed.py` says how); none: trawl only.
+    #[arg(long)]
+    python: Option<PathBuf>,
 }
 
 #[derive(Parser)]
@@ -59,6 +75,9 @@ struct SearchQualityArgs {
     verbose: bool,
     #[arg(long, default_value = "target/release/trawl")]
     trawl: PathBuf,
+    /// The service's embedder: `local` (the model) or `lexical`.
+    #[arg(long, default_value = "local")]
+    embedder: String,
 }
 
 #[derive(Parser)]
@@ -521,6 +540,7 @@ async fn main() {
         Cli::Extract(args) => extract_bench(args).await,
         Cli::Docs(args) => docs_bench(args).await,
         Cli::SearchQuality(args) => search_quality(args).await,
+        Cli::EmbedSpeed(args) => embed_speed(args).await,
     }
 }
 
@@ -601,7 +621,7 @@ impl Words {
 
 async fn store_bench(args: StoreArgs) {
     use sqlx::Connection;
-    use trawl::embed::LocalEmbedder;
+    use trawl::embed::LexicalEmbedder;
 
     let name = args.reuse.clone().unwrap_or_else(|| format!("trawl_bench_{}", std::process::id()));
     let mut admin = sqlx::PgConnection::connect(&args.server).await.expect("connect to --server");
@@ -614,7 +634,7 @@ async fn store_bench(args: StoreArgs) {
     let mut url = url::Url::parse(&args.server).expect("server URL");
     url.set_path(&name);
     let store = trawl::store::connect(url.as_str(), Some(384)).await.expect("store");
-    let embedder = LocalEmbedder::new(384);
+    let embedder = LexicalEmbedder::new(384);
     let mut words = Words::new();
 
     let total = if args.reuse.is_some() {
@@ -672,7 +692,7 @@ async fn insert_and_index(
     args: &StoreArgs,
     store: &trawl::store::DynStore,
     url: &str,
-    embedder: &trawl::embed::LocalEmbedder,
+    embedder: &trawl::embed::LexicalEmbedder,
     words: &mut Words,
 ) -> usize {
     use sqlx::Connection;
@@ -797,7 +817,7 @@ async fn process_bench(args: ProcessArgs) {
     pages.push((url::Url::parse(&code).unwrap(), client.get(&code).send().await.unwrap().text().await.unwrap()));
     let bytes: usize = pages.iter().map(|(_, b)| b.len()).sum();
     let opts = trawl::process::ProcessOptions::default();
-    let embedder = trawl::embed::LocalEmbedder::new(384);
+    let embedder = trawl::embed::LexicalEmbedder::new(384);
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     let (embed, rounds) = (args.embed, args.rounds);
@@ -1325,7 +1345,7 @@ impl StandIn {
         use std::sync::atomic::Ordering;
         let inputs = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = inputs.clone();
-        let embedder = std::sync::Arc::new(trawl::embed::LocalEmbedder::new(64));
+        let embedder = std::sync::Arc::new(trawl::embed::LexicalEmbedder::new(64));
         let app = axum::Router::new().route(
             "/v1/embeddings",
             axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
@@ -1692,7 +1712,7 @@ async fn crawl_served(
     pages: std::collections::HashMap<String, Vec<u8>>,
 ) -> (String, std::collections::HashMap<String, String>) {
     let client = reqwest::Client::new();
-    let (base, svc, id) = serve_and_crawl(trawl, pages).await;
+    let (base, svc, id) = serve_and_crawl(trawl, pages, &[("TRAWL_EMBEDDER", "lexical".into())]).await;
     let mut stored = std::collections::HashMap::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -1719,6 +1739,7 @@ async fn crawl_served(
 async fn serve_and_crawl(
     trawl: &std::path::Path,
     pages: std::collections::HashMap<String, Vec<u8>>,
+    env: &[(&str, String)],
 ) -> (String, Service, String) {
     use axum::response::IntoResponse;
     let pages = std::sync::Arc::new(pages);
@@ -1746,7 +1767,8 @@ async fn serve_and_crawl(
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let client = reqwest::Client::new();
-    let svc = start_service(trawl, &[]).await;
+    let svc = start_service(trawl, env).await;
+    let t0 = Instant::now();
     let id = start_crawl_with(
         &client,
         &svc,
@@ -1754,7 +1776,16 @@ async fn serve_and_crawl(
     )
     .await;
     let fin = wait_end(&client, &svc, &id).await;
-    println!("crawled {} of {} pages ({} failed)", fin["pagesCrawled"], pages.len(), fin["pagesFailed"]);
+    println!(
+        "crawled {} of {} pages ({} failed), {} chunks and {} code examples, {} vectors, in {:.1} s",
+        fin["pagesCrawled"],
+        pages.len(),
+        fin["pagesFailed"],
+        fin["chunksStored"],
+        fin["codeExamples"],
+        fin["chunksEmbedded"],
+        t0.elapsed().as_secs_f64()
+    );
     (base, svc, id)
 }
 
@@ -1807,7 +1838,7 @@ async fn search_quality(args: SearchQualityArgs) {
         })
         .collect();
     let pages = html_tree(&args.dir);
-    let (base, svc, id) = serve_and_crawl(&args.trawl, pages).await;
+    let (base, svc, id) = serve_and_crawl(&args.trawl, pages, &[("TRAWL_EMBEDDER", args.embedder.clone())]).await;
     let client = reqwest::Client::new();
     let modes = ["text", "vector", "hybrid"];
     // (mode, worded) → (recall@5 sum, MRR@10 sum, nDCG@10 sum, questions)
@@ -2035,4 +2066,54 @@ fn nth_code_block(md: &str, n: usize) -> String {
         }
     }
     out
+}
+
+async fn embed_speed(args: EmbedSpeedArgs) {
+    use trawl::embed::Embedder;
+    let files =
+        trawl::embed::ModelFiles { dir: std::env::var_os("TRAWL_MODEL_DIR").map(PathBuf::from), ..Default::default() };
+    let dir = files.ensure().await.expect("the local model");
+    let model = trawl::embed::ModelEmbedder::load(&dir).expect("the model loads");
+    let counter = model.token_counter().expect("a token counter");
+    let window = model.token_window().expect("a window");
+    // The manual's chunks as a crawl makes them, longest first.
+    let mut inputs: Vec<(usize, String)> = Vec::new();
+    for (path, html) in html_tree(&args.dir) {
+        let url = url::Url::parse(&format!("http://docs.invalid{path}")).expect("url");
+        let bound = trawl::process::chunk::TokenWindow {
+            counter: counter.as_ref(),
+            tokens: window - trawl::process::chunk::PREFIX_TOKENS,
+        };
+        let p = trawl::process::extract_html(&String::from_utf8_lossy(&html), &url)
+            .finish_within(&trawl::process::ProcessOptions::default(), Some(bound));
+        let (chunks, _) = p.embedding_inputs();
+        inputs.extend(chunks.into_iter().map(|t| (counter.count(&t), t)));
+    }
+    inputs.sort_by(|a, b| b.0.cmp(&a.0));
+    inputs.truncate(args.chunks);
+    let tokens: usize = inputs.iter().map(|(n, _)| n).sum();
+    let texts: Vec<String> = inputs.into_iter().map(|(_, t)| t).collect();
+    println!(
+        "{} chunks, {:.0} word pieces each on average (window {window}), on {} threads",
+        texts.len(),
+        tokens as f64 / texts.len() as f64,
+        rayon::current_num_threads()
+    );
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let _ = model.vectors(&refs[..refs.len().min(32)]);
+    let t0 = Instant::now();
+    let vectors = model.vectors(&refs).expect("vectors");
+    let ours = texts.len() as f64 / t0.elapsed().as_secs_f64();
+    println!("trawl (candle):          {ours:>7.1} chunks/s");
+    assert_eq!(vectors.len(), texts.len());
+    let Some(python) = args.python else { return };
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), serde_json::to_vec(&texts).expect("json")).expect("write");
+    let out =
+        Command::new(python).arg("bench/embed_speed.py").arg(file.path()).arg(&dir).output().expect("python runs");
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{line}{}", String::from_utf8_lossy(&out.stderr));
+    let theirs: f64 = line.trim().lines().last().and_then(|l| l.parse().ok()).expect("chunks/s");
+    println!("sentence-transformers:   {theirs:>7.1} chunks/s (torch, same model files, same chunks)");
+    println!("ratio: {:.2}x", ours / theirs);
 }

@@ -36,5 +36,11 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>,
             _ => ApiError::Unavailable("the store does not answer".into()),
         }
     })?;
-    Ok(Json(json!({ "status": "ready", "activeCrawls": state.registry.active_count() })))
+    // The embedder says whether search matches meaning (`all-MiniLM-L6-v2`)
+    // or words (`local-hash-*`, the fallback when the model cannot be had).
+    Ok(Json(json!({
+        "status": "ready",
+        "activeCrawls": state.registry.active_count(),
+        "embedder": state.embedder.model(),
+    })))
 }

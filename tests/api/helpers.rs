@@ -33,6 +33,8 @@ pub fn test_config(db_path: &std::path::Path) -> Config {
     };
     c.crawler.allow_private_networks = true;
     c.crawler.request_timeout = Duration::from_secs(2);
+    // The model's own tests ask for it (`embedding.rs`); the rest need vectors, not meaning.
+    c.crawler.embedding.kind = "lexical".into();
     c
 }
 
@@ -446,7 +448,7 @@ impl MockEmbeddings {
         let mode = Arc::new(std::sync::Mutex::new(mode));
         let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (m, b) = (mode.clone(), batches.clone());
-        let embedder = Arc::new(trawl::embed::LocalEmbedder::new(64));
+        let embedder = Arc::new(trawl::embed::LexicalEmbedder::new(64));
         let app = axum::Router::new().route(
             "/v1/embeddings",
             axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
@@ -504,6 +506,7 @@ impl MockEmbeddings {
     pub fn config(&self, batch_size: usize, retries: usize) -> trawl::embed::EmbedConfig {
         trawl::embed::EmbedConfig {
             kind: "openai".into(),
+            files: Default::default(),
             base_url: self.base_url.clone(),
             model: "mock-embed".into(),
             // What the stand-in returns; PostgreSQL's vector columns need it.

@@ -191,7 +191,9 @@ async fn a_stop_that_a_shutdown_overtakes_is_still_the_users_stop() {
 }
 
 fn trawl_bin() -> std::process::Command {
-    std::process::Command::new(env!("CARGO_BIN_EXE_trawl"))
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_trawl"));
+    cmd.env("TRAWL_EMBEDDER", "lexical");
+    cmd
 }
 
 fn send_signal(pid: u32, signal: &str) {

@@ -7,6 +7,7 @@ mod cluster;
 mod content;
 mod crawl_types;
 mod dashboard;
+mod embedding;
 mod firecrawl;
 mod guard;
 mod hardening;

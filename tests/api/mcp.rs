@@ -137,6 +137,7 @@ async fn the_python_sdk_uses_every_tool_over_stdio() {
     let page = site.url("/code/examples.html");
     let mut cmd = python();
     cmd.args(["stdio", env!("CARGO_BIN_EXE_trawl"), &db, &page, &site.url("/trouble/slow")]);
+    cmd.env("TRAWL_EMBEDDER", "lexical");
     let lines = run_script(cmd, "MCP over stdio").await;
     check_scenario(&lines, &page);
 }

@@ -76,6 +76,7 @@ pub async fn trawl(name: &str, db: &std::path::Path, env: &[(&str, &str)]) -> to
     let mut cmd = tokio::process::Command::new("ip");
     cmd.args(["netns", "exec", name, env!("CARGO_BIN_EXE_trawl"), "serve"])
         .env("TRAWL_BIND", "127.0.0.1:8080")
+        .env("TRAWL_EMBEDDER", "lexical")
         .env("DATABASE_URL", format!("sqlite://{}", db.display()))
         .env("TRAWL_BROWSER_PAGE_TIMEOUT_MS", "20000")
         .env("TRAWL_REQUEST_TIMEOUT_MS", "5000")

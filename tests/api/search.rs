@@ -160,7 +160,7 @@ async fn cli_search_prints_the_best_match() {
         app.shutdown().await;
     }
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_trawl"))
-        .args(["search", "count words in Rust", "--limit", "1", "--database"])
+        .args(["search", "count words in Rust", "--embedder", "lexical", "--limit", "1", "--database"])
         .arg(&db)
         .output()
         .await

@@ -2,7 +2,7 @@
 //! against PostgreSQL (+ pgvector), through the trait only.
 
 use chrono::Utc;
-use trawl::embed::{Embedder, local::LocalEmbedder};
+use trawl::embed::{Embedder, lexical::LexicalEmbedder};
 use trawl::process::{Chunk, CodeExample};
 use trawl::progress::{CrawlState, CrawlStatus};
 use trawl::search::Mode;
@@ -69,7 +69,7 @@ fn new_crawl(tenant: Option<&str>) -> NewCrawl {
 }
 
 fn embed(text: &str) -> Vec<f32> {
-    LocalEmbedder::new(DIMS).embed_sync(&[text]).unwrap().remove(0)
+    LexicalEmbedder::new(DIMS).embed_sync(&[text]).unwrap().remove(0)
 }
 
 fn page(url: &str, body: &str, code: Option<(&str, &str)>) -> PageRecord {
@@ -256,7 +256,7 @@ async fn seed_search_corpus(store: &DynStore, tenant: Option<&str>) -> String {
 
 async fn text_vector_and_hybrid_search_find_the_right_chunk(store: DynStore) {
     let id = seed_search_corpus(&store, None).await;
-    let embedder = LocalEmbedder::new(DIMS);
+    let embedder = LexicalEmbedder::new(DIMS);
     let everywhere = SearchFilter::default();
     // Before and after the vectors reach the index (PostgreSQL indexes
     // behind the writes): the same answers.
@@ -394,7 +394,7 @@ async fn missing_vectors_are_listed_and_filled_in(store: DynStore) {
     assert!(store.unembedded(10).await.unwrap().is_empty());
     let hits = trawl::search::search(
         &*store,
-        &LocalEmbedder::new(DIMS),
+        &LexicalEmbedder::new(DIMS),
         "no vector yet",
         Mode::Vector,
         &SearchFilter::default(),

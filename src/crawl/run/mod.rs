@@ -30,6 +30,7 @@ use crate::backoff::{Backoff, Wait, pause};
 use crate::progress::{CrawlState, CrawlStatus, Limit, Stage};
 use crate::sync::LockExt;
 
+mod embedding;
 mod frontier;
 mod page;
 mod seeds;
@@ -92,7 +93,17 @@ pub(crate) async fn run(engine: Arc<Engine>, crawl: Arc<Crawl>, slot: Slot) -> (
             }
             load_prior(&engine, &crawl).await;
             let (tx, rx) = mpsc::channel(PAGE_CHANNEL);
-            crawl.tracker.spawn(writer(engine.clone(), crawl.clone(), rx).instrument(crawl.span.clone()));
+            let (writes, stored) = (engine.clone(), crawl.clone());
+            let writing = async move {
+                writer(writes, stored.clone(), rx).await;
+                stored.behind.stored_all();
+            };
+            crawl.tracker.spawn(writing.instrument(crawl.span.clone()));
+            if engine.embedder.embeds_behind() {
+                crawl
+                    .tracker
+                    .spawn(embedding::embed_behind(engine.clone(), crawl.clone()).instrument(crawl.span.clone()));
+            }
             let outcome = tokio::select! {
                 biased;
                 _ = crawl.token.cancelled() => Outcome::Stopped,

@@ -434,14 +434,22 @@ pub(super) async fn process_body(
                     unchanged: true,
                 };
             }
-            let mut p = extracted.finish(&options);
+            // Chunks the model reads whole: within its window, room kept for the title and headings.
+            let counter = embedder.token_counter();
+            let window = counter.as_deref().zip(embedder.token_window()).map(|(counter, tokens)| {
+                process::chunk::TokenWindow { counter, tokens: tokens.saturating_sub(process::chunk::PREFIX_TOKENS) }
+            });
+            let mut p = extracted.finish_within(&options, window);
             // A CPU embedder works here, on the pool; remote ones in the
             // writer, and so do changed pages, whose texts that did not
             // change reuse their vectors there.
             let mut embedded = 0;
             let (chunk_inputs, code_inputs) = p.embedding_inputs();
             let refs: Vec<&str> = chunk_inputs.iter().chain(&code_inputs).map(String::as_str).collect();
-            if !has_prior && let Some(mut vectors) = embedder.embed_sync(&refs) {
+            if !has_prior
+                && !embedder.embeds_behind()
+                && let Some(mut vectors) = embedder.embed_sync(&refs)
+            {
                 embedded = vectors.len() as u64;
                 let code_vectors = vectors.split_off(chunk_inputs.len());
                 p.chunks.iter_mut().zip(vectors).for_each(|(c, v)| c.embedding = Some(v));

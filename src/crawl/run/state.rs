@@ -73,6 +73,8 @@ pub(crate) struct Crawl {
     /// The pages the crawl's source keeps, by URL, loaded as the crawl
     /// starts: each page crawled is compared with its earlier copy.
     pub(super) prior: std::sync::OnceLock<HashMap<String, PriorPage>>,
+    /// What the writer and the embedding stage share.
+    pub(super) behind: super::embedding::Behind,
 }
 
 /// A crawl taken over from a dead instance goes on from what it stored:
@@ -148,6 +150,7 @@ impl Crawl {
             first_error: Mutex::new(None),
             resume,
             prior: std::sync::OnceLock::new(),
+            behind: Default::default(),
         }
     }
 

@@ -90,8 +90,9 @@ pub(super) async fn embed_missing(engine: &Engine, crawl: &Crawl, batch: &mut [P
     let complete = |r: &PageRecord| {
         r.chunks.iter().all(|c| c.embedding.is_some()) && r.code_examples.iter().all(|e| e.embedding.is_some())
     };
-    // With a CPU embedder every vector of a new page was made on the pool already.
-    if batch.iter().all(complete) {
+    // With a fast CPU embedder every vector of a new page was made on the
+    // pool already; a slow one makes them behind the crawl (`embedding.rs`).
+    if engine.embedder.embeds_behind() || batch.iter().all(complete) {
         return Some(0);
     }
     let mut inputs = Vec::new();
@@ -162,6 +163,7 @@ pub(super) async fn flush(
     }
     let mut snapshot = crawl.progress.snapshot();
     snapshot.apply_counts(outlook, next);
+    crawl.behind.apply(&mut snapshot, &next);
     snapshot.event_id = crawl.reporter.newest_id();
     let fresh = last_saved.as_ref().is_some_and(|(saved, at)| *saved == snapshot && at.elapsed() < HEARTBEAT);
     if batch.is_empty() && fresh {
@@ -184,7 +186,13 @@ pub(super) async fn flush(
             metrics::counter!("trawl_chunks_stored_total").increment(next.chunks - counts.chunks);
             metrics::counter!("trawl_code_examples_stored_total").increment(next.code_examples - counts.code_examples);
             *counts = next;
-            crawl.progress.set_counts(outlook, next);
+            crawl.progress.update(|s| {
+                s.apply_counts(outlook, next);
+                crawl.behind.apply(s, &next);
+            });
+            if !batch.is_empty() {
+                crawl.behind.stored();
+            }
             *last_saved = Some((snapshot, Instant::now()));
         }
         Err(crate::store::StoreError::Abandoned) => {}

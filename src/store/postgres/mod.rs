@@ -20,7 +20,7 @@ use sqlx::postgres::PgPool;
 use sqlx::{Postgres, QueryBuilder, Row};
 
 use super::{
-    ChunkHit, CodeHit, CrawlFilter, Delivery, DeliveryOutcome, ExportPage, ExportReader, NewCrawl, NewDelivery,
+    After, ChunkHit, CodeHit, CrawlFilter, Delivery, DeliveryOutcome, ExportPage, ExportReader, NewCrawl, NewDelivery,
     PageContent, PageRecord, PageStatus, PageSummary, PriorPage, Removed, SearchFilter, Source, SourceFilter,
     SourcePatch, Store, StoreError, StoredPage, Unannounced, Unembedded,
 };
@@ -680,23 +680,35 @@ impl Store for PgStore {
         Ok(qb.build_query_as().fetch_all(&self.pool).await?)
     }
 
-    async fn unembedded(&self, limit: u32) -> Result<Vec<Unembedded>, StoreError> {
-        let chunks = sqlx::query(
-            "SELECT id, title, heading_path, content FROM chunks WHERE embedding IS NULL ORDER BY id LIMIT $1",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+    async fn unembedded_in(
+        &self,
+        crawl: Option<&str>,
+        after: After,
+        limit: u32,
+    ) -> Result<Vec<Unembedded>, StoreError> {
+        let read = |table: &'static str, columns: &'static str, after: i64, limit: u32| {
+            let mut qb = QueryBuilder::new(format!("SELECT {columns} FROM {table} WHERE embedding IS NULL AND id > "));
+            qb.push_bind(after);
+            if let Some(crawl) = crawl {
+                qb.push(" AND crawl_id = ").push_bind(crawl.to_string());
+            }
+            qb.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
+            qb
+        };
+        let chunks = read("chunks", "id, title, heading_path, content", after.chunk, limit)
+            .build()
+            .fetch_all(&self.pool)
+            .await?;
         let mut out = chunks.iter().map(|r| chunk_to_embed(r, r.int("id")?)).collect::<Result<Vec<_>, _>>()?;
         let room = limit.saturating_sub(out.len() as u32);
-        let codes = sqlx::query(
-            "SELECT id, language, code, context_before FROM code_examples WHERE embedding IS NULL ORDER BY id LIMIT $1",
-        )
-        .bind(i64::from(room))
-        .fetch_all(&self.pool)
-        .await?;
-        for r in &codes {
-            out.push(code_to_embed(r, r.int("id")?)?);
+        if room > 0 {
+            let codes = read("code_examples", "id, language, code, context_before", after.code, room)
+                .build()
+                .fetch_all(&self.pool)
+                .await?;
+            for r in &codes {
+                out.push(code_to_embed(r, r.int("id")?)?);
+            }
         }
         Ok(out)
     }

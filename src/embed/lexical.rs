@@ -1,7 +1,7 @@
-//! The default embedder: hashed word unigrams and bigrams, signed, L2
-//! normalised. Offline and deterministic, and **lexical**: it matches shared
-//! words, not meaning. Good for tests, demos and keyword-heavy docs; configure
-//! an OpenAI-compatible endpoint for semantic search.
+//! The lexical embedder (`--embedder lexical`): hashed word unigrams and
+//! bigrams, signed, L2 normalised. Instant, deterministic and needing no
+//! files, but it matches shared words, not meaning: for tests, and the
+//! fallback when the local model cannot be had.
 
 use async_trait::async_trait;
 
@@ -9,12 +9,12 @@ use super::{EmbedError, Embedder, normalize};
 
 pub const DEFAULT_DIMENSIONS: usize = 384;
 
-pub struct LocalEmbedder {
+pub struct LexicalEmbedder {
     dimensions: usize,
     model: String,
 }
 
-impl LocalEmbedder {
+impl LexicalEmbedder {
     pub fn new(dimensions: usize) -> Self {
         let dimensions = dimensions.max(8);
         Self { dimensions, model: format!("local-hash-{dimensions}") }
@@ -46,7 +46,7 @@ fn fnv(bytes: &[u8]) -> u64 {
 }
 
 #[async_trait]
-impl Embedder for LocalEmbedder {
+impl Embedder for LexicalEmbedder {
     fn model(&self) -> &str {
         &self.model
     }
@@ -71,7 +71,7 @@ mod tests {
 
     #[test]
     fn deterministic_unit_vectors_closer_for_shared_words() {
-        let e = LocalEmbedder::new(384);
+        let e = LexicalEmbedder::new(384);
         let a = e.vector("count words in a hash map");
         assert_eq!(a, e.vector("count words in a hash map"));
         assert!((dot(&a, &a) - 1.0).abs() < 1e-5);
