@@ -78,6 +78,9 @@ struct SearchQualityArgs {
     /// The service's embedder: `local` (the model) or `lexical`.
     #[arg(long, default_value = "local")]
     embedder: String,
+    /// Also score other fusions of the text and vector rankings (RRF constants and weights).
+    #[arg(long)]
+    fusions: bool,
 }
 
 #[derive(Parser)]
@@ -295,6 +298,9 @@ struct Args {
     /// The trawl binary (build it with `cargo build --release`).
     #[arg(long, default_value = "target/release/trawl")]
     trawl: PathBuf,
+    /// The service's embedder: `local` (the model, embedding behind the crawl) or `lexical`.
+    #[arg(long, default_value = "local")]
+    embedder: String,
     /// spider_cli's binary; skipped when missing.
     #[arg(long, default_value = "spider")]
     spider: String,
@@ -953,7 +959,8 @@ async fn crawl_bench(args: Args) {
             spread.max(critical).max(shared)
         );
     }
-    let svc = start_service(&args.trawl, &[("TRAWL_PER_HOST_CONCURRENCY", args.concurrency.to_string())]).await;
+    let env = [("TRAWL_PER_HOST_CONCURRENCY", args.concurrency.to_string()), ("TRAWL_EMBEDDER", args.embedder.clone())];
+    let svc = start_service(&args.trawl, &env).await;
     let client = reqwest::Client::new();
     if let Some(stop_at) = args.trap {
         trap_bench(&client, &svc, &site, args.concurrency, stop_at).await;
@@ -962,9 +969,16 @@ async fn crawl_bench(args: Args) {
 
     let mut rates = Vec::new();
     for run in 1..=args.runs {
+        let t0 = Instant::now();
         let id = start_crawl(&client, &svc, &url, args.concurrency).await;
+        // Pages stored is the crawl's own speed; with the model the
+        // crawl completes when the vectors made behind it are all there.
+        let mut stored = None;
         let s = loop {
             let s = status(&client, &svc, &id).await;
+            if stored.is_none() && s["pagesCrawled"].as_u64().unwrap_or(0) as usize >= args.pages {
+                stored = Some(t0.elapsed().as_secs_f64());
+            }
             if terminal(&s) {
                 break s;
             }
@@ -973,12 +987,15 @@ async fn crawl_bench(args: Args) {
         let crawled = s["pagesCrawled"].as_u64().unwrap_or(0);
         let secs = secs_between(&s);
         let covered = crawled as usize == args.pages;
+        let stored = stored.unwrap_or(secs).min(secs);
         println!(
-            "trawl run {run}: {} {crawled} pages in {secs:.3}s = {:.0} pages/s, every page covered: {covered}",
+            "trawl run {run}: {} {crawled} pages stored in {stored:.3}s = {:.0} pages/s, every page covered: {covered}; \
+             {} vectors, complete after {secs:.3}s",
             s["status"].as_str().unwrap_or("?"),
-            crawled as f64 / secs
+            crawled as f64 / stored,
+            s["chunksEmbedded"],
         );
-        rates.push(crawled as f64 / secs);
+        rates.push(crawled as f64 / stored);
     }
     let rss_mib = svc.peak_rss_kib() as f64 / 1024.0;
     println!("trawl peak RSS (VmHWM) after full crawls: {rss_mib:.1} MiB");
@@ -1842,10 +1859,15 @@ async fn search_quality(args: SearchQualityArgs) {
     let client = reqwest::Client::new();
     let modes = ["text", "vector", "hybrid"];
     // (mode, worded) → (recall@5 sum, MRR@10 sum, nDCG@10 sum, questions)
-    let mut scores: std::collections::BTreeMap<(&str, String), (f64, f64, f64, usize)> = Default::default();
+    let mut scores: std::collections::BTreeMap<(String, String), (f64, f64, f64, usize)> = Default::default();
     let mut latencies = Vec::new();
+    // Fusions tried on the text and vector rankings, next to the service's own:
+    // reciprocal rank fusion with constant k and the vector ranking's weight.
+    let grid: Vec<(f64, f64)> =
+        [10.0, 30.0, 60.0].iter().flat_map(|&k| [0.5, 0.7, 1.0, 1.5, 2.0].map(move |w| (k, w))).collect();
     for q in &questions {
         let answers: Vec<String> = q.answers.iter().map(|a| format!("{base}/{a}")).collect();
+        let mut lists: std::collections::HashMap<&str, Vec<(i64, String)>> = Default::default();
         for mode in modes {
             let t0 = Instant::now();
             let v: Value = client
@@ -1858,9 +1880,30 @@ async fn search_quality(args: SearchQualityArgs) {
                 .await
                 .unwrap();
             latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
+            let hits: Vec<(i64, String)> = v["results"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|h| (h["chunkId"].as_i64().unwrap_or_default(), h["url"].as_str().unwrap_or_default().to_string()))
+                .collect();
+            lists.insert(mode, hits);
+        }
+        let mut rankings: Vec<(String, Vec<String>)> =
+            modes.iter().map(|m| (m.to_string(), lists[m].iter().map(|(_, u)| u.clone()).collect())).collect();
+        for &(k, w) in &grid {
+            let mut fused: std::collections::HashMap<i64, (f64, String)> = Default::default();
+            for (mode, weight) in [("text", 1.0), ("vector", w)] {
+                for (rank, (chunk, url)) in lists[mode].iter().enumerate() {
+                    fused.entry(*chunk).or_insert((0.0, url.clone())).0 += weight / (k + rank as f64 + 1.0);
+                }
+            }
+            let mut v: Vec<(f64, i64, String)> = fused.into_iter().map(|(c, (s, u))| (s, c, u)).collect();
+            v.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            rankings.push((format!("rrf k={k} w={w}"), v.into_iter().map(|(_, _, u)| u).collect()));
+        }
+        for (mode, urls) in rankings {
             let mut ranked: Vec<String> = Vec::new();
-            for hit in v["results"].as_array().into_iter().flatten() {
-                let url = hit["url"].as_str().unwrap_or_default().to_string();
+            for url in urls {
                 if !ranked.contains(&url) {
                     ranked.push(url);
                 }
@@ -1878,13 +1921,13 @@ async fn search_quality(args: SearchQualityArgs) {
             let ideal: f64 = (0..answers.len().min(10)).map(|i| 1.0 / (i as f64 + 2.0).log2()).sum();
             let ndcg = if ideal > 0.0 { dcg / ideal } else { 0.0 };
             for worded in [q.worded.clone(), "all".to_string()] {
-                let e = scores.entry((mode, worded)).or_default();
+                let e = scores.entry((mode.clone(), worded)).or_default();
                 e.0 += recall5;
                 e.1 += mrr;
                 e.2 += ndcg;
                 e.3 += 1;
             }
-            if args.verbose {
+            if args.verbose && modes.contains(&mode.as_str()) {
                 let top: Vec<&str> = ranked.iter().take(5).map(|u| u.trim_start_matches(&base)).collect();
                 println!(
                     "{mode:>6} {} [{}] {:?}: {}",
@@ -1902,12 +1945,17 @@ async fn search_quality(args: SearchQualityArgs) {
         questions.iter().filter(|q| q.worded == "manual").count(),
         questions.iter().filter(|q| q.worded == "own").count()
     );
-    println!("{:<8} {:<7} {:>9} {:>7} {:>8}", "mode", "worded", "recall@5", "MRR@10", "nDCG@10");
+    println!("{:<20} {:<7} {:>9} {:>7} {:>8}", "mode", "worded", "recall@5", "MRR@10", "nDCG@10");
+    let names: Vec<String> = modes
+        .iter()
+        .map(|m| m.to_string())
+        .chain(args.fusions.then(|| grid.iter().map(|(k, w)| format!("rrf k={k} w={w}"))).into_iter().flatten())
+        .collect();
     for worded in ["all", "manual", "own"] {
-        for mode in modes {
-            if let Some((r, m, n, count)) = scores.get(&(mode, worded.to_string())) {
+        for mode in &names {
+            if let Some((r, m, n, count)) = scores.get(&(mode.clone(), worded.to_string())) {
                 let c = *count as f64;
-                println!("{mode:<8} {worded:<7} {:>9.2} {:>7.2} {:>8.2}", r / c, m / c, n / c);
+                println!("{mode:<20} {worded:<7} {:>9.2} {:>7.2} {:>8.2}", r / c, m / c, n / c);
             }
         }
     }

@@ -52,6 +52,8 @@ pub enum Stage {
     Discovering,
     Crawling,
     Processing,
+    /// Every page is stored (searchable by text); vectors are still being
+    /// made behind the crawl (`chunksEmbedded`).
     Embedding,
     Storing,
     Finalizing,
@@ -153,7 +155,9 @@ pub struct CrawlStatus {
     pub chunks_stored: u64,
     /// Code examples stored.
     pub code_examples: u64,
-    /// Chunks stored without a vector because the embedder failed for good;
+    /// Chunks stored without a vector: not yet embedded (the local model
+    /// embeds behind the crawl, stage `embedding`), or, once the crawl has
+    /// ended, left by a stop or refused by the embedder for good;
     /// `trawl embed --missing` fills them in.
     pub chunks_unembedded: u64,
     /// A refresh of its source (`POST /api/sources/{id}/refresh`): when it
@@ -174,8 +178,9 @@ pub struct CrawlStatus {
     /// longer reached.
     #[serde(default)]
     pub pages_removed: u64,
-    /// Chunks and code examples this crawl had to embed; identical texts of a
-    /// changed page reuse their vectors.
+    /// Vectors this crawl made for its chunks and code examples so far;
+    /// identical texts of a changed page reuse their vectors. A crawl
+    /// completes when every chunk has its vector.
     #[serde(default)]
     pub chunks_embedded: u64,
     /// A page being fetched now, while the crawl runs.

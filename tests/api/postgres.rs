@@ -14,10 +14,11 @@ use crate::helpers::*;
 #[tokio::test]
 async fn postgres_refuses_an_embedder_of_another_dimension_at_start() {
     let url = crate::pg::fresh_database_url().await;
-    let app = spawn_app_url(&url, |_| {}).await; // the local embedder: 384
+    let app = spawn_app_url(&url, |_| {}).await; // the lexical embedder: 384
     app.shutdown().await;
     let mut config = trawl::config::Config { database_url: url.clone(), ..Default::default() };
     config.bind = "127.0.0.1:0".parse().unwrap();
+    config.crawler.embedding.kind = "lexical".into();
     config.crawler.embedding.dimensions = Some(64);
     let err = trawl::App::build(config).await.err().expect("a 64-dimension embedder is refused");
     let msg = err.to_string();

@@ -33,3 +33,9 @@ pub(super) fn to_bytes(v: &[f32]) -> Vec<u8> {
 pub(super) fn from_bytes(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
+
+/// The dot product of a stored vector (little-endian f32 bytes) with `v`,
+/// read in place.
+pub(super) fn dot_bytes(bytes: &[u8], v: &[f32]) -> f32 {
+    bytes.chunks_exact(4).zip(v).map(|(b, x)| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * x).sum()
+}

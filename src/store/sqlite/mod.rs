@@ -739,19 +739,19 @@ impl Store for SqliteStore {
         );
         qb.push_bind(model);
         push_filter(&mut qb, f, "c");
-        let rows = qb.build().fetch_all(&self.pool).await?;
-        let mut scored: Vec<(i64, f64)> = rows
-            .iter()
-            .filter_map(|r| {
-                let id: i64 = r.try_get("id").ok()?;
-                let bytes: Vec<u8> = r.try_get("embedding").ok()?;
-                let v = from_bytes(&bytes);
-                (v.len() == vector.len()).then(|| (id, f64::from(dot(&v, vector))))
-            })
-            .collect();
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
-        scored.truncate(limit as usize);
-        Ok(scored)
+        // Row by row into a bounded heap of the best: memory stays that of
+        // `limit` hits whatever the number of vectors in scope.
+        let mut rows = qb.build().fetch(&self.pool);
+        let mut best = TopK::new(limit as usize);
+        while let Some(r) = futures::TryStreamExt::try_next(&mut rows).await? {
+            let (Ok(id), Ok(bytes)) = (r.try_get::<i64, _>("id"), r.try_get::<&[u8], _>("embedding")) else {
+                continue;
+            };
+            if bytes.len() == vector.len() * 4 {
+                best.offer(id, f64::from(dot_bytes(bytes, vector)));
+            }
+        }
+        Ok(best.into_sorted())
     }
 
     async fn chunk_hits(&self, ids: &[i64]) -> Result<Vec<ChunkHit>, StoreError> {
@@ -979,5 +979,44 @@ impl Store for SqliteStore {
         .rows_affected();
         tx.commit().await?;
         Ok(failed + cancelled)
+    }
+}
+
+/// The `k` best scores seen, kept in a min-heap.
+struct TopK {
+    k: usize,
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(Score, i64)>>,
+}
+
+#[derive(PartialEq, PartialOrd)]
+struct Score(f64);
+impl Eq for Score {}
+impl Ord for Score {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+impl TopK {
+    fn new(k: usize) -> Self {
+        Self { k, heap: std::collections::BinaryHeap::with_capacity(k + 1) }
+    }
+
+    fn offer(&mut self, id: i64, score: f64) {
+        if self.k == 0 {
+            return;
+        }
+        if self.heap.len() < self.k {
+            self.heap.push(std::cmp::Reverse((Score(score), id)));
+        } else if self.heap.peek().is_some_and(|std::cmp::Reverse((worst, _))| score > worst.0) {
+            self.heap.pop();
+            self.heap.push(std::cmp::Reverse((Score(score), id)));
+        }
+    }
+
+    fn into_sorted(self) -> Vec<(i64, f64)> {
+        let mut v: Vec<(i64, f64)> = self.heap.into_iter().map(|std::cmp::Reverse((s, id))| (id, s.0)).collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        v
     }
 }
