@@ -629,6 +629,10 @@ async fn store_bench(args: StoreArgs) {
     use sqlx::Connection;
     use trawl::embed::LexicalEmbedder;
 
+    if let Some(file) = args.server.strip_prefix("sqlite://") {
+        return sqlite_store_bench(&args, file).await;
+    }
+
     let name = args.reuse.clone().unwrap_or_else(|| format!("trawl_bench_{}", std::process::id()));
     let mut admin = sqlx::PgConnection::connect(&args.server).await.expect("connect to --server");
     if args.reuse.is_none() {
@@ -776,6 +780,9 @@ async fn insert_and_index(
         pct(&batch_times, 99.0)
     );
 
+    if url.starts_with("sqlite:") {
+        return total;
+    }
     let drain = Instant::now();
     let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
     loop {
@@ -2164,4 +2171,81 @@ async fn embed_speed(args: EmbedSpeedArgs) {
     let theirs: f64 = line.trim().lines().last().and_then(|l| l.parse().ok()).expect("chunks/s");
     println!("sentence-transformers:   {theirs:>7.1} chunks/s (torch, same model files, same chunks)");
     println!("ratio: {:.2}x", ours / theirs);
+}
+
+/// The embedded store at scale (`--server sqlite:///path/bench.db`): the
+/// chunks written straight to the file, then the service on it answering
+/// hybrid searches, 8 at a time, with its peak RSS.
+async fn sqlite_store_bench(args: &StoreArgs, file: &str) {
+    let url = format!("sqlite://{file}");
+    let mut words = Words::new();
+    if args.reuse.is_none() {
+        let _ = std::fs::remove_file(file);
+        let store = trawl::store::connect(&url, Some(384)).await.expect("store");
+        let embedder = trawl::embed::LexicalEmbedder::new(384);
+        insert_and_index(args, &store, &url, &embedder, &mut words).await;
+        drop(store);
+    } else {
+        // The words the queries are drawn from, as the insert drew them.
+        for _ in 0..args.chunks.min(2000) {
+            words.text(80);
+        }
+    }
+    let svc = start_service_on(
+        std::path::Path::new("target/release/trawl"),
+        Some(&url),
+        &[("TRAWL_EMBEDDER", "lexical".into()), ("TRAWL_MAX_CONCURRENT_SEARCHES", "8".into())],
+    )
+    .await;
+    let queries: Vec<String> = (0..args.queries)
+        .map(|i| {
+            (0..1 + i % 3)
+                .map(|j| words.vocab[STOPWORDS + (i * 37 + j * 101) % 1000].clone())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let client = reqwest::Client::new();
+    let rss_before = svc.peak_rss_kib() as f64 / 1024.0;
+    for concurrency in [1usize, 8] {
+        let started = Instant::now();
+        let lat = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let workers: Vec<_> = (0..concurrency)
+            .map(|_| {
+                let (client, base, queries, lat, next) =
+                    (client.clone(), svc.base.clone(), queries.clone(), lat.clone(), next.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let Some(q) = queries.get(i) else { return };
+                        let t = Instant::now();
+                        let r = client
+                            .post(format!("{base}/api/search"))
+                            .json(&json!({"query": q, "mode": "hybrid", "limit": 10}))
+                            .send()
+                            .await
+                            .expect("search");
+                        assert!(r.status().is_success(), "{}", r.status());
+                        let _ = r.bytes().await;
+                        lat.lock().unwrap().push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.await.expect("worker");
+        }
+        let lat = lat.lock().unwrap().clone();
+        println!(
+            "hybrid search over {} chunks, {concurrency} at a time: {} queries in {:.1} s, p50 {:.1} ms, p99 {:.1} ms; \
+             service peak RSS {:.0} MiB (before searching {rss_before:.0} MiB)",
+            args.chunks,
+            lat.len(),
+            started.elapsed().as_secs_f64(),
+            pct(&lat, 50.0),
+            pct(&lat, 99.0),
+            svc.peak_rss_kib() as f64 / 1024.0
+        );
+    }
 }

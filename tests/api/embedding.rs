@@ -81,6 +81,8 @@ async fn chunks_fit_the_models_window_with_their_title_and_headings() {
     assert!(chunks.len() > 4, "{chunks:#?}");
     for c in &chunks {
         assert!(counter.count(&c.content) <= window - PREFIX_TOKENS, "a chunk over its bound: {}", c.content);
+        // Counted word by word, as the whole tokenizer counts.
+        assert_eq!(counter.count(&c.content), model.tokens(&c.content), "{}", c.content);
     }
     let (inputs, _) = trawl::content::embedding_inputs(Some(&long_title), &chunks, &[]);
     for input in &inputs {

@@ -21,10 +21,6 @@ pub(super) const SOURCE_SELECT: &str =
    k.id AS last_id, k.status AS last_status, k.finished_at AS last_finished
  FROM sources s LEFT JOIN crawls k ON k.id = (SELECT MAX(id) FROM crawls WHERE source_id = s.id)";
 
-pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
 /// Vectors are stored as little-endian f32 bytes.
 pub(super) fn to_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
