@@ -2144,7 +2144,7 @@ async fn embed_speed(args: EmbedSpeedArgs) {
         let (chunks, _) = p.embedding_inputs();
         inputs.extend(chunks.into_iter().map(|t| (counter.count(&t), t)));
     }
-    inputs.sort_by(|a, b| b.0.cmp(&a.0));
+    inputs.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
     inputs.truncate(args.chunks);
     let tokens: usize = inputs.iter().map(|(n, _)| n).sum();
     let texts: Vec<String> = inputs.into_iter().map(|(_, t)| t).collect();

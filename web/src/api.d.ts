@@ -332,7 +332,9 @@ export interface CrawlStatus {
    */
   codeExamples: number;
   /**
-   * Chunks stored without a vector because the embedder failed for good;
+   * Chunks stored without a vector: not yet embedded (the local model
+   * embeds behind the crawl, stage `embedding`), or, once the crawl has
+   * ended, left by a stop or refused by the embedder for good;
    * `trawl embed --missing` fills them in.
    */
   chunksUnembedded: number;
@@ -360,8 +362,9 @@ export interface CrawlStatus {
    */
   pagesRemoved?: number;
   /**
-   * Chunks and code examples this crawl had to embed; identical texts of a
-   * changed page reuse their vectors.
+   * Vectors this crawl made for its chunks and code examples so far;
+   * identical texts of a changed page reuse their vectors. A crawl
+   * completes when every chunk has its vector.
    */
   chunksEmbedded?: number;
   /**

@@ -181,8 +181,9 @@ export interface SubscribeCrawls {
  */
 export interface CrawlStatus {
   /**
-   * Chunks and code examples this crawl had to embed; identical texts of a
-   * changed page reuse their vectors.
+   * Vectors this crawl made for its chunks and code examples so far;
+   * identical texts of a changed page reuse their vectors. A crawl
+   * completes when every chunk has its vector.
    */
   chunksEmbedded?: number;
   /**
@@ -190,7 +191,9 @@ export interface CrawlStatus {
    */
   chunksStored: number;
   /**
-   * Chunks stored without a vector because the embedder failed for good;
+   * Chunks stored without a vector: not yet embedded (the local model
+   * embeds behind the crawl, stage `embedding`), or, once the crawl has
+   * ended, left by a stop or refused by the embedder for good;
    * `trawl embed --missing` fills them in.
    */
   chunksUnembedded: number;

@@ -988,9 +988,19 @@ struct TopK {
     heap: std::collections::BinaryHeap<std::cmp::Reverse<(Score, i64)>>,
 }
 
-#[derive(PartialEq, PartialOrd)]
+/// A score ordered by `total_cmp`.
 struct Score(f64);
+impl PartialEq for Score {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
 impl Eq for Score {}
+impl PartialOrd for Score {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 impl Ord for Score {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.0.total_cmp(&other.0)
