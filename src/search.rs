@@ -21,8 +21,11 @@ pub enum Mode {
     Text,
 }
 
-/// The usual RRF constant: damps the weight of the very top ranks.
-const RRF_K: f64 = 60.0;
+/// Reciprocal rank fusion's constant: damps the weight of the very top
+/// ranks (60 is the usual choice).
+pub const RRF_K: f64 = 60.0;
+/// The vector ranking's weight in the fusion, the text ranking's being 1.
+pub const VECTOR_WEIGHT: f64 = 1.0;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
@@ -98,12 +101,12 @@ impl Gate {
     }
 }
 
-/// Reciprocal rank fusion: each list adds `1 / (k + rank)` to its ids.
-fn fuse(lists: &[&[(i64, f64)]]) -> Vec<(i64, f64)> {
+/// Reciprocal rank fusion: each list adds `weight / (k + rank)` to its ids.
+fn fuse(lists: &[(&[(i64, f64)], f64)]) -> Vec<(i64, f64)> {
     let mut fused: HashMap<i64, f64> = HashMap::new();
-    for list in lists {
+    for (list, weight) in lists {
         for (rank, (id, _)) in list.iter().enumerate() {
-            *fused.entry(*id).or_default() += 1.0 / (RRF_K + rank as f64 + 1.0);
+            *fused.entry(*id).or_default() += weight / (RRF_K + rank as f64 + 1.0);
         }
     }
     let mut v: Vec<(i64, f64)> = fused.into_iter().collect();
@@ -134,7 +137,7 @@ pub async fn search(
                 None => {
                     let text = store.search_text(query, filter, pool).await?;
                     let vector = store.search_vector(&v, embedder.model(), filter, pool).await?;
-                    fuse(&[&text, &vector])
+                    fuse(&[(&text, 1.0), (&vector, VECTOR_WEIGHT)])
                 }
             }
         }

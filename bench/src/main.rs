@@ -301,6 +301,9 @@ struct Args {
     /// The service's embedder: `local` (the model, embedding behind the crawl) or `lexical`.
     #[arg(long, default_value = "local")]
     embedder: String,
+    /// Stop each timed crawl once its pages are stored, without waiting for its vectors.
+    #[arg(long)]
+    stop_when_stored: bool,
     /// spider_cli's binary; skipped when missing.
     #[arg(long, default_value = "spider")]
     spider: String,
@@ -985,6 +988,9 @@ async fn crawl_bench(args: Args) {
             let s = status(&client, &svc, &id).await;
             if stored.is_none() && s["pagesCrawled"].as_u64().unwrap_or(0) as usize >= args.pages {
                 stored = Some(t0.elapsed().as_secs_f64());
+                if args.stop_when_stored {
+                    let _ = client.post(format!("{}/api/crawls/{id}/stop", svc.base)).send().await;
+                }
             }
             if terminal(&s) {
                 break s;

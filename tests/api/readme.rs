@@ -166,7 +166,9 @@ async fn every_example_in_the_readme_runs_as_written() {
 
     // The service as the quick start runs it, in the directory the examples run in.
     let mut server = run.command("trawl");
-    let mut server = server.arg("serve").spawn().unwrap();
+    // Lexical vectors: a debug build's model would make the examples wait
+    // on its embedding (the model's own tests are in `embedding.rs`).
+    let mut server = server.arg("serve").env("TRAWL_EMBEDDER", "lexical").spawn().unwrap();
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{}", run.port);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -19,8 +19,9 @@ use crate::store::{After, Unembedded};
 
 use super::*;
 
-/// Texts per job on the pool: a stop waits for one job at most.
-const JOB: usize = 32;
+/// Texts per job on the pool, one forward pass of the model: a stop waits
+/// for one job at most (under a second in a release build).
+const JOB: usize = 8;
 /// Rows read from the store per round.
 const ROUND: u32 = 256;
 /// How often the stage's progress reaches the store (other instances, polls).

@@ -440,20 +440,20 @@ pub(super) async fn process_body(
                 process::chunk::TokenWindow { counter, tokens: tokens.saturating_sub(process::chunk::PREFIX_TOKENS) }
             });
             let mut p = extracted.finish_within(&options, window);
-            // A CPU embedder works here, on the pool; remote ones in the
-            // writer, and so do changed pages, whose texts that did not
-            // change reuse their vectors there.
+            // A fast CPU embedder works here, on the pool; remote ones in
+            // the writer, and so do changed pages, whose texts that did not
+            // change reuse their vectors there; the local model behind the
+            // crawl (`embedding.rs`).
             let mut embedded = 0;
-            let (chunk_inputs, code_inputs) = p.embedding_inputs();
-            let refs: Vec<&str> = chunk_inputs.iter().chain(&code_inputs).map(String::as_str).collect();
-            if !has_prior
-                && !embedder.embeds_behind()
-                && let Some(mut vectors) = embedder.embed_sync(&refs)
-            {
-                embedded = vectors.len() as u64;
-                let code_vectors = vectors.split_off(chunk_inputs.len());
-                p.chunks.iter_mut().zip(vectors).for_each(|(c, v)| c.embedding = Some(v));
-                p.code_examples.iter_mut().zip(code_vectors).for_each(|(c, v)| c.embedding = Some(v));
+            if !has_prior && !embedder.embeds_behind() {
+                let (chunk_inputs, code_inputs) = p.embedding_inputs();
+                let refs: Vec<&str> = chunk_inputs.iter().chain(&code_inputs).map(String::as_str).collect();
+                if let Some(mut vectors) = embedder.embed_sync(&refs) {
+                    embedded = vectors.len() as u64;
+                    let code_vectors = vectors.split_off(chunk_inputs.len());
+                    p.chunks.iter_mut().zip(vectors).for_each(|(c, v)| c.embedding = Some(v));
+                    p.code_examples.iter_mut().zip(code_vectors).for_each(|(c, v)| c.embedding = Some(v));
+                }
             }
             PageOutcome::Page {
                 page: Box::new(p),

@@ -632,11 +632,14 @@ impl Store for PgStore {
         }
         qb.push(") t), vec AS (SELECT id, row_number() OVER (ORDER BY d, id) AS r FROM (");
         push_vector_ranking(&mut qb, vector, model, f, pool);
-        qb.push(
+        // The fusion of `search::fuse`, in SQL: the same constant and weights.
+        let (k, w) = (crate::search::RRF_K, crate::search::VECTOR_WEIGHT);
+        qb.push(format_args!(
             ") s)
-             SELECT id, SUM(1.0 / (60 + r))::float8 AS score FROM (SELECT * FROM text UNION ALL SELECT * FROM vec) u
+             SELECT id, SUM(w / ({k}::float8 + r))::float8 AS score FROM
+               (SELECT id, r, 1.0::float8 AS w FROM text UNION ALL SELECT id, r, {w}::float8 AS w FROM vec) u
              GROUP BY id ORDER BY score DESC, id LIMIT ",
-        );
+        ));
         qb.push_bind(i64::from(limit));
         Ok(Some(ranked(&qb.build().fetch_all(&self.pool).await?)?))
     }
