@@ -663,15 +663,7 @@ async fn store_bench(args: StoreArgs) {
     // Hybrid search: the whole path of POST /api/search (embed the query,
     // fuse in SQL, fetch the hits).
     let filter = trawl::store::SearchFilter::default();
-    // Queries of 1 to 3 words a user might type.
-    let queries: Vec<String> = (0..args.queries + 20)
-        .map(|i| {
-            (0..1 + i % 3)
-                .map(|j| words.vocab[STOPWORDS + (i * 37 + j * 101) % 1000].clone())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect();
+    let queries = typed_queries(&words, args.queries + 20);
     let mut lat = Vec::new();
     let mut empty = 0;
     for (i, q) in queries.iter().enumerate() {
@@ -701,6 +693,18 @@ async fn store_bench(args: StoreArgs) {
 
 /// Inserts the chunks as the crawl writer does, with the indexer running
 /// beside, then waits for the index to catch up. Returns the chunk count.
+/// Queries of 1 to 3 words a user might type, from the corpus's vocabulary.
+fn typed_queries(words: &Words, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            (0..1 + i % 3)
+                .map(|j| words.vocab[STOPWORDS + (i * 37 + j * 101) % 1000].clone())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
 async fn insert_and_index(
     args: &StoreArgs,
     store: &trawl::store::DynStore,
@@ -2191,11 +2195,6 @@ async fn sqlite_store_bench(args: &StoreArgs, file: &str) {
         let embedder = trawl::embed::LexicalEmbedder::new(384);
         insert_and_index(args, &store, &url, &embedder, &mut words).await;
         drop(store);
-    } else {
-        // The words the queries are drawn from, as the insert drew them.
-        for _ in 0..args.chunks.min(2000) {
-            words.text(80);
-        }
     }
     let svc = start_service_on(
         std::path::Path::new("target/release/trawl"),
@@ -2203,14 +2202,7 @@ async fn sqlite_store_bench(args: &StoreArgs, file: &str) {
         &[("TRAWL_EMBEDDER", "lexical".into()), ("TRAWL_MAX_CONCURRENT_SEARCHES", "8".into())],
     )
     .await;
-    let queries: Vec<String> = (0..args.queries)
-        .map(|i| {
-            (0..1 + i % 3)
-                .map(|j| words.vocab[STOPWORDS + (i * 37 + j * 101) % 1000].clone())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect();
+    let queries = typed_queries(&words, args.queries);
     let client = reqwest::Client::new();
     let rss_before = svc.peak_rss_kib() as f64 / 1024.0;
     for concurrency in [1usize, 8] {

@@ -343,3 +343,42 @@ pub(super) fn chunk_to_embed(r: &impl Columns, id: i64) -> Result<Unembedded, sq
 pub(super) fn code_to_embed(r: &impl Columns, id: i64) -> Result<Unembedded, sqlx::Error> {
     Ok(Unembedded::code(id, r.text("language")?, r.text("code")?, r.text("context_before")?))
 }
+
+/// Rows without a vector ([`super::Store::unembedded_in`]), on either
+/// database: chunks first, then code examples, each past its cursor.
+pub(super) async fn unembedded_in<DB>(
+    pool: &sqlx::Pool<DB>,
+    crawl: Option<&str>,
+    after: super::After,
+    limit: u32,
+) -> Result<Vec<super::Unembedded>, super::StoreError>
+where
+    DB: sqlx::Database,
+    DB::Row: Columns,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let read = |table: &str, columns: &str, after: i64, limit: u32| {
+        let mut qb =
+            sqlx::QueryBuilder::<DB>::new(format!("SELECT {columns} FROM {table} WHERE embedding IS NULL AND id > "));
+        qb.push_bind(after);
+        if let Some(crawl) = crawl {
+            qb.push(" AND crawl_id = ").push_bind(crawl.to_string());
+        }
+        qb.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
+        qb
+    };
+    let mut chunks = read("chunks", "id, title, heading_path, content", after.chunk, limit);
+    let rows = chunks.build().fetch_all(pool).await?;
+    let mut out = rows.iter().map(|r| chunk_to_embed(r, r.int("id")?)).collect::<Result<Vec<_>, _>>()?;
+    let room = limit.saturating_sub(out.len() as u32);
+    if room > 0 {
+        let mut codes = read("code_examples", "id, language, code, context_before", after.code, room);
+        for r in &codes.build().fetch_all(pool).await? {
+            out.push(code_to_embed(r, r.int("id")?)?);
+        }
+    }
+    Ok(out)
+}

@@ -21,7 +21,7 @@ mod export;
 mod lock;
 mod write;
 
-use super::rows::{Columns, CrawlRef, chunk_to_embed, code_to_embed, lines};
+use super::rows::{CrawlRef, chunk_to_embed, code_to_embed, lines};
 use encoding::*;
 use export::*;
 pub use lock::ProcessLock;
@@ -806,31 +806,7 @@ impl Store for SqliteStore {
         after: After,
         limit: u32,
     ) -> Result<Vec<Unembedded>, StoreError> {
-        let read = |table: &'static str, columns: &'static str, after: i64, limit: u32| {
-            let mut qb = QueryBuilder::new(format!("SELECT {columns} FROM {table} WHERE embedding IS NULL AND id > "));
-            qb.push_bind(after);
-            if let Some(crawl) = crawl {
-                qb.push(" AND crawl_id = ").push_bind(crawl.to_string());
-            }
-            qb.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
-            qb
-        };
-        let chunks = read("chunks", "id, title, heading_path, content", after.chunk, limit)
-            .build()
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = chunks.iter().map(|r| chunk_to_embed(r, r.int("id")?)).collect::<Result<Vec<_>, _>>()?;
-        let room = limit.saturating_sub(out.len() as u32);
-        if room > 0 {
-            let codes = read("code_examples", "id, language, code, context_before", after.code, room)
-                .build()
-                .fetch_all(&self.pool)
-                .await?;
-            for r in &codes {
-                out.push(code_to_embed(r, r.int("id")?)?);
-            }
-        }
-        Ok(out)
+        super::rows::unembedded_in(&self.pool, crawl, after, limit).await
     }
 
     async fn set_vectors(&self, rows: &[(Unembedded, Vec<f32>)], model: &str) -> Result<(), StoreError> {
