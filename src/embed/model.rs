@@ -23,8 +23,8 @@ pub const MAX_TOKENS: usize = 256;
 /// Texts per forward pass: big enough to keep both cores busy, small enough
 /// that sorting by length leaves little padding and that a pass's largest
 /// tensor (the attention scores, 25 MB at full length) stays well below the
-/// heap's retention (see [`keep_heap`]). 16 or 32 gain under 10 % for twice
-/// or four times the memory (`trawl-bench embed-speed`).
+/// heap's retention (see [`keep_heap`]). 16 and 32 gain 12 % and 9 % for 1.5
+/// and 2.4 times the peak memory (`trawl-bench embed-speed`).
 const BATCH: usize = 8;
 /// Freed memory glibc keeps for reuse rather than returning to the system.
 const HEAP_KEPT: i32 = 256 << 20;
