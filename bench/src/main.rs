@@ -81,6 +81,11 @@ struct SearchQualityArgs {
     /// Also score other fusions of the text and vector rankings (RRF constants and weights).
     #[arg(long)]
     fusions: bool,
+    /// Keep the crawled store in this SQLite file; when it already holds a
+    /// crawl from an earlier run, ask the questions of it without crawling
+    /// (the model's vectors take most of an hour to make on two cores).
+    #[arg(long)]
+    database: Option<PathBuf>,
 }
 
 #[derive(Parser)]
@@ -1746,7 +1751,7 @@ async fn crawl_served(
     pages: std::collections::HashMap<String, Vec<u8>>,
 ) -> (String, std::collections::HashMap<String, String>) {
     let client = reqwest::Client::new();
-    let (base, svc, id) = serve_and_crawl(trawl, pages, &[("TRAWL_EMBEDDER", "lexical".into())]).await;
+    let (base, svc, id) = serve_and_crawl(trawl, pages, None, &[("TRAWL_EMBEDDER", "lexical".into())]).await;
     let mut stored = std::collections::HashMap::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -1773,6 +1778,7 @@ async fn crawl_served(
 async fn serve_and_crawl(
     trawl: &std::path::Path,
     pages: std::collections::HashMap<String, Vec<u8>>,
+    database: Option<&str>,
     env: &[(&str, String)],
 ) -> (String, Service, String) {
     use axum::response::IntoResponse;
@@ -1801,7 +1807,7 @@ async fn serve_and_crawl(
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let client = reqwest::Client::new();
-    let svc = start_service(trawl, env).await;
+    let svc = start_service_on(trawl, database, env).await;
     let t0 = Instant::now();
     let id = start_crawl_with(
         &client,
@@ -1871,8 +1877,24 @@ async fn search_quality(args: SearchQualityArgs) {
                 .collect(),
         })
         .collect();
-    let pages = html_tree(&args.dir);
-    let (base, svc, id) = serve_and_crawl(&args.trawl, pages, &[("TRAWL_EMBEDDER", args.embedder.clone())]).await;
+    let env = [("TRAWL_EMBEDDER", args.embedder.clone())];
+    // The site's address is kept beside a kept store: the answers are URLs.
+    let kept = args.database.as_ref().map(|db| (db.display().to_string(), db.with_extension("base")));
+    let (base, svc, id) = match &kept {
+        Some((db, base_file)) if std::path::Path::new(db).exists() => {
+            let base = std::fs::read_to_string(base_file).expect("the site's address beside the kept store");
+            println!("asking the store kept in {db} (crawled from {base})");
+            (base.trim().to_string(), start_service_on(&args.trawl, Some(db), &env).await, None)
+        }
+        _ => {
+            let db = kept.as_ref().map(|(db, _)| db.as_str());
+            let (base, svc, id) = serve_and_crawl(&args.trawl, html_tree(&args.dir), db, &env).await;
+            if let Some((_, base_file)) = &kept {
+                std::fs::write(base_file, &base).expect("write the site's address");
+            }
+            (base, svc, Some(id))
+        }
+    };
     let client = reqwest::Client::new();
     let modes = ["text", "vector", "hybrid"];
     // (mode, worded) → (recall@5 sum, MRR@10 sum, nDCG@10 sum, questions)
@@ -1889,7 +1911,7 @@ async fn search_quality(args: SearchQualityArgs) {
             let t0 = Instant::now();
             let v: Value = client
                 .post(format!("{}/api/search", svc.base))
-                .json(&json!({"query": q.q, "mode": mode, "limit": 50, "progressId": id}))
+                .json(&json!({"query": q.q, "mode": mode, "limit": 50, "progressId": id.as_deref()}))
                 .send()
                 .await
                 .unwrap()
@@ -2204,6 +2226,23 @@ async fn sqlite_store_bench(args: &StoreArgs, file: &str) {
     .await;
     let queries = typed_queries(&words, args.queries);
     let client = reqwest::Client::new();
+    // The vector graph is loaded from its file, or built from the table on
+    // first start; searches scan exactly until it is ready.
+    let t0 = Instant::now();
+    loop {
+        let v: Value = client.get(format!("{}/readyz", svc.base)).send().await.unwrap().json().await.unwrap();
+        let index = &v["vectorIndex"];
+        if index["ready"] == true && index["behind"] == 0 {
+            println!(
+                "vector index ready after {:.1} s with {} vectors; service RSS {:.0} MiB",
+                t0.elapsed().as_secs_f64(),
+                index["vectors"],
+                svc.peak_rss_kib() as f64 / 1024.0
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let rss_before = svc.peak_rss_kib() as f64 / 1024.0;
     for concurrency in [1usize, 8] {
         let started = Instant::now();

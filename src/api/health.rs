@@ -42,5 +42,8 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>,
         "status": "ready",
         "activeCrawls": state.registry.active_count(),
         "embedder": state.embedder.model(),
+        // The embedded store's vector graph: rebuilding (`ready: false`),
+        // or how many stored vectors it has yet to take in.
+        "vectorIndex": state.store.vector_index().await.ok().flatten(),
     })))
 }

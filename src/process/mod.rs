@@ -20,7 +20,9 @@ pub mod page;
 pub mod pdf;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
+use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
 pub use chunk::{Chunk, ChunkOptions, ChunkUnit};
@@ -37,6 +39,34 @@ pub use page::{
 #[derive(Clone)]
 pub struct Pool {
     pool: Arc<rayon::ThreadPool>,
+    load: Arc<Load>,
+}
+
+/// Foreground jobs queued or running, so that work done behind (vectors made
+/// after their pages are stored) runs in the pool's idle time, not ahead of
+/// pages.
+#[derive(Default)]
+struct Load {
+    busy: AtomicUsize,
+    idle: Notify,
+}
+
+/// Counts one foreground job until it ends, however it ends.
+struct Busy(Arc<Load>);
+
+impl Busy {
+    fn new(load: &Arc<Load>) -> Self {
+        load.busy.fetch_add(1, SeqCst);
+        Self(load.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if self.0.busy.fetch_sub(1, SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 /// The pool could not start its threads.
@@ -55,12 +85,49 @@ impl Pool {
         if let Some(n) = threads {
             b = b.num_threads(n);
         }
-        Ok(Self { pool: Arc::new(b.build()?) })
+        Ok(Self { pool: Arc::new(b.build()?), load: Arc::default() })
     }
 
     /// Runs `f` on the pool inside the current tracing span; the task is
     /// tracked by `tracker`.
     pub async fn run<T, F>(&self, tracker: &TaskTracker, f: F) -> Result<T, TaskFailed>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let busy = Busy::new(&self.load);
+        let done = self.spawn(tracker, f).await;
+        drop(busy);
+        done
+    }
+
+    /// Runs `f` on the pool once no foreground job (`run`) is queued or
+    /// running: work that can wait, such as vectors made behind a crawl,
+    /// takes the pool's idle time. Pages arriving meanwhile wait for this one
+    /// job at most, so keep it short.
+    pub async fn run_behind<T, F>(&self, tracker: &TaskTracker, f: F) -> Result<T, TaskFailed>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        self.idle().await;
+        self.spawn(tracker, f).await
+    }
+
+    /// Resolves when no foreground job is queued or running.
+    async fn idle(&self) {
+        loop {
+            let notified = self.load.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.load.busy.load(SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    async fn spawn<T, F>(&self, tracker: &TaskTracker, f: F) -> Result<T, TaskFailed>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,

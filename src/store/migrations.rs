@@ -28,6 +28,7 @@ pub const SQLITE: Files = files!("sqlite":
     "0008_links_cut.sql",
     "0009_forget_login.sql",
     "0010_chunk_pages.sql",
+    "0011_vector_index.sql",
 );
 
 pub const POSTGRES: Files = files!("postgres":

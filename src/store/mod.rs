@@ -834,6 +834,18 @@ pub trait Store: Send + Sync + 'static {
     /// Stores vectors for rows listed by [`Store::unembedded`].
     async fn set_vectors(&self, rows: &[(Unembedded, Vec<f32>)], model: &str) -> Result<(), StoreError>;
 
+    /// Names the embedder whose vectors searches ask for, for a store that
+    /// keeps an index of its own for them (SQLite's graph file).
+    fn index_vectors_of(&self, _model: &str) {}
+
+    /// Saves the search index's state where a restart finds it (shutdown).
+    async fn save_index(&self) {}
+
+    /// How far the store's own vector index is (`None`: it keeps none).
+    async fn vector_index(&self) -> Result<Option<VectorIndexState>, StoreError> {
+        Ok(None)
+    }
+
     /// Whether vectors reach the search index behind the writes, through
     /// [`Store::index_vectors`] called by [`run_indexer`].
     fn indexes_in_background(&self) -> bool {
@@ -899,6 +911,18 @@ pub trait Store: Send + Sync + 'static {
     async fn mark_interrupted(&self) -> Result<u64, StoreError>;
 }
 
+/// The embedded store's vector index, as `/readyz` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VectorIndexState {
+    /// Searches use the graph (false while it is rebuilt: they scan).
+    pub ready: bool,
+    /// Vectors in the graph.
+    pub vectors: u64,
+    /// Vector changes stored but not in the graph yet (searches scan those).
+    pub behind: u64,
+}
+
 /// Background indexers a service runs (`SKIP LOCKED` keeps them apart).
 pub const INDEXERS: usize = 1;
 
@@ -916,7 +940,7 @@ pub async fn run_indexer(store: DynStore, stop: tokio_util::sync::CancellationTo
     loop {
         let rest = tokio::select! {
             biased;
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => break,
             r = store.index_vectors(BATCH) => match r {
                 Ok(n) if n > 0 => {
                     failures.reset();
@@ -934,9 +958,10 @@ pub async fn run_indexer(store: DynStore, stop: tokio_util::sync::CancellationTo
             },
         };
         if !crate::backoff::pause(&stop, rest).await {
-            return;
+            break;
         }
     }
+    store.save_index().await;
 }
 
 /// Whether a database URL names PostgreSQL (otherwise SQLite).

@@ -65,8 +65,11 @@ async fn robots_crawl_delay_spaces_the_requests_to_a_host() {
     let pages: Vec<_> =
         site.request_log().into_iter().filter(|(path, _)| path != "/robots.txt").map(|(_, t)| t).collect();
     assert_eq!(pages.len(), 4);
+    // Spaced at the sender; the server sees them a little less apart when
+    // one arrived late (a loaded machine delays one by tens of ms), and
+    // without the delay they would be a few ms apart.
     for pair in pages.windows(2) {
         let gap = pair[1] - pair[0];
-        assert!(gap >= Duration::from_millis(190), "requests {gap:?} apart despite Crawl-delay: 0.2");
+        assert!(gap >= Duration::from_millis(150), "requests {gap:?} apart despite Crawl-delay: 0.2");
     }
 }

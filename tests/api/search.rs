@@ -207,3 +207,75 @@ async fn searches_past_the_limit_and_its_queue_are_answered_503_busy_with_retry_
     let (code, _) = search(&app, json!({"query": "anything", "mode": "text"})).await;
     assert_eq!(code, 200, "a turn is free again");
 }
+
+/// Waits until the embedded store's vector graph holds every stored vector;
+/// answers how many it holds.
+async fn index_caught_up(app: &TestApp) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, v) = app.get("/readyz").await;
+        assert_eq!(code, 200, "{v}");
+        let index = &v["vectorIndex"];
+        assert!(index.is_object(), "the embedded store shows its vector index: {v}");
+        if index["ready"] == true && index["behind"] == 0 {
+            return index["vectors"].as_u64().unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "the vector index did not catch up: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The URLs a vector search finds first, best first.
+async fn nearest(app: &TestApp, query: &str) -> Vec<String> {
+    let (code, v) = search(app, json!({"query": query, "mode": "vector", "limit": 5})).await;
+    assert_eq!(code, 200, "{v}");
+    v["results"].as_array().unwrap().iter().map(|r| r["url"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test]
+async fn the_vector_index_follows_deletes_and_recrawls_and_is_kept_across_a_restart() {
+    if on_postgres() {
+        return; // PostgreSQL's own HNSW index has its tests; this one is the embedded store's.
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("trawl.db");
+    let (app, site) = (spawn_app_on(&db, |_| {}).await, fixture().await);
+    let start = |body: Value| {
+        let app = &app;
+        async move {
+            let v: Value = app.post_crawl(body).await.json().await.unwrap();
+            let (id, source) = (v["progressId"].as_str().unwrap(), v["sourceId"].as_str().unwrap());
+            assert_eq!(app.wait_terminal(id).await["status"], "completed");
+            source.to_string()
+        }
+    };
+    let docs = start(json!({"url": site.url("/sitemap.xml"), "crawlType": "sitemap"})).await;
+    start(json!({"url": site.url("/code/examples.html"), "crawlType": "page"})).await;
+    let all = index_caught_up(&app).await;
+    assert!(all > 0);
+    assert_eq!(nearest(&app, "page 123 paragraph 2").await[0], site.url("/docs/123.html"));
+
+    // Deleted rows leave the graph, and searches never return them.
+    let resp = app.client.delete(app.url(&format!("/api/sources/{docs}"))).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let found = nearest(&app, "page 123 paragraph 2").await;
+    assert!(found.iter().all(|u| u == &site.url("/code/examples.html")), "only the other source is left: {found:?}");
+    let left = index_caught_up(&app).await;
+    assert!(left < all && left > 0, "{left} of {all} vectors left");
+    assert!(nearest(&app, "page 123 paragraph 2").await.iter().all(|u| u == &site.url("/code/examples.html")));
+
+    // Crawled again, they are found again, and the graph holds them.
+    start(json!({"url": site.url("/sitemap.xml"), "crawlType": "sitemap"})).await;
+    assert_eq!(nearest(&app, "page 123 paragraph 2").await[0], site.url("/docs/123.html"), "found before indexed");
+    assert_eq!(index_caught_up(&app).await, all);
+    assert_eq!(nearest(&app, "page 123 paragraph 2").await[0], site.url("/docs/123.html"));
+
+    // A restart loads the saved graph instead of building it again.
+    app.shutdown().await;
+    let mut graph = db.as_os_str().to_owned();
+    graph.push(".vectors");
+    assert!(std::path::Path::new(&graph).exists(), "the graph is saved beside the database");
+    let app = spawn_app_on(&db, |_| {}).await;
+    assert_eq!(index_caught_up(&app).await, all);
+    assert_eq!(nearest(&app, "page 123 paragraph 2").await[0], site.url("/docs/123.html"));
+}

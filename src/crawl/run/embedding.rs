@@ -22,6 +22,10 @@ use super::*;
 /// Texts per job on the pool, one forward pass of the model: a stop waits
 /// for one job at most (under a second in a release build).
 const JOB: usize = 8;
+/// Texts per job while the crawl is still storing pages. Jobs run only when
+/// the pool has no page to process, but a page that arrives meanwhile waits
+/// for the job: a shorter one keeps that wait short (about 0.2 s).
+const JOB_WHILE_STORING: usize = 3;
 /// Rows read from the store per round.
 const ROUND: u32 = 256;
 /// How often the stage's progress reaches the store (other instances, polls).
@@ -116,7 +120,8 @@ pub(super) async fn embed_behind(engine: Arc<Engine>, crawl: Arc<Crawl>) {
         }
         let mut rows = rows.into_iter();
         loop {
-            let job: Vec<Unembedded> = rows.by_ref().take(JOB).collect();
+            let size = if behind.stored_all.load(SeqCst) { JOB } else { JOB_WHILE_STORING };
+            let job: Vec<Unembedded> = rows.by_ref().take(size).collect();
             if job.is_empty() {
                 break;
             }
@@ -133,21 +138,24 @@ pub(super) async fn embed_behind(engine: Arc<Engine>, crawl: Arc<Crawl>) {
     }
 }
 
-/// Embeds one job's texts on the pool and stores their vectors. False when
-/// the crawl stopped meanwhile.
+/// Embeds one job's texts on the pool, in its idle time (pages come first,
+/// of this crawl and any other), and stores their vectors. False when the
+/// crawl stopped meanwhile.
 async fn embed_job(engine: &Engine, crawl: &Crawl, job: Vec<Unembedded>) -> bool {
     let texts: Vec<String> = job.iter().map(|r| r.text.clone()).collect();
     let (embedder, token) = (engine.embedder.clone(), crawl.token.clone());
-    let made = engine
-        .pool
-        .run(&crawl.tracker, move || {
-            if token.is_cancelled() {
-                return None;
-            }
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            embedder.embed_sync(&refs)
-        })
-        .await;
+    let work = engine.pool.run_behind(&crawl.tracker, move || {
+        if token.is_cancelled() {
+            return None;
+        }
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        embedder.embed_sync(&refs)
+    });
+    let made = tokio::select! {
+        biased;
+        _ = crawl.token.cancelled() => return false,
+        made = work => made,
+    };
     if crawl.token.is_cancelled() {
         return false;
     }

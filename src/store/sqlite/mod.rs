@@ -16,6 +16,7 @@ use super::{
 use crate::progress::{CrawlState, CrawlStatus};
 use crate::sync::LockExt;
 
+mod ann;
 mod encoding;
 mod export;
 mod lock;
@@ -39,6 +40,8 @@ pub struct SqliteStore {
     dir: Option<std::path::PathBuf>,
     /// Why the last write failed, until one succeeds again.
     write_error: std::sync::Mutex<Option<String>>,
+    /// The vector index beside the database file.
+    vectors: ann::VectorIndex,
 }
 
 /// Below this much free space on its disk the store says it cannot write:
@@ -72,11 +75,14 @@ impl SqliteStore {
         let writer =
             SqlitePoolOptions::new().max_connections(1).acquire_timeout(WRITE_WAIT).connect_with(opts.clone()).await?;
         super::migrations::migrator(super::migrations::SQLITE).run(&writer).await?;
-        let dir = std::path::Path::new(opts.get_filename())
+        let filename = std::path::Path::new(opts.get_filename());
+        let in_memory = filename.as_os_str().is_empty() || filename.to_string_lossy().contains(":memory:");
+        let vectors = ann::VectorIndex::new((!in_memory).then(|| ann::file_for(filename)));
+        let dir = filename
             .parent()
             .map(|d| if d.as_os_str().is_empty() { std::path::PathBuf::from(".") } else { d.to_path_buf() });
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
-        Ok(Self { pool, writer, dir, write_error: std::sync::Mutex::new(None) })
+        Ok(Self { pool, writer, dir, write_error: std::sync::Mutex::new(None), vectors })
     }
 
     /// Keeps the outcome of a write for readiness: a failure is remembered
@@ -733,25 +739,55 @@ impl Store for SqliteStore {
         f: &SearchFilter,
         limit: u32,
     ) -> Result<Vec<(i64, f64)>, StoreError> {
+        // The graph's nearest, and the rows it has not taken in yet, scored
+        // exactly in scope. A narrow scope may keep too few of them: then
+        // more are asked for once, then the whole scope is scanned.
+        let mut want = ann::want(limit);
+        for _ in 0..2 {
+            let Some(c) = self.vectors.candidates(vector, model, want) else { break };
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "SELECT c.id AS id, c.embedding AS embedding FROM chunks c CROSS JOIN crawls k ON k.id = c.crawl_id
+                 WHERE c.id IN (SELECT value FROM json_each(",
+            );
+            qb.push_bind(serde_json::to_string(&c.ids).unwrap_or_else(|_| "[]".into()))
+                .push(") UNION ALL SELECT chunk_id FROM vector_changes WHERE seq > ")
+                .push_bind(c.applied)
+                .push(") AND c.embedding IS NOT NULL AND c.model = ")
+                .push_bind(model);
+            push_filter(&mut qb, f, "c");
+            let best = score(&self.pool, qb, vector, limit).await?;
+            if best.len() >= limit as usize || !c.full {
+                return Ok(best);
+            }
+            want *= 10;
+        }
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
             "SELECT c.id AS id, c.embedding AS embedding FROM chunks c JOIN crawls k ON k.id = c.crawl_id
              WHERE c.embedding IS NOT NULL AND c.model = ",
         );
         qb.push_bind(model);
         push_filter(&mut qb, f, "c");
-        // Row by row into a bounded heap of the best: memory stays that of
-        // `limit` hits whatever the number of vectors in scope.
-        let mut rows = qb.build().fetch(&self.pool);
-        let mut best = TopK::new(limit as usize);
-        while let Some(r) = futures::TryStreamExt::try_next(&mut rows).await? {
-            let (Ok(id), Ok(bytes)) = (r.try_get::<i64, _>("id"), r.try_get::<&[u8], _>("embedding")) else {
-                continue;
-            };
-            if bytes.len() == vector.len() * 4 {
-                best.offer(id, f64::from(dot_bytes(bytes, vector)));
-            }
-        }
-        Ok(best.into_sorted())
+        score(&self.pool, qb, vector, limit).await
+    }
+
+    fn index_vectors_of(&self, model: &str) {
+        self.vectors.set_model(model);
+    }
+
+    fn indexes_in_background(&self) -> bool {
+        true
+    }
+
+    async fn index_vectors(&self, limit: u32) -> Result<u64, StoreError> {
+        self.vectors.step(&self.pool, &self.writer, limit).await
+    }
+
+    async fn save_index(&self) {
+        self.vectors.flush(&self.writer).await;
+    }
+
+    async fn vector_index(&self) -> Result<Option<super::VectorIndexState>, StoreError> {
+        self.vectors.state(&self.pool).await
     }
 
     async fn chunk_hits(&self, ids: &[i64]) -> Result<Vec<ChunkHit>, StoreError> {
@@ -956,6 +992,28 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(failed + cancelled)
     }
+}
+
+/// The rows a vector query selects (`id`, `embedding`), scored against
+/// `vector` row by row into a bounded heap of the best: memory stays that of
+/// `limit` hits whatever the number of rows.
+async fn score(
+    pool: &SqlitePool,
+    mut qb: QueryBuilder<Sqlite>,
+    vector: &[f32],
+    limit: u32,
+) -> Result<Vec<(i64, f64)>, StoreError> {
+    let mut rows = qb.build().fetch(pool);
+    let mut best = TopK::new(limit as usize);
+    while let Some(r) = futures::TryStreamExt::try_next(&mut rows).await? {
+        let (Ok(id), Ok(bytes)) = (r.try_get::<i64, _>("id"), r.try_get::<&[u8], _>("embedding")) else {
+            continue;
+        };
+        if bytes.len() == vector.len() * 4 {
+            best.offer(id, f64::from(dot_bytes(bytes, vector)));
+        }
+    }
+    Ok(best.into_sorted())
 }
 
 /// The `k` best scores seen, kept in a min-heap.
