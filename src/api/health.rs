@@ -24,9 +24,27 @@ pub(super) async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+/// What `/readyz` answers.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Readiness {
+    /// Always `ready` (otherwise the answer is a 503).
+    status: &'static str,
+    /// Crawls this instance runs.
+    active_crawls: usize,
+    /// The model vectors are made with: a sentence model
+    /// (`all-MiniLM-L6-v2`) matches meaning; `local-hash-*`, the fallback
+    /// when the model cannot be had, matches words.
+    embedder: String,
+    /// The embedded store's vector graph (absent on PostgreSQL, whose HNSW
+    /// index lives in the database).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vector_index: Option<crate::store::VectorIndexState>,
+}
+
 /// Ready when the store answers and can write.
-#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "The store answers"), (status = 503, body = crate::error::ErrorBody)))]
-pub(super) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "The store answers", body = Readiness), (status = 503, body = crate::error::ErrorBody)))]
+pub(super) async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
     state.store.writable().await.map_err(|e| {
         tracing::warn!(error = %e, "store not ready");
         match e {
@@ -36,14 +54,10 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>,
             _ => ApiError::Unavailable("the store does not answer".into()),
         }
     })?;
-    // The embedder says whether search matches meaning (`all-MiniLM-L6-v2`)
-    // or words (`local-hash-*`, the fallback when the model cannot be had).
-    Ok(Json(json!({
-        "status": "ready",
-        "activeCrawls": state.registry.active_count(),
-        "embedder": state.embedder.model(),
-        // The embedded store's vector graph: rebuilding (`ready: false`),
-        // or how many stored vectors it has yet to take in.
-        "vectorIndex": state.store.vector_index().await.ok().flatten(),
-    })))
+    Ok(Json(Readiness {
+        status: "ready",
+        active_crawls: state.registry.active_count(),
+        embedder: state.embedder.model().to_string(),
+        vector_index: state.store.vector_index().await.ok().flatten(),
+    }))
 }

@@ -912,7 +912,7 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// The embedded store's vector index, as `/readyz` shows it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VectorIndexState {
     /// Searches use the graph (false while it is rebuilt: they scan).

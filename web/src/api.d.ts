@@ -523,6 +523,47 @@ export interface PageSummary {
   markdown?: string | null;
 }
 /**
+ * What `/readyz` answers.
+ *
+ * This interface was referenced by `TrawlApi`'s JSON-Schema
+ * via the `definition` "Readiness".
+ */
+export interface Readiness {
+  /**
+   * Always `ready` (otherwise the answer is a 503).
+   */
+  status: string;
+  /**
+   * Crawls this instance runs.
+   */
+  activeCrawls: number;
+  /**
+   * The model vectors are made with: a sentence model
+   * (`all-MiniLM-L6-v2`) matches meaning; `local-hash-*`, the fallback
+   * when the model cannot be had, matches words.
+   */
+  embedder: string;
+  vectorIndex?: null | VectorIndexState;
+}
+/**
+ * The embedded store's vector graph (absent on PostgreSQL, whose HNSW
+ * index lives in the database).
+ */
+export interface VectorIndexState {
+  /**
+   * Searches use the graph (false while it is rebuilt: they scan).
+   */
+  ready: boolean;
+  /**
+   * Vectors in the graph.
+   */
+  vectors: number;
+  /**
+   * Vector changes stored but not in the graph yet (searches scan those).
+   */
+  behind: number;
+}
+/**
  * What deleting a source removed.
  *
  * This interface was referenced by `TrawlApi`'s JSON-Schema
@@ -689,6 +730,26 @@ export interface StoppingEvent {
    * Always `stop requested`.
    */
   message: string;
+}
+/**
+ * The embedded store's vector index, as `/readyz` shows it.
+ *
+ * This interface was referenced by `TrawlApi`'s JSON-Schema
+ * via the `definition` "VectorIndexState".
+ */
+export interface VectorIndexState1 {
+  /**
+   * Searches use the graph (false while it is rebuilt: they scan).
+   */
+  ready: boolean;
+  /**
+   * Vectors in the graph.
+   */
+  vectors: number;
+  /**
+   * Vector changes stored but not in the graph yet (searches scan those).
+   */
+  behind: number;
 }
 /**
  * The secret and how deliveries are signed.
