@@ -275,6 +275,12 @@ impl App {
                 (router, registry)
             }
         };
+        // The vector graph beside a SQLite file is kept by the process
+        // holding the file's lock: another on the same file (`trawl mcp`,
+        // the CLI) scans instead of saving a graph of its own over it.
+        if process_lock.is_some() {
+            registry.store().index_vectors_of(registry.engine().embedder.model());
+        }
         Ok(App { listener, router, registry, root, edge, _lock: process_lock })
     }
 

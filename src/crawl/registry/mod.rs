@@ -109,7 +109,6 @@ impl Registry {
     /// queue the dispatcher, the heartbeat and the stop listener.
     pub fn start_background(self: &Arc<Self>) {
         let (store, root) = (&self.engine.store, &self.engine.root);
-        store.index_vectors_of(self.engine.embedder.model());
         if store.indexes_in_background() {
             // Graph inserts are CPU-bound in the database: more indexers
             // would take the cores the writes need.
