@@ -35,7 +35,8 @@ use crate::store::{StoreError, VectorIndexState};
 const SEARCH_THREADS: usize = 64;
 /// Candidates the graph returns per hit asked for, to be scored exactly.
 const CANDIDATES_PER_HIT: usize = 2;
-/// The graph's breadth while searching (usearch's `ef`), at least.
+/// The graph's breadth while searching (usearch's `ef`); a search for more
+/// candidates than that widens it to their number.
 const EXPANSION_SEARCH: usize = 128;
 /// How often a graph that changed is saved while changes keep coming.
 const SAVE_EVERY: Duration = Duration::from_secs(60);
@@ -160,10 +161,8 @@ impl VectorIndex {
         // Read before searching: a change applied meanwhile is then scanned
         // exactly as well, never missed.
         let applied = graph.applied.load(SeqCst);
+        // usearch widens its search to `want` when that is more than `ef`.
         let index = graph.index.read().ok()?;
-        if index.expansion_search() < want.max(EXPANSION_SEARCH) {
-            index.change_expansion_search(want.max(EXPANSION_SEARCH));
-        }
         match index.search(quantised(vector).as_slice(), want) {
             Ok(m) => Some(Candidates {
                 full: m.keys.len() >= want,
@@ -187,7 +186,7 @@ impl VectorIndex {
             Phase::Start => {
                 let seq = last_change(pool).await?;
                 work.token = sqlx::query_scalar("SELECT token FROM vector_index").fetch_one(pool).await?;
-                match self.load(model, &work.token).await {
+                match self.load(model, &work.token, seq).await {
                     Some((graph, saved)) => {
                         tracing::info!(vectors = graph.len(), "vector index loaded");
                         work.saved = saved;
@@ -293,12 +292,18 @@ impl VectorIndex {
         *published = work.graph.clone();
     }
 
-    /// The saved graph of `model`, if a readable one is there.
-    async fn load(&self, model: &str, token: &str) -> Option<(Arc<Graph>, i64)> {
+    /// The saved graph of `model`, if a readable one of this database is
+    /// there; `last` is the database's last queued change.
+    async fn load(&self, model: &str, token: &str, last: i64) -> Option<(Arc<Graph>, i64)> {
         let file = self.file.clone()?;
         let saved: Saved = serde_json::from_slice(&std::fs::read(meta_path(&file)).ok()?).ok()?;
         if saved.token != token {
             tracing::info!("the saved vector index is another database's; rebuilding it");
+            return None;
+        }
+        if saved.seq > last {
+            // The database is older than the graph (restored from a backup).
+            tracing::info!("the saved vector index is newer than the database; rebuilding it");
             return None;
         }
         if saved.model != model {
@@ -317,6 +322,7 @@ impl VectorIndex {
                     return None;
                 }
             }
+            index.change_expansion_search(EXPANSION_SEARCH);
             // Room to grow, and a context per concurrent search.
             let _ = index.reserve_capacity_and_threads(index.size().max(1024) * 2, SEARCH_THREADS);
             drop(index);
@@ -383,6 +389,7 @@ impl Graph {
         let options =
             IndexOptions { dimensions, metric: MetricKind::Cos, quantization: ScalarKind::I8, ..Default::default() };
         let index = Index::new(&options).map_err(fail)?;
+        index.change_expansion_search(EXPANSION_SEARCH);
         index.reserve_capacity_and_threads(1024, SEARCH_THREADS).map_err(fail)?;
         Ok(Self { index: RwLock::new(index), dimensions, applied: AtomicI64::new(0) })
     }
@@ -451,8 +458,11 @@ pub(super) fn file_for(database: &std::path::Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The last change ever queued (the queue's rows may have been trimmed).
 async fn last_change(pool: &SqlitePool) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM vector_changes").fetch_one(pool).await?)
+    Ok(sqlx::query_scalar("SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'vector_changes'), 0)")
+        .fetch_one(pool)
+        .await?)
 }
 
 /// A vector as i8, scaled so that its largest component is 127, then
