@@ -504,6 +504,17 @@ mod tests {
     }
 
     #[test]
+    fn quantised_vectors_use_the_whole_range_and_keep_their_direction() {
+        let v = unit(7, 384);
+        let q = quantised(&v);
+        assert_eq!(q.iter().map(|x| x.unsigned_abs()).max(), Some(127));
+        let dot: f32 = v.iter().zip(&q).map(|(a, b)| a * f32::from(*b)).sum();
+        let norm = q.iter().map(|b| f32::from(*b).powi(2)).sum::<f32>().sqrt();
+        assert!(dot / norm > 0.999, "cosine {}", dot / norm);
+        assert_eq!(quantised(&[0.0; 4]), vec![0; 4]);
+    }
+
+    #[test]
     fn graph_finds_each_vector_after_removals_and_re_adds() {
         let g = Graph::new(64).unwrap();
         let batch: Vec<(i64, Option<Vec<f32>>)> = (0..600).map(|i| (i, Some(unit(i as u64, 64)))).collect();
