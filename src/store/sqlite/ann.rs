@@ -410,16 +410,30 @@ impl Graph {
                 index.reserve_capacity_and_threads(capacity, SEARCH_THREADS).map_err(fail)?;
             }
         }
+        // Each row once (its last change: all carry its current state), so
+        // that the rows can be split between threads: usearch inserts
+        // concurrently, and a rebuild is mostly inserts.
+        let mut seen = std::collections::HashSet::new();
+        let rows: Vec<&(i64, Option<Vec<f32>>)> = batch.iter().rev().filter(|(id, _)| seen.insert(*id)).collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(rows.len().div_ceil(64)).max(1);
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-        for (id, vector) in batch {
-            let key = *id as u64;
-            if index.contains(key) {
-                index.remove(key).map_err(fail)?;
+        let put = |part: &[&(i64, Option<Vec<f32>>)]| -> Result<(), StoreError> {
+            for (id, vector) in part {
+                let key = *id as u64;
+                if index.contains(key) {
+                    index.remove(key).map_err(fail)?;
+                }
+                if let Some(v) = vector.as_ref().filter(|v| v.len() == self.dimensions) {
+                    index.add(key, quantised(v).as_slice()).map_err(fail)?;
+                }
             }
-            if let Some(v) = vector.as_ref().filter(|v| v.len() == self.dimensions) {
-                index.add(key, quantised(v).as_slice()).map_err(fail)?;
-            }
-        }
+            Ok(())
+        };
+        std::thread::scope(|scope| {
+            let parts: Vec<_> =
+                rows.chunks(rows.len().div_ceil(threads).max(1)).map(|part| scope.spawn(move || put(part))).collect();
+            parts.into_iter().try_for_each(|p| p.join().map_err(|_| fail("a graph insert panicked"))?)
+        })?;
         metrics::gauge!("trawl_vector_index_vectors").set(index.size() as f64);
         Ok(())
     }
