@@ -1829,6 +1829,27 @@ async fn serve_and_crawl(
     (base, svc, id)
 }
 
+/// Waits until the service's vector graph (SQLite) is loaded from its file
+/// or built from the table, holding every stored vector: searches scan
+/// exactly until then.
+async fn wait_vector_index(client: &reqwest::Client, svc: &Service) {
+    let t0 = Instant::now();
+    loop {
+        let v: Value = client.get(format!("{}/readyz", svc.base)).send().await.unwrap().json().await.unwrap();
+        let index = &v["vectorIndex"];
+        if index.is_null() || (index["ready"] == true && index["behind"] == 0) {
+            println!(
+                "vector index ready after {:.1} s with {} vectors; service RSS {:.0} MiB",
+                t0.elapsed().as_secs_f64(),
+                index["vectors"],
+                svc.peak_rss_kib() as f64 / 1024.0
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Every `.html` file under `dir`, by its path from `dir` (`/library/json.html`).
 fn html_tree(dir: &std::path::Path) -> std::collections::HashMap<String, Vec<u8>> {
     let mut out = std::collections::HashMap::new();
@@ -1896,6 +1917,7 @@ async fn search_quality(args: SearchQualityArgs) {
         }
     };
     let client = reqwest::Client::new();
+    wait_vector_index(&client, &svc).await;
     let modes = ["text", "vector", "hybrid"];
     // (mode, worded) → (recall@5 sum, MRR@10 sum, nDCG@10 sum, questions)
     let mut scores: std::collections::BTreeMap<(String, String), (f64, f64, f64, usize)> = Default::default();
@@ -2226,23 +2248,7 @@ async fn sqlite_store_bench(args: &StoreArgs, file: &str) {
     .await;
     let queries = typed_queries(&words, args.queries);
     let client = reqwest::Client::new();
-    // The vector graph is loaded from its file, or built from the table on
-    // first start; searches scan exactly until it is ready.
-    let t0 = Instant::now();
-    loop {
-        let v: Value = client.get(format!("{}/readyz", svc.base)).send().await.unwrap().json().await.unwrap();
-        let index = &v["vectorIndex"];
-        if index["ready"] == true && index["behind"] == 0 {
-            println!(
-                "vector index ready after {:.1} s with {} vectors; service RSS {:.0} MiB",
-                t0.elapsed().as_secs_f64(),
-                index["vectors"],
-                svc.peak_rss_kib() as f64 / 1024.0
-            );
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_vector_index(&client, &svc).await;
     let rss_before = svc.peak_rss_kib() as f64 / 1024.0;
     for concurrency in [1usize, 8] {
         let started = Instant::now();
