@@ -49,6 +49,11 @@ pub trait Embedder: Send + Sync + 'static {
     fn embeds_behind(&self) -> bool {
         false
     }
+    /// Whether its vectors match meaning (a sentence model) rather than
+    /// words: hybrid search weighs them more (`search::Fusion`).
+    fn matches_meaning(&self) -> bool {
+        false
+    }
     /// The model's own token count, where its window bounds what it reads:
     /// chunks are then cut to fit (`process::chunk`) rather than truncated.
     fn token_counter(&self) -> Option<Arc<dyn TokenCounter>> {

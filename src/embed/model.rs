@@ -220,6 +220,10 @@ impl Embedder for ModelEmbedder {
         true
     }
 
+    fn matches_meaning(&self) -> bool {
+        true
+    }
+
     fn token_window(&self) -> Option<usize> {
         Some(MAX_TOKENS - 2)
     }

@@ -86,6 +86,10 @@ impl OpenAiEmbedder {
 
 #[async_trait]
 impl Embedder for OpenAiEmbedder {
+    fn matches_meaning(&self) -> bool {
+        true
+    }
+
     fn model(&self) -> &str {
         &self.model
     }

@@ -24,7 +24,8 @@ use super::*;
 const JOB: usize = 8;
 /// Texts per job while the crawl is still storing pages. Jobs run only when
 /// the pool has no page to process, but a page that arrives meanwhile waits
-/// for the job: a shorter one keeps that wait short (about 0.2 s).
+/// for the job: a shorter one keeps that wait short (about a quarter of a
+/// second in a release build).
 const JOB_WHILE_STORING: usize = 3;
 /// Rows read from the store per round.
 const ROUND: u32 = 256;

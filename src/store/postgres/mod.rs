@@ -611,12 +611,14 @@ impl Store for PgStore {
         ranked(&qb.build().fetch_all(&self.pool).await?)
     }
 
+    #[allow(clippy::too_many_arguments)] // the query, its vector and model, the scope, and how to fuse
     async fn search_hybrid(
         &self,
         query: &str,
         vector: &[f32],
         model: &str,
         f: &SearchFilter,
+        fusion: crate::search::Fusion,
         pool: u32,
         limit: u32,
     ) -> Result<Option<Vec<(i64, f64)>>, StoreError> {
@@ -633,7 +635,7 @@ impl Store for PgStore {
         qb.push(") t), vec AS (SELECT id, row_number() OVER (ORDER BY d, id) AS r FROM (");
         push_vector_ranking(&mut qb, vector, model, f, pool);
         // The fusion of `search::fuse`, in SQL: the same constant and weights.
-        let (k, w) = (crate::search::RRF_K, crate::search::VECTOR_WEIGHT);
+        let (k, w) = (fusion.k, fusion.vector_weight);
         qb.push(format_args!(
             ") s)
              SELECT id, SUM(w / ({k}::float8 + r))::float8 AS score FROM
