@@ -272,12 +272,13 @@ impl VectorIndex {
     /// Puts rows in the graph (a vector) or takes them out (none), making
     /// the graph on the first vector.
     async fn apply(&self, work: &mut Work, batch: Vec<(i64, Option<Vec<f32>>)>) -> Result<(), StoreError> {
+        let fresh = matches!(work.phase, Phase::Building { .. });
         if work.graph.is_none() {
             let Some(dimensions) = batch.iter().find_map(|(_, v)| v.as_ref().map(Vec::len)) else { return Ok(()) };
             work.graph = Some(Arc::new(Graph::new(dimensions)?));
         }
         let Some(graph) = work.graph.clone() else { return Ok(()) };
-        tokio::task::spawn_blocking(move || graph.apply(&batch)).await.map_err(fail)?
+        tokio::task::spawn_blocking(move || graph.apply(&batch, fresh)).await.map_err(fail)?
     }
 
     /// Lets searches read the graph.
@@ -398,42 +399,44 @@ impl Graph {
         self.index.read().map_or(0, |i| i.size())
     }
 
-    /// Replaces each row's vector, or removes the row.
-    fn apply(&self, batch: &[(i64, Option<Vec<f32>>)]) -> Result<(), StoreError> {
-        {
-            let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-            let needed = index.size() + batch.len();
-            if needed > index.capacity() {
-                drop(index);
-                let index = self.index.write().unwrap_or_else(|e| e.into_inner());
-                let capacity = needed.max(index.capacity() * 2);
-                index.reserve_capacity_and_threads(capacity, SEARCH_THREADS).map_err(fail)?;
-            }
+    /// Replaces each row's vector, or removes the row. Under the write
+    /// lock: a removed slot is reused by the next insert, which a concurrent
+    /// search must not be walking; and a save waits for it. Inserts run on
+    /// every core only into a graph no search reads yet (`fresh`, a
+    /// rebuild), usearch's concurrent mode for new keys.
+    fn apply(&self, batch: &[(i64, Option<Vec<f32>>)], fresh: bool) -> Result<(), StoreError> {
+        let index = self.index.write().unwrap_or_else(|e| e.into_inner());
+        let needed = index.size() + batch.len();
+        if needed > index.capacity() {
+            let capacity = needed.max(index.capacity() * 2);
+            index.reserve_capacity_and_threads(capacity, SEARCH_THREADS).map_err(fail)?;
         }
-        // Each row once (its last change: all carry its current state), so
-        // that the rows can be split between threads: usearch inserts
-        // concurrently, and a rebuild is mostly inserts.
+        // Each row once (its last change: all carry its current state).
         let mut seen = std::collections::HashSet::new();
         let rows: Vec<&(i64, Option<Vec<f32>>)> = batch.iter().rev().filter(|(id, _)| seen.insert(*id)).collect();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(rows.len().div_ceil(64)).max(1);
-        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-        let put = |part: &[&(i64, Option<Vec<f32>>)]| -> Result<(), StoreError> {
-            for (id, vector) in part {
-                let key = *id as u64;
-                if index.contains(key) {
-                    index.remove(key).map_err(fail)?;
-                }
-                if let Some(v) = vector.as_ref().filter(|v| v.len() == self.dimensions) {
-                    index.add(key, quantised(v).as_slice()).map_err(fail)?;
-                }
+        for (id, _) in &rows {
+            if index.contains(*id as u64) {
+                index.remove(*id as u64).map_err(fail)?;
             }
-            Ok(())
+        }
+        let adds: Vec<(u64, Vec<i8>)> = rows
+            .iter()
+            .filter_map(|(id, v)| Some((*id as u64, quantised(v.as_ref().filter(|v| v.len() == self.dimensions)?))))
+            .collect();
+        let threads = if fresh { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { 1 };
+        let threads = threads.min(adds.len().div_ceil(64)).max(1);
+        let put = |part: &[(u64, Vec<i8>)]| -> Result<(), StoreError> {
+            part.iter().try_for_each(|(key, v)| index.add(*key, v.as_slice()).map_err(fail))
         };
-        std::thread::scope(|scope| {
-            let parts: Vec<_> =
-                rows.chunks(rows.len().div_ceil(threads).max(1)).map(|part| scope.spawn(move || put(part))).collect();
-            parts.into_iter().try_for_each(|p| p.join().map_err(|_| fail("a graph insert panicked"))?)
-        })?;
+        if threads == 1 {
+            put(&adds)?;
+        } else {
+            std::thread::scope(|scope| {
+                let parts: Vec<_> =
+                    adds.chunks(adds.len().div_ceil(threads)).map(|part| scope.spawn(move || put(part))).collect();
+                parts.into_iter().try_for_each(|p| p.join().map_err(|_| fail("a graph insert panicked"))?)
+            })?;
+        }
         metrics::gauge!("trawl_vector_index_vectors").set(index.size() as f64);
         Ok(())
     }
@@ -532,11 +535,11 @@ mod tests {
     fn graph_finds_each_vector_after_removals_and_re_adds() {
         let g = Graph::new(64).unwrap();
         let batch: Vec<(i64, Option<Vec<f32>>)> = (0..600).map(|i| (i, Some(unit(i as u64, 64)))).collect();
-        g.apply(&batch).unwrap();
+        g.apply(&batch, true).unwrap();
         let again: Vec<(i64, Option<Vec<f32>>)> = (0..300).map(|i| (i, Some(unit(i as u64, 64)))).collect();
-        g.apply(&again).unwrap();
+        g.apply(&again, false).unwrap();
         let gone: Vec<(i64, Option<Vec<f32>>)> = (300..400).map(|i| (i, None)).collect();
-        g.apply(&gone).unwrap();
+        g.apply(&gone, false).unwrap();
         let index = g.index.read().unwrap();
         index.change_expansion_search(128);
         let mut missed = 0;
