@@ -33,6 +33,8 @@ use crate::store::{StoreError, VectorIndexState};
 /// Searches the graph can serve at once (usearch keeps a context per
 /// search); one beyond that falls back to the exact scan.
 const SEARCH_THREADS: usize = 64;
+/// Below this many vectors searches scan instead of asking the graph.
+const SCAN_BELOW: usize = 5_000;
 /// Candidates the graph returns per hit asked for, to be scored exactly.
 const CANDIDATES_PER_HIT: usize = 2;
 /// The graph's breadth while searching (usearch's `ef`); a search for more
@@ -155,7 +157,9 @@ impl VectorIndex {
             return None;
         }
         let graph = self.graph.read().ok()?.clone()?;
-        if graph.dimensions != vector.len() {
+        // A small store is scanned exactly in well under a millisecond; the
+        // graph pays off, and is only approximate, beyond that.
+        if graph.dimensions != vector.len() || graph.len() < SCAN_BELOW {
             return None;
         }
         // Read before searching: a change applied meanwhile is then scanned
