@@ -28,6 +28,7 @@ use sqlx::Row;
 use sqlx::sqlite::SqlitePool;
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
+use super::encoding::from_bytes;
 use crate::store::{StoreError, VectorIndexState};
 
 /// Searches the graph can serve at once (usearch keeps a context per
@@ -220,7 +221,9 @@ impl VectorIndex {
                 let last = rows.last().and_then(|r| r.try_get::<i64, _>("id").ok());
                 let batch: Vec<(i64, Option<Vec<f32>>)> = rows
                     .iter()
-                    .filter_map(|r| Some((r.try_get("id").ok()?, r.try_get::<&[u8], _>("embedding").ok().map(floats))))
+                    .filter_map(|r| {
+                        Some((r.try_get("id").ok()?, r.try_get::<&[u8], _>("embedding").ok().map(from_bytes)))
+                    })
                     .collect();
                 let n = batch.len() as u64;
                 self.apply(&mut work, batch).await?;
@@ -259,15 +262,19 @@ impl VectorIndex {
                         let id = r.try_get("id").ok()?;
                         let ours = r.try_get::<Option<String>, _>("model").ok().flatten().as_deref() == Some(model);
                         let v = r.try_get::<Option<&[u8]>, _>("embedding").ok().flatten().filter(|_| ours);
-                        Some((id, v.map(floats)))
+                        Some((id, v.map(from_bytes)))
                     })
                     .collect();
+                let had_graph = work.graph.is_some();
                 self.apply(&mut work, batch).await?;
                 if let Some(g) = &work.graph {
                     g.applied.store(seq, SeqCst);
                 }
                 self.held.store(seq, SeqCst);
-                self.publish(&mut work);
+                if !had_graph {
+                    // The first vector made the graph: searches may read it now.
+                    self.publish(&mut work);
+                }
                 Ok(rows.len() as u64)
             }
         }
@@ -497,10 +504,6 @@ fn quantised(v: &[f32]) -> Vec<i8> {
     }
     let scale = 127.0 / max;
     v.iter().map(|x| (x * scale).round().clamp(-127.0, 127.0) as i8).collect()
-}
-
-fn floats(b: &[u8]) -> Vec<f32> {
-    super::encoding::from_bytes(b)
 }
 
 /// Candidates to ask the graph for, for `limit` hits.
