@@ -2250,6 +2250,24 @@ async fn sqlite_store_bench(args: &StoreArgs, file: &str) {
     let client = reqwest::Client::new();
     wait_vector_index(&client, &svc).await;
     let rss_before = svc.peak_rss_kib() as f64 / 1024.0;
+    // Each half of a hybrid search alone, one at a time: where its time goes.
+    for mode in ["text", "vector"] {
+        let mut lat = Vec::new();
+        for q in &queries {
+            let t = Instant::now();
+            let r = client
+                .post(format!("{}/api/search", svc.base))
+                .json(&json!({"query": q, "mode": mode, "limit": 10}))
+                .send()
+                .await
+                .expect("search");
+            assert!(r.status().is_success(), "{}", r.status());
+            let _ = r.bytes().await;
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        println!("{mode} search alone, 1 at a time: p50 {:.1} ms, p99 {:.1} ms", pct(&lat, 50.0), pct(&lat, 99.0));
+    }
+    graph_recall(&client, &svc, file, &queries[..queries.len().min(50)]).await;
     for concurrency in [1usize, 8] {
         let started = Instant::now();
         let lat = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -2291,4 +2309,58 @@ async fn sqlite_store_bench(args: &StoreArgs, file: &str) {
             svc.peak_rss_kib() as f64 / 1024.0
         );
     }
+}
+
+/// Recall@10 of the service's vector search (the graph's candidates, scored
+/// exactly) against an exact scan of every stored vector, read in one pass.
+async fn graph_recall(client: &reqwest::Client, svc: &Service, file: &str, queries: &[String]) {
+    use futures::TryStreamExt;
+    use sqlx::{Connection, Row};
+    use trawl::embed::Embedder;
+
+    let embedder = trawl::embed::LexicalEmbedder::new(384);
+    let vectors: Vec<Vec<f32>> =
+        queries.iter().map(|q| embedder.embed_sync(&[q.as_str()]).and_then(|mut v| v.pop()).expect("vector")).collect();
+    let mut best: Vec<Vec<(f32, i64)>> = vec![Vec::new(); queries.len()];
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{file}?mode=ro")).await.expect("open store");
+    let mut rows = sqlx::query("SELECT id, embedding FROM chunks WHERE embedding IS NOT NULL").fetch(&mut conn);
+    let mut stored = Vec::with_capacity(384);
+    while let Some(row) = rows.try_next().await.expect("read vectors") {
+        let id: i64 = row.get(0);
+        let bytes: &[u8] = row.get(1);
+        stored.clear();
+        stored.extend(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        for (v, top) in vectors.iter().zip(best.iter_mut()) {
+            let s: f32 = v.iter().zip(&stored).map(|(a, b)| a * b).sum();
+            if top.len() < 10 || s > top[top.len() - 1].0 {
+                top.push((s, id));
+                top.sort_by(|a, b| b.0.total_cmp(&a.0));
+                top.truncate(10);
+            }
+        }
+    }
+    drop(rows);
+    let (mut found, mut wanted) = (0usize, 0usize);
+    for (q, top) in queries.iter().zip(&best) {
+        let r: Value = client
+            .post(format!("{}/api/search", svc.base))
+            .json(&json!({"query": q, "mode": "vector", "limit": 10}))
+            .send()
+            .await
+            .expect("search")
+            .json()
+            .await
+            .expect("json");
+        // Ties at the tenth score may go either way: a result counts when it
+        // scores at least the exact tenth.
+        let tenth = top.last().map_or(f64::MIN, |t| f64::from(t.0));
+        let hits = r["results"].as_array().into_iter().flatten();
+        found += hits.filter(|h| h["score"].as_f64().is_some_and(|s| s >= tenth - 1e-5)).count().min(top.len());
+        wanted += top.len();
+    }
+    println!(
+        "graph recall@10 against an exact scan: {:.3} over {} queries",
+        found as f64 / wanted.max(1) as f64,
+        queries.len()
+    );
 }

@@ -20,6 +20,7 @@ mod ann;
 mod encoding;
 mod export;
 mod lock;
+mod text;
 mod write;
 
 use super::rows::{CrawlRef, chunk_to_embed, code_to_embed, lines};
@@ -717,19 +718,7 @@ impl Store for SqliteStore {
     }
 
     async fn search_text(&self, query: &str, f: &SearchFilter, limit: u32) -> Result<Vec<(i64, f64)>, StoreError> {
-        let Some(q) = super::fts_query(query) else { return Ok(Vec::new()) };
-        // CROSS JOIN keeps the full-text match the outer loop: with a crawl
-        // filter, SQLite would otherwise walk the crawl's chunks and run the
-        // match once per chunk (20 to 50 s for one query on a 530-page crawl).
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT c.id AS id, bm25(chunks_fts) AS rank FROM chunks_fts CROSS JOIN chunks c ON c.id = chunks_fts.rowid
-             CROSS JOIN crawls k ON k.id = c.crawl_id WHERE chunks_fts MATCH ",
-        );
-        qb.push_bind(q);
-        push_filter(&mut qb, f, "c");
-        qb.push(" ORDER BY rank LIMIT ").push_bind(i64::from(limit));
-        let rows = qb.build().fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok((r.try_get("id")?, -r.try_get::<f64, _>("rank")?))).collect()
+        text::search(&self.pool, query, f, limit).await
     }
 
     async fn search_vector(
