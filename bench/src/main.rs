@@ -1918,6 +1918,20 @@ async fn search_quality(args: SearchQualityArgs) {
     };
     let client = reqwest::Client::new();
     wait_vector_index(&client, &svc).await;
+    if let Some((db, _)) = &kept {
+        // The service's vector search against an exact scan, on real text.
+        let embedder: Box<dyn trawl::embed::Embedder> = if args.embedder == "lexical" {
+            Box::new(trawl::embed::LexicalEmbedder::new(trawl::embed::lexical::DEFAULT_DIMENSIONS))
+        } else {
+            let files = trawl::embed::ModelFiles {
+                dir: std::env::var_os("TRAWL_MODEL_DIR").map(PathBuf::from),
+                ..Default::default()
+            };
+            Box::new(trawl::embed::ModelEmbedder::load(&files.ensure().await.expect("the model")).expect("the model loads"))
+        };
+        let texts: Vec<String> = questions.iter().map(|q| q.q.clone()).collect();
+        graph_recall(&client, &svc, db, &texts, embedder.as_ref()).await;
+    }
     let modes = ["text", "vector", "hybrid"];
     // (mode, worded) → (recall@5 sum, MRR@10 sum, nDCG@10 sum, questions)
     let mut scores: std::collections::BTreeMap<(String, String), (f64, f64, f64, usize)> = Default::default();
@@ -2267,7 +2281,8 @@ async fn sqlite_store_bench(args: &StoreArgs, file: &str) {
         }
         println!("{mode} search alone, 1 at a time: p50 {:.1} ms, p99 {:.1} ms", pct(&lat, 50.0), pct(&lat, 99.0));
     }
-    graph_recall(&client, &svc, file, &queries[..queries.len().min(50)]).await;
+    let lexical = trawl::embed::LexicalEmbedder::new(384);
+    graph_recall(&client, &svc, file, &queries[..queries.len().min(50)], &lexical).await;
     for concurrency in [1usize, 8] {
         let started = Instant::now();
         let lat = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -2313,12 +2328,16 @@ async fn sqlite_store_bench(args: &StoreArgs, file: &str) {
 
 /// Recall@10 of the service's vector search (the graph's candidates, scored
 /// exactly) against an exact scan of every stored vector, read in one pass.
-async fn graph_recall(client: &reqwest::Client, svc: &Service, file: &str, queries: &[String]) {
+async fn graph_recall(
+    client: &reqwest::Client,
+    svc: &Service,
+    file: &str,
+    queries: &[String],
+    embedder: &dyn trawl::embed::Embedder,
+) {
     use futures::TryStreamExt;
     use sqlx::{Connection, Row};
-    use trawl::embed::Embedder;
 
-    let embedder = trawl::embed::LexicalEmbedder::new(384);
     let vectors: Vec<Vec<f32>> =
         queries.iter().map(|q| embedder.embed_sync(&[q.as_str()]).and_then(|mut v| v.pop()).expect("vector")).collect();
     let mut best: Vec<Vec<(f32, i64)>> = vec![Vec::new(); queries.len()];

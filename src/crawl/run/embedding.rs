@@ -19,9 +19,10 @@ use crate::store::{After, Unembedded};
 
 use super::*;
 
-/// Texts per job on the pool, one forward pass of the model: a stop waits
-/// for one job at most (under a second in a release build).
-const JOB: usize = 8;
+/// Texts per job on the pool, two forward passes of the model that run
+/// side by side: a stop waits for one job at most (under a second in a
+/// release build).
+const JOB: usize = 16;
 /// Texts per job while the crawl is still storing pages. Jobs run only when
 /// the pool has no page to process, but a page that arrives meanwhile waits
 /// for the job: a shorter one keeps that wait short (about a quarter of a
