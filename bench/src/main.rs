@@ -1927,7 +1927,9 @@ async fn search_quality(args: SearchQualityArgs) {
                 dir: std::env::var_os("TRAWL_MODEL_DIR").map(PathBuf::from),
                 ..Default::default()
             };
-            Box::new(trawl::embed::ModelEmbedder::load(&files.ensure().await.expect("the model")).expect("the model loads"))
+            Box::new(
+                trawl::embed::ModelEmbedder::load(&files.ensure().await.expect("the model")).expect("the model loads"),
+            )
         };
         let texts: Vec<String> = questions.iter().map(|q| q.q.clone()).collect();
         graph_recall(&client, &svc, db, &texts, embedder.as_ref()).await;
