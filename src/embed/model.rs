@@ -157,7 +157,7 @@ impl ModelEmbedder {
         order.sort_by_key(|&i| texts[i].len());
         // Batches run side by side on the pool: a pass's element-wise steps
         // (GELU, softmax, norms) use one thread, so one pass at a time leaves
-        // a core idle between its matrix products (two at once: 1.16 times
+        // a core idle between its matrix products (two at once: 1.21 times
         // the chunks/s in `trawl-bench embed-speed`).
         let groups: Vec<&[usize]> = order.chunks(BATCH).collect();
         let passes = groups
