@@ -538,6 +538,10 @@ mod tests {
         assert_eq!(quantised(&[0.0; 4]), vec![0; 4]);
     }
 
+    /// HNSW is approximate and a parallel build is not deterministic, so
+    /// the graph may miss a vector now and then (CI once saw 1 in 500);
+    /// what must hold is that removed rows never come back and that nearly
+    /// every kept row is its own nearest neighbour.
     #[test]
     fn graph_finds_each_vector_after_removals_and_re_adds() {
         let g = Graph::new(64).unwrap();
@@ -549,14 +553,16 @@ mod tests {
         g.apply(&gone, false).unwrap();
         let index = g.index.read().unwrap();
         index.change_expansion_search(128);
+        let removed = 300u64..400;
         let mut missed = 0;
-        for i in (0..600).filter(|i| !(300..400).contains(i)) {
-            let m = index.search(unit(i as u64, 64).as_slice(), 10).unwrap();
-            if m.keys.first() != Some(&(i as u64)) {
+        for i in (0..600u64).filter(|i| !removed.contains(i)) {
+            let m = index.search(quantised(&unit(i, 64)).as_slice(), 10).unwrap();
+            assert!(!m.keys.iter().any(|k| removed.contains(k)), "a removed row came back for {i}: {:?}", m.keys);
+            if m.keys.first() != Some(&i) {
                 missed += 1;
             }
         }
         assert_eq!(index.size(), 500);
-        assert_eq!(missed, 0);
+        assert!(missed <= 5, "{missed} of 500 rows were not their own nearest neighbour");
     }
 }
