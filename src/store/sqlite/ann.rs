@@ -283,13 +283,12 @@ impl VectorIndex {
     /// Puts rows in the graph (a vector) or takes them out (none), making
     /// the graph on the first vector.
     async fn apply(&self, work: &mut Work, batch: Vec<(i64, Option<Vec<f32>>)>) -> Result<(), StoreError> {
-        let fresh = matches!(work.phase, Phase::Building { .. });
         if work.graph.is_none() {
             let Some(dimensions) = batch.iter().find_map(|(_, v)| v.as_ref().map(Vec::len)) else { return Ok(()) };
             work.graph = Some(Arc::new(Graph::new(dimensions)?));
         }
         let Some(graph) = work.graph.clone() else { return Ok(()) };
-        tokio::task::spawn_blocking(move || graph.apply(&batch, fresh)).await.map_err(fail)?
+        tokio::task::spawn_blocking(move || graph.apply(&batch)).await.map_err(fail)?
     }
 
     /// Lets searches read the graph.
@@ -413,9 +412,10 @@ impl Graph {
     /// Replaces each row's vector, or removes the row. Under the write
     /// lock: a removed slot is reused by the next insert, which a concurrent
     /// search must not be walking; and a save waits for it. Inserts run on
-    /// every core only into a graph no search reads yet (`fresh`, a
-    /// rebuild), usearch's concurrent mode for new keys.
-    fn apply(&self, batch: &[(i64, Option<Vec<f32>>)], fresh: bool) -> Result<(), StoreError> {
+    /// one thread: from several at once (even into a graph no search reads
+    /// yet) usearch left some rows unreachable by any search (the test
+    /// below), so a rebuild takes longer but finds every row.
+    fn apply(&self, batch: &[(i64, Option<Vec<f32>>)]) -> Result<(), StoreError> {
         let index = self.index.write().unwrap_or_else(|e| e.into_inner());
         let needed = index.size() + batch.len();
         if needed > index.capacity() {
@@ -434,19 +434,8 @@ impl Graph {
             .iter()
             .filter_map(|(id, v)| Some((*id as u64, quantised(v.as_ref().filter(|v| v.len() == self.dimensions)?))))
             .collect();
-        let threads = if fresh { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { 1 };
-        let threads = threads.min(adds.len().div_ceil(64)).max(1);
-        let put = |part: &[(u64, Vec<i8>)]| -> Result<(), StoreError> {
-            part.iter().try_for_each(|(key, v)| index.add(*key, v.as_slice()).map_err(fail))
-        };
-        if threads == 1 {
-            put(&adds)?;
-        } else {
-            std::thread::scope(|scope| {
-                let parts: Vec<_> =
-                    adds.chunks(adds.len().div_ceil(threads)).map(|part| scope.spawn(move || put(part))).collect();
-                parts.into_iter().try_for_each(|p| p.join().map_err(|_| fail("a graph insert panicked"))?)
-            })?;
+        for (key, v) in &adds {
+            index.add(*key, v.as_slice()).map_err(fail)?;
         }
         metrics::gauge!("trawl_vector_index_vectors").set(index.size() as f64);
         Ok(())
@@ -538,21 +527,21 @@ mod tests {
         assert_eq!(quantised(&[0.0; 4]), vec![0; 4]);
     }
 
-    /// HNSW is approximate and a parallel build is not deterministic, so
-    /// the graph may miss a vector now and then (CI once saw 1 in 500);
-    /// what must hold is that removed rows never come back and that nearly
-    /// every kept row is its own nearest neighbour.
+    /// Searched as wide as the graph is large, every kept row must be found
+    /// (no insert or removal may cut a row off the graph) and no removed row
+    /// may come back. Inserts from two threads at once failed this in about
+    /// one run of three, leaving rows no search reaches: they run on one.
     #[test]
     fn graph_finds_each_vector_after_removals_and_re_adds() {
         let g = Graph::new(64).unwrap();
         let batch: Vec<(i64, Option<Vec<f32>>)> = (0..600).map(|i| (i, Some(unit(i as u64, 64)))).collect();
-        g.apply(&batch, true).unwrap();
+        g.apply(&batch).unwrap();
         let again: Vec<(i64, Option<Vec<f32>>)> = (0..300).map(|i| (i, Some(unit(i as u64, 64)))).collect();
-        g.apply(&again, false).unwrap();
+        g.apply(&again).unwrap();
         let gone: Vec<(i64, Option<Vec<f32>>)> = (300..400).map(|i| (i, None)).collect();
-        g.apply(&gone, false).unwrap();
+        g.apply(&gone).unwrap();
         let index = g.index.read().unwrap();
-        index.change_expansion_search(128);
+        index.change_expansion_search(600);
         let removed = 300u64..400;
         let mut missed = 0;
         for i in (0..600u64).filter(|i| !removed.contains(i)) {
@@ -563,6 +552,6 @@ mod tests {
             }
         }
         assert_eq!(index.size(), 500);
-        assert!(missed <= 5, "{missed} of 500 rows were not their own nearest neighbour");
+        assert_eq!(missed, 0, "rows that were not their own nearest neighbour");
     }
 }
