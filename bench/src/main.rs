@@ -1942,9 +1942,11 @@ async fn search_quality(args: SearchQualityArgs) {
     // reciprocal rank fusion with constant k and the vector ranking's weight.
     let grid: Vec<(f64, f64)> =
         [10.0, 30.0, 60.0].iter().flat_map(|&k| [0.5, 0.7, 1.0, 1.5, 2.0].map(move |w| (k, w))).collect();
+    // And a convex combination of the normalised scores, `a` the vector's share.
+    let convex = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8];
     for q in &questions {
         let answers: Vec<String> = q.answers.iter().map(|a| format!("{base}/{a}")).collect();
-        let mut lists: std::collections::HashMap<&str, Vec<(i64, String)>> = Default::default();
+        let mut lists: std::collections::HashMap<&str, Vec<(i64, String, f64)>> = Default::default();
         for mode in modes {
             let t0 = Instant::now();
             let v: Value = client
@@ -1957,26 +1959,49 @@ async fn search_quality(args: SearchQualityArgs) {
                 .await
                 .unwrap();
             latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
-            let hits: Vec<(i64, String)> = v["results"]
+            let hits: Vec<(i64, String, f64)> = v["results"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|h| (h["chunkId"].as_i64().unwrap_or_default(), h["url"].as_str().unwrap_or_default().to_string()))
+                .map(|h| {
+                    (
+                        h["chunkId"].as_i64().unwrap_or_default(),
+                        h["url"].as_str().unwrap_or_default().to_string(),
+                        h["score"].as_f64().unwrap_or_default(),
+                    )
+                })
                 .collect();
             lists.insert(mode, hits);
         }
         let mut rankings: Vec<(String, Vec<String>)> =
-            modes.iter().map(|m| (m.to_string(), lists[m].iter().map(|(_, u)| u.clone()).collect())).collect();
+            modes.iter().map(|m| (m.to_string(), lists[m].iter().map(|(_, u, _)| u.clone()).collect())).collect();
+        let ranked = |fused: std::collections::HashMap<i64, (f64, String)>| -> Vec<String> {
+            let mut v: Vec<(f64, i64, String)> = fused.into_iter().map(|(c, (s, u))| (s, c, u)).collect();
+            v.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            v.into_iter().map(|(_, _, u)| u).collect()
+        };
         for &(k, w) in &grid {
             let mut fused: std::collections::HashMap<i64, (f64, String)> = Default::default();
             for (mode, weight) in [("text", 1.0), ("vector", w)] {
-                for (rank, (chunk, url)) in lists[mode].iter().enumerate() {
+                for (rank, (chunk, url, _)) in lists[mode].iter().enumerate() {
                     fused.entry(*chunk).or_insert((0.0, url.clone())).0 += weight / (k + rank as f64 + 1.0);
                 }
             }
-            let mut v: Vec<(f64, i64, String)> = fused.into_iter().map(|(c, (s, u))| (s, c, u)).collect();
-            v.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            rankings.push((format!("rrf k={k} w={w}"), v.into_iter().map(|(_, _, u)| u).collect()));
+            rankings.push((format!("rrf k={k} w={w}"), ranked(fused)));
+        }
+        // Convex combination of the scores, each list's min-max normalised
+        // (a row missing from a list gets that list's minimum).
+        for &a in &convex {
+            let mut fused: std::collections::HashMap<i64, (f64, String)> = Default::default();
+            for (mode, weight) in [("text", 1.0 - a), ("vector", a)] {
+                let list = &lists[mode];
+                let (lo, hi) = list.iter().fold((f64::MAX, f64::MIN), |(lo, hi), h| (lo.min(h.2), hi.max(h.2)));
+                let span = (hi - lo).max(1e-9);
+                for (chunk, url, score) in list {
+                    fused.entry(*chunk).or_insert((0.0, url.clone())).0 += weight * (score - lo) / span;
+                }
+            }
+            rankings.push((format!("convex a={a}"), ranked(fused)));
         }
         for (mode, urls) in rankings {
             let mut ranked: Vec<String> = Vec::new();
@@ -2027,6 +2052,7 @@ async fn search_quality(args: SearchQualityArgs) {
         .iter()
         .map(|m| m.to_string())
         .chain(args.fusions.then(|| grid.iter().map(|(k, w)| format!("rrf k={k} w={w}"))).into_iter().flatten())
+        .chain(args.fusions.then(|| convex.iter().map(|a| format!("convex a={a}"))).into_iter().flatten())
         .collect();
     for worded in ["all", "manual", "own"] {
         for mode in &names {
