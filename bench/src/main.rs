@@ -1943,7 +1943,7 @@ async fn search_quality(args: SearchQualityArgs) {
     let grid: Vec<(f64, f64)> =
         [10.0, 30.0, 60.0].iter().flat_map(|&k| [0.5, 0.7, 1.0, 1.5, 2.0].map(move |w| (k, w))).collect();
     // And a convex combination of the normalised scores, `a` the vector's share.
-    let convex = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8];
+    let convex = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8];
     for q in &questions {
         let answers: Vec<String> = q.answers.iter().map(|a| format!("{base}/{a}")).collect();
         let mut lists: std::collections::HashMap<&str, Vec<(i64, String, f64)>> = Default::default();
@@ -1990,15 +1990,17 @@ async fn search_quality(args: SearchQualityArgs) {
             rankings.push((format!("rrf k={k} w={w}"), ranked(fused)));
         }
         // Convex combination of the scores, each list's min-max normalised
-        // (a row missing from a list gets that list's minimum).
+        // (a row missing from a list gets that list's minimum), as
+        // `trawl::search::Fusion::Scores` does.
         for &a in &convex {
             let mut fused: std::collections::HashMap<i64, (f64, String)> = Default::default();
             for (mode, weight) in [("text", 1.0 - a), ("vector", a)] {
                 let list = &lists[mode];
                 let (lo, hi) = list.iter().fold((f64::MAX, f64::MIN), |(lo, hi), h| (lo.min(h.2), hi.max(h.2)));
-                let span = (hi - lo).max(1e-9);
+                let span = hi - lo;
                 for (chunk, url, score) in list {
-                    fused.entry(*chunk).or_insert((0.0, url.clone())).0 += weight * (score - lo) / span;
+                    let normalised = if span > 1e-12 { (score - lo) / span } else { 1.0 };
+                    fused.entry(*chunk).or_insert((0.0, url.clone())).0 += weight * normalised;
                 }
             }
             rankings.push((format!("convex a={a}"), ranked(fused)));

@@ -786,7 +786,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Hybrid ranking computed by the database itself (reciprocal rank
     /// fusion of at most `pool` rows of each ranking); `None` lets the caller
-    /// fuse [`Store::search_text`] and [`Store::search_vector`].
+    /// fuse [`Store::search_text`] and [`Store::search_vector`] (always, for
+    /// a fusion of scores).
     #[allow(clippy::too_many_arguments)] // the query, its vector and model, the scope, and how to fuse
     async fn search_hybrid(
         &self,

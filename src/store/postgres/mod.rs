@@ -623,7 +623,9 @@ impl Store for PgStore {
         limit: u32,
     ) -> Result<Option<Vec<(i64, f64)>>, StoreError> {
         // Each ranking is cut to `pool` rows first (the vector one through
-        // the HNSW index), then the two are fused by reciprocal rank.
+        // the HNSW index), then the two are fused by reciprocal rank. A fusion
+        // of scores is left to the caller, on the two rankings.
+        let crate::search::Fusion::Ranks { k, vector_weight: w } = fusion else { return Ok(None) };
         let mut qb: QueryBuilder<Postgres> =
             QueryBuilder::new("WITH text AS (SELECT id, row_number() OVER (ORDER BY score DESC, id) AS r FROM (");
         match ts_queries(query) {
@@ -634,8 +636,7 @@ impl Store for PgStore {
         }
         qb.push(") t), vec AS (SELECT id, row_number() OVER (ORDER BY d, id) AS r FROM (");
         push_vector_ranking(&mut qb, vector, model, f, pool);
-        // The fusion of `search::fuse`, in SQL: the same constant and weights.
-        let (k, w) = (fusion.k, fusion.vector_weight);
+        // The fusion of `Fusion::fuse`, in SQL: the same constant and weights.
         qb.push(format_args!(
             ") s)
              SELECT id, SUM(w / ({k}::float8 + r))::float8 AS score FROM
