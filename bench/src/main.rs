@@ -1975,35 +1975,18 @@ async fn search_quality(args: SearchQualityArgs) {
         }
         let mut rankings: Vec<(String, Vec<String>)> =
             modes.iter().map(|m| (m.to_string(), lists[m].iter().map(|(_, u, _)| u.clone()).collect())).collect();
-        let ranked = |fused: std::collections::HashMap<i64, (f64, String)>| -> Vec<String> {
-            let mut v: Vec<(f64, i64, String)> = fused.into_iter().map(|(c, (s, u))| (s, c, u)).collect();
-            v.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-            v.into_iter().map(|(_, _, u)| u).collect()
+        // The service's own fusion (`Fusion::fuse`) on the two rankings.
+        let scored = |mode: &str| -> Vec<(i64, f64)> { lists[mode].iter().map(|(c, _, s)| (*c, *s)).collect() };
+        let (text, vector) = (scored("text"), scored("vector"));
+        let urls: std::collections::HashMap<i64, &String> = lists.values().flatten().map(|(c, u, _)| (*c, u)).collect();
+        let fused = |fusion: trawl::search::Fusion| -> Vec<String> {
+            fusion.fuse(&text, &vector).into_iter().map(|(c, _)| urls[&c].clone()).collect()
         };
         for &(k, w) in &grid {
-            let mut fused: std::collections::HashMap<i64, (f64, String)> = Default::default();
-            for (mode, weight) in [("text", 1.0), ("vector", w)] {
-                for (rank, (chunk, url, _)) in lists[mode].iter().enumerate() {
-                    fused.entry(*chunk).or_insert((0.0, url.clone())).0 += weight / (k + rank as f64 + 1.0);
-                }
-            }
-            rankings.push((format!("rrf k={k} w={w}"), ranked(fused)));
+            rankings.push((format!("rrf k={k} w={w}"), fused(trawl::search::Fusion::Ranks { k, vector_weight: w })));
         }
-        // Convex combination of the scores, each list's min-max normalised
-        // (a row missing from a list gets that list's minimum), as
-        // `trawl::search::Fusion::Scores` does.
         for &a in &convex {
-            let mut fused: std::collections::HashMap<i64, (f64, String)> = Default::default();
-            for (mode, weight) in [("text", 1.0 - a), ("vector", a)] {
-                let list = &lists[mode];
-                let (lo, hi) = list.iter().fold((f64::MAX, f64::MIN), |(lo, hi), h| (lo.min(h.2), hi.max(h.2)));
-                let span = hi - lo;
-                for (chunk, url, score) in list {
-                    let normalised = if span > 1e-12 { (score - lo) / span } else { 1.0 };
-                    fused.entry(*chunk).or_insert((0.0, url.clone())).0 += weight * normalised;
-                }
-            }
-            rankings.push((format!("convex a={a}"), ranked(fused)));
+            rankings.push((format!("convex a={a}"), fused(trawl::search::Fusion::Scores { vector_share: a })));
         }
         for (mode, urls) in rankings {
             let mut ranked: Vec<String> = Vec::new();
