@@ -27,8 +27,9 @@
 //! - `process`: CPU work on pages (main content, markdown, chunks, code
 //!   examples), on one rayon pool.
 //! - `embed`: the `Embedder` trait: local (a sentence-embedding model in
-//!   process, candle; its files fetched once by `embed::fetch`), lexical
-//!   (hashed n-grams), openai (async-openai).
+//!   process: its forward pass is the workspace crate `trawl-encoder`, its
+//!   files fetched once by `embed::fetch`), lexical (hashed n-grams), openai
+//!   (async-openai).
 //! - `search`: text, vector and hybrid search over the store.
 //! - `sources`: what a tenant keeps from one site (a source per start URL):
 //!   naming, changes, deleting it whole, exporting it as a stream.

@@ -2245,13 +2245,28 @@ async fn embed_speed(args: EmbedSpeedArgs) {
     let Some(python) = args.python else { return };
     let file = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(file.path(), serde_json::to_vec(&texts).expect("json")).expect("write");
-    let out =
-        Command::new(python).arg("bench/embed_speed.py").arg(file.path()).arg(&dir).output().expect("python runs");
+    let their_vectors = tempfile::NamedTempFile::new().expect("temp file");
+    let out = Command::new(python)
+        .arg("bench/embed_speed.py")
+        .arg(file.path())
+        .arg(&dir)
+        .arg(their_vectors.path())
+        .output()
+        .expect("python runs");
     let line = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{line}{}", String::from_utf8_lossy(&out.stderr));
     let theirs: f64 = line.trim().lines().last().and_then(|l| l.parse().ok()).expect("chunks/s");
     println!("sentence-transformers:   {theirs:>7.1} chunks/s (torch, same model files, same chunks)");
     println!("ratio: {:.2}x", ours / theirs);
+    // The same vectors, or the speed means nothing.
+    let reference: Vec<Vec<f32>> =
+        serde_json::from_slice(&std::fs::read(their_vectors.path()).expect("their vectors")).expect("json");
+    let lowest = vectors
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>())
+        .fold(f32::INFINITY, f32::min);
+    println!("lowest cosine between the two models' vectors of a chunk: {lowest:.6}");
 }
 
 /// The embedded store at scale (`--server sqlite:///path/bench.db`): the

