@@ -60,6 +60,10 @@ struct EmbedSpeedArgs {
     /// A Python with sentence-transformers installed (`bench/embed_speed.py` says how); none: trawl only.
     #[arg(long)]
     python: Option<PathBuf>,
+    /// Also run candle_transformers' BERT on the same chunks, as trawl did
+    /// before its own encoder (padded batches of 8, two at a time).
+    #[arg(long)]
+    candle: bool,
 }
 
 #[derive(Parser)]
@@ -2240,8 +2244,12 @@ async fn embed_speed(args: EmbedSpeedArgs) {
     let t0 = Instant::now();
     let vectors = model.vectors(&refs).expect("vectors");
     let ours = texts.len() as f64 / t0.elapsed().as_secs_f64();
-    println!("trawl (candle):          {ours:>7.1} chunks/s");
+    println!("trawl (trawl-encoder):   {ours:>7.1} chunks/s");
     assert_eq!(vectors.len(), texts.len());
+    if args.candle {
+        let (speed, lowest) = candle_bert(&dir, &refs, &vectors);
+        println!("candle_transformers:     {speed:>7.1} chunks/s (its BERT; lowest cosine with trawl's vectors {lowest:.6})");
+    }
     let Some(python) = args.python else { return };
     let file = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(file.path(), serde_json::to_vec(&texts).expect("json")).expect("write");
@@ -2267,6 +2275,61 @@ async fn embed_speed(args: EmbedSpeedArgs) {
         .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>())
         .fold(f32::INFINITY, f32::min);
     println!("lowest cosine between the two models' vectors of a chunk: {lowest:.6}");
+}
+
+/// candle_transformers' BERT over `texts`, the way trawl ran it before its
+/// own encoder: padded batches of 8, two side by side, glibc keeping freed
+/// memory (without it, page zeroing took half of each pass). Its chunks/s,
+/// and the lowest cosine between its vectors and `ours`.
+fn candle_bert(dir: &std::path::Path, texts: &[&str], ours: &[Vec<f32>]) -> (f64, f32) {
+    use candle_core::{DType, Device, Tensor};
+    use candle_transformers::models::bert::{BertModel, Config};
+    use rayon::prelude::*;
+    use tokenizers::{PaddingParams, PaddingStrategy, TruncationParams};
+    // SAFETY: allocator parameters only, before the passes allocate.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
+    let config: Config =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).expect("config")).expect("config");
+    let mut tokenizer = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).expect("tokenizer");
+    tokenizer.with_padding(Some(PaddingParams { strategy: PaddingStrategy::BatchLongest, ..Default::default() }));
+    tokenizer.with_truncation(Some(TruncationParams { max_length: 256, ..Default::default() })).expect("truncation");
+    // SAFETY: the model cache's checked copy, not written while mapped.
+    let vb = unsafe {
+        candle_nn::VarBuilder::from_mmaped_safetensors(&[dir.join("model.safetensors")], DType::F32, &Device::Cpu)
+    }
+    .expect("weights");
+    let bert = BertModel::load(vb, &config).expect("bert");
+    let pass = |batch: &[&str]| -> Vec<Vec<f32>> {
+        let enc = tokenizer.encode_batch_fast(batch.to_vec(), true).expect("tokens");
+        let (rows, width) = (enc.len(), enc[0].len());
+        let ids: Vec<u32> = enc.iter().flat_map(|e| e.get_ids().to_vec()).collect();
+        let mask: Vec<u32> = enc.iter().flat_map(|e| e.get_attention_mask().to_vec()).collect();
+        let ids = Tensor::from_vec(ids, (rows, width), &Device::Cpu).expect("ids");
+        let mask = Tensor::from_vec(mask, (rows, width), &Device::Cpu).expect("mask");
+        let hidden = bert.forward(&ids, &ids.zeros_like().expect("types"), Some(&mask)).expect("forward");
+        let mask = mask.to_dtype(DType::F32).expect("mask").unsqueeze(2).expect("mask");
+        let sum = hidden.broadcast_mul(&mask).expect("mul").sum(1).expect("sum");
+        let mean = sum.broadcast_div(&mask.sum(1).expect("count")).expect("mean");
+        let mut v = mean.to_vec2::<f32>().expect("vectors");
+        v.iter_mut().for_each(|v| {
+            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.iter_mut().for_each(|x| *x /= n);
+        });
+        v
+    };
+    let _ = pass(&texts[..texts.len().min(8)]);
+    let t0 = Instant::now();
+    let theirs: Vec<Vec<f32>> = texts.par_chunks(8).flat_map_iter(pass).collect();
+    let speed = texts.len() as f64 / t0.elapsed().as_secs_f64();
+    let lowest = theirs
+        .iter()
+        .zip(ours)
+        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>())
+        .fold(f32::INFINITY, f32::min);
+    (speed, lowest)
 }
 
 /// The embedded store at scale (`--server sqlite:///path/bench.db`): the
