@@ -1,6 +1,6 @@
 //! Search over what was crawled: text (FTS5 bm25 / PostgreSQL ts_rank_cd), vector (cosine on the
 //! configured embedder's vectors), and hybrid, the default: a fusion of the
-//! two rankings (`Fusion`).
+//! two rankings (`Fusion`), in Rust for both stores.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,12 +37,16 @@ pub enum Fusion {
 
 impl Fusion {
     /// For vectors that match meaning (the local model, an OpenAI-compatible
-    /// one). Chosen on `trawl-bench search-quality` (the Python manual, 45
-    /// questions, the local model) from k ∈ {10, 30, 60} × weight ∈ {0.5,
-    /// 0.7, 1, 1.5, 2}: the only setting at or above both rankings on every
-    /// measure (recall@5 0.91, MRR@10 0.69, nDCG@10 0.71 against the
-    /// vectors' 0.89, 0.66, 0.70 and the text's 0.78, 0.52, 0.55).
-    pub const MEANING: Fusion = Fusion::Ranks { k: 10.0, vector_weight: 1.5 };
+    /// one): 0.3 × the text's score + 0.7 × the vectors'. Chosen on
+    /// `trawl-bench search-quality --fusions` (the Python manual, 45
+    /// questions, the local model) over shares 0.1 … 0.8 and RRF with
+    /// k ∈ {10, 30, 60} × weight ∈ {0.5 … 2}: the middle of a plateau
+    /// (shares 0.65 to 0.75 within 0.003 of each other) with recall@5
+    /// 0.933, MRR@10 0.697, nDCG@10 0.722, against RRF's best (k 10,
+    /// weight 1.5) 0.933, 0.686, 0.713 (a peak: its neighbours lose recall
+    /// or MRR), the vectors' 0.889, 0.664, 0.702 and the text's 0.800,
+    /// 0.532, 0.558.
+    pub const MEANING: Fusion = Fusion::Scores { vector_share: 0.7 };
     /// For hashed-word vectors, which add little to text search: mostly the
     /// text's scores, the vectors breaking near-ties. On the same questions
     /// with `--embedder lexical`: recall@5 0.78, MRR@10 0.57, nDCG@10 0.58,
@@ -160,6 +164,9 @@ impl Gate {
 }
 
 /// The best `limit` chunks for `query`, best first.
+/// Candidates per ranking at least (see [`search`]).
+const POOL: u32 = 50;
+
 pub async fn search(
     store: &dyn Store,
     embedder: &dyn Embedder,
@@ -168,7 +175,10 @@ pub async fn search(
     filter: &SearchFilter,
     limit: u32,
 ) -> Result<Vec<ChunkHit>, SearchError> {
-    let pool = (limit * 4).max(50);
+    // Each ranking's candidates: hybrid normalises scores over them, so a
+    // pool that grew with the limit would reorder the first results when
+    // more are asked for; up to 50 results, it does not.
+    let pool = limit.max(POOL);
     let embed_query = async {
         Ok::<_, SearchError>(embedder.embed(&[query.to_string()]).await?.into_iter().next().unwrap_or_default())
     };
@@ -176,16 +186,15 @@ pub async fn search(
         Mode::Text => store.search_text(query, filter, pool).await?,
         Mode::Vector => store.search_vector(&embed_query.await?, embedder.model(), filter, pool).await?,
         Mode::Hybrid => {
-            let v = embed_query.await?;
-            let fusion = Fusion::for_embedder(embedder);
-            match store.search_hybrid(query, &v, embedder.model(), filter, fusion, pool, limit).await? {
-                Some(fused) => fused,
-                None => {
-                    let text = store.search_text(query, filter, pool).await?;
-                    let vector = store.search_vector(&v, embedder.model(), filter, pool).await?;
-                    fusion.fuse(&text, &vector)
-                }
-            }
+            // The text half reads while the query is embedded, and both
+            // halves on connections of their own.
+            let vector = async {
+                let v = embed_query.await?;
+                Ok::<_, SearchError>(store.search_vector(&v, embedder.model(), filter, pool).await?)
+            };
+            let text = async { Ok::<_, SearchError>(store.search_text(query, filter, pool).await?) };
+            let (text, vector) = tokio::try_join!(text, vector)?;
+            Fusion::for_embedder(embedder).fuse(&text, &vector)
         }
     };
     let top: Vec<(i64, f64)> = ranked.into_iter().take(limit as usize).collect();

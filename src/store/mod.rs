@@ -784,24 +784,6 @@ pub trait Store: Send + Sync + 'static {
     /// Chunk ids by text relevance (FTS5 bm25), best first, with a score.
     async fn search_text(&self, query: &str, filter: &SearchFilter, limit: u32) -> Result<Vec<(i64, f64)>, StoreError>;
 
-    /// Hybrid ranking computed by the database itself (reciprocal rank
-    /// fusion of at most `pool` rows of each ranking); `None` lets the caller
-    /// fuse [`Store::search_text`] and [`Store::search_vector`] (always, for
-    /// a fusion of scores).
-    #[allow(clippy::too_many_arguments)] // the query, its vector and model, the scope, and how to fuse
-    async fn search_hybrid(
-        &self,
-        _query: &str,
-        _vector: &[f32],
-        _model: &str,
-        _filter: &SearchFilter,
-        _fusion: crate::search::Fusion,
-        _pool: u32,
-        _limit: u32,
-    ) -> Result<Option<Vec<(i64, f64)>>, StoreError> {
-        Ok(None)
-    }
-
     /// Chunk ids by cosine similarity to `vector` among vectors of `model`.
     async fn search_vector(
         &self,

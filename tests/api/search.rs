@@ -24,7 +24,7 @@ async fn search(app: &TestApp, body: Value) -> (u16, Value) {
 }
 
 #[tokio::test]
-async fn search_returns_the_right_fixture_page_first_in_every_mode() {
+async fn search_returns_the_right_fixture_page_first_in_every_mode_whatever_the_limit() {
     let (app, site) = (spawn_app().await, fixture().await);
     crawled_fixture(&app, &site).await;
     let cases = [
@@ -44,6 +44,16 @@ async fn search_returns_the_right_fixture_page_first_in_every_mode() {
                 assert!(results[0].get(key).is_some(), "{key} missing");
             }
         }
+        // Asking for more does not reorder the first results (hybrid
+        // normalises scores over the same candidates up to 50 results).
+        let first = |v: &Value| -> Vec<(Value, Value)> {
+            let hits = v["results"].as_array().unwrap().iter().take(5);
+            hits.map(|r| (r["chunkId"].clone(), r["score"].clone())).collect()
+        };
+        let (_, five) = search(&app, json!({"query": "crawl the pages", "mode": mode, "limit": 5})).await;
+        let (_, fifty) = search(&app, json!({"query": "crawl the pages", "mode": mode, "limit": 50})).await;
+        assert_eq!(first(&five).len(), 5, "{mode}: {five}");
+        assert_eq!(first(&five), first(&fifty), "{mode}");
     }
 }
 

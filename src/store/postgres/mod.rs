@@ -612,41 +612,6 @@ impl Store for PgStore {
     }
 
     #[allow(clippy::too_many_arguments)] // the query, its vector and model, the scope, and how to fuse
-    async fn search_hybrid(
-        &self,
-        query: &str,
-        vector: &[f32],
-        model: &str,
-        f: &SearchFilter,
-        fusion: crate::search::Fusion,
-        pool: u32,
-        limit: u32,
-    ) -> Result<Option<Vec<(i64, f64)>>, StoreError> {
-        // Each ranking is cut to `pool` rows first (the vector one through
-        // the HNSW index), then the two are fused by reciprocal rank. A fusion
-        // of scores is left to the caller, on the two rankings.
-        let crate::search::Fusion::Ranks { k, vector_weight: w } = fusion else { return Ok(None) };
-        let mut qb: QueryBuilder<Postgres> =
-            QueryBuilder::new("WITH text AS (SELECT id, row_number() OVER (ORDER BY score DESC, id) AS r FROM (");
-        match ts_queries(query) {
-            Some(q) => push_text_ranking(&mut qb, q, f, pool),
-            None => {
-                qb.push("SELECT 0::bigint AS id, 0::float8 AS score WHERE false");
-            }
-        }
-        qb.push(") t), vec AS (SELECT id, row_number() OVER (ORDER BY d, id) AS r FROM (");
-        push_vector_ranking(&mut qb, vector, model, f, pool);
-        // The fusion of `Fusion::fuse`, in SQL: the same constant and weights.
-        qb.push(format_args!(
-            ") s)
-             SELECT id, SUM(w / ({k}::float8 + r))::float8 AS score FROM
-               (SELECT id, r, 1.0::float8 AS w FROM text UNION ALL SELECT id, r, {w}::float8 AS w FROM vec) u
-             GROUP BY id ORDER BY score DESC, id LIMIT ",
-        ));
-        qb.push_bind(i64::from(limit));
-        Ok(Some(ranked(&qb.build().fetch_all(&self.pool).await?)?))
-    }
-
     async fn chunk_hits(&self, ids: &[i64]) -> Result<Vec<ChunkHit>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
