@@ -119,7 +119,8 @@ pub enum AppError {
 
 /// rustls needs one process-wide crypto provider; ring is ours. Installed
 /// at the two entries, [`cli::run`] and [`App::build`], before anything
-/// builds a TLS client; a second call changes nothing.
+/// builds a TLS client, and by the model's download, which needs no app;
+/// a second call changes nothing.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

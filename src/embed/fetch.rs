@@ -118,6 +118,8 @@ impl ModelFiles {
     /// progress line every tenth of the way.
     async fn download(&self, file: &std::fs::File) -> Result<(), FetchError> {
         let http = |source| FetchError::Http { url: self.url.clone(), source };
+        // Callable before any app is built (the bench, `trawl` commands).
+        crate::install_crypto_provider();
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(20))
             .read_timeout(Duration::from_secs(60))
