@@ -18,6 +18,9 @@ from sentence_transformers import SentenceTransformer
 
 texts = json.load(open(sys.argv[1]))
 model = SentenceTransformer(sys.argv[2], device="cpu")
+# The package's window, as trawl reads it (the cache keeps no
+# sentence_bert_config.json, and the default would be the config's 512).
+model.max_seq_length = 256
 print(f"torch {torch.__version__} on {torch.get_num_threads()} threads, max_seq_length {model.max_seq_length}", file=sys.stderr)
 model.encode(texts[:32], batch_size=32)
 start = time.perf_counter()

@@ -2272,12 +2272,19 @@ async fn embed_speed(args: EmbedSpeedArgs) {
     // The same vectors, or the speed means nothing.
     let reference: Vec<Vec<f32>> =
         serde_json::from_slice(&std::fs::read(their_vectors.path()).expect("their vectors")).expect("json");
-    let lowest = vectors
-        .iter()
-        .zip(&reference)
-        .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>())
-        .fold(f32::INFINITY, f32::min);
-    println!("lowest cosine between the two models' vectors of a chunk: {lowest:.6}");
+    let cosines: Vec<f32> =
+        vectors.iter().zip(&reference).map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>()).collect();
+    let (worst, lowest) =
+        cosines.iter().copied().enumerate().fold((0, f32::INFINITY), |w, (i, c)| if c < w.1 { (i, c) } else { w });
+    let below = cosines.iter().filter(|&&c| c < 0.9999).count();
+    println!("lowest cosine between the two models' vectors of a chunk: {lowest:.6}; {below} below 0.9999");
+    if below > 0 {
+        std::fs::write("/tmp/embed-speed-worst.txt", &texts[worst]).expect("write");
+        println!(
+            "  the lowest: chunk {worst}, {} word pieces, in /tmp/embed-speed-worst.txt",
+            counter.count(&texts[worst])
+        );
+    }
 }
 
 /// candle_transformers' BERT over `texts`, the way trawl ran it before its

@@ -158,6 +158,13 @@ impl ModelEmbedder {
             .tokenizer
             .encode_batch_fast(texts.to_vec(), true)
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        // Chunks are made to fit; what still overflows (a long title and
+        // heading path, a long code example) is cut at the window, counted.
+        let cut = encodings.iter().filter(|e| !e.get_overflowing().is_empty()).count();
+        if cut > 0 {
+            metrics::counter!("trawl_embed_inputs_cut_total").increment(cut as u64);
+            tracing::debug!(cut, window = MAX_TOKENS, "texts longer than the model's window were cut to it");
+        }
         let ids: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
         let mut vectors = self.0.encoder.mean_pooled(&ids).map_err(ModelError::Forward)?;
         vectors.iter_mut().for_each(|v| normalize(v));
