@@ -243,56 +243,38 @@ impl Encoder {
             let scores = &mut scores[..n * n];
             for head in 0..self.heads {
                 let (q, k, v) = (head * d, h + head * d, 2 * h + head * d);
-                // SAFETY: every operand lies within its slice: rows are
-                // `n` apart by their stride, columns within `d` of their
-                // offset, which is below the row's width.
+                // SAFETY: each operand lies within its slice: `n` rows of
+                // `rows` by its stride, `d` columns from an offset below
+                // `2h + d ≤ stride`; `scores` holds n × n; `out` n rows of h.
                 unsafe {
-                    // scores = Q · Kᵀ (n × d · d × n); Kᵀ is K read by columns.
-                    gemm::gemm(
+                    // scores = Q · Kᵀ (n × d · d × n): Kᵀ is K read by columns.
+                    multiply(
                         n,
                         n,
                         d,
                         scores.as_mut_ptr(),
-                        1,
-                        n as isize,
-                        false,
+                        n,
                         rows[q..].as_ptr(),
-                        1,
-                        stride as isize,
+                        stride,
                         rows[k..].as_ptr(),
-                        stride as isize,
                         1,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
+                        stride,
                     );
                 }
                 kernels::softmax_rows(scores, n);
                 // SAFETY: as above; the head's `d` columns of `out`.
                 unsafe {
-                    gemm::gemm(
+                    multiply(
                         n,
                         d,
                         n,
                         out[head * d..].as_mut_ptr(),
-                        1,
-                        h as isize,
-                        false,
+                        h,
                         scores.as_ptr(),
-                        1,
-                        n as isize,
+                        n,
                         rows[v..].as_ptr(),
+                        stride,
                         1,
-                        stride as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
                     );
                 }
             }
@@ -304,32 +286,56 @@ impl Encoder {
 /// `out = a · b` for row-major `a` (`m × k`) and `b` (`k × n`), on this thread.
 fn product(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
     assert!(a.len() >= m * k && b.len() >= k * n && out.len() >= m * n, "operands fit their shapes");
-    if m == 0 {
+    // SAFETY: the assertion above bounds every element the product touches.
+    unsafe { multiply(m, n, k, out.as_mut_ptr(), n, a.as_ptr(), k, b.as_ptr(), n, 1) }
+}
+
+/// `dst = lhs · rhs` (`m × k` · `k × n`) on this thread, each operand by its
+/// first element and strides: rows of `dst` and `lhs` `*_rows` apart, their
+/// columns adjacent; `rhs`'s rows and columns as given (a transposed
+/// operand is read in place).
+///
+/// # Safety
+/// Every element the shapes and strides reach lies within its operand.
+#[allow(clippy::too_many_arguments)] // three operands, their strides, the shape
+unsafe fn multiply(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rows: usize,
+    lhs: *const f32,
+    lhs_rows: usize,
+    rhs: *const f32,
+    rhs_rows: usize,
+    rhs_columns: usize,
+) {
+    if m == 0 || n == 0 {
         return;
     }
-    // SAFETY: the assertion above bounds every element the product touches.
+    // SAFETY: the caller's promise; gemm reads and writes within the shapes.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            out.as_mut_ptr(),
+            dst,
             1,
-            n as isize,
+            dst_rows as isize,
             false,
-            a.as_ptr(),
+            lhs,
             1,
-            k as isize,
-            b.as_ptr(),
-            1,
-            n as isize,
+            lhs_rows as isize,
+            rhs,
+            rhs_columns as isize,
+            rhs_rows as isize,
             0.0,
             1.0,
             false,
             false,
             false,
             gemm::Parallelism::None,
-        );
+        )
     }
 }
 
