@@ -41,6 +41,12 @@ fn tail(s: &str, chars: usize) -> &str {
     }
 }
 
+/// What goes in front of a chunk when it is embedded: its page title and
+/// heading path, each cut to a length.
+pub fn chunk_prefix(title: Option<&str>, heading_path: &str) -> String {
+    format!("{}\n{}\n", head(title.unwrap_or_default(), TITLE_CHARS), tail(heading_path, HEADINGS_CHARS))
+}
+
 /// What is embedded for each chunk and code example, in order: chunks with
 /// their page title and headings, code with its language and the prose just
 /// before it. The crawl and `trawl embed --missing` both use it, so a vector
@@ -49,9 +55,7 @@ pub fn embedding_inputs(title: Option<&str>, chunks: &[Chunk], code: &[CodeExamp
     // Title and heading path in front of each chunk, cut to fit the room a
     // model's window keeps for them (`process::chunk::PREFIX_TOKENS`): the
     // heading path from its nearest heading back.
-    let title = head(title.unwrap_or_default(), TITLE_CHARS);
-    let c =
-        chunks.iter().map(|c| format!("{title}\n{}\n{}", tail(&c.heading_path, HEADINGS_CHARS), c.content)).collect();
+    let c = chunks.iter().map(|c| chunk_prefix(title, &c.heading_path) + &c.content).collect();
     let e = code
         .iter()
         .map(|e| {

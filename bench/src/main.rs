@@ -2233,9 +2233,10 @@ async fn embed_speed(args: EmbedSpeedArgs) {
     inputs.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
     inputs.truncate(args.chunks);
     let tokens: usize = inputs.iter().map(|(n, _)| n).sum();
+    let longest = inputs.first().map_or(0, |(n, _)| *n);
     let texts: Vec<String> = inputs.into_iter().map(|(_, t)| t).collect();
     println!(
-        "{} chunks, {:.0} word pieces each on average (window {window}), on {} threads",
+        "{} chunks, {:.0} word pieces each on average, the longest {longest} (window {window}), on {} threads",
         texts.len(),
         tokens as f64 / texts.len() as f64,
         rayon::current_num_threads()

@@ -158,8 +158,8 @@ impl ModelEmbedder {
             .tokenizer
             .encode_batch_fast(texts.to_vec(), true)
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        // Chunks are made to fit; what still overflows (a long title and
-        // heading path, a long code example) is cut at the window, counted.
+        // Chunks are made to fit; what still overflows (a long code
+        // example, a query) is cut at the window, counted.
         let cut = encodings.iter().filter(|e| !e.get_overflowing().is_empty()).count();
         if cut > 0 {
             metrics::counter!("trawl_embed_inputs_cut_total").increment(cut as u64);

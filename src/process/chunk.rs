@@ -18,8 +18,8 @@ pub struct TokenWindow<'a> {
 }
 
 /// Room kept in the window for the title and heading path put in front of
-/// a chunk when it is embedded (`content::embedding_inputs`, which cuts them
-/// to fit it).
+/// a chunk when it is embedded (`content::chunk_prefix`); a chunk whose
+/// prefix takes more is cut again ([`fit_prefixes`]).
 pub const PREFIX_TOKENS: usize = 64;
 
 /// A chunk's size against two limits at once, the crawl's own (`size` in
@@ -124,6 +124,34 @@ pub fn chunk_markdown(md: &str, opts: ChunkOptions) -> Vec<Chunk> {
 pub fn chunk_within(md: &str, opts: ChunkOptions, paged: bool, window: Option<TokenWindow>) -> Vec<Chunk> {
     chunk(md, opts, paged, window)
 }
+
+/// Chunks whose title and heading path take more than [`PREFIX_TOKENS`]
+/// (headings dense in tokens: links with titles, code names) cut again,
+/// each piece under the same headings, so that what is embedded of every
+/// chunk fits the whole window; chunks within it are kept as they are.
+pub fn fit_prefixes(chunks: Vec<Chunk>, title: Option<&str>, opts: ChunkOptions, window: TokenWindow) -> Vec<Chunk> {
+    let whole = window.tokens + PREFIX_TOKENS;
+    let mut out = Vec::with_capacity(chunks.len());
+    for c in chunks {
+        let prefix = window.counter.count(&crate::content::chunk_prefix(title, &c.heading_path));
+        if prefix <= PREFIX_TOKENS || prefix + window.counter.count(&c.content) <= whole {
+            out.push(c);
+            continue;
+        }
+        // A prefix nearly as long as the window leaves a little room still.
+        let room = TokenWindow { counter: window.counter, tokens: whole.saturating_sub(prefix).max(MIN_ROOM) };
+        for piece in chunk(&c.content, opts, false, Some(room)) {
+            out.push(Chunk { heading_path: c.heading_path.clone(), page: c.page, ..piece });
+        }
+    }
+    for (i, c) in out.iter_mut().enumerate() {
+        c.index = i as u32;
+    }
+    out
+}
+
+/// The fewest tokens a chunk is cut to, whatever its prefix.
+const MIN_ROOM: usize = 32;
 
 /// A PDF's markdown (pages under `<!-- page N -->` markers, see
 /// `pdf.rs`): each chunk carries the page it starts on, and the markers

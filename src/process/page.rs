@@ -275,7 +275,10 @@ impl Extracted {
 
     /// [`Extracted::finish`], with chunks that fit an embedding model's window.
     pub fn finish_within(self, opts: &ProcessOptions, window: Option<super::chunk::TokenWindow>) -> Processed {
-        let chunks = super::chunk::chunk_within(&self.markdown, opts.chunks, self.paged, window);
+        let mut chunks = super::chunk::chunk_within(&self.markdown, opts.chunks, self.paged, window);
+        if let Some(window) = window {
+            chunks = super::chunk::fit_prefixes(chunks, self.title.as_deref(), opts.chunks, window);
+        }
         let code_examples = code::examples(self.blocks, &self.markdown, opts.min_code_chars);
         let Extracted { title, description, markdown, links, canonical, .. } = self;
         Processed { title, description, markdown, links, canonical, chunks, code_examples }

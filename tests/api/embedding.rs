@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 use trawl::embed::{Embedder, ModelEmbedder, ModelFiles};
-use trawl::process::chunk::{PREFIX_TOKENS, TokenWindow, chunk_within};
+use trawl::process::chunk::{PREFIX_TOKENS, TokenWindow, chunk_within, fit_prefixes};
 use trawl::process::{Chunk, ChunkOptions};
 
 use crate::helpers::*;
@@ -69,15 +69,24 @@ async fn chunks_fit_the_models_window_with_their_title_and_headings() {
         )
         .repeat(6)
     };
+    // A heading as Sphinx writes them: a link with a title, dense in tokens.
+    let dense = "[os.memfd\\_create()](os.html#os.memfd_create \"os.memfd\\_create: F_ADD_SEALS(), F_GET_SEALS()\") \
+                 — `F_SEAL_*` (>=3.15)";
     let md = format!(
         "# {long_title}\n\n## A section heading that is also rather long, to weigh on the prefix\n\n{}\n\n\
-         ```rust\n{}\n```\n\n### Deeper\n\n{}\n",
+         ```rust\n{}\n```\n\n### Deeper\n\n{}\n\n#### {dense}\n\n{}\n",
         para(1),
         "let x = some_function(argument_one, argument_two); // comment\n".repeat(40),
-        para(2)
+        para(2),
+        para(3)
     );
     let bound = TokenWindow { counter: counter.as_ref(), tokens: window - PREFIX_TOKENS };
-    let chunks = chunk_within(&md, ChunkOptions::default(), false, Some(bound));
+    let cut = chunk_within(&md, ChunkOptions::default(), false, Some(bound));
+    let prefix = |c: &Chunk| counter.count(&trawl::content::chunk_prefix(Some(&long_title), &c.heading_path));
+    assert!(cut.iter().any(|c| prefix(c) > PREFIX_TOKENS), "no prefix over its room: the case is not tested");
+    let chunks = fit_prefixes(cut.clone(), Some(&long_title), ChunkOptions::default(), bound);
+    assert!(chunks.len() > cut.len(), "chunks under a long prefix are cut again");
+    assert!(chunks.iter().enumerate().all(|(i, c)| c.index == i as u32));
     assert!(chunks.len() > 4, "{chunks:#?}");
     for c in &chunks {
         assert!(counter.count(&c.content) <= window - PREFIX_TOKENS, "a chunk over its bound: {}", c.content);
