@@ -362,17 +362,23 @@ mod kernels {
         )*};
     }
 
-    /// Sum of a slice in eight lanes (a single accumulator would not vectorise).
+    /// Sum of `f` over a slice in eight lanes (a single accumulator would
+    /// not vectorise).
     #[inline(always)]
-    fn sum(xs: &[f32]) -> f32 {
+    fn sum_of(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
         let mut lanes = [0f32; 8];
         let mut chunks = xs.chunks_exact(8);
         for c in &mut chunks {
-            for (l, v) in lanes.iter_mut().zip(c) {
-                *l += v;
+            for (l, &v) in lanes.iter_mut().zip(c) {
+                *l += f(v);
             }
         }
-        lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+        lanes.iter().sum::<f32>() + chunks.remainder().iter().map(|&v| f(v)).sum::<f32>()
+    }
+
+    #[inline(always)]
+    fn sum(xs: &[f32]) -> f32 {
+        sum_of(xs, |v| v)
     }
 
     #[inline(always)]
@@ -456,14 +462,7 @@ mod kernels {
             for row in xs.chunks_exact_mut(w) {
                 let mean = sum(row) / w as f32;
                 row.iter_mut().for_each(|x| *x -= mean);
-                let mut lanes = [0f32; 8];
-                for c in row.chunks_exact(8) {
-                    for (l, v) in lanes.iter_mut().zip(c) {
-                        *l += v * v;
-                    }
-                }
-                let tail: f32 = row.chunks_exact(8).remainder().iter().map(|v| v * v).sum();
-                let inv = 1.0 / ((lanes.iter().sum::<f32>() + tail) / w as f32 + eps).sqrt();
+                let inv = 1.0 / (sum_of(row, |v| v * v) / w as f32 + eps).sqrt();
                 for ((x, g), b) in row.iter_mut().zip(weight).zip(bias) {
                     *x = *x * inv * g + b;
                 }

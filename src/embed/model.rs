@@ -53,6 +53,9 @@ struct Loaded {
     tokenizer: Tokenizer,
     /// The same tokenizer without padding or truncation, for counting.
     counter: Arc<WordPieces>,
+    /// Tokens per text, `[CLS]` and `[SEP]` included: the package's window
+    /// within the weights' position table.
+    window: usize,
 }
 
 /// The model's own word pieces, as a [`TokenCounter`]. Chunking asks for
@@ -104,24 +107,29 @@ impl ModelEmbedder {
             .map_err(|e| ModelError::Config(e.to_string()))
             .and_then(|s| serde_json::from_str(&s).map_err(|e| ModelError::Config(e.to_string())))?;
         let plain = Tokenizer::from_file(&tokenizer).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        // Checked before the weights are read: a mismatched folder is refused
+        // without a 90 MB read.
+        if plain.get_vocab_size(true) > config.vocab_size {
+            return Err(ModelError::Config(format!(
+                "the tokenizer knows {} tokens, the weights {}",
+                plain.get_vocab_size(true),
+                config.vocab_size
+            )));
+        }
         let mut counter = plain.clone();
         counter.with_padding(None).with_truncation(None).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
         // No padding: the encoder runs each text at its own length.
         let mut tokenizer = plain;
         tokenizer.with_padding(None);
         let window = MAX_TOKENS.min(config.max_position_embeddings);
+        if window <= 2 {
+            return Err(ModelError::Config(format!("a window of {window} tokens holds no text")));
+        }
         tokenizer
             .with_truncation(Some(TruncationParams { max_length: window, ..Default::default() }))
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
         let encoder = Encoder::from_file(&weights, &config).map_err(ModelError::Weights)?;
-        if tokenizer.get_vocab_size(true) > config.vocab_size {
-            return Err(ModelError::Config(format!(
-                "the tokenizer knows {} tokens, the weights {}",
-                tokenizer.get_vocab_size(true),
-                config.vocab_size
-            )));
-        }
-        Ok(Self(Arc::new(Loaded { encoder, tokenizer, counter: Arc::new(WordPieces(counter)) })))
+        Ok(Self(Arc::new(Loaded { encoder, tokenizer, counter: Arc::new(WordPieces(counter)), window })))
     }
 
     /// The tokens the model reads of `text` by its whole tokenizer, `[CLS]`
@@ -163,7 +171,7 @@ impl ModelEmbedder {
         let cut = encodings.iter().filter(|e| !e.get_overflowing().is_empty()).count();
         if cut > 0 {
             metrics::counter!("trawl_embed_inputs_cut_total").increment(cut as u64);
-            tracing::debug!(cut, window = MAX_TOKENS, "texts longer than the model's window were cut to it");
+            tracing::debug!(cut, window = self.0.window, "texts longer than the model's window were cut to it");
         }
         let ids: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
         let mut vectors = self.0.encoder.mean_pooled(&ids).map_err(ModelError::Forward)?;
@@ -205,7 +213,8 @@ impl Embedder for ModelEmbedder {
     }
 
     fn token_window(&self) -> Option<usize> {
-        Some(MAX_TOKENS - 2)
+        // `[CLS]` and `[SEP]` aside: what a chunk's own tokens may fill.
+        Some(self.0.window - 2)
     }
 
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {

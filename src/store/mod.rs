@@ -524,6 +524,9 @@ pub struct ChunkHit {
     /// The PDF page the chunk starts on; absent for other documents.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub page: Option<u32>,
+    /// Higher is better; results come best first. Its scale depends on the
+    /// mode: `bm25` for text, cosine similarity for vector, and 0 to 1 for
+    /// hybrid (the two rankings' scores, each normalised, then weighed).
     pub score: f64,
 }
 
@@ -536,6 +539,7 @@ pub struct CodeHit {
     pub code: String,
     pub context_before: String,
     pub context_after: String,
+    /// Higher is better; results come best first (scaled as in chunk hits).
     pub score: f64,
 }
 
