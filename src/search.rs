@@ -37,22 +37,20 @@ pub enum Fusion {
 
 impl Fusion {
     /// For vectors that match meaning (the local model, an OpenAI-compatible
-    /// one): 0.3 × the text's score + 0.7 × the vectors'. Chosen on
-    /// `trawl-bench search-quality --fusions` (the Python manual, 45
-    /// questions, the local model) over shares 0.1 … 0.8 and RRF with
-    /// k ∈ {10, 30, 60} × weight ∈ {0.5 … 2}: the middle of a plateau
-    /// (shares 0.65 to 0.75 within 0.003 of each other) with recall@5
-    /// 0.933, MRR@10 0.697, nDCG@10 0.722, against RRF's best (k 10,
-    /// weight 1.5) 0.933, 0.686, 0.713 (a peak: its neighbours lose recall
-    /// or MRR), the vectors' 0.889, 0.664, 0.702 and the text's 0.800,
-    /// 0.532, 0.558.
-    pub const MEANING: Fusion = Fusion::Scores { vector_share: 0.7 };
-    /// For hashed-word vectors, which add little to text search: mostly the
-    /// text's scores, the vectors breaking near-ties. On the same questions
-    /// with `--embedder lexical`: recall@5 0.78, MRR@10 0.57, nDCG@10 0.58,
-    /// against RRF's (k 60, equal weights) 0.62, 0.47, 0.51 and the text's
-    /// 0.78, 0.59, 0.59; shares 0.1 to 0.4 all keep the text's recall@5.
-    pub const WORDS: Fusion = Fusion::Scores { vector_share: 0.1 };
+    /// one): 0.4 × the text's score + 0.6 × the vectors'. Chosen on
+    /// `trawl-bench search-quality --fusions --text-weights` (the Python
+    /// manual, 45 questions, the local model) over shares 0.1 … 0.8 and RRF
+    /// with k ∈ {10, 30, 60} × weight ∈ {0.5 … 2}: within a plateau (shares
+    /// 0.55 to 0.7 within 0.002 of each other in MRR@10), the share whose
+    /// recall@5, MRR@10 and nDCG@10 are all at least the vectors' alone
+    /// (figures in the README).
+    pub const MEANING: Fusion = Fusion::Scores { vector_share: 0.6 };
+    /// For hashed-word vectors, which add little to text search: the text's
+    /// scores, the vectors only breaking near-ties. On the same questions
+    /// with `--embedder lexical`: recall@5 0.756, MRR@10 0.647, nDCG@10
+    /// 0.632, against the text's 0.756, 0.644, 0.625; a share of 0.1
+    /// already costs MRR (0.601), and RRF more (k 60, equal weights: 0.47).
+    pub const WORDS: Fusion = Fusion::Scores { vector_share: 0.02 };
 
     pub fn for_embedder(embedder: &dyn Embedder) -> Self {
         if embedder.matches_meaning() { Self::MEANING } else { Self::WORDS }

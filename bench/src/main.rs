@@ -90,6 +90,15 @@ struct SearchQualityArgs {
     /// (the model's vectors take most of an hour to make on two cores).
     #[arg(long)]
     database: Option<PathBuf>,
+    /// With a kept store: also rank text by `bm25` with other weights for
+    /// the heading path and the page title (content counts 1), alone and
+    /// fused with the service's vector ranking.
+    #[arg(long)]
+    text_weights: bool,
+    /// Crawl into a fresh database on this PostgreSQL server (with
+    /// pgvector) instead of SQLite, dropped at the end.
+    #[arg(long, conflicts_with = "database")]
+    server: Option<String>,
 }
 
 #[derive(Parser)]
@@ -1905,6 +1914,10 @@ async fn search_quality(args: SearchQualityArgs) {
     let env = [("TRAWL_EMBEDDER", args.embedder.clone())];
     // The site's address is kept beside a kept store: the answers are URLs.
     let kept = args.database.as_ref().map(|db| (db.display().to_string(), db.with_extension("base")));
+    let postgres = match &args.server {
+        Some(server) => Some(BenchDb::create(server, "quality").await),
+        None => None,
+    };
     let (base, svc, id) = match &kept {
         Some((db, base_file)) if std::path::Path::new(db).exists() => {
             let base = std::fs::read_to_string(base_file).expect("the site's address beside the kept store");
@@ -1912,7 +1925,7 @@ async fn search_quality(args: SearchQualityArgs) {
             (base.trim().to_string(), start_service_on(&args.trawl, Some(db), &env).await, None)
         }
         _ => {
-            let db = kept.as_ref().map(|(db, _)| db.as_str());
+            let db = kept.as_ref().map(|(db, _)| db.as_str()).or(postgres.as_ref().map(|p| p.url.as_str()));
             let (base, svc, id) = serve_and_crawl(&args.trawl, html_tree(&args.dir), db, &env).await;
             if let Some((_, base_file)) = &kept {
                 std::fs::write(base_file, &base).expect("write the site's address");
@@ -1939,6 +1952,19 @@ async fn search_quality(args: SearchQualityArgs) {
         graph_recall(&client, &svc, db, &texts, embedder.as_ref()).await;
     }
     let modes = ["text", "vector", "hybrid"];
+    // Heading-path and title weights of `bm25` tried on the kept store.
+    let weights: Vec<(f64, f64)> =
+        [1.0, 2.0, 3.0, 4.0, 6.0, 8.0].iter().flat_map(|&h| [1.0, 2.0, 4.0].map(move |t| (h, t))).collect();
+    let shares = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8];
+    let fts = match (&kept, args.text_weights) {
+        (Some((db, _)), true) => Some(
+            sqlx::sqlite::SqlitePoolOptions::new()
+                .connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(db).read_only(true))
+                .await
+                .expect("open the kept store"),
+        ),
+        _ => None,
+    };
     // (mode, worded) → (recall@5 sum, MRR@10 sum, nDCG@10 sum, questions)
     let mut scores: std::collections::BTreeMap<(String, String), (f64, f64, f64, usize)> = Default::default();
     let mut latencies = Vec::new();
@@ -1947,7 +1973,7 @@ async fn search_quality(args: SearchQualityArgs) {
     let grid: Vec<(f64, f64)> =
         [10.0, 30.0, 60.0].iter().flat_map(|&k| [0.5, 0.7, 1.0, 1.5, 2.0].map(move |w| (k, w))).collect();
     // And a convex combination of the normalised scores, `a` the vector's share.
-    let convex = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8];
+    let convex = [0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8];
     for q in &questions {
         let answers: Vec<String> = q.answers.iter().map(|a| format!("{base}/{a}")).collect();
         let mut lists: std::collections::HashMap<&str, Vec<(i64, String, f64)>> = Default::default();
@@ -1991,6 +2017,37 @@ async fn search_quality(args: SearchQualityArgs) {
         }
         for &a in &convex {
             rankings.push((format!("convex a={a}"), fused(trawl::search::Fusion::Scores { vector_share: a })));
+        }
+        if let Some(pool) = &fts {
+            // The service's words (at this size no word is left out for cost).
+            let mut words: Vec<String> = Vec::new();
+            for w in q.q.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+                let w = format!("\"{}\"", w.to_lowercase());
+                if !words.contains(&w) {
+                    words.push(w);
+                }
+            }
+            for &(h, t) in &weights {
+                let rows: Vec<(i64, String, f64)> = sqlx::query_as(
+                    "SELECT c.id, c.url, -bm25(chunks_fts, 1.0, ?, ?) AS s FROM chunks_fts \
+                     CROSS JOIN chunks c ON c.id = chunks_fts.rowid WHERE chunks_fts MATCH ? ORDER BY s DESC LIMIT 50",
+                )
+                .bind(h)
+                .bind(t)
+                .bind(words.join(" OR "))
+                .fetch_all(pool)
+                .await
+                .expect("text search on the kept store");
+                let text: Vec<(i64, f64)> = rows.iter().map(|(c, _, s)| (*c, *s)).collect();
+                let mut urls = urls.clone();
+                urls.extend(rows.iter().map(|(c, u, _)| (*c, u)));
+                rankings.push((format!("text h={h} t={t}"), rows.iter().map(|(_, u, _)| u.clone()).collect()));
+                for a in shares {
+                    let hybrid = trawl::search::Fusion::Scores { vector_share: a }.fuse(&text, &vector);
+                    let ranked = hybrid.iter().map(|(c, _)| urls[c].clone()).collect();
+                    rankings.push((format!("h={h} t={t} a={a}"), ranked));
+                }
+            }
         }
         for (mode, urls) in rankings {
             let mut ranked: Vec<String> = Vec::new();
@@ -2042,6 +2099,11 @@ async fn search_quality(args: SearchQualityArgs) {
         .map(|m| m.to_string())
         .chain(args.fusions.then(|| grid.iter().map(|(k, w)| format!("rrf k={k} w={w}"))).into_iter().flatten())
         .chain(args.fusions.then(|| convex.iter().map(|a| format!("convex a={a}"))).into_iter().flatten())
+        .chain(fts.iter().flat_map(|_| {
+            weights.iter().flat_map(|(h, t)| {
+                std::iter::once(format!("text h={h} t={t}")).chain(shares.map(|a| format!("h={h} t={t} a={a}")))
+            })
+        }))
         .collect();
     for worded in ["all", "manual", "own"] {
         for mode in &names {
@@ -2055,6 +2117,10 @@ async fn search_quality(args: SearchQualityArgs) {
     latencies.sort_by(f64::total_cmp);
     let p = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
     println!("search latency over {} queries: p50 {:.1} ms, p99 {:.1} ms", latencies.len(), p(0.5), p(0.99));
+    drop(svc);
+    if let Some(db) = postgres {
+        db.drop_now().await;
+    }
 }
 
 async fn docs_bench(args: DocsArgs) {
@@ -2219,6 +2285,9 @@ async fn embed_speed(args: EmbedSpeedArgs) {
     let window = model.token_window().expect("a window");
     // The manual's chunks as a crawl makes them, longest first.
     let mut inputs: Vec<(usize, String)> = Vec::new();
+    // Word pieces of every chunk as stored (markdown with its link targets)
+    // and as embedded (read as text, `content::readable`).
+    let (mut stored, mut embedded) = (0usize, 0usize);
     for (path, html) in html_tree(&args.dir) {
         let url = url::Url::parse(&format!("http://docs.invalid{path}")).expect("url");
         let bound = trawl::process::chunk::TokenWindow {
@@ -2228,8 +2297,19 @@ async fn embed_speed(args: EmbedSpeedArgs) {
         let p = trawl::process::extract_html(&String::from_utf8_lossy(&html), &url)
             .finish_within(&trawl::process::ProcessOptions::default(), Some(bound));
         let (chunks, _) = p.embedding_inputs();
+        for (c, text) in p.chunks.iter().zip(&chunks) {
+            stored += counter.count(&trawl::content::chunk_prefix(p.title.as_deref(), &c.heading_path))
+                + counter.count(&c.content);
+            embedded += counter.count(text);
+        }
         inputs.extend(chunks.into_iter().map(|t| (counter.count(&t), t)));
     }
+    println!(
+        "{} chunks in the manual: {:.0} word pieces each as embedded, of {:.0} in their stored markdown",
+        inputs.len(),
+        embedded as f64 / inputs.len() as f64,
+        stored as f64 / inputs.len() as f64
+    );
     inputs.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
     inputs.truncate(args.chunks);
     let tokens: usize = inputs.iter().map(|(n, _)| n).sum();

@@ -69,9 +69,10 @@ async fn chunks_fit_the_models_window_with_their_title_and_headings() {
         )
         .repeat(6)
     };
-    // A heading as Sphinx writes them: a link with a title, dense in tokens.
-    let dense = "[os.memfd\\_create()](os.html#os.memfd_create \"os.memfd\\_create: F_ADD_SEALS(), F_GET_SEALS()\") \
-                 — `F_SEAL_*` (>=3.15)";
+    // A heading as Sphinx writes an API's: a link (embedded as its text)
+    // around code names, dense in tokens even as read.
+    let dense = "[`os.memfd_create(name[, flags=os.MFD_CLOEXEC])`](os.html#os.memfd_create \"Link\") \
+                 — `F_SEAL_*`, `F_ADD_SEALS()`, `F_GET_SEALS()`, `MFD_HUGE_2MB` (>=3.15)";
     let md = format!(
         "# {long_title}\n\n## A section heading that is also rather long, to weigh on the prefix\n\n{}\n\n\
          ```rust\n{}\n```\n\n### Deeper\n\n{}\n\n#### {dense}\n\n{}\n",
