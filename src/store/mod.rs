@@ -6,6 +6,7 @@ mod migrations;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
+pub mod words;
 
 use std::sync::Arc;
 
@@ -636,12 +637,7 @@ impl ExportCursor {
 /// An FTS5 query that matches any of the words: user input never reaches
 /// FTS5's syntax.
 pub fn fts_query(q: &str) -> Option<String> {
-    let words: Vec<String> = q
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .take(32)
-        .map(|w| format!("\"{}\"", w.to_lowercase()))
-        .collect();
+    let words: Vec<String> = words::words(q).iter().map(|w| format!("\"{w}\"")).collect();
     (!words.is_empty()).then(|| words.join(" OR "))
 }
 

@@ -592,9 +592,18 @@ impl Store for PgStore {
     }
 
     async fn search_text(&self, query: &str, f: &SearchFilter, limit: u32) -> Result<Vec<(i64, f64)>, StoreError> {
-        let Some(q) = ts_queries(query) else { return Ok(Vec::new()) };
+        let words = crate::store::words::words(query);
+        if words.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (lexemes, total) = lexemes(&self.pool, &words).await?;
+        let rows: Vec<i64> = lexemes.iter().map(Lexemes::rows).collect();
+        let (kept, capped) = crate::store::words::kept(lexemes.iter().collect(), &rows, RANKED_ROWS);
+        if kept.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("");
-        push_text_ranking(&mut qb, q, f, limit);
+        push_text_ranking(&mut qb, &kept, total, capped, f, limit);
         ranked(&qb.build().fetch_all(&self.pool).await?)
     }
 
@@ -611,7 +620,6 @@ impl Store for PgStore {
         ranked(&qb.build().fetch_all(&self.pool).await?)
     }
 
-    #[allow(clippy::too_many_arguments)] // the query, its vector and model, the scope, and how to fuse
     async fn chunk_hits(&self, ids: &[i64]) -> Result<Vec<ChunkHit>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
