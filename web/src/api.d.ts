@@ -87,6 +87,11 @@ export interface ChunkHit {
    * The PDF page the chunk starts on; absent for other documents.
    */
   page?: number | null;
+  /**
+   * Higher is better; results come best first. Its scale depends on the
+   * mode: `bm25` for text, cosine similarity for vector, and 0 to 1 for
+   * hybrid (the two rankings' scores, each normalised, then weighed).
+   */
   score: number;
 }
 /**
@@ -117,6 +122,9 @@ export interface CodeHit {
   code: string;
   contextBefore: string;
   contextAfter: string;
+  /**
+   * Higher is better; results come best first (scaled as in chunk hits).
+   */
   score: number;
 }
 /**
