@@ -2020,13 +2020,7 @@ async fn search_quality(args: SearchQualityArgs) {
         }
         if let Some(pool) = &fts {
             // The service's words (at this size no word is left out for cost).
-            let mut words: Vec<String> = Vec::new();
-            for w in q.q.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
-                let w = format!("\"{}\"", w.to_lowercase());
-                if !words.contains(&w) {
-                    words.push(w);
-                }
-            }
+            let query = trawl::store::fts_query(&q.q).unwrap_or_default();
             for &(h, t) in &weights {
                 let rows: Vec<(i64, String, f64)> = sqlx::query_as(
                     "SELECT c.id, c.url, -bm25(chunks_fts, 1.0, ?, ?) AS s FROM chunks_fts \
@@ -2034,7 +2028,7 @@ async fn search_quality(args: SearchQualityArgs) {
                 )
                 .bind(h)
                 .bind(t)
-                .bind(words.join(" OR "))
+                .bind(&query)
                 .fetch_all(pool)
                 .await
                 .expect("text search on the kept store");
